@@ -1,0 +1,37 @@
+# The two commands of the README's quick start. Each sets itself up.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PORT ?= 8765
+
+.PHONY: hub test lint bench setup
+
+$(BIN)/rtkit: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+tests/js/node_modules: tests/js/package.json tests/js/package-lock.json
+	npm ci --prefix tests/js --no-audit --no-fund --silent
+	touch $@
+
+benchmarks/node_modules: benchmarks/package.json benchmarks/package-lock.json
+	npm ci --prefix benchmarks --no-audit --no-fund --silent
+	touch $@
+
+setup: $(BIN)/rtkit tests/js/node_modules
+
+## Run a hub on 127.0.0.1:$(PORT) with the embedded (memory) store.
+hub: $(BIN)/rtkit
+	$(BIN)/rtkit hub --allow-anonymous --port $(PORT)
+
+## Run the whole test suite (lint, types, unit and integration tests).
+test: setup
+	$(BIN)/ruff check rtkit tests benchmarks
+	$(BIN)/ruff format --check rtkit tests benchmarks
+	$(BIN)/mypy
+	$(BIN)/pytest
+
+bench: $(BIN)/rtkit benchmarks/node_modules
+	$(BIN)/python benchmarks/run.py

@@ -1,0 +1,1055 @@
+"""Benchmark the rtkit hub against plain python-socketio and node socket.io.
+
+One run starts every server under test as a subprocess on a free loopback
+port, drives it with the same load generator (``benchmarks/loadgen.js``, raw
+``ws`` speaking Engine.IO v4 / Socket.IO v5 by hand) through the same
+scenarios, stops it, and writes one markdown file with the machine, the
+versions, a table per scenario and notes on method (plus the raw numbers as
+JSON next to it).
+
+    python benchmarks/run.py                      # full run, about 5 minutes
+    python benchmarks/run.py --quick              # smoke run, under a minute
+    python benchmarks/run.py --servers socketio,node --out /tmp/r.md
+
+Servers: ``rtkit`` (the hub, ``python -m rtkit hub``), ``socketio`` (plain
+python-socketio, ``servers/plain_socketio.py``), ``node`` (socket.io 4.8,
+``servers/node_socketio.js``) and ``raw`` (``servers/raw_ws_broadcast.js``, a
+bare ``ws`` broadcaster: the ceiling the load generator can receive).
+
+Everything is bounded in time: each phase of the load generator has a
+timeout, the load generator has a hard deadline, each server is killed (its
+whole process group) in a ``finally`` block, and the run skips what is left
+once ``--max-seconds`` is spent. Only loopback addresses are used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import datetime as dt
+import hashlib
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO = BENCH_DIR.parent
+HOST = "127.0.0.1"
+SERVER_NAMES = ("rtkit", "socketio", "node", "raw")
+PY_HOSTS = ("aiohttp", "tornado", "uvicorn")
+
+
+def log(msg: str) -> None:
+    print(f"[run {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def venv_python() -> str:
+    candidate = REPO / ".venv" / "bin" / "python"
+    return str(candidate) if candidate.exists() else sys.executable
+
+
+# ---------------------------------------------------------------------------
+# Profiles: how long each phase runs.
+
+
+@dataclasses.dataclass(frozen=True)
+class Profile:
+    name: str
+    warmup: float
+    duration: float
+    drain_timeout: float
+    latency_rate: int = 1000
+    # A second latency run well below every server's capacity, so the figures
+    # show the path itself rather than a queue (1000 msg/s can saturate a
+    # Python server that shares its core with other jobs).
+    low_latency_rate: int | None = 100
+    latency_subscribers: int = 10
+    fanout_sizes: tuple[int, ...] = (100, 1000)
+    host_comparison: bool = True
+    quiet_wait: float = 3.0  # max seconds to wait for an idle machine per case
+
+
+FULL = Profile("full", warmup=2.0, duration=10.0, drain_timeout=30.0)
+QUICK = Profile(
+    "quick",
+    warmup=0.5,
+    duration=2.0,
+    drain_timeout=10.0,
+    low_latency_rate=None,
+    fanout_sizes=(100,),
+    host_comparison=False,
+    quiet_wait=0.0,
+)
+
+# Picked by experiment (README.md, "Publisher window"): 64 unacked publishes
+# keep every server here busy; more only adds queueing.
+FANOUT_WINDOW = 64
+# Deliveries allowed on their way (published x subscribers - delivered). It
+# keeps a server that acks faster than it delivers from piling up a backlog
+# that would take minutes to drain, and is far above what any server here
+# needs in flight to stay busy.
+FANOUT_MAX_OUTSTANDING = 20_000
+PAD_BYTES = 16
+
+
+# ---------------------------------------------------------------------------
+# Servers
+
+
+@dataclasses.dataclass
+class ServerSpec:
+    key: str  # e.g. "rtkit", "rtkit+sqlite", "socketio/tornado"
+    label: str  # for tables
+    argv: Callable[[int, Path], list[str]]  # (port, tmpdir) -> command line
+    note: str = ""
+    cwd: Path = REPO
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+def server_env() -> dict[str, str]:
+    # RTKIT_* settings of whoever runs the benchmark must not change the hub.
+    return {k: v for k, v in os.environ.items() if not k.startswith("RTKIT_")}
+
+
+def snapshot_rtkit(dest: Path) -> tuple[Path, str]:
+    """Copy the rtkit package to dest/rtkit; return (dest, fingerprint).
+
+    Others edit rtkit/ while a run takes minutes: every hub in one run must be
+    the same code. `python -m rtkit` started with cwd=dest imports this copy
+    (sys.path[0] is the working directory, ahead of the editable install).
+    """
+    src = REPO / "rtkit"
+    shutil.copytree(src, dest / "rtkit", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    digest = hashlib.sha256()
+    newest = 0.0
+    for path in sorted((dest / "rtkit").rglob("*")):
+        if path.is_file():
+            digest.update(str(path.relative_to(dest)).encode() + b"\0" + path.read_bytes())
+            newest = max(newest, (src / path.relative_to(dest / "rtkit")).stat().st_mtime)
+    stamp = dt.datetime.fromtimestamp(newest, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return dest, f"sha256 {digest.hexdigest()[:12]} (newest file {stamp})"
+
+
+def rtkit_help(cwd: Path) -> tuple[str | None, str]:
+    """Return (hub --help text, top-level --help text), or (None, reason)."""
+    py = venv_python()
+    try:
+        hub = subprocess.run(
+            [py, "-m", "rtkit", "hub", "--help"],
+            cwd=cwd,
+            env=server_env(),
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        top = subprocess.run(
+            [py, "-m", "rtkit", "--help"],
+            cwd=cwd,
+            env=server_env(),
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return None, f"`python -m rtkit hub --help` failed: {exc}"
+    if hub.returncode != 0:
+        tail = (hub.stderr or hub.stdout).strip().splitlines()[-1:] or ["no output"]
+        return None, f"`python -m rtkit hub --help` exited {hub.returncode}: {tail[0]}"
+    return hub.stdout, top.stdout
+
+
+def rtkit_spec(
+    hub_help: str,
+    top_help: str,
+    cwd: Path,
+    *,
+    server: str | None = None,
+    store: str | None = None,
+) -> ServerSpec | None:
+    """The rtkit hub's command line, adapted to the flags its --help lists."""
+    if "--allow-anonymous" not in hub_help:
+        return None
+    if server is not None and "--server" not in hub_help:
+        return None
+    if store is not None and "--store" not in hub_help:
+        return None
+    py = venv_python()
+    notes = []
+
+    def argv(port: int, tmp: Path) -> list[str]:
+        cmd = [py, "-m", "rtkit"]
+        if "--log-level" in top_help:
+            cmd += ["--log-level", "WARNING"]
+        cmd += ["hub", "--host", HOST, "--port", str(port), "--allow-anonymous"]
+        if "--publish-rate" in hub_help:
+            cmd += ["--publish-rate", "0"]
+        if "--max-connections-per-user" in hub_help:
+            # Every anonymous connection is the same user; the default cap
+            # (100) would refuse the 1000-subscriber scenario.
+            cmd += ["--max-connections-per-user", "100000"]
+        if server is not None:
+            cmd += ["--server", server]
+        if store is not None:
+            cmd += ["--store", store.replace("<tmpdir>", str(tmp))]
+        return cmd
+
+    key, label = "rtkit", "rtkit hub"
+    if store is not None:
+        scheme = store.split(":", 1)[0]
+        key, label = f"rtkit+{scheme}", f"rtkit hub, {scheme} store"
+        notes.append(f"--store {store}")
+    if server is not None:
+        key, label = f"rtkit/{server}", f"rtkit hub on {server}"
+    return ServerSpec(key, label, argv, "; ".join(notes), cwd=cwd)
+
+
+def socketio_spec(host: str = "aiohttp") -> ServerSpec:
+    py = venv_python()
+    script = str(BENCH_DIR / "servers" / "plain_socketio.py")
+
+    def argv(port: int, tmp: Path) -> list[str]:
+        return [py, script, "--host", HOST, "--port", str(port), "--server", host]
+
+    key = "socketio" if host == "aiohttp" else f"socketio/{host}"
+    return ServerSpec(key, f"python-socketio on {host}", argv)
+
+
+def node_spec(script: str, key: str, label: str) -> ServerSpec:
+    node = shutil.which("node") or "node"
+    path = str(BENCH_DIR / "servers" / script)
+
+    def argv(port: int, tmp: Path) -> list[str]:
+        return [node, path, "--host", HOST, "--port", str(port)]
+
+    return ServerSpec(key, label, argv)
+
+
+@contextlib.contextmanager
+def running_server(spec: ServerSpec, tmp: Path, pin: bool) -> Iterator[tuple[int, int]]:
+    """Start the server in its own process group; yield (port, pid); kill the group."""
+    port = free_port()
+    logfile = tmp / f"{spec.key.replace('/', '_')}-{port}.log"
+    argv = spec.argv(port, tmp)
+    preexec = (lambda: os.sched_setaffinity(0, {0})) if pin else None
+    with open(logfile, "wb") as out:
+        proc = subprocess.Popen(
+            argv,
+            cwd=spec.cwd,
+            env=server_env(),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=preexec,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(
+                    f"{spec.label} exited with {proc.returncode} before listening: " + tail(logfile)
+                )
+            with contextlib.suppress(OSError), socket.create_connection((HOST, port), 0.5):
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{spec.label} did not listen within 30 s: " + tail(logfile))
+            time.sleep(0.05)
+        yield port, proc.pid
+        if proc.poll() is not None:
+            raise RuntimeError(f"{spec.label} died during the run: " + tail(logfile))
+    finally:
+        stop_group(proc)
+
+
+def stop_group(proc: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=5)
+    # Children that outlived the leader (if any) go too.
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+def tail(path: Path, lines: int = 5) -> str:
+    try:
+        text = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return "(no log)"
+    return " | ".join(text[-lines:]) or "(empty log)"
+
+
+# ---------------------------------------------------------------------------
+# Load generator
+
+
+def machine_busy_cores(seconds: float = 0.5) -> float:
+    def busy() -> tuple[float, float]:
+        with open("/proc/stat") as f:
+            v = [float(x) for x in f.readline().split()[1:]]
+        return sum(v) - v[3] - v[4], sum(v)
+
+    b0, t0 = busy()
+    time.sleep(seconds)
+    b1, t1 = busy()
+    ncpu = os.cpu_count() or 1
+    return (b1 - b0) / max(t1 - t0, 1) * ncpu
+
+
+def wait_for_quiet(max_wait: float, threshold: float = 0.3) -> float:
+    """Wait up to max_wait s until other jobs use < threshold cores; return the last reading."""
+    deadline = time.monotonic() + max_wait
+    busy = machine_busy_cores()
+    while busy >= threshold and time.monotonic() < deadline:
+        busy = machine_busy_cores(1.0)
+    return busy
+
+
+def run_loadgen(cfg: dict[str, Any], pin: bool) -> dict[str, Any]:
+    node = shutil.which("node") or "node"
+    hard = cfg["connectTimeout"] + cfg["warmup"] + cfg["duration"] + 2 * cfg["drainTimeout"] + 15
+    cfg = {**cfg, "hardDeadline": hard}
+    preexec = (lambda: os.sched_setaffinity(0, {1})) if pin else None
+    proc = subprocess.Popen(
+        [node, str(BENCH_DIR / "loadgen.js"), json.dumps(cfg)],
+        cwd=BENCH_DIR,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        preexec_fn=preexec,
+    )
+    try:
+        out, err = proc.communicate(timeout=hard + 10)
+    except subprocess.TimeoutExpired:
+        stop_group(proc)  # type: ignore[arg-type]
+        return {"ok": False, "error": "load generator timed out"}
+    finally:
+        if proc.poll() is None:
+            stop_group(proc)  # type: ignore[arg-type]
+    lines = [line for line in out.splitlines() if line.startswith("{")]
+    if not lines:
+        return {"ok": False, "error": f"no result (exit {proc.returncode}): {err.strip()[-500:]}"}
+    result: dict[str, Any] = json.loads(lines[-1])
+    return result
+
+
+@dataclasses.dataclass
+class Case:
+    section: str  # "latency", "fanout", "hosts"
+    spec: ServerSpec
+    scenario: str  # "latency" | "fanout"
+    subscribers: int
+    rate: int | None = None  # latency: publishes per second
+
+
+def loadgen_config(case: Case, profile: Profile, port: int, pid: int) -> dict[str, Any]:
+    cfg: dict[str, Any] = {
+        "host": HOST,
+        "port": port,
+        "serverPid": pid,
+        "scenario": case.scenario,
+        "subscribers": case.subscribers,
+        "warmup": profile.warmup,
+        "duration": profile.duration,
+        "drainTimeout": profile.drain_timeout,
+        "padBytes": PAD_BYTES,
+        "connectConcurrency": 50,
+        "connectTimeout": 60,
+    }
+    if case.scenario == "latency":
+        cfg["rate"] = case.rate or profile.latency_rate
+    else:
+        cfg["window"] = FANOUT_WINDOW
+        cfg["maxOutstanding"] = FANOUT_MAX_OUTSTANDING
+    return cfg
+
+
+def run_case(
+    case: Case, profile: Profile, tmp: Path, pin: bool, quiet_wait: float
+) -> dict[str, Any]:
+    busy_before = wait_for_quiet(quiet_wait) if quiet_wait > 0 else machine_busy_cores(0.3)
+    started = time.monotonic()
+    record: dict[str, Any] = {
+        "section": case.section,
+        "server": case.spec.key,
+        "label": case.spec.label,
+        "serverNote": case.spec.note,
+        "scenario": case.scenario,
+        "subscribers": case.subscribers,
+        "rate": case.rate,
+        "busyCoresBefore": round(busy_before, 2),
+    }
+    try:
+        with running_server(case.spec, tmp, pin) as (port, pid):
+            record["argv"] = " ".join(
+                os.path.relpath(a, REPO) if a.startswith(str(REPO)) else a
+                for a in case.spec.argv(port, tmp)
+            )
+            record.update(run_loadgen(loadgen_config(case, profile, port, pid), pin))
+    except Exception as exc:  # a failed case is reported, the run goes on
+        record.update({"ok": False, "error": str(exc)})
+    record["caseSeconds"] = round(time.monotonic() - started, 1)
+    return record
+
+
+def summary_line(r: dict[str, Any]) -> str:
+    head = f"{r['label']} {r['scenario']} n={r['subscribers']}"
+    if not r.get("ok"):
+        return f"{head}: FAILED {r.get('error')}"
+    cpu = (
+        f"server {fmt(r.get('serverCpu'), 2)} loadgen {fmt(r.get('loadgenCpu'), 2)} "
+        f"other {fmt(r.get('otherCpu'), 2)} cores"
+    )
+    if r["scenario"] == "latency":
+        lat = r["latencyMs"]
+        return (
+            f"{head}: p50 {lat['p50']} p99 {lat['p99']} max {lat['max']} ms, "
+            f"delivered {r['delivered']}/{r['expected']}; {cpu}"
+        )
+    return (
+        f"{head}: {fmt(r['deliveriesPerSec'])} deliveries/s, "
+        f"{fmt(r['publishesPerSec'])} publishes/s, complete={r['allComplete']}; {cpu}"
+    )
+
+
+# ---------------------------------------------------------------------------
+# Machine and versions
+
+
+def machine_info() -> dict[str, Any]:
+    info: dict[str, Any] = {}
+    cpu_model = platform.processor() or "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu_model = line.split(":", 1)[1].strip()
+                break
+    info["cpu"] = cpu_model
+    info["cores"] = os.cpu_count()
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+        for line in lscpu.splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() in ("Hypervisor vendor", "Thread(s) per core", "BogoMIPS"):
+                info[key.strip()] = value.strip()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal"):
+                info["memory"] = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
+    info["kernel"] = platform.release()
+    code = (
+        "import sys, json, importlib.metadata as m\n"
+        "names = ['rtkit', 'python-socketio', 'python-engineio', 'aiohttp', 'tornado',"
+        " 'uvicorn', 'wsproto', 'websockets', 'httptools', 'uvloop', 'orjson',"
+        " 'simple-websocket']\n"
+        "v = {}\n"
+        "for n in names:\n"
+        "    try: v[n] = m.version(n)\n"
+        "    except m.PackageNotFoundError: v[n] = None\n"
+        "print(json.dumps({'python': sys.version.split()[0], 'packages': v}))\n"
+    )
+    try:
+        out = subprocess.run(
+            [venv_python(), "-c", code], capture_output=True, text=True, timeout=30
+        ).stdout
+        py = json.loads(out)
+        info["python"] = py["python"]
+        info["python_packages"] = py["packages"]
+    except (OSError, subprocess.SubprocessError, ValueError):
+        info["python"] = platform.python_version()
+        info["python_packages"] = {}
+    try:
+        info["node"] = subprocess.run(
+            ["node", "--version"], capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        info["node"] = None
+    node_pkgs = {}
+    for name, rel in [
+        ("socket.io", "node_modules/socket.io"),
+        ("engine.io", "node_modules/engine.io"),
+        ("ws (load generator, raw server)", "node_modules/ws"),
+        ("ws (inside engine.io)", "node_modules/engine.io/node_modules/ws"),
+    ]:
+        with contextlib.suppress(OSError, ValueError):
+            node_pkgs[name] = json.loads((BENCH_DIR / rel / "package.json").read_text())["version"]
+    info["node_packages"] = node_pkgs
+    try:
+        rev = subprocess.run(
+            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        info["git"] = rev.stdout.strip() if rev.returncode == 0 else "no commit yet"
+        dirty = subprocess.run(
+            ["git", "-C", str(REPO), "status", "--porcelain", "--", "rtkit"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout
+        if dirty.strip():
+            info["git"] += f" (rtkit/ has {len(dirty.splitlines())} uncommitted paths)"
+    except (OSError, subprocess.SubprocessError):
+        info["git"] = "unknown"
+    return info
+
+
+def ensure_node_modules() -> None:
+    if (BENCH_DIR / "node_modules" / "socket.io").is_dir() and (
+        BENCH_DIR / "node_modules" / "ws"
+    ).is_dir():
+        return
+    npm = shutil.which("npm")
+    if npm is None:
+        raise SystemExit("npm not found: install Node.js 18+ (node and npm)")
+    log("installing node packages (npm ci) in benchmarks/")
+    subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=BENCH_DIR, check=True, timeout=300)
+
+
+# ---------------------------------------------------------------------------
+# Report
+
+
+def fmt(x: Any, digits: int = 0) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, bool):
+        return "yes" if x else "no"
+    if isinstance(x, (int, float)):
+        return f"{x:,.{digits}f}"
+    return str(x)
+
+
+def cpu_cell(r: dict[str, Any], who: str) -> str:
+    """'0.59 +0.45': CPU used, and time its event-loop thread waited for a CPU."""
+    cpu, wait = r.get(f"{who}Cpu"), r.get(f"{who}RunqueueWait")
+    if wait is None:
+        return fmt(cpu, 2)
+    return f"{fmt(cpu, 2)} +{wait:.2f}"
+
+
+def demand(r: dict[str, Any], who: str) -> float:
+    return float(r.get(f"{who}Cpu") or 0) + float(r.get(f"{who}RunqueueWait") or 0)
+
+
+def flags(r: dict[str, Any]) -> list[str]:
+    out = []
+    if not r.get("ok"):
+        return [f"failed: {r.get('error')}"]
+    if demand(r, "loadgen") >= 0.9:
+        out.append(
+            f"load generator ran or waited to run {demand(r, 'loadgen'):.2f} of the window: "
+            "it may be the limit"
+        )
+    if r.get("scenario") == "fanout" and not r.get("allComplete"):
+        out.append(
+            f"incomplete: {r.get('completeSubscribers')}/{r.get('subscribers')} subscribers "
+            f"got every message within {r.get('drainSeconds')} s of drain"
+        )
+    if r.get("scenario") == "latency":
+        if r.get("deliveredRatio") not in (1, 1.0):
+            out.append(f"delivered {r.get('delivered')}/{r.get('expected')}")
+        got, offered = r.get("deliveriesPerSec"), r.get("offeredDeliveriesPerSec")
+        if got is not None and offered and got < 0.95 * offered:
+            out.append(
+                f"fell behind: delivered {got:,.0f}/s of {offered:,}/s offered during the "
+                "window, so its latencies are mostly queueing"
+            )
+    for key, what in [
+        ("ackErrors", "publish errors"),
+        ("gaps", "seq gaps"),
+        ("dups", "duplicates"),
+        ("frameMismatch", "frames with gaps inside"),
+        ("connectionErrorCount", "connection errors"),
+    ]:
+        if r.get(key):
+            out.append(f"{r[key]} {what}")
+    if r.get("wsExtensions"):
+        out.append(f"websocket extensions negotiated: {r['wsExtensions']}")
+    return out
+
+
+def per_cpu(r: dict[str, Any]) -> float | None:
+    if not r.get("ok") or not r.get("serverCpu"):
+        return None
+    return float(r["deliveriesPerSec"]) / float(r["serverCpu"])
+
+
+def fanout_table(rows: list[dict[str, Any]], first_col: str = "server") -> list[str]:
+    out = [
+        f"| {first_col} | subscribers | deliveries/s | publishes/s | envelopes/packet "
+        "| bytes/envelope | all delivered (drain s) | server CPU +wait "
+        "| deliveries per server CPU-s | loadgen CPU +wait | other CPU | server RSS MiB |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in rows:
+        if not r.get("ok"):
+            out.append(
+                f"| {r['label']} | {r['subscribers']} | failed: {r.get('error')} |" + " |" * 9
+            )
+            continue
+        out.append(
+            f"| {r['label']} | {r['subscribers']:,} | **{fmt(r['deliveriesPerSec'])}** "
+            f"| {fmt(r['publishesPerSec'])} | {fmt(r.get('envelopesPerFrame'), 1)} "
+            f"| {fmt(r.get('bytesPerEnvelope'))} "
+            f"| {fmt(r['allComplete'])} ({fmt(r.get('drainSeconds'), 1)}) "
+            f"| {cpu_cell(r, 'server')} | {fmt(per_cpu(r))} | {cpu_cell(r, 'loadgen')} "
+            f"| {fmt(r.get('otherCpu'), 2)} | {fmt(r.get('serverRssMiB'))} |"
+        )
+    return out
+
+
+def latency_table(rows: list[dict[str, Any]]) -> list[str]:
+    out = [
+        "| server | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | delivered / expected "
+        "| delivered/s in window / offered | publish ack p50 / p99 ms | server CPU +wait "
+        "| loadgen CPU +wait | other CPU |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in rows:
+        if not r.get("ok"):
+            out.append(f"| {r['label']} | failed: {r.get('error')} |" + " |" * 10)
+            continue
+        lat = r["latencyMs"]
+        ack = r.get("ackLatencyMs") or {}
+        out.append(
+            f"| {r['label']} | **{fmt(lat['p50'], 2)}** | {fmt(lat['p90'], 2)} "
+            f"| **{fmt(lat['p99'], 2)}** | {fmt(lat['p999'], 2)} | {fmt(lat['max'], 2)} "
+            f"| {r['delivered']:,} / {r['expected']:,} "
+            f"| {fmt(r.get('deliveriesPerSec'))} / {fmt(r.get('offeredDeliveriesPerSec'))} "
+            f"| {fmt(ack.get('p50'), 2)} / {fmt(ack.get('p99'), 2)} "
+            f"| {cpu_cell(r, 'server')} | {cpu_cell(r, 'loadgen')} "
+            f"| {fmt(r.get('otherCpu'), 2)} |"
+        )
+    return out
+
+
+def loadgen_headroom(rows: list[dict[str, Any]]) -> list[str]:
+    ok = [r for r in rows if r.get("ok") and r.get("loadgenCpu") is not None]
+    if not ok:
+        return []
+    top = max(ok, key=lambda r: demand(r, "loadgen"))
+    lines = [
+        "## Load generator headroom",
+        "",
+        f"- Largest load-generator demand in any case: {demand(top, 'loadgen'):.2f} of the "
+        f"window running or ready to run ({cpu_cell(top, 'loadgen')}; {top['label']}, "
+        f"{top['scenario']} {top['subscribers']}). At 1.00 it would be the limit.",
+    ]
+    for r in ok:
+        if r["server"] == "raw" and r.get("deliveriesPerSec"):
+            per = float(r["deliveriesPerSec"]) / max(float(r["loadgenCpu"]), 1e-9)
+            packets = float(r.get("framesPerSec") or r["deliveriesPerSec"])
+            lines.append(
+                f"- Calibration, raw ws broadcast to {r['subscribers']}: "
+                f"{r['deliveriesPerSec']:,.0f} deliveries/s ({packets:,.0f} packets/s) at "
+                f"{r['loadgenCpu']:.2f} load-generator cores, i.e. about {per:,.0f} packets "
+                "per load-generator CPU-second: what it can take on one core here."
+            )
+    lines.append(
+        "- Its cost is per packet: a server that coalesces (envelopes/packet > 1) "
+        "costs it proportionally less per envelope."
+    )
+    return lines
+
+
+CONTENDED = 0.25  # cores used by other processes during a window
+
+
+def contention_summary(rows: list[dict[str, Any]]) -> str | None:
+    others = [float(r["otherCpu"]) for r in rows if r.get("ok") and r.get("otherCpu") is not None]
+    busy = [x for x in others if x >= CONTENDED]
+    if not busy:
+        return None
+    others.sort()
+    median = others[len(others) // 2]
+    return (
+        f"**This run shared the machine with other jobs**: in {len(busy)} of {len(others)} "
+        f"cases other processes used {CONTENDED} cores or more during the measurement window "
+        f"(median {median:.2f}, max {others[-1]:.2f} of {os.cpu_count()} cores; column "
+        '"other CPU"). Throughput and latency figures are therefore lower bounds; '
+        '"deliveries per server CPU-s" is the figure that carries over to a machine where '
+        "the server has a core to itself."
+    )
+
+
+def notes_list(rows: list[dict[str, Any]]) -> list[str]:
+    out = []
+    if contention_summary(rows):
+        out.append("- shared machine: see the note at the top")
+    for r in rows:
+        for f in flags(r):
+            what = f"{r['scenario']} {r['subscribers']}"
+            if r["scenario"] == "latency":
+                what += f" at {r.get('rate')} msg/s"
+            out.append(f"- {r['label']}, {what}: {f}")
+    return out
+
+
+def write_report(
+    path: Path, info: dict[str, Any], results: list[dict[str, Any]], meta: dict[str, Any]
+) -> None:
+    profile: Profile = meta["profile"]
+    lines: list[str] = [
+        "# rtkit benchmark results",
+        "",
+        f"Generated by `{meta['command']}` on {meta['date']} "
+        f"({profile.name} profile, {meta['seconds']:.0f} s). "
+        "How to run and what each scenario measures: [README.md](README.md).",
+        "",
+    ]
+    summary = contention_summary(results)
+    if summary:
+        lines += [summary, ""]
+    lines += [
+        "## Machine",
+        "",
+        "| | |",
+        "| --- | --- |",
+        f"| CPU | {info['cpu']} ({info['cores']} cores"
+        + (f", {info['Hypervisor vendor']} guest" if info.get("Hypervisor vendor") else "")
+        + ") |",
+        f"| memory | {info.get('memory', '?')} |",
+        f"| kernel | {info['kernel']} |",
+        f"| Python | {info['python']} (asyncio default event loop) |",
+        f"| Node.js | {info['node']} |",
+        f"| rtkit tree | {info.get('git')} |",
+        f"| rtkit code run | {info.get('rtkit_code', '-')} |",
+    ]
+    pkgs = ", ".join(f"{k} {v}" for k, v in info["python_packages"].items() if v is not None)
+    missing = ", ".join(k for k, v in info["python_packages"].items() if v is None)
+    lines.append(f"| Python packages | {pkgs} |")
+    if missing:
+        lines.append(f"| not installed | {missing} |")
+    lines.append(
+        "| npm packages | " + ", ".join(f"{k} {v}" for k, v in info["node_packages"].items()) + " |"
+    )
+    pinning = (
+        "server on CPU 0, load generator on CPU 1"
+        if meta["pin"]
+        else "none (the scheduler places server and load generator)"
+    )
+    lines.append(f"| pinning | {pinning} |")
+    lines.append("")
+
+    by_section: dict[str, list[dict[str, Any]]] = {}
+    for r in results:
+        by_section.setdefault(r["section"], []).append(r)
+
+    lines += [
+        "## Method",
+        "",
+        f"- Each case starts a fresh server process on a free loopback port, waits until it "
+        f"accepts TCP connections, runs `benchmarks/loadgen.js` once, then kills the server's "
+        f"process group. Warm-up {profile.warmup:g} s, measurement window {profile.duration:g} s, "
+        f"drain timeout {profile.drain_timeout:g} s.",
+        "- All hubs of one run execute the same rtkit code: a copy of `rtkit/` taken when the "
+        "run starts (others edit the work tree meanwhile); its fingerprint is in the table above.",
+        "- Load generator: one Node.js process, raw `ws` speaking Engine.IO v4 / Socket.IO v5 by "
+        "hand over the websocket transport, namespace `/rtkit`, anonymous connect (`40/rtkit,{}`). "
+        "Subscribers connect 50 at a time (the 1000-subscriber ramp), all subscribe to channel "
+        "`bench` before the first publish.",
+        "- **permessage-deflate is off everywhere**: the load generator never offers it "
+        "(`ws` option `perMessageDeflate: false`), so aiohttp, tornado and uvicorn, which would "
+        "negotiate it when offered, do not; node socket.io and the raw server set "
+        "`perMessageDeflate: false`; the rtkit hub runs without `--compression`. Each result "
+        "records the extensions the handshake negotiated (`wsExtensions` in the JSON): empty in "
+        "every case below unless a note says otherwise.",
+        f"- Latency: one publisher paced by a timer at {profile.latency_rate:,} msg/s (and "
+        f"again at {profile.low_latency_rate or 0:,} msg/s) with catch-up (not by acks), "
+        f"{profile.latency_subscribers} subscribers; the message data carries the send time "
+        "(`performance.now()`, same process, same clock). Percentiles over every delivery of every "
+        "message sent inside the window; delivered/expected counts those deliveries after a drain.",
+        f"- Fan-out: one publisher with at most {FANOUT_WINDOW} unacked publishes and at most "
+        f"{FANOUT_MAX_OUTSTANDING:,} deliveries outstanding (published x subscribers - "
+        "delivered), so a server that acks faster than it delivers cannot grow an unbounded "
+        "queue. deliveries/s = envelopes received by all subscribers in the window / window. "
+        'Subscribers count envelopes without parsing JSON (first and last `"seq":` in the '
+        'packet, checked against the number of `"seq":` occurrences) and check per subscriber '
+        'that seq never skips or repeats. "all delivered" means every subscriber ended at the '
+        "last acked seq with exactly one copy of each message, after the drain.",
+        f'- Message data: `{{"t": <ms>, "p": "{"x" * PAD_BYTES}"}}`; envelope as wire '
+        "protocol v1 (`channel`, `seq`, `ts`, `id`, `sender`, `data`). bytes/envelope is the "
+        "Socket.IO packet size over envelopes (it includes the hub's own fields and, for the "
+        "plain servers, a 32-hex-digit id and the sender's sid).",
+        "- CPU columns are cores busy over the measurement window (1.00 = one core all the "
+        "time): server from `/proc/<pid>/stat`, load generator from `process.cpuUsage()`; "
+        '"+wait" is the share of the window the process\'s event-loop thread was ready to '
+        "run but had no CPU (`/proc/<pid>/schedstat`), so CPU + wait is what it wanted: near "
+        "1.00 means it was the busy side; "
+        "other = whole machine (`/proc/stat`) minus those two, i.e. anything else running on "
+        'the machine at the time. "deliveries per server CPU-s" divides throughput by server '
+        "CPU: the steadiest number when other jobs share the machine.",
+        f"- The machine has {info['cores']} cores: server and load generator get about one "
+        "each. A load generator near 1.00 cores means it, not the server, may be the limit; "
+        "the raw `ws` broadcast server (no Socket.IO machinery, each broadcast framed once) "
+        "shows the most this load generator receives here.",
+        "",
+    ]
+
+    if "latency" in by_section:
+        lines += [
+            f"## Latency: 1 publisher at {profile.latency_rate:,} msg/s, "
+            f"{profile.latency_subscribers} subscribers",
+            "",
+            *latency_table(by_section["latency"]),
+            "",
+        ]
+    if "latency-low" in by_section:
+        lines += [
+            f"## Latency below saturation: 1 publisher at {profile.low_latency_rate or 0:,} msg/s, "
+            f"{profile.latency_subscribers} subscribers",
+            "",
+            "The same scenario at a tenth of the rate, so that no server here runs near its "
+            "capacity: these figures are the delivery path itself, not a queue.",
+            "",
+            *latency_table(by_section["latency-low"]),
+            "",
+        ]
+    if "fanout" in by_section:
+        lines += [
+            "## Fan-out: 1 publisher, one channel, N subscribers",
+            "",
+            *fanout_table(by_section["fanout"]),
+            "",
+        ]
+    if "hosts" in by_section:
+        lines += [
+            "## Host comparison: fan-out to 100 subscribers",
+            "",
+            "Same server code on each web server (`--server`), back to back. uvicorn runs as "
+            "installed here (h11 + wsproto, no uvloop/httptools/websockets unless the versions "
+            "table lists them).",
+            "",
+            *fanout_table(by_section["hosts"], first_col="server / host"),
+            "",
+        ]
+    lines += [*loadgen_headroom(results), ""]
+    if meta.get("skipped"):
+        lines += ["## Skipped", "", *[f"- {s}" for s in meta["skipped"]], ""]
+    notes = notes_list(results)
+    lines += ["## Flags raised by this run", ""]
+    lines += notes or ["- none"]
+    lines += [
+        "",
+        "## Commands",
+        "",
+        "Server command lines as run (ports vary):",
+        "",
+    ]
+    seen = set()
+    for r in results:
+        if r.get("argv") and r["server"] not in seen:
+            seen.add(r["server"])
+            lines.append(f"- {r['label']}: `{r['argv']}`")
+    lines += [
+        "",
+        f"Raw numbers: [{meta['json_name']}]({meta['json_name']}).",
+        "",
+    ]
+    path.write_text("\n".join(lines))
+
+
+# ---------------------------------------------------------------------------
+
+
+def build_cases(
+    profile: Profile, wanted: list[str], hosts: bool, rtkit_cwd: Path | None, skipped: list[str]
+) -> list[Case]:
+    specs: dict[str, ServerSpec] = {}
+    hub_help: str | None = None
+    top_help = ""
+    if "rtkit" in wanted and rtkit_cwd is not None:
+        hub_help, top_help = rtkit_help(rtkit_cwd)
+        if hub_help is None:
+            skipped.append(f"rtkit hub: {top_help}")
+        else:
+            spec = rtkit_spec(hub_help, top_help, rtkit_cwd)
+            if spec is None:
+                skipped.append("rtkit hub: its --help lists no --allow-anonymous")
+            else:
+                specs["rtkit"] = spec
+    if "socketio" in wanted:
+        specs["socketio"] = socketio_spec("aiohttp")
+    if "node" in wanted:
+        specs["node"] = node_spec("node_socketio.js", "node", "node socket.io")
+    if "raw" in wanted:
+        specs["raw"] = node_spec("raw_ws_broadcast.js", "raw", "raw ws broadcast (calibration)")
+    sqlite = None
+    if "rtkit" in specs and hub_help is not None and rtkit_cwd is not None:
+        sqlite = rtkit_spec(hub_help, top_help, rtkit_cwd, store="sqlite:///<tmpdir>/bench.db")
+        if sqlite is None:
+            skipped.append("rtkit hub with sqlite store: its --help lists no --store")
+
+    cases: list[Case] = []
+    order = [k for k in SERVER_NAMES if k in specs]
+    # A latency figure for the calibration server says nothing: it is left out.
+    latency_specs = [specs[k] for k in order if k != "raw"] + ([sqlite] if sqlite else [])
+    rates = [("latency", profile.latency_rate)]
+    if profile.low_latency_rate:
+        rates.append(("latency-low", profile.low_latency_rate))
+    for section, rate in rates:
+        for spec in latency_specs:
+            cases.append(Case(section, spec, "latency", profile.latency_subscribers, rate))
+    for n in profile.fanout_sizes:
+        for key in order:
+            cases.append(Case("fanout", specs[key], "fanout", n))
+    if hosts:
+        if "socketio" in specs:
+            for h in PY_HOSTS:
+                cases.append(Case("hosts", socketio_spec(h), "fanout", 100))
+        if "rtkit" in specs and hub_help is not None and rtkit_cwd is not None:
+            for h in PY_HOSTS:
+                spec = rtkit_spec(hub_help, top_help, rtkit_cwd, server=h)
+                if spec is None:
+                    skipped.append(f"rtkit hub on {h}: its --help lists no --server")
+                    break
+                cases.append(Case("hosts", spec, "fanout", 100))
+    return cases
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description="Benchmark rtkit against python-socketio and node socket.io.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--quick", action="store_true", help="short smoke run (< 1 minute)")
+    parser.add_argument(
+        "--servers",
+        default=",".join(SERVER_NAMES),
+        help=f"comma-separated subset of {','.join(SERVER_NAMES)}",
+    )
+    parser.add_argument("--out", default=str(BENCH_DIR / "RESULTS.md"), help="markdown file")
+    parser.add_argument(
+        "--hosts",
+        choices=["auto", "yes", "no"],
+        default="auto",
+        help="host comparison (aiohttp/tornado/uvicorn); auto = full runs only",
+    )
+    parser.add_argument(
+        "--pin", action="store_true", help="pin the server to CPU 0 and the load generator to CPU 1"
+    )
+    parser.add_argument(
+        "--live-rtkit",
+        action="store_true",
+        help="run the hub from the work tree instead of a copy taken at the start of the run",
+    )
+    parser.add_argument(
+        "--max-seconds",
+        type=float,
+        default=None,
+        help="skip the remaining cases after this long (default: 540 full, 90 quick)",
+    )
+    args = parser.parse_args()
+
+    profile = QUICK if args.quick else FULL
+    wanted = [s.strip() for s in args.servers.split(",") if s.strip()]
+    unknown = set(wanted) - set(SERVER_NAMES)
+    if unknown:
+        parser.error(f"unknown servers: {', '.join(sorted(unknown))}")
+    hosts = profile.host_comparison if args.hosts == "auto" else args.hosts == "yes"
+    max_seconds = args.max_seconds or (90.0 if args.quick else 540.0)
+    if args.pin and (os.cpu_count() or 1) < 2:
+        parser.error("--pin needs at least 2 CPUs")
+
+    ensure_node_modules()
+    t_start = time.monotonic()
+    skipped: list[str] = []
+    if not hosts:
+        skipped.append(
+            "host comparison (not part of --quick; add --hosts yes)"
+            if args.quick and args.hosts == "auto"
+            else "host comparison (--hosts no)"
+        )
+    results: list[dict[str, Any]] = []
+    rtkit_code = "not measured"
+    with tempfile.TemporaryDirectory(prefix="rtkit-bench-") as tmpdir:
+        tmp = Path(tmpdir)
+        rtkit_cwd: Path | None = None
+        if "rtkit" in wanted and (REPO / "rtkit").is_dir():
+            if args.live_rtkit:
+                rtkit_cwd, rtkit_code = REPO, "the live work tree (--live-rtkit)"
+            else:
+                rtkit_cwd, rtkit_code = snapshot_rtkit(tmp / "rtkit-src")
+                rtkit_code = f"copy of rtkit/ taken at the start of the run, {rtkit_code}"
+        cases = build_cases(profile, wanted, hosts, rtkit_cwd, skipped)
+        quiet_budget = 20.0  # seconds this run may spend waiting for other jobs, in all
+        for i, case in enumerate(cases, 1):
+            elapsed = time.monotonic() - t_start
+            if elapsed > max_seconds:
+                skipped.append(
+                    f"{case.spec.label} {case.scenario} {case.subscribers}: "
+                    f"--max-seconds {max_seconds:g} spent"
+                )
+                continue
+            wait = min(profile.quiet_wait, quiet_budget)
+            t_wait = time.monotonic()
+            what = f"{case.scenario} n={case.subscribers}"
+            if case.rate:
+                what += f" {case.rate} msg/s"
+            log(f"case {i}/{len(cases)}: {case.spec.label} {what}")
+            r = run_case(case, profile, tmp, args.pin, wait)
+            quiet_budget -= max(0.0, time.monotonic() - t_wait - r["caseSeconds"])
+            results.append(r)
+            log(summary_line(r))
+
+    seconds = time.monotonic() - t_start
+    out = Path(args.out).resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    json_path = out.with_suffix(".json")
+    info = machine_info()
+    info["rtkit_code"] = rtkit_code
+    meta = {
+        "command": "python benchmarks/run.py " + " ".join(sys.argv[1:]),
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "profile": profile,
+        "seconds": seconds,
+        "pin": args.pin,
+        "skipped": skipped,
+        "json_name": json_path.name,
+    }
+    json_path.write_text(
+        json.dumps(
+            {
+                "machine": info,
+                "profile": dataclasses.asdict(profile),
+                "fanout": {"window": FANOUT_WINDOW, "maxOutstanding": FANOUT_MAX_OUTSTANDING},
+                "date": meta["date"],
+                "command": meta["command"],
+                "seconds": round(seconds, 1),
+                "skipped": skipped,
+                "results": results,
+            },
+            indent=1,
+        )
+    )
+    write_report(out, info, results, meta)
+    log(f"wrote {out} and {json_path.name} in {seconds:.0f} s")
+    failed = [r for r in results if not r.get("ok")]
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

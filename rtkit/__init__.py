@@ -1,0 +1,72 @@
+"""rtkit: live channels, presence and shared state for Jupyter over Socket.IO.
+
+>>> import rtkit
+>>> with rtkit.connect("http://127.0.0.1:8765") as hub:
+...     hub.channel("prices").publish({"px": 1.0})
+
+The client (and with it python-socketio and aiohttp) is imported on first
+use, so ``import rtkit`` stays cheap for the command line and the hub.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .errors import (
+    AckTimeout,
+    BadRequest,
+    ClientClosed,
+    ConfigurationError,
+    Forbidden,
+    HubError,
+    InternalError,
+    NotConnected,
+    NotFound,
+    OfflineQueueFull,
+    RateLimited,
+    RtkitError,
+    TooLarge,
+    Unauthorized,
+    Unavailable,
+)
+from .protocol import Message
+
+if TYPE_CHECKING:
+    from .client import Channel, Client, ClientMetrics, GapInfo, connect
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AckTimeout",
+    "BadRequest",
+    "Channel",
+    "Client",
+    "ClientClosed",
+    "ClientMetrics",
+    "ConfigurationError",
+    "Forbidden",
+    "GapInfo",
+    "HubError",
+    "InternalError",
+    "Message",
+    "NotConnected",
+    "NotFound",
+    "OfflineQueueFull",
+    "RateLimited",
+    "RtkitError",
+    "TooLarge",
+    "Unauthorized",
+    "Unavailable",
+    "__version__",
+    "connect",
+]
+
+_CLIENT_NAMES = frozenset({"Channel", "Client", "ClientMetrics", "GapInfo", "connect"})
+
+
+def __getattr__(name: str) -> Any:
+    if name in _CLIENT_NAMES:
+        from . import client
+
+        return getattr(client, name)
+    raise AttributeError(f"module 'rtkit' has no attribute {name!r}")

@@ -1,0 +1,344 @@
+"""The ``rtkit`` command line: run a hub, mint tokens, publish and tail."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from collections.abc import Coroutine, Sequence
+from typing import Any
+
+import orjson
+
+from . import __version__
+from .config import DEFAULT_PORT, DEFAULT_STORE, HubConfig, Limits
+from .errors import RtkitError
+
+log = logging.getLogger("rtkit")
+
+_DESCRIPTION = """\
+rtkit: live channels, presence and shared state for Jupyter.
+
+Start a hub on this machine, then publish and tail from two terminals:
+
+  rtkit hub --allow-anonymous
+  rtkit tail prices --url http://127.0.0.1:8765
+  echo '{"px": 1.0}' | rtkit publish prices --url http://127.0.0.1:8765
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rtkit",
+        description=_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"rtkit {__version__}")
+    parser.add_argument(
+        "--log-level",
+        default=os.environ.get("RTKIT_LOG_LEVEL", "INFO"),
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="how much to log on stderr (default: INFO)",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    hub = sub.add_parser(
+        "hub",
+        help="run a hub server",
+        description="Run a standalone hub. Clients connect with Socket.IO at "
+        "http://HOST:PORT/socket.io/ (namespace /rtkit). Health: /healthz, readiness: /readyz.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    hub.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    hub.add_argument("--port", type=int, default=DEFAULT_PORT, help="port to listen on")
+    hub.add_argument(
+        "--store",
+        default=os.environ.get("RTKIT_STORE", DEFAULT_STORE),
+        help="where messages live: memory://, sqlite:///path.db (durable); "
+        "retention as ?max_messages=N&max_age=SECONDS [env RTKIT_STORE]",
+    )
+    hub.add_argument(
+        "--secret",
+        default=os.environ.get("RTKIT_SECRET"),
+        help="key that signs tokens (mint them with 'rtkit token') [env RTKIT_SECRET]",
+    )
+    hub.add_argument(
+        "--allow-anonymous",
+        action="store_true",
+        help="let anyone connect without a token (loopback addresses only)",
+    )
+    hub.add_argument(
+        "--server",
+        choices=["aiohttp", "tornado", "uvicorn"],
+        default="aiohttp",
+        help="web server that hosts the hub",
+    )
+    limits = hub.add_argument_group("limits")
+    defaults = Limits()
+    limits.add_argument(
+        "--max-payload",
+        type=int,
+        default=defaults.max_payload_bytes,
+        help="largest message data in bytes",
+    )
+    limits.add_argument(
+        "--publish-rate",
+        type=float,
+        default=defaults.publish_rate,
+        help="publishes per second per connection (0: no limit)",
+    )
+    limits.add_argument(
+        "--publish-burst",
+        type=int,
+        default=defaults.publish_burst,
+        help="publishes allowed in a burst above the rate",
+    )
+    limits.add_argument(
+        "--max-subscriptions",
+        type=int,
+        default=defaults.max_subscriptions,
+        help="channels one connection may subscribe to",
+    )
+    limits.add_argument(
+        "--max-connections-per-user",
+        type=int,
+        default=defaults.max_connections_per_user,
+        help="concurrent connections of one token user",
+    )
+    tuning = hub.add_argument_group("tuning")
+    tuning.add_argument(
+        "--ping-interval", type=float, default=25.0, help="seconds between heartbeats"
+    )
+    tuning.add_argument(
+        "--ping-timeout",
+        type=float,
+        default=20.0,
+        help="seconds without a heartbeat answer before a client is dropped",
+    )
+    tuning.add_argument(
+        "--compression",
+        action="store_true",
+        help="compress websocket frames (permessage-deflate) for slow links; "
+        "costs fan-out throughput",
+    )
+    tuning.add_argument(
+        "--cors-origin",
+        action="append",
+        default=None,
+        metavar="ORIGIN",
+        help="browser origin allowed to connect (repeatable; '*' for any)",
+    )
+
+    token = sub.add_parser(
+        "token",
+        help="mint a signed token for a user",
+        description="Print a token (JWT, HS256) for USER. Without --publish/--subscribe "
+        "the token grants every channel; patterns are globs such as 'prices.*'.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    token.add_argument(
+        "--secret",
+        default=os.environ.get("RTKIT_SECRET"),
+        help="the hub's secret [env RTKIT_SECRET]",
+    )
+    token.add_argument("--user", required=True, help="user name the token stands for")
+    token.add_argument("--name", help="display name (default: the user name)")
+    token.add_argument(
+        "--publish",
+        action="append",
+        metavar="PATTERN",
+        help="channels the user may publish to (repeatable)",
+    )
+    token.add_argument(
+        "--subscribe",
+        action="append",
+        metavar="PATTERN",
+        help="channels the user may subscribe to and read (repeatable)",
+    )
+    token.add_argument("--ttl", type=float, default=24 * 3600, help="lifetime in seconds")
+
+    for name, text in (
+        ("publish", "publish JSON lines from stdin, one message each"),
+        ("tail", "print a channel's messages as JSON lines"),
+    ):
+        p = sub.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
+        p.add_argument("channel", metavar="CHANNEL")
+        p.add_argument(
+            "--url",
+            default=os.environ.get("RTKIT_URL"),
+            help="hub URL, e.g. http://127.0.0.1:8765 [env RTKIT_URL]",
+        )
+        p.add_argument(
+            "--token",
+            default=os.environ.get("RTKIT_TOKEN"),
+            help="token from 'rtkit token' [env RTKIT_TOKEN]",
+        )
+        if name == "tail":
+            p.add_argument(
+                "--since", type=int, default=None, help="replay messages after this seq first"
+            )
+            p.add_argument("--count", type=int, default=None, help="exit after this many messages")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        if args.command == "hub":
+            return _run(_hub(args))
+        if args.command == "token":
+            return _token(args)
+        if args.command == "publish":
+            return _run(_publish(args))
+        if args.command == "tail":
+            return _run(_tail(args))
+    except RtkitError as exc:
+        print(f"rtkit {args.command}: {exc}", file=sys.stderr)
+        return 2
+    raise AssertionError(args.command)
+
+
+def _run(coro: Coroutine[Any, Any, int]) -> int:
+    """Run until done or until SIGINT/SIGTERM, then clean up."""
+
+    async def runner() -> int:
+        task = asyncio.ensure_future(coro)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, task.cancel)
+        try:
+            return await task
+        except asyncio.CancelledError:
+            return 0
+
+    return asyncio.run(runner())
+
+
+async def _hub(args: argparse.Namespace) -> int:
+    limits = Limits(
+        max_payload_bytes=args.max_payload,
+        publish_rate=args.publish_rate,
+        publish_burst=args.publish_burst,
+        max_subscriptions=args.max_subscriptions,
+        max_connections_per_user=args.max_connections_per_user,
+    )
+    origins: tuple[str, ...] | str | None = None
+    if args.cors_origin:
+        origins = "*" if "*" in args.cors_origin else tuple(args.cors_origin)
+    config = HubConfig(
+        host=args.host,
+        port=args.port,
+        store=args.store,
+        secret=args.secret,
+        allow_anonymous=args.allow_anonymous,
+        limits=limits,
+        ping_interval=args.ping_interval,
+        ping_timeout=args.ping_timeout,
+        websocket_compression=args.compression,
+        cors_allowed_origins=origins,
+    )
+    if args.server == "tornado":
+        from .hosts.tornado import serve
+    elif args.server == "uvicorn":
+        from .hosts.asgi import serve
+    else:
+        from .hosts.aiohttp import serve
+
+    def ready(url: str) -> None:
+        # Tests and scripts wait for this line.
+        print(f"rtkit hub listening on {url} (store {config.store})", flush=True)
+
+    await serve(config, ready=ready)
+    return 0
+
+
+def _token(args: argparse.Namespace) -> int:
+    from .hub.auth import ALL_CHANNELS, mint_token
+
+    if not args.secret:
+        print("rtkit token: give --secret or set RTKIT_SECRET (the hub's secret)", file=sys.stderr)
+        return 2
+    print(
+        mint_token(
+            args.secret,
+            args.user,
+            publish=args.publish or ALL_CHANNELS,
+            subscribe=args.subscribe or ALL_CHANNELS,
+            ttl=args.ttl,
+            name=args.name,
+        )
+    )
+    return 0
+
+
+async def _publish(args: argparse.Namespace) -> int:
+    from .aio import connect
+
+    client = await connect(args.url, args.token)
+    try:
+        channel = client.channel(args.channel)
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader()
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+        count = 0
+        async for line in reader:
+            text = line.strip()
+            if not text:
+                continue
+            try:
+                data = orjson.loads(text)
+            except orjson.JSONDecodeError as exc:
+                print(f"rtkit publish: skipping a line that is not JSON: {exc}", file=sys.stderr)
+                continue
+            seq = await channel.publish(data)
+            count += 1
+            log.debug("published seq %d", seq)
+        print(f"published {count} message(s) to {args.channel}", file=sys.stderr)
+        return 0
+    finally:
+        await client.close()
+
+
+async def _tail(args: argparse.Namespace) -> int:
+    from .aio import connect
+
+    client = await connect(args.url, args.token)
+    done = asyncio.Event()
+    seen = 0
+
+    def show(msg: Any) -> None:
+        nonlocal seen
+        line = orjson.dumps(
+            {
+                "channel": msg.channel,
+                "seq": msg.seq,
+                "ts": msg.ts,
+                "id": msg.id,
+                "sender": msg.sender,
+                "data": msg.data if not isinstance(msg.data, bytes) else msg.data.hex(),
+            }
+        )
+        sys.stdout.write(line.decode() + "\n")
+        sys.stdout.flush()
+        seen += 1
+        if args.count is not None and seen >= args.count:
+            done.set()
+
+    try:
+        await client.channel(args.channel).subscribe(show, since=args.since)
+        with contextlib.suppress(asyncio.CancelledError):
+            await done.wait()
+        return 0
+    finally:
+        await client.close()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

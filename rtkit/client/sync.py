@@ -1,0 +1,329 @@
+"""The blocking client: :mod:`rtkit.client.aio` on a thread of its own.
+
+Each :class:`Client` starts one I/O thread running its own asyncio event loop
+(an anyio blocking portal) and drives an :class:`rtkit.client.aio.Client`
+there; every method here is a thin call into that loop. It never touches the
+caller's event loop, so it works the same in a script, a thread, or a Jupyter
+kernel whose own loop is already running (where tasks created from a cell
+would stall until the next cell runs: ipykernel #1510).
+
+Callbacks run on the I/O thread, one at a time, in delivery order. Keep them
+short: while one runs, no other callback runs and the connection's heartbeat
+waits. A callback must not call the blocking methods that wait for the hub
+(``publish``, ``history``): the hub's answer arrives on the very thread the
+callback occupies. Make such a callback ``async def`` and use the async twin,
+``await channel.aio.publish(...)``. ``subscribe``/``unsubscribe`` called from
+a callback are scheduled and return at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import weakref
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import Any, TypeVar, Unpack
+
+import anyio
+from anyio.from_thread import start_blocking_portal
+
+from ..errors import ClientClosed, NotConnected
+from . import aio
+from ._types import ClientMetrics, Message
+from ._url import split_url
+
+__all__ = ["Channel", "Client", "connect"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# How long close() (and interpreter exit) waits for the I/O thread to finish.
+CLOSE_TIMEOUT = 5.0
+
+_BLOCKING_IN_CALLBACK = (
+    "rtkit: {what} waits for the hub's answer, which arrives on the client's I/O "
+    "thread, and this callback is running on that thread. Make the callback "
+    "`async def` and use `await {aio_what}` instead."
+)
+
+
+class _Runner:
+    """The I/O thread and the async client inside it.
+
+    Kept apart from :class:`Client` so that the finalizer that closes it
+    holds no reference to the facade (the facade can then be collected).
+    """
+
+    def __init__(self) -> None:
+        self._portal_cm = start_blocking_portal("asyncio", name="rtkit-io")
+        self.portal = self._portal_cm.__enter__()
+        self.thread_id: int = self.portal.call(threading.get_ident)
+        self.client: aio.Client | None = None
+        # The facade, while it has subscriptions: callbacks keep coming even if
+        # the application dropped every reference (`connect().channel(c).subscribe(f)`).
+        self.keepalive: Client | None = None
+        self.closed = False
+        self._lock = threading.Lock()
+
+    def on_io_thread(self) -> bool:
+        return threading.get_ident() == self.thread_id
+
+    def run(self, what: str, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """Await ``fn(*args)`` on the I/O thread and return its result."""
+        if self.closed:
+            raise ClientClosed("this client is closed; create a new one with rtkit.connect()")
+        if self.on_io_thread():
+            raise RuntimeError(
+                _BLOCKING_IN_CALLBACK.format(what=f"{what}()", aio_what=f".aio.{what}(...)")
+            )
+        future = self.portal.start_task_soon(fn, *args)
+        try:
+            return future.result()
+        except BaseException:
+            # Interrupted (Ctrl-C in a notebook): abandon the operation as well,
+            # so an interrupted publish is not sent later behind the user's back.
+            future.cancel()
+            raise
+
+    def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """Call the plain function ``fn(*args)`` on the I/O thread."""
+        if self.on_io_thread():
+            return fn(*args)
+        if self.closed:
+            raise ClientClosed("this client is closed; create a new one with rtkit.connect()")
+        return self.portal.call(fn, *args)
+
+    def spawn(self, what: str, coro_fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
+        """From the I/O thread: run ``coro_fn(*args)`` as a task of the client."""
+        assert self.client is not None
+        self.client._spawn(_logged(what, coro_fn, *args), what)
+
+    def shutdown(self) -> None:
+        """Close the async client and stop the thread; idempotent, never hangs.
+
+        The work happens on a helper thread: handing anything to the I/O loop
+        blocks while that loop is busy (a callback that never returns, say),
+        and neither ``close()`` nor interpreter exit may hang on that. The
+        helper is also what lets a callback, or a finalizer that garbage
+        collection runs on the I/O thread, close the client: the I/O thread
+        cannot wait for itself to stop.
+        """
+        with self._lock:
+            if self.closed:
+                return
+            self.closed = True
+        helper = threading.Thread(target=self._stop, name="rtkit-close", daemon=True)
+        helper.start()
+        if self.on_io_thread():
+            return
+        helper.join(CLOSE_TIMEOUT)
+        if helper.is_alive():
+            # The I/O thread is a daemon: leave it rather than hang the caller.
+            log.warning(
+                "rtkit: the client did not close within %s s (is a callback blocking?)",
+                CLOSE_TIMEOUT,
+            )
+
+    def _stop(self) -> None:
+        try:
+            if self.client is not None:
+                self.portal.call(self.client.close)
+        except Exception:
+            log.debug("rtkit: error while closing", exc_info=True)
+        self._portal_cm.__exit__(None, None, None)
+
+
+async def _logged(what: str, coro_fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
+    try:
+        await coro_fn(*args)
+    except Exception:
+        log.exception("rtkit: %s (scheduled from a callback) failed", what)
+
+
+async def _wait_connected(client: aio.Client, seconds: float | None) -> None:
+    try:
+        with anyio.fail_after(seconds):
+            await client.wait_connected()
+    except TimeoutError:
+        raise NotConnected(f"not connected to {client.url} after {seconds} s") from None
+
+
+class Channel:
+    """A named channel: the blocking twin of :class:`rtkit.aio.Channel`.
+
+    >>> ch = hub.channel("prices")
+    >>> ch.publish({"px": 1.0})
+    1
+    >>> ch.subscribe(lambda msg: print(msg.seq, msg.data))
+    """
+
+    def __init__(self, client: Client, channel: aio.Channel) -> None:
+        self._client = client  # a channel in use keeps its client open
+        self._runner = client._runner
+        self.aio = channel
+        """The async channel underneath, for ``async def`` callbacks."""
+        self.name = channel.name
+
+    def __repr__(self) -> str:
+        return repr(self.aio).replace("rtkit.aio.", "rtkit.", 1)
+
+    @property
+    def subscribed(self) -> bool:
+        return self.aio.subscribed
+
+    @property
+    def last_seq(self) -> int | None:
+        return self.aio.last_seq
+
+    @property
+    def epoch(self) -> str | None:
+        return self.aio.epoch
+
+    def publish(self, data: Any, id: str | None = None) -> int:
+        """Publish ``data`` and return its seq once the hub has stored it.
+
+        Disconnected, this blocks until the hub is back and has acked (the
+        publish waits in the offline queue meanwhile); interrupting the call
+        withdraws the publish unless it was already sent. See
+        :meth:`rtkit.aio.Channel.publish`.
+        """
+        return self._runner.run("publish", self.aio.publish, data, id)
+
+    def subscribe(self, callback: aio.MessageCallback, since: int | None = None) -> None:
+        """Call ``callback(msg)`` for each message, in seq order, on the I/O thread.
+
+        See :meth:`rtkit.aio.Channel.subscribe`; ``callback`` may also be
+        ``async def`` (it then runs on the I/O thread's event loop).
+        """
+        if self._runner.on_io_thread():
+            self._runner.spawn("subscribe", self.aio.subscribe, callback, since)
+        else:
+            self._runner.run("subscribe", self.aio.subscribe, callback, since)
+        self._runner.keepalive = self._client
+
+    def unsubscribe(self, callback: aio.MessageCallback | None = None) -> None:
+        """Stop ``callback``, or every callback when None.
+
+        See :meth:`rtkit.aio.Channel.unsubscribe`.
+        """
+        if self._runner.on_io_thread():
+            self._runner.spawn("unsubscribe", self.aio.unsubscribe, callback)
+            return
+        self._runner.run("unsubscribe", self.aio.unsubscribe, callback)
+        if not self._runner.call(lambda: self._client.aio.metrics.subscriptions):
+            self._runner.keepalive = None
+
+    def history(
+        self, since: int | None = None, before: int | None = None, limit: int | None = None
+    ) -> list[Message]:
+        """Stored messages, oldest first; see :meth:`rtkit.aio.Channel.history`."""
+        return self._runner.run("history", self.aio.history, since, before, limit)
+
+    def on_gap(self, callback: aio.GapCallback) -> aio.GapCallback:
+        """Call ``callback(channel_name, info)`` when a resume loses messages."""
+        return self._runner.call(self.aio.on_gap, callback)
+
+
+class Client:
+    """A blocking connection to an rtkit hub, with its own I/O thread.
+
+    Prefer :func:`rtkit.connect`. Closing is idempotent and happens on
+    ``with`` exit, at interpreter exit, and when the client is garbage
+    collected; a client with subscriptions stays open until closed.
+
+    >>> with rtkit.connect("http://127.0.0.1:8765") as hub:
+    ...     hub.channel("prices").publish({"px": 1.0})
+    1
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        token: str | None = None,
+        **options: Unpack[aio.ConnectOptions],
+    ) -> None:
+        # Fail on a bad URL here, before a thread is started for nothing.
+        url, token = aio._resolve(url, token)
+        split_url(url)
+        runner = _Runner()
+        try:
+            runner.client = runner.run("connect", partial(aio.connect, url, token, **options))
+        except BaseException:
+            runner.shutdown()
+            raise
+        self._runner = runner
+        self.aio: aio.Client = runner.client
+        """The async client underneath, for ``async def`` callbacks."""
+        self._channels: dict[str, Channel] = {}
+        self._lock = threading.Lock()
+        self._finalizer = weakref.finalize(self, _Runner.shutdown, runner)
+
+    def __repr__(self) -> str:
+        return repr(self.aio).replace("rtkit.aio.", "rtkit.", 1)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    @property
+    def url(self) -> str:
+        return self.aio.url
+
+    @property
+    def connected(self) -> bool:
+        """True while a connection to the hub is up."""
+        return self.aio.connected
+
+    @property
+    def closed(self) -> bool:
+        return self._runner.closed
+
+    @property
+    def metrics(self) -> ClientMetrics:
+        """A snapshot of the client's counters."""
+        return self._runner.call(lambda: self.aio.metrics)
+
+    def channel(self, name: str) -> Channel:
+        """The :class:`Channel` called ``name`` (one object per name)."""
+        with self._lock:
+            ch = self._channels.get(name)
+            if ch is None:
+                ch = self._channels[name] = Channel(self, self._runner.call(self.aio.channel, name))
+            return ch
+
+    def on(self, event: aio.StateEvent, callback: Callable[..., Any]) -> Callable[..., Any]:
+        """Call ``callback`` on ``"connect"``, ``"disconnect"``, ``"reconnect"`` or ``"gap"``.
+
+        See :meth:`rtkit.aio.Client.on`; callbacks run on the I/O thread.
+        """
+        return self._runner.call(self.aio.on, event, callback)
+
+    def off(self, event: aio.StateEvent, callback: Callable[..., Any]) -> None:
+        self._runner.call(self.aio.off, event, callback)
+
+    def wait_connected(self, timeout: float | None = None) -> None:
+        """Block until connected; NotConnected after ``timeout`` seconds."""
+        self._runner.run("wait_connected", _wait_connected, self.aio, timeout)
+
+    def close(self) -> None:
+        """Disconnect and stop the I/O thread. Idempotent; safe from any thread."""
+        self._finalizer()
+
+
+def connect(
+    url: str | None = None, token: str | None = None, **options: Unpack[aio.ConnectOptions]
+) -> Client:
+    """Connect to a hub and return a blocking :class:`Client`.
+
+    ``url`` defaults to ``$RTKIT_URL`` and ``token`` to ``$RTKIT_TOKEN``; the
+    keyword options are those of :class:`rtkit.aio.ConnectOptions`.
+
+    >>> hub = rtkit.connect("http://127.0.0.1:8765")
+    >>> hub.channel("prices").publish({"px": 1.0})
+    1
+    """
+    return Client(url, token, **options)

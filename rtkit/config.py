@@ -1,0 +1,92 @@
+"""Plain, frozen configuration objects. Hosts (the CLI, the Jupyter extension)
+turn their own options into these; the core never sees traitlets or argv."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+
+from .errors import ConfigurationError
+
+DEFAULT_PORT = 8765
+DEFAULT_STORE = "memory://"
+MIN_SECRET_BYTES = 32  # RFC 7518 section 3.2: an HS256 key as long as the hash
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Per-connection and per-user caps. ``0`` disables a rate cap."""
+
+    max_payload_bytes: int = 256 * 1024
+    publish_rate: float = 1000.0  # sustained publishes per second per connection
+    publish_burst: int = 2000  # token bucket size
+    max_subscriptions: int = 1000  # per connection
+    max_connections_per_user: int = 100
+    # A subscriber whose socket has this many packets not yet written is too
+    # slow to follow; it is disconnected and resumes with `since` when it can.
+    max_pending_packets: int = 2000
+
+    def __post_init__(self) -> None:
+        if self.max_payload_bytes <= 0 or self.max_payload_bytes > 900_000:
+            # Engine.IO refuses frames over 1 MB by dropping the connection;
+            # stay below so an oversize publish gets a too_large ack instead.
+            raise ConfigurationError("max_payload_bytes must be between 1 and 900000")
+        if self.publish_rate < 0 or self.publish_burst < 1:
+            raise ConfigurationError("publish_rate must be >= 0 and publish_burst >= 1")
+
+
+@dataclass(frozen=True, slots=True)
+class HubConfig:
+    """Everything a hub needs to run, independent of its host.
+
+    >>> config = HubConfig(store="sqlite:///rtkit.db", secret=os.environ["RTKIT_SECRET"])
+    """
+
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    store: str = DEFAULT_STORE
+    secret: str | None = None  # HS256 key for tokens
+    allow_anonymous: bool = False
+    limits: Limits = field(default_factory=Limits)
+    # Engine.IO heartbeat: a silent client is dropped after interval + timeout.
+    ping_interval: float = 25.0
+    ping_timeout: float = 20.0
+    # Idempotent publish: the same (channel, sender, id) within this many
+    # seconds returns the first seq instead of storing again.
+    dedup_window: float = 300.0
+    # permessage-deflate for websocket frames. Off by default: compressing
+    # each recipient's copy costs about a quarter of fan-out throughput (see
+    # benchmarks/RESULTS.md); turn it on for slow links.
+    websocket_compression: bool = False
+    # Under load the fan-out waits this share of its own last run time before
+    # running again, so publishes keep flowing and deliveries coalesce.
+    max_coalesce_delay: float = 0.02
+    cors_allowed_origins: tuple[str, ...] | str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.secret and not self.allow_anonymous:
+            raise ConfigurationError(
+                "the hub needs a token secret (--secret or RTKIT_SECRET); "
+                "for a local experiment pass --allow-anonymous instead"
+            )
+        if self.secret and len(self.secret.encode()) < MIN_SECRET_BYTES:
+            raise ConfigurationError(
+                f"the token secret must be at least {MIN_SECRET_BYTES} bytes (HS256); make one "
+                "with: python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+            )
+        if self.allow_anonymous and not is_loopback(self.host):
+            raise ConfigurationError(
+                f"--allow-anonymous is only allowed on a loopback address, not {self.host!r}; "
+                "set a secret and mint tokens with 'rtkit token'"
+            )
+        if self.ping_interval <= 0 or self.ping_timeout <= 0:
+            raise ConfigurationError("ping_interval and ping_timeout must be positive")
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

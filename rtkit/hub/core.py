@@ -1,0 +1,486 @@
+"""The hub: channels, history and replay on a python-socketio server.
+
+The hub knows nothing of its host. A host (``rtkit.hosts.aiohttp``, the
+Jupyter extension) builds it with the Socket.IO ``async_mode`` it serves,
+attaches ``hub.sio`` to its web application and calls ``start``/``stop``::
+
+    hub = Hub(HubConfig(secret="s3cret"), async_mode="aiohttp")
+    async with hub:
+        ...  # serve hub.sio
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import orjson
+import socketio
+
+from .. import __version__
+from ..config import HubConfig
+from ..errors import (
+    BadRequest,
+    Forbidden,
+    HubError,
+    InternalError,
+    NotFound,
+    RateLimited,
+    TooLarge,
+    Unauthorized,
+    Unavailable,
+)
+from ..protocol import (
+    HISTORY,
+    MAX_HISTORY_LIMIT,
+    NAMESPACE,
+    PUBLISH,
+    SUBSCRIBE,
+    UNSUBSCRIBE,
+    Message,
+    error_ack,
+    parse_history,
+    parse_publish,
+    parse_subscribe,
+    parse_unsubscribe,
+)
+from ..storage.base import Store, store_from_url
+from .auth import AnonymousAuthenticator, Authenticator, Identity, TokenAuthenticator
+from .fanout import FRAME_WRITER_KEY, FanOut, FrameWriter
+from .limits import TokenBucket
+
+log = logging.getLogger(__name__)
+
+# Most messages a subscribe ack replays; a client further behind than this
+# gets the newest ones and recovered=false (it has a gap), so one reconnect
+# can never produce an unbounded ack.
+MAX_RECOVERY = MAX_HISTORY_LIMIT
+# Attempts to line up a subscriber's backlog with live delivery.
+_SUBSCRIBE_ATTEMPTS = 5
+
+Handler = Callable[["Connection", Any], Awaitable[dict[str, Any]]]
+
+
+class _OrjsonForSocketIO:
+    """The ``json`` module interface python-socketio asks for, on orjson.
+
+    Faster than the standard library, and strict: NaN or Infinity in a
+    payload is a bad request instead of something that reads back as null.
+    """
+
+    @staticmethod
+    def dumps(obj: Any, **_: Any) -> str:
+        return orjson.dumps(obj).decode()
+
+    @staticmethod
+    def loads(data: str | bytes, **_: Any) -> Any:
+        return orjson.loads(data)
+
+
+# The event name an undecodable request is delivered as (see _Packet).
+_UNDECODABLE = "\x00undecodable"
+
+
+class _Packet(socketio.packet.Packet):  # type: ignore[misc]
+    """python-socketio's packet, keeping requests that are not JSON answerable.
+
+    Stock clients can send arguments that are not JSON (Python's json module
+    writes NaN and Infinity). python-socketio would drop such a packet with a
+    logged traceback and leave the client waiting for its ack; decoded as the
+    event ``_UNDECODABLE`` instead, it gets a bad_request ack.
+    """
+
+    def decode(self, encoded_packet: Any) -> int:
+        try:
+            return int(super().decode(encoded_packet) or 0)
+        except orjson.JSONDecodeError as exc:
+            # Type, namespace and ack id are parsed before the JSON part.
+            if self.packet_type != socketio.packet.EVENT:
+                raise
+            self.data = [_UNDECODABLE, str(exc)]
+            return 0
+
+
+class _Refused(socketio.exceptions.ConnectionRefusedError):  # type: ignore[misc]
+    """A refused connect whose data is DESIGN's ``{"code", "message"}``.
+
+    socket.io-client (JavaScript) reads a connect error's payload as
+    ``{"message", "data"}`` and shows only those as ``err.message`` and
+    ``err.data``; python-socketio hands over the whole payload. Sending both
+    shapes at once gives every stock client the code.
+    """
+
+    def __init__(self, err: HubError) -> None:
+        super().__init__(err.message)
+        self.error_args = {**err.to_wire(), "data": err.to_wire()}
+
+
+@dataclass(slots=True)
+class Connection:
+    sid: str
+    eio_sid: str
+    identity: Identity
+    bucket: TokenBucket
+    frame_writer: FrameWriter | None = None
+    connected_at: float = field(default_factory=time.time)
+    subscriptions: set[str] = field(default_factory=set)
+
+
+class Hub:
+    """Channels with history, replay and idempotent publish over Socket.IO."""
+
+    def __init__(
+        self,
+        config: HubConfig,
+        *,
+        store: Store | None = None,
+        authenticator: Authenticator | None = None,
+        async_mode: str = "aiohttp",
+    ) -> None:
+        self.config = config
+        self.store = store if store is not None else store_from_url(config.store)
+        if authenticator is None:
+            tokens = TokenAuthenticator(config.secret) if config.secret else None
+            if config.allow_anonymous:
+                authenticator = AnonymousAuthenticator(tokens)
+            else:
+                assert tokens is not None  # HubConfig insists on a secret
+                authenticator = tokens
+        self.authenticator = authenticator
+        self.sio = socketio.AsyncServer(
+            async_mode=async_mode,
+            ping_interval=config.ping_interval,
+            ping_timeout=config.ping_timeout,
+            # Engine.IO drops a connection whose frame exceeds this; keep it
+            # well above the payload cap so oversize publishes get too_large.
+            max_http_buffer_size=1_000_000,
+            cors_allowed_origins=config.cors_allowed_origins
+            if config.cors_allowed_origins is not None
+            else [],
+            json=_OrjsonForSocketIO,
+            serializer=_Packet,
+            logger=False,
+            engineio_logger=False,
+        )
+        self.fanout = FanOut(
+            self.sio.eio.sockets,
+            on_slow=self._disconnect_slow,
+            max_pending=config.limits.max_pending_packets,
+            max_delay=config.max_coalesce_delay,
+        )
+        self._connections: dict[str, Connection] = {}
+        self._per_user: Counter[str] = Counter()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._state: Literal["new", "running", "stopping", "stopped"] = "new"
+        self._started_at = 0.0
+        self._handlers: dict[str, Handler] = {
+            SUBSCRIBE: self._subscribe,
+            UNSUBSCRIBE: self._unsubscribe,
+            PUBLISH: self._publish,
+            HISTORY: self._history,
+        }
+        self.sio.on("connect", self._on_connect, namespace=NAMESPACE)
+        self.sio.on("disconnect", self._on_disconnect, namespace=NAMESPACE)
+        self.sio.on("*", self._on_event, namespace=NAMESPACE)
+
+    # -- lifecycle ----------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._state != "new":
+            raise RuntimeError(f"Hub.start() called on a hub that is {self._state}")
+        await self.store.open()
+        self._started_at = time.time()
+        self._state = "running"
+        log.info("rtkit hub %s started (store %s)", __version__, self.store.url)
+        if isinstance(self.authenticator, AnonymousAuthenticator):
+            log.warning(
+                "ANONYMOUS MODE: anyone who can reach %s:%s may publish and subscribe "
+                "to every channel. Use --secret and 'rtkit token' for anything shared.",
+                self.config.host,
+                self.config.port,
+            )
+
+    async def stop(self, drain_timeout: float = 5.0) -> None:
+        """Stop taking requests, tell clients to reconnect, flush the store."""
+        if self._state in {"stopping", "stopped"}:
+            return
+        was_running = self._state == "running"
+        self._state = "stopping"
+        if was_running:
+            self.fanout.flush()
+            sids = list(self._connections)
+            if sids:
+                log.info("disconnecting %d clients", len(sids))
+                await asyncio.wait_for(
+                    asyncio.gather(
+                        *(self.sio.disconnect(sid, namespace=NAMESPACE) for sid in sids),
+                        return_exceptions=True,
+                    ),
+                    drain_timeout,
+                )
+        self.fanout.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await self.store.close()
+        self._state = "stopped"
+        log.info(
+            "rtkit hub stopped: delivered %d messages in %d packets (%d written directly)",
+            self.fanout.messages_delivered,
+            self.fanout.packets_sent,
+            self.fanout.direct_writes,
+        )
+
+    async def __aenter__(self) -> Hub:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    @property
+    def running(self) -> bool:
+        return self._state == "running"
+
+    def status(self) -> dict[str, Any]:
+        """A JSON-ready snapshot for health and status endpoints."""
+        return {
+            "version": __version__,
+            "state": self._state,
+            "store": self.store.url,
+            "uptime": time.time() - self._started_at if self._started_at else 0.0,
+            "connections": len(self._connections),
+            "users": len(self._per_user),
+            "channels": {
+                name: {"subscribers": count} for name, count in self.fanout.channels().items()
+            },
+            "deliveries": {
+                "messages": self.fanout.messages_delivered,
+                "packets": self.fanout.packets_sent,
+                "direct_writes": self.fanout.direct_writes,
+                "flushes": self.fanout.flushes,
+            },
+        }
+
+    def _spawn(self, coro: Awaitable[Any]) -> None:
+        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- connections --------------------------------------------------------
+
+    async def _on_connect(self, sid: str, environ: Mapping[str, Any], auth: Any) -> bool:
+        try:
+            if self._state != "running":
+                raise Unavailable("the hub is shutting down; reconnect to another hub")
+            identity = await self.authenticator.authenticate(environ, auth)
+            limit = self.config.limits.max_connections_per_user
+            if not identity.anonymous and self._per_user[identity.user] >= limit:
+                raise Forbidden(f"user {identity.user!r} already has {limit} connections")
+        except HubError as err:
+            log.info("refused connection %s: %s", sid, err.message)
+            raise _Refused(err) from None
+        except Exception:
+            log.exception("authentication failed with an unexpected error")
+            raise _Refused(InternalError("authentication failed; see the hub log")) from None
+        limits = self.config.limits
+        self._connections[sid] = Connection(
+            sid=sid,
+            eio_sid=self.sio.manager.eio_sid_from_sid(sid, NAMESPACE),
+            identity=identity,
+            bucket=TokenBucket(limits.publish_rate, limits.publish_burst),
+            frame_writer=environ.get(FRAME_WRITER_KEY),
+        )
+        self._per_user[identity.user] += 1
+        log.debug("connected %s as %s", sid, identity.user)
+        return True
+
+    async def _on_disconnect(self, sid: str, reason: Any = None) -> None:
+        conn = self._connections.pop(sid, None)
+        if conn is None:
+            return
+        for channel in conn.subscriptions:
+            self.fanout.remove(channel, sid)
+        self._per_user[conn.identity.user] -= 1
+        if self._per_user[conn.identity.user] <= 0:
+            del self._per_user[conn.identity.user]
+        log.debug("disconnected %s (%s)", sid, reason)
+
+    def _disconnect_slow(self, sid: str) -> None:
+        conn = self._connections.get(sid)
+        if conn is None:
+            return
+        log.warning(
+            "disconnecting %s (%s): it is too slow to keep up; it will resume from its last seq",
+            sid,
+            conn.identity.user,
+        )
+        for channel in conn.subscriptions:
+            self.fanout.remove(channel, sid)
+        conn.subscriptions.clear()
+        self._spawn(self.sio.disconnect(sid, namespace=NAMESPACE))
+
+    # -- requests -----------------------------------------------------------
+
+    async def _on_event(self, event: Any, sid: str, *args: Any) -> dict[str, Any]:
+        handler = self._handlers.get(event) if isinstance(event, str) else None
+        if event == _UNDECODABLE:
+            detail = args[0] if args else "?"
+            err = BadRequest(f"the request is not JSON ({detail}); NaN and Infinity are not JSON")
+            return dict(error_ack(err))
+        if handler is None:
+            known = ", ".join(sorted(self._handlers))
+            return dict(error_ack(BadRequest(f"unknown event {event!r}; known events: {known}")))
+        if len(args) != 1:
+            return dict(error_ack(BadRequest(f"{event}: send exactly one argument, a JSON object")))
+        conn = self._connections.get(sid)
+        try:
+            if conn is None:
+                raise Unauthorized("not connected")
+            if self._state != "running":
+                raise Unavailable("the hub is shutting down; retry after reconnecting")
+            if conn.identity.expired():
+                raise Unauthorized("the token has expired: reconnect with a fresh token")
+            return await handler(conn, args[0])
+        except HubError as err:
+            log.debug("%s from %s refused: %s", event, sid, err.message)
+            return dict(error_ack(err))
+        except Exception:
+            log.exception("%s from %s failed", event, sid)
+            return dict(error_ack(InternalError(f"{event} failed inside the hub; see its log")))
+
+    async def _publish(self, conn: Connection, payload: Any) -> dict[str, Any]:
+        req = parse_publish(payload)
+        if not conn.identity.can_publish(req.channel):
+            raise Forbidden(f"{conn.identity.user!r} may not publish to {req.channel!r}")
+        if not conn.bucket.take():
+            raise RateLimited(
+                f"over {self.config.limits.publish_rate:g} publishes/s; "
+                f"retry in {conn.bucket.retry_after():.3f} s"
+            )
+        self._check_size(req.data)
+        try:
+            appended = await self.store.append(
+                req.channel,
+                req.data,
+                sender=conn.identity.user,
+                msg_id=req.id,
+                ts=time.time(),
+                dedup_window=self.config.dedup_window,
+            )
+        except HubError:
+            raise
+        except Exception as exc:
+            log.exception("store append failed")
+            raise Unavailable(f"the store could not take the message: {exc}") from None
+        msg = appended.message
+        if not appended.duplicate:
+            self.fanout.push(msg)
+        ack: dict[str, Any] = {"ok": True, "seq": msg.seq, "ts": msg.ts}
+        if appended.duplicate:
+            ack["duplicate"] = True
+        return ack
+
+    def _check_size(self, data: Any) -> None:
+        cap = self.config.limits.max_payload_bytes
+        if isinstance(data, bytes | bytearray):
+            size = len(data)
+        else:
+            try:
+                size = len(orjson.dumps(data))
+            except (TypeError, orjson.JSONEncodeError) as exc:
+                raise BadRequest(
+                    f"publish: 'data' must be a JSON value or binary ({exc})"
+                ) from None
+        if size > cap:
+            raise TooLarge(f"publish: payload is {size} bytes, over the {cap}-byte limit")
+
+    async def _subscribe(self, conn: Connection, payload: Any) -> dict[str, Any]:
+        req = parse_subscribe(payload)
+        channel = req.channel
+        if not conn.identity.can_subscribe(channel):
+            raise Forbidden(f"{conn.identity.user!r} may not subscribe to {channel!r}")
+        if (
+            channel not in conn.subscriptions
+            and len(conn.subscriptions) >= self.config.limits.max_subscriptions
+        ):
+            raise Forbidden(
+                f"subscription limit reached ({self.config.limits.max_subscriptions} "
+                "channels per connection)"
+            )
+        # A repeated subscribe starts over from what this request asks.
+        if channel in conn.subscriptions:
+            self.fanout.remove(channel, conn.sid)
+            conn.subscriptions.discard(channel)
+
+        recovered = True
+        if req.since is not None:
+            rng = await self.store.read(channel, since=req.since, limit=MAX_RECOVERY + 1)
+            same_epoch = req.epoch is None or req.epoch == rng.epoch
+            if not (rng.complete and same_epoch and len(rng.messages) <= MAX_RECOVERY):
+                recovered = False
+                rng = await self.store.read(channel, last=MAX_RECOVERY)
+        elif req.history:
+            rng = await self.store.read(channel, last=req.history)
+        else:
+            rng = None
+            head, epoch = await self.store.head(channel)
+        backlog: list[Message] = []
+        if rng is not None:
+            backlog, head, epoch = list(rng.messages), rng.seq, rng.epoch
+        cursor = max(head, backlog[-1].seq if backlog else 0)
+
+        # Line the backlog up with live delivery. fanout.add and the return
+        # below run without yielding to the event loop, so the ack is queued
+        # on the socket before any live message of this channel.
+        for _ in range(_SUBSCRIBE_ATTEMPTS):
+            if self._connections.get(conn.sid) is not conn:
+                raise Unavailable("disconnected while subscribing")
+            missing = self.fanout.add(channel, conn.sid, conn.eio_sid, cursor, conn.frame_writer)
+            if missing is not None:
+                backlog.extend(missing)
+                break
+            more = await self.store.read(channel, since=cursor)
+            backlog.extend(more.messages)
+            cursor = max(more.seq, cursor)
+        else:
+            raise Unavailable(f"{channel!r} is too busy to subscribe right now; retry")
+        conn.subscriptions.add(channel)
+        return {
+            "ok": True,
+            "seq": backlog[-1].seq if backlog else cursor,
+            "epoch": epoch,
+            "recovered": recovered,
+            "messages": [m.envelope() for m in backlog],
+        }
+
+    async def _unsubscribe(self, conn: Connection, payload: Any) -> dict[str, Any]:
+        req = parse_unsubscribe(payload)
+        if req.channel not in conn.subscriptions:
+            raise NotFound(f"not subscribed to {req.channel!r}")
+        conn.subscriptions.discard(req.channel)
+        self.fanout.remove(req.channel, conn.sid)
+        return {"ok": True}
+
+    async def _history(self, conn: Connection, payload: Any) -> dict[str, Any]:
+        req = parse_history(payload)
+        if not conn.identity.can_subscribe(req.channel):
+            raise Forbidden(f"{conn.identity.user!r} may not read {req.channel!r}")
+        limit = req.limit or MAX_HISTORY_LIMIT
+        if req.since is None and req.before is None:
+            rng = await self.store.read(req.channel, last=limit)
+        else:
+            rng = await self.store.read(
+                req.channel, since=req.since, before=req.before, limit=limit
+            )
+        return {
+            "ok": True,
+            "messages": [m.envelope() for m in rng.messages],
+            "seq": rng.seq,
+            "epoch": rng.epoch,
+            "complete": rng.complete,
+        }

@@ -1,0 +1,41 @@
+"""Per-connection rate limiting."""
+
+from __future__ import annotations
+
+import time
+
+
+class TokenBucket:
+    """Allows ``rate`` events per second on average and bursts of ``burst``.
+
+    A rate of 0 disables the limit.
+
+    >>> bucket = TokenBucket(rate=100, burst=200)
+    >>> bucket.take()
+    True
+    """
+
+    __slots__ = ("_burst", "_last", "_rate", "_tokens")
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self._rate = rate
+        self._burst = float(burst)
+        self._tokens = float(burst)
+        self._last = time.monotonic()
+
+    def take(self, now: float | None = None) -> bool:
+        if self._rate <= 0:
+            return True
+        now = time.monotonic() if now is None else now
+        self._tokens = min(self._burst, self._tokens + (now - self._last) * self._rate)
+        self._last = now
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return True
+        return False
+
+    def retry_after(self) -> float:
+        """Seconds until the next event would be allowed."""
+        if self._rate <= 0 or self._tokens >= 1.0:
+            return 0.0
+        return (1.0 - self._tokens) / self._rate

@@ -1,0 +1,320 @@
+"""Wire protocol v1: event names, payload shapes and request validation.
+
+This module is the single source of truth for what travels between a client
+and the hub; both sides import it. It does no I/O.
+
+Every client-to-hub event carries one JSON object and expects an ack of the
+form ``{"ok": true, ...}`` or ``{"ok": false, "error": {"code", "message"}}``.
+Validation functions below turn a raw payload into a typed request or raise
+:class:`rtkit.errors.BadRequest` with a message a person can act on.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Final, Literal, TypedDict
+
+from .errors import BadRequest, HubError
+
+PROTOCOL_VERSION: Final = 1
+NAMESPACE: Final = "/rtkit"
+SOCKETIO_PATH: Final = "socket.io"
+
+# client -> hub
+SUBSCRIBE: Final = "subscribe"
+UNSUBSCRIBE: Final = "unsubscribe"
+PUBLISH: Final = "publish"
+HISTORY: Final = "history"
+PRESENCE_JOIN: Final = "presence.join"
+PRESENCE_UPDATE: Final = "presence.update"
+PRESENCE_LEAVE: Final = "presence.leave"
+PRESENCE_LIST: Final = "presence.list"
+DOC_SYNC: Final = "doc.sync"
+DOC_UPDATE: Final = "doc.update"
+
+# hub -> client
+MESSAGES: Final = "messages"
+PRESENCE: Final = "presence"
+
+CLIENT_EVENTS: Final = frozenset(
+    {
+        SUBSCRIBE,
+        UNSUBSCRIBE,
+        PUBLISH,
+        HISTORY,
+        PRESENCE_JOIN,
+        PRESENCE_UPDATE,
+        PRESENCE_LEAVE,
+        PRESENCE_LIST,
+        DOC_SYNC,
+        DOC_UPDATE,
+    }
+)
+
+ErrorCode = Literal[
+    "bad_request",
+    "unauthorized",
+    "forbidden",
+    "not_found",
+    "too_large",
+    "rate_limited",
+    "unavailable",
+    "internal",
+]
+ERROR_CODES: Final = frozenset(
+    {
+        "bad_request",
+        "unauthorized",
+        "forbidden",
+        "not_found",
+        "too_large",
+        "rate_limited",
+        "unavailable",
+        "internal",
+    }
+)
+
+# Channel names: printable, no spaces or wildcards, so that token patterns
+# (fnmatch globs such as "prices.*") can never be confused with a name.
+CHANNEL_NAME_RE: Final = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:@/\-]{0,199}")
+MAX_CLIENT_ID_LENGTH: Final = 128
+MAX_HISTORY_LIMIT: Final = 10_000
+
+
+class ErrorBody(TypedDict):
+    code: ErrorCode
+    message: str
+
+
+class ErrorAck(TypedDict):
+    ok: Literal[False]
+    error: ErrorBody
+
+
+class Envelope(TypedDict):
+    """One message as every subscriber sees it."""
+
+    channel: str
+    seq: int
+    ts: float
+    id: str
+    sender: str
+    data: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One message of a channel, as every subscriber sees it.
+
+    >>> msg = Message("prices", 7, 1718000000.0, "a1b2", "ada", {"px": 1.0})
+    >>> msg.seq, msg.data["px"]
+    (7, 1.0)
+    """
+
+    channel: str
+    seq: int  # per channel, gap-free, from 1
+    ts: float  # hub clock, unix seconds
+    id: str  # the publisher's message id (or one the hub made)
+    sender: str  # user id of the publisher
+    data: Any  # any JSON value, or bytes
+
+    def envelope(self) -> Envelope:
+        return {
+            "channel": self.channel,
+            "seq": self.seq,
+            "ts": self.ts,
+            "id": self.id,
+            "sender": self.sender,
+            "data": self.data,
+        }
+
+
+def parse_envelope(env: Any) -> Message:
+    """A :class:`Message` from a wire envelope; ValueError if it is malformed."""
+    if not isinstance(env, dict):
+        raise ValueError(f"a message envelope must be an object, got {type(env).__name__}")
+    channel = env.get("channel")
+    seq = env.get("seq")
+    ts = env.get("ts", 0.0)
+    if not isinstance(channel, str):
+        raise ValueError("envelope without a channel name")
+    if isinstance(seq, bool) or not isinstance(seq, int):
+        raise ValueError(f"envelope of {channel!r} without an integer seq")
+    if isinstance(ts, bool) or not isinstance(ts, int | float):
+        raise ValueError(f"envelope {channel!r}#{seq}: ts must be a number")
+    return Message(
+        channel=channel,
+        seq=seq,
+        ts=float(ts),
+        id=str(env.get("id", "")),
+        sender=str(env.get("sender", "")),
+        data=env.get("data"),
+    )
+
+
+class SubscribeAck(TypedDict):
+    ok: Literal[True]
+    seq: int
+    epoch: str
+    recovered: bool
+    messages: list[Envelope]
+
+
+class PublishAck(TypedDict):
+    ok: Literal[True]
+    seq: int
+    ts: float
+
+
+class HistoryAck(TypedDict):
+    ok: Literal[True]
+    messages: list[Envelope]
+    seq: int
+    epoch: str
+
+
+class ConnectError(TypedDict):
+    code: ErrorCode
+    message: str
+
+
+def error_ack(err: HubError) -> ErrorAck:
+    return {"ok": False, "error": {"code": err.code, "message": err.message}}  # type: ignore[typeddict-item]
+
+
+# -- requests ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SubscribeRequest:
+    channel: str
+    since: int | None = None
+    history: int | None = None
+    epoch: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class UnsubscribeRequest:
+    channel: str
+
+
+@dataclass(frozen=True, slots=True)
+class PublishRequest:
+    channel: str
+    data: Any
+    id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryRequest:
+    channel: str
+    since: int | None = None
+    before: int | None = None
+    limit: int | None = None
+
+
+def _require_object(payload: Any, event: str) -> dict[str, Any]:
+    if not isinstance(payload, dict):
+        raise BadRequest(f"{event}: the payload must be a JSON object, got {_kind(payload)}")
+    return payload
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, bytes | bytearray):
+        return "binary data"
+    return type(value).__name__
+
+
+def validate_channel(name: Any, event: str = "request") -> str:
+    if not isinstance(name, str):
+        raise BadRequest(f"{event}: 'channel' must be a string, got {_kind(name)}")
+    if not CHANNEL_NAME_RE.fullmatch(name):
+        raise BadRequest(
+            f"{event}: invalid channel name {name[:60]!r}: use 1-200 characters "
+            "from letters, digits and _ . : @ / - (not starting with a punctuation mark)"
+        )
+    return name
+
+
+def _optional_seq(obj: dict[str, Any], key: str, event: str, *, minimum: int = 0) -> int | None:
+    value = obj.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise BadRequest(f"{event}: {key!r} must be an integer, got {_kind(value)}")
+    if value < minimum:
+        raise BadRequest(f"{event}: {key!r} must be >= {minimum}, got {value}")
+    return value
+
+
+def _reject_unknown(obj: dict[str, Any], allowed: frozenset[str], event: str) -> None:
+    unknown = obj.keys() - allowed
+    if unknown:
+        names = ", ".join(sorted(repr(k) for k in unknown)[:5])
+        raise BadRequest(f"{event}: unknown field(s) {names}")
+
+
+_SUBSCRIBE_FIELDS = frozenset({"channel", "since", "history", "epoch"})
+_UNSUBSCRIBE_FIELDS = frozenset({"channel"})
+_PUBLISH_FIELDS = frozenset({"channel", "data", "id"})
+_HISTORY_FIELDS = frozenset({"channel", "since", "before", "limit"})
+
+
+def parse_subscribe(payload: Any) -> SubscribeRequest:
+    obj = _require_object(payload, SUBSCRIBE)
+    _reject_unknown(obj, _SUBSCRIBE_FIELDS, SUBSCRIBE)
+    channel = validate_channel(obj.get("channel"), SUBSCRIBE)
+    since = _optional_seq(obj, "since", SUBSCRIBE)
+    history = _optional_seq(obj, "history", SUBSCRIBE)
+    if since is not None and history is not None:
+        raise BadRequest("subscribe: give either 'since' or 'history', not both")
+    if history is not None and history > MAX_HISTORY_LIMIT:
+        raise BadRequest(f"subscribe: 'history' is at most {MAX_HISTORY_LIMIT}")
+    epoch = obj.get("epoch")
+    if epoch is not None and not isinstance(epoch, str):
+        raise BadRequest(f"subscribe: 'epoch' must be a string, got {_kind(epoch)}")
+    return SubscribeRequest(channel, since, history, epoch)
+
+
+def parse_unsubscribe(payload: Any) -> UnsubscribeRequest:
+    obj = _require_object(payload, UNSUBSCRIBE)
+    _reject_unknown(obj, _UNSUBSCRIBE_FIELDS, UNSUBSCRIBE)
+    return UnsubscribeRequest(validate_channel(obj.get("channel"), UNSUBSCRIBE))
+
+
+def parse_publish(payload: Any) -> PublishRequest:
+    obj = _require_object(payload, PUBLISH)
+    _reject_unknown(obj, _PUBLISH_FIELDS, PUBLISH)
+    channel = validate_channel(obj.get("channel"), PUBLISH)
+    if "data" not in obj:
+        raise BadRequest("publish: 'data' is required (any JSON value or binary)")
+    msg_id = obj.get("id")
+    if msg_id is not None:
+        if not isinstance(msg_id, str) or not msg_id:
+            raise BadRequest(f"publish: 'id' must be a non-empty string, got {_kind(msg_id)}")
+        if len(msg_id) > MAX_CLIENT_ID_LENGTH:
+            raise BadRequest(f"publish: 'id' is at most {MAX_CLIENT_ID_LENGTH} characters")
+    return PublishRequest(channel, obj["data"], msg_id)
+
+
+def parse_history(payload: Any) -> HistoryRequest:
+    obj = _require_object(payload, HISTORY)
+    _reject_unknown(obj, _HISTORY_FIELDS, HISTORY)
+    channel = validate_channel(obj.get("channel"), HISTORY)
+    since = _optional_seq(obj, "since", HISTORY)
+    before = _optional_seq(obj, "before", HISTORY, minimum=1)
+    limit = _optional_seq(obj, "limit", HISTORY, minimum=1)
+    if limit is not None and limit > MAX_HISTORY_LIMIT:
+        raise BadRequest(f"history: 'limit' is at most {MAX_HISTORY_LIMIT}")
+    return HistoryRequest(channel, since, before, limit)

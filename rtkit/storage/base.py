@@ -1,0 +1,153 @@
+"""The storage contract every backend fulfils, and the URL that picks one.
+
+A store keeps, per channel, a gap-free sequence of messages (seq 1, 2, 3...),
+an ``epoch`` that changes whenever that sequence restarts (a memory store
+after a restart, say), bounded history, and the idempotency keys of recent
+publishes. The hub owns ordering only through the store: ``append`` assigns
+the seq, and returns once the message is stored as durably as the backend
+promises.
+
+``store_from_url("memory://")``, ``store_from_url("sqlite:///path/to.db")``.
+Query parameters set retention: ``?max_messages=10000&max_age=3600``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+from urllib.parse import parse_qs, urlsplit
+
+from ..errors import ConfigurationError
+from ..protocol import Message as Message  # part of the storage contract
+
+
+@dataclass(frozen=True, slots=True)
+class Appended:
+    """What ``append`` returns: the stored message, or the earlier one with the
+    same idempotency key (``duplicate=True``, nothing new stored)."""
+
+    message: Message
+    duplicate: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Range:
+    """What ``read`` returns.
+
+    ``seq`` is the channel's latest seq (0 when empty), ``epoch`` its epoch.
+    ``complete`` is False when ``since`` asked for messages the store no
+    longer retains (or never had, for another epoch): the caller has a gap.
+    """
+
+    messages: list[Message]
+    seq: int
+    epoch: str
+    complete: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Retention:
+    max_messages: int = 10_000  # per channel
+    max_age: float = 24 * 3600.0  # seconds
+
+    def __post_init__(self) -> None:
+        if self.max_messages < 1 or self.max_age <= 0:
+            raise ConfigurationError("retention needs max_messages >= 1 and max_age > 0")
+
+
+@runtime_checkable
+class Store(Protocol):
+    """The storage backend protocol. All methods are coroutines and never block
+    the event loop."""
+
+    url: str
+
+    async def open(self) -> None:
+        """Acquire resources (files, connections). Called once before use."""
+
+    async def close(self) -> None:
+        """Flush pending writes and release resources. Idempotent."""
+
+    async def append(
+        self,
+        channel: str,
+        data: Any,
+        *,
+        sender: str,
+        msg_id: str | None,
+        ts: float,
+        dedup_window: float,
+    ) -> Appended:
+        """Store one message and return it with its seq.
+
+        ``msg_id`` None means the store makes a unique id. When
+        ``(channel, sender, msg_id)`` was appended within ``dedup_window``
+        seconds, the earlier message is returned with ``duplicate=True``.
+        Returns only once the message is stored; concurrent appends to one
+        channel get seqs in the order the calls were made.
+        """
+        ...
+
+    async def read(
+        self,
+        channel: str,
+        *,
+        since: int | None = None,
+        before: int | None = None,
+        limit: int | None = None,
+        last: int | None = None,
+    ) -> Range:
+        """Messages of a channel in seq order.
+
+        ``since``: seq > since (with ``limit``, the oldest ``limit`` of them).
+        ``before``: seq < before. ``last``: the newest ``last`` messages.
+        With none of them, the newest ``limit`` (or all retained).
+        """
+        ...
+
+    async def head(self, channel: str) -> tuple[int, str]:
+        """The channel's latest seq (0 if none) and epoch."""
+        ...
+
+
+def store_from_url(url: str) -> Store:
+    """Build (but do not open) the store a URL names."""
+    parts = urlsplit(url)
+    params = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    default = Retention()
+    try:
+        retention = Retention(
+            max_messages=int(params.pop("max_messages", default.max_messages)),
+            max_age=float(params.pop("max_age", default.max_age)),
+        )
+    except ValueError as exc:
+        raise ConfigurationError(f"bad retention in store URL {url!r}: {exc}") from None
+    if parts.scheme == "memory":
+        from .memory import MemoryStore
+
+        _no_extra(params, url)
+        return MemoryStore(retention=retention)
+    if parts.scheme == "sqlite":
+        from .sqlite import SQLiteStore
+
+        # sqlite:///relative.db and sqlite:////absolute/path.db, as SQLAlchemy has it
+        path = parts.path[1:] if parts.path.startswith("/") else parts.path
+        if parts.netloc or not path:
+            raise ConfigurationError(
+                f"bad SQLite URL {url!r}: use sqlite:///relative/path.db or sqlite:////abs/path.db"
+            )
+        synchronous = params.pop("synchronous", "normal").upper()
+        if synchronous not in {"NORMAL", "FULL"}:
+            raise ConfigurationError("sqlite synchronous= must be normal or full")
+        _no_extra(params, url)
+        return SQLiteStore(path, retention=retention, synchronous=synchronous)
+    if parts.scheme in {"redis", "rediss"}:
+        raise ConfigurationError("the redis store is not available in this version of rtkit")
+    raise ConfigurationError(
+        f"unknown store URL {url!r}: use memory://, sqlite:///path.db or redis://host:port/0"
+    )
+
+
+def _no_extra(params: dict[str, str], url: str) -> None:
+    if params:
+        raise ConfigurationError(f"unknown option(s) {sorted(params)} in store URL {url!r}")

@@ -1,0 +1,64 @@
+"""Fixtures for protocol-level tests against real hub processes."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any
+
+import pytest
+
+from rtkit.hub.auth import mint_token
+from rtkit.pytest_plugin import HubProcess
+
+from .helpers import RawClient
+
+SECRET = "integration-secret-0123456789abcdef"  # HS256 wants >= 32 bytes
+
+Connect = Callable[..., Awaitable[RawClient]]
+
+
+def token(user: str = "alice", **kwargs: Any) -> str:
+    """A token for the ``secret_hub`` (every channel unless told otherwise)."""
+    return mint_token(SECRET, user, **kwargs)
+
+
+@pytest.fixture
+async def connect() -> AsyncIterator[Connect]:
+    """``await connect(url, token=..., auth=...)``: a connected RawClient.
+
+    Every client is closed after the test, and the test fails if any of them
+    saw a malformed envelope or a live message before its subscribe ack.
+    """
+    clients: list[RawClient] = []
+
+    async def make(url: str, **kwargs: Any) -> RawClient:
+        client = RawClient(url, **kwargs)
+        clients.append(client)
+        return await client.connect()
+
+    yield make
+    for client in clients:
+        await client.close()
+    problems = [f"{c.name}: {p}" for c in clients for p in c.problems]
+    assert not problems, "\n".join(problems[:20])
+
+
+@pytest.fixture(scope="module")
+def shared_hub() -> Iterator[HubProcess]:
+    """One anonymous memory hub for a whole module, for tests that each use
+    their own channels (starting a hub costs about half a second)."""
+    hub = HubProcess().start()
+    try:
+        yield hub
+    finally:
+        hub.terminate(timeout=5)
+
+
+@pytest.fixture(scope="module")
+def secret_hub() -> Iterator[HubProcess]:
+    """One hub that requires tokens signed with ``SECRET``."""
+    hub = HubProcess(secret=SECRET).start()
+    try:
+        yield hub
+    finally:
+        hub.terminate(timeout=5)

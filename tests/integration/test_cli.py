@@ -1,0 +1,78 @@
+"""The command line as a newcomer uses it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from typing import Any
+
+import orjson
+import pytest
+
+from rtkit.hub.auth import TokenAuthenticator
+from rtkit.pytest_plugin import HubProcess
+
+SECRET = "cli-test-secret-0123456789abcdef!"
+
+
+def rtkit_cli(*args: str, stdin: str | None = None, timeout: float = 30) -> Any:
+    return subprocess.run(
+        [sys.executable, "-m", "rtkit", "--log-level", "WARNING", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def test_help_explains_every_command() -> None:
+    out = rtkit_cli("--help")
+    assert out.returncode == 0
+    for command in ("hub", "token", "publish", "tail"):
+        assert command in out.stdout
+    hub_help = rtkit_cli("hub", "--help").stdout
+    for flag in ("--store", "--secret", "--allow-anonymous", "--publish-rate", "sqlite:///"):
+        assert flag in hub_help
+
+
+async def test_token_grants_what_it_says() -> None:
+    out = rtkit_cli("token", "--secret", SECRET, "--user", "ada", "--publish", "lab.*")
+    assert out.returncode == 0, out.stderr
+    identity = TokenAuthenticator(SECRET).verify(out.stdout.strip())
+    assert identity.user == "ada"
+    assert identity.can_publish("lab.temps") and not identity.can_publish("prices")
+    assert identity.can_subscribe("anything")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["hub"], "needs a token secret"),
+        (["hub", "--allow-anonymous", "--host", "0.0.0.0"], "loopback"),
+        (["hub", "--secret", "short"], "at least 32 bytes"),
+        (["hub", "--allow-anonymous", "--store", "mongodb://x"], "unknown store URL"),
+        (["token", "--user", "ada"], "--secret"),
+    ],
+)
+def test_misconfiguration_fails_fast_with_a_hint(args: list[str], message: str) -> None:
+    out = rtkit_cli(*args, timeout=15)
+    assert out.returncode == 2
+    assert message in out.stderr
+
+
+def test_publish_then_tail_round_trip(rt_hub: HubProcess) -> None:
+    lines = '{"px": 1.5}\n\nnot json\n[1, 2]\n"done"\n'
+    pub = rtkit_cli("publish", "prices", "--url", rt_hub.url, stdin=lines)
+    assert pub.returncode == 0, pub.stderr
+    assert "not JSON" in pub.stderr  # the bad line is reported, the rest published
+    tail = rtkit_cli("tail", "prices", "--url", rt_hub.url, "--since", "0", "--count", "3")
+    assert tail.returncode == 0, tail.stderr
+    messages = [orjson.loads(line) for line in tail.stdout.splitlines()]
+    assert [m["seq"] for m in messages] == [1, 2, 3]
+    assert [m["data"] for m in messages] == [{"px": 1.5}, [1, 2], "done"]
+
+
+def test_unreachable_hub_is_a_clear_error() -> None:
+    out = rtkit_cli("tail", "x", "--url", "http://127.0.0.1:9", "--count", "1")
+    assert out.returncode == 2
+    assert "rtkit tail:" in out.stderr

@@ -1,0 +1,97 @@
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import orjson
+from engineio import packet as eio_packet
+
+from rtkit.hub.fanout import FanOut, encode_messages, websocket_text_frame
+from rtkit.protocol import Message
+
+
+class FakeSocket:
+    """Stands in for an Engine.IO socket: the fan-out only uses its queue."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[Any] = asyncio.Queue()
+        self.closed = False
+
+    def drain(self) -> list[Any]:
+        """The envelopes queued so far, decoded as a client would."""
+        envelopes = []
+        while not self.queue.empty():
+            text = self.queue.get_nowait().encode()
+            assert text.startswith('42/rtkit,["messages",')
+            _event, batch = orjson.loads(text[len("42/rtkit,") :])
+            envelopes.extend(batch)
+        return envelopes
+
+
+def msg(seq: int, channel: str = "c") -> Message:
+    return Message(channel, seq, 1.0, f"id{seq}", "alice", {"n": seq})
+
+
+def test_frame_lengths_follow_rfc6455() -> None:
+    assert websocket_text_frame(b"x" * 10)[:2] == b"\x81\x0a"
+    assert websocket_text_frame(b"x" * 200)[:4] == b"\x81\x7e\x00\xc8"
+    big = websocket_text_frame(b"x" * 70_000)
+    assert big[:2] == b"\x81\x7f" and int.from_bytes(big[2:10], "big") == 70_000
+
+
+def test_batches_encode_once_and_binary_uses_attachments() -> None:
+    (text,) = encode_messages([msg(1), msg(2)])
+    assert orjson.loads(text.encode()[len("42/rtkit,") :])[1][1]["seq"] == 2
+    parts = encode_messages([Message("c", 1, 1.0, "i", "a", b"\x00\x01")])
+    assert len(parts) == 2 and isinstance(parts[1], eio_packet.Packet)
+    assert parts[1].data == b"\x00\x01"
+
+
+async def test_subscribers_get_each_message_once_in_order() -> None:
+    sockets = {"e1": FakeSocket(), "e2": FakeSocket()}
+    fanout = FanOut(sockets, on_slow=lambda sid: None)
+    assert fanout.add("c", "s1", "e1", cursor=0) == []
+    for seq in (1, 2):
+        fanout.push(msg(seq))
+    fanout.flush()
+    # s2 joins with a backlog that ends at 2; 3 and 4 arrive out of order.
+    assert fanout.add("c", "s2", "e2", cursor=2) == []
+    fanout.push(msg(4))
+    fanout.push(msg(3))
+    fanout.flush()
+    assert [e["seq"] for e in sockets["e1"].drain()] == [1, 2, 3, 4]
+    assert [e["seq"] for e in sockets["e2"].drain()] == [3, 4]
+
+
+async def test_late_backlog_is_completed_from_recent_messages() -> None:
+    sockets = {"e1": FakeSocket(), "e2": FakeSocket()}
+    fanout = FanOut(sockets, on_slow=lambda sid: None)
+    fanout.add("c", "s1", "e1", cursor=0)
+    for seq in (1, 2, 3):
+        fanout.push(msg(seq))
+    fanout.flush()
+    # s2 read the store when it held only seq 1: it lacks 2 and 3.
+    missing = fanout.add("c", "s2", "e2", cursor=1)
+    assert [m.seq for m in missing or []] == [2, 3]
+    fanout.push(msg(4))
+    fanout.flush()
+    assert [e["seq"] for e in sockets["e2"].drain()] == [4]
+
+
+async def test_unheard_channel_makes_a_late_subscriber_read_again() -> None:
+    fanout = FanOut({"e1": FakeSocket()}, on_slow=lambda sid: None)
+    fanout.push(msg(1))  # nobody subscribed: nothing kept in memory
+    assert fanout.add("c", "s1", "e1", cursor=0) is None
+    assert fanout.add("c", "s1", "e1", cursor=1) == []
+
+
+async def test_a_subscriber_that_cannot_keep_up_is_reported() -> None:
+    slow: list[str] = []
+    sockets = {"e1": FakeSocket()}
+    fanout = FanOut(sockets, on_slow=slow.append, max_pending=3)
+    fanout.add("c", "s1", "e1", cursor=0)
+    for seq in range(1, 6):
+        fanout.push(msg(seq))
+        fanout.flush()
+    assert slow == ["s1", "s1"]
+    assert sockets["e1"].queue.qsize() == 3

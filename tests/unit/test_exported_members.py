@@ -1,0 +1,38 @@
+"""The public surface is a promise: these tests fail when it drifts."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import rtkit
+import rtkit.aio
+
+PUBLIC = {
+    "AckTimeout", "BadRequest", "Channel", "Client", "ClientClosed", "ClientMetrics",
+    "ConfigurationError", "Forbidden", "GapInfo", "HubError", "InternalError", "Message",
+    "NotConnected", "NotFound", "OfflineQueueFull", "RateLimited", "RtkitError", "TooLarge",
+    "Unauthorized", "Unavailable", "__version__", "connect",
+}  # fmt: skip
+
+
+def test_rtkit_exports_exactly_the_public_names() -> None:
+    assert set(rtkit.__all__) == PUBLIC
+    for name in rtkit.__all__:
+        assert getattr(rtkit, name) is not None, name
+
+
+def test_async_twin_has_the_same_client_names() -> None:
+    for name in ("Channel", "Client", "ClientMetrics", "GapInfo", "Message", "connect"):
+        assert hasattr(rtkit.aio, name), name
+    assert rtkit.aio.connect is not rtkit.connect
+
+
+def test_import_rtkit_stays_light() -> None:
+    code = (
+        "import sys, rtkit; "
+        "heavy = [m for m in ('socketio', 'aiohttp', 'pandas', 'redis', 'ipywidgets') "
+        "if m in sys.modules]; print(heavy)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
