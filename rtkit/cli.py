@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import logging
 import os
@@ -19,6 +20,8 @@ from .config import DEFAULT_PORT, DEFAULT_STORE, HubConfig, Limits
 from .errors import RtkitError
 
 log = logging.getLogger("rtkit")
+
+_PUBLISH_WINDOW = 200  # publishes `rtkit publish` keeps unacked
 
 _DESCRIPTION = """\
 rtkit: live channels, presence and shared state for Jupyter.
@@ -287,6 +290,10 @@ async def _publish(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         reader = asyncio.StreamReader()
         await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+        # Keep many publishes in flight: the client sends them in order and
+        # the hub stores them in order, so waiting for each ack in turn
+        # would only add a round trip per line.
+        in_flight: collections.deque[asyncio.Future[int]] = collections.deque()
         count = 0
         async for line in reader:
             text = line.strip()
@@ -297,9 +304,12 @@ async def _publish(args: argparse.Namespace) -> int:
             except orjson.JSONDecodeError as exc:
                 print(f"rtkit publish: skipping a line that is not JSON: {exc}", file=sys.stderr)
                 continue
-            seq = await channel.publish(data)
+            in_flight.append(asyncio.ensure_future(channel.publish(data)))
             count += 1
-            log.debug("published seq %d", seq)
+            if len(in_flight) >= _PUBLISH_WINDOW:
+                await in_flight.popleft()
+        for fut in in_flight:
+            await fut
         print(f"published {count} message(s) to {args.channel}", file=sys.stderr)
         return 0
     finally:

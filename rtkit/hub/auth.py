@@ -109,7 +109,9 @@ class TokenAuthenticator:
             color=str(claims.get("color") or color_for(user)),
             publish=_patterns(grants.get("publish", ())),
             subscribe=_patterns(grants.get("subscribe", ())),
-            expires_at=float(claims["exp"]),
+            # The same leeway as at connect, so a token accepted there keeps
+            # working for the requests that follow.
+            expires_at=float(claims["exp"]) + self._leeway,
         )
 
 

@@ -363,6 +363,9 @@ class Hub:
                 f"retry in {conn.bucket.retry_after():.3f} s"
             )
         self._check_size(req.data)
+        # Nothing above yields to the event loop: a connection's publishes
+        # reach the store (which numbers them in call order) in the order
+        # they arrived, although python-socketio runs each in its own task.
         try:
             appended = await self.store.append(
                 req.channel,
