@@ -25,6 +25,8 @@ from ..config import MIN_SECRET_BYTES
 from ..errors import ConfigurationError, Unauthorized
 
 TOKEN_ALGORITHM = "HS256"
+# Seconds a token stays good past its "exp", for clocks that disagree a little.
+TOKEN_LEEWAY = 5.0
 ALL_CHANNELS = ("*",)
 _PALETTE = (
     "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
@@ -72,7 +74,7 @@ class Authenticator(Protocol):
 class TokenAuthenticator:
     """Verifies HS256 tokens minted by :func:`mint_token`."""
 
-    def __init__(self, secret: str, *, leeway: float = 5.0) -> None:
+    def __init__(self, secret: str, *, leeway: float = TOKEN_LEEWAY) -> None:
         if len(secret.encode()) < MIN_SECRET_BYTES:
             raise ConfigurationError(f"a token secret must be at least {MIN_SECRET_BYTES} bytes")
         self._secret = secret

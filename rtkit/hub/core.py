@@ -167,6 +167,10 @@ class Hub:
             logger=False,
             engineio_logger=False,
         )
+        # Decode each incoming packet right in Engine.IO's reader instead of
+        # in a task of its own: python-socketio still runs every event
+        # handler in a task, so one task per request is saved, not concurrency.
+        self.sio.eio.async_handlers = False
         self.fanout = FanOut(
             self.sio.eio.sockets,
             on_slow=self._disconnect_slow,

@@ -20,7 +20,7 @@ import jwt
 import pytest
 import socketio
 
-from rtkit.hub.auth import mint_token
+from rtkit.hub.auth import TOKEN_LEEWAY, mint_token
 from rtkit.pytest_plugin import HubProcess
 
 from .conftest import SECRET, Connect, token
@@ -373,13 +373,14 @@ async def test_token_expiring_during_the_session(secret_hub: HubProcess, connect
     """A token that expires while connected: requests get unauthorized acks,
     the connection stays up (the client reconnects with a fresh token)."""
     async with Bystander(secret_hub.url, token=token("bob")):
-        # exp lands 1-2 s from now; the hub accepted it at connect.
-        short = mint_token(SECRET, "erin", now=time.time() - 8, ttl=10)
+        # exp was 3 s ago: still inside the hub's leeway at connect, past it
+        # about 2 s later.
+        short = mint_token(SECRET, "erin", now=time.time() - 13, ttl=10)
         exp = jwt.decode(short, options={"verify_signature": False})["exp"]
         client = await connect(secret_hub.url, token=short)
         channel = _channel("exp")
         assert_ok(await client.subscribe(channel))
-        await _until(lambda: time.time() >= exp + 0.05, within=5)
+        await _until(lambda: time.time() >= exp + TOKEN_LEEWAY + 0.05, within=8)
         message = assert_error(await client.publish(channel, 1), "unauthorized")
         assert "expired" in message
         assert_error(await client.subscribe(_channel()), "unauthorized")
