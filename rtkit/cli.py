@@ -17,7 +17,7 @@ import orjson
 
 from . import __version__
 from .config import DEFAULT_PORT, DEFAULT_STORE, HubConfig, Limits
-from .errors import RtkitError
+from .errors import ConfigurationError, RtkitError
 
 log = logging.getLogger("rtkit")
 
@@ -247,12 +247,17 @@ async def _hub(args: argparse.Namespace) -> int:
         websocket_compression=args.compression,
         cors_allowed_origins=origins,
     )
-    if args.server == "tornado":
-        from .hosts.tornado import serve
-    elif args.server == "uvicorn":
-        from .hosts.asgi import serve
-    else:
-        from .hosts.aiohttp import serve
+    try:
+        if args.server == "tornado":
+            from .hosts.tornado import serve
+        elif args.server == "uvicorn":
+            from .hosts.asgi import serve
+        else:
+            from .hosts.aiohttp import serve
+    except ImportError as exc:
+        raise ConfigurationError(
+            f"--server {args.server} needs {exc.name}: pip install {exc.name}"
+        ) from None
 
     def ready(url: str) -> None:
         # Tests and scripts wait for this line.

@@ -44,12 +44,7 @@ def create_app(hub: Hub) -> Any:
 
 
 async def serve(config: HubConfig, *, ready: Callable[[str], None] | None = None) -> None:
-    try:
-        import uvicorn
-    except ImportError:  # pragma: no cover - depends on the environment
-        from ..errors import ConfigurationError
-
-        raise ConfigurationError("--server uvicorn needs uvicorn: pip install uvicorn") from None
+    import uvicorn  # an optional dependency: the CLI explains when it is missing
     hub = Hub(config, async_mode="asgi")
     server = uvicorn.Server(
         uvicorn.Config(
