@@ -45,6 +45,7 @@ def create_app(hub: Hub) -> Any:
 
 async def serve(config: HubConfig, *, ready: Callable[[str], None] | None = None) -> None:
     import uvicorn  # an optional dependency: the CLI explains when it is missing
+
     hub = Hub(config, async_mode="asgi")
     server = uvicorn.Server(
         uvicorn.Config(
