@@ -1,4 +1,19 @@
-"""The hub on tornado (the Jupyter server's web framework)."""
+"""The hub on tornado (the Jupyter server's web framework).
+
+Two things python-engineio's tornado driver does not do, and this host does:
+
+- TCP_NODELAY on websocket connections. Without it Nagle's algorithm holds a
+  small frame back until the previous one is acknowledged, tens of
+  milliseconds with delayed ACKs.
+- A direct frame writer for the hub's fan-out (``FRAME_WRITER_KEY``): the
+  driver's ``send`` goes through ``write_message``, which frames the message
+  again and creates a task per message and per recipient. Fan-out instead
+  writes its one prebuilt frame to each connection's IOStream.
+
+A handler can add entries to the Engine.IO environ of its request (which the
+hub's :class:`~rtkit.hub.auth.Authenticator` receives) through the attribute
+``rtkit_environ``; the Jupyter extension passes the Jupyter user that way.
+"""
 
 from __future__ import annotations
 
@@ -8,17 +23,84 @@ from typing import Any
 
 import socketio
 import tornado.web
+from tornado.iostream import StreamClosedError
+from tornado.websocket import WebSocketHandler
 
 from ..config import HubConfig
 from ..hub import Hub
+from ..hub.fanout import FRAME_WRITER_KEY
+
+# Above this many bytes waiting in a connection's IOStream, fan-out stops
+# writing to it directly and lets Engine.IO's queue apply backpressure.
+DIRECT_WRITE_LIMIT = 1 << 20
+
+# The handler attribute whose dict is merged into the request's environ.
+ENVIRON_ATTRIBUTE = "rtkit_environ"
 
 
-def socketio_handler(hub: Hub) -> type[tornado.web.RequestHandler]:
-    """python-socketio's tornado handler with TCP_NODELAY and compression as
-    configured: python-engineio never sets TCP_NODELAY, and Nagle's algorithm
-    then holds small frames back for tens of milliseconds."""
+class _StreamFrameWriter:
+    """Writes prebuilt websocket frames straight to a connection's IOStream.
+
+    Only for connections without permessage-deflate (a compressed connection
+    needs its own copy of every frame). Server-to-client frames carry no mask,
+    so the same bytes go to every subscriber.
+    """
+
+    __slots__ = ("_handler",)
+
+    def __init__(self, handler: WebSocketHandler) -> None:
+        self._handler = handler
+
+    def __call__(self, frame: bytes) -> bool:
+        conn: Any = self._handler.ws_connection
+        if conn is None or conn.is_closing():
+            return False
+        stream = conn.stream
+        # IOStream has no public "bytes buffered"; _write_buffer (a
+        # _StreamBuffer with __len__) has been there since tornado 5.
+        buffered = getattr(stream, "_write_buffer", None)
+        if buffered is None or len(buffered) > DIRECT_WRITE_LIMIT:
+            return False
+        try:
+            stream.write(frame)
+        except StreamClosedError:
+            return False
+        return True
+
+
+def _install_translate_request(hub: Hub) -> None:
+    """Wrap the Engine.IO driver's environ builder for ``hub``'s server only."""
+    eio = hub.sio.eio
+    translate: Callable[[Any], dict[str, Any]] = eio._async["translate_request"]
+    if getattr(translate, "_rtkit", False):
+        return
+    compress = hub.config.websocket_compression
+
+    def translate_request(handler: Any) -> dict[str, Any]:
+        environ = translate(handler)
+        environ.update(getattr(handler, ENVIRON_ATTRIBUTE, None) or {})
+        conn = getattr(handler, "ws_connection", None)
+        if (
+            not compress
+            and conn is not None
+            and getattr(conn, "_compressor", None) is None
+            and not getattr(conn, "mask_outgoing", False)
+        ):
+            environ[FRAME_WRITER_KEY] = _StreamFrameWriter(handler)
+        return environ
+
+    translate_request._rtkit = True  # type: ignore[attr-defined]
+    # A copy per server, as the aiohttp host does: other Engine.IO servers in
+    # the process keep the stock driver.
+    eio._async = {**eio._async, "translate_request": translate_request}
+
+
+def socketio_handler(hub: Hub) -> type[WebSocketHandler]:
+    """python-socketio's tornado handler with TCP_NODELAY, compression as
+    configured and the direct frame writer (see the module docstring)."""
     base: Any = socketio.get_tornado_handler(hub.sio)
     compress = hub.config.websocket_compression
+    _install_translate_request(hub)
 
     class Handler(base):  # type: ignore[misc]
         async def open(self, *args: Any, **kwargs: Any) -> None:
@@ -28,7 +110,8 @@ def socketio_handler(hub: Hub) -> type[tornado.web.RequestHandler]:
         def get_compression_options(self) -> dict[str, Any] | None:
             return {} if compress else None
 
-    return Handler
+    handler: type[WebSocketHandler] = Handler
+    return handler
 
 
 def create_app(hub: Hub) -> tornado.web.Application:
