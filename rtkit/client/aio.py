@@ -687,6 +687,12 @@ class Client:
     def _auth(self) -> dict[str, str]:
         return {"token": self._token} if self._token else {}
 
+    def _headers(self) -> dict[str, str]:
+        # The token also goes in the handshake's Authorization header: a hub
+        # inside jupyter-server authenticates the HTTP request itself (a
+        # Jupyter token or a kernel token) before any Socket.IO packet.
+        return {"Authorization": f"Bearer {self._token}"} if self._token else {}
+
     async def _connect_once(self) -> None:
         gen = next(self._generations)
         refusals: list[Any] = []
@@ -706,6 +712,7 @@ class Client:
                 await sio.connect(
                     self._origin,
                     auth=self._auth(),
+                    headers=self._headers(),
                     transports=["websocket"],
                     namespaces=[NAMESPACE],
                     socketio_path=self._path,
