@@ -28,8 +28,8 @@ hub: $(BIN)/rtkit
 
 ## Run the whole test suite (lint, types, unit and integration tests).
 test: setup
-	$(BIN)/ruff check rtkit tests benchmarks
-	$(BIN)/ruff format --check rtkit tests benchmarks
+	$(BIN)/ruff check rtkit jupyter_extension tests benchmarks
+	$(BIN)/ruff format --check rtkit jupyter_extension tests benchmarks
 	$(BIN)/mypy
 	$(BIN)/pytest
 

@@ -192,6 +192,14 @@ class FanOut:
     def channels(self) -> dict[str, int]:
         return {name: len(ch.subscribers) for name, ch in self._channels.items()}
 
+    def channel_stats(self) -> dict[str, tuple[int, int]]:
+        """``{channel: (subscribers, last seq delivered)}`` for every channel
+        subscribed or published to since this fan-out started."""
+        stats = {name: (0, seq) for name, seq in self._unheard.items()}
+        for name, ch in self._channels.items():
+            stats[name] = (len(ch.subscribers), ch.delivered)
+        return stats
+
     # -- delivery -----------------------------------------------------------
 
     def push(self, message: Message) -> None:

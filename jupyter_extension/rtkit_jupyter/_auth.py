@@ -1,0 +1,171 @@
+"""Who an rtkit connection inside jupyter-server is.
+
+Two kinds of credential reach the hub here, both checked on the HTTP request
+of the Engine.IO handshake (see ``_handlers``), before any Socket.IO packet:
+
+- **Jupyter's own login**: the browser's login cookie (with Jupyter's XSRF
+  and origin rules) or the Jupyter server token. The server's
+  IdentityProvider names the user; the server's Authorizer decides whether
+  the user may read (connect, subscribe) and write (publish) the ``rtkit``
+  resource.
+- **Kernel tokens**: short JWTs this server signs with a secret that lives
+  only in its memory, handed to the kernels it starts (``RTKIT_TOKEN``). They
+  name the user the kernel acts for and die with the server process. They are
+  no Jupyter credential: Jupyter's REST API refuses them.
+
+The handler puts the resulting :class:`~rtkit.hub.auth.Identity` in the
+Engine.IO environ; :class:`JupyterAuthenticator` (the hub's plug-in) takes it
+from there and checks the Socket.IO ``auth`` payload against it.
+"""
+
+from __future__ import annotations
+
+import getpass
+import hmac
+import os
+import secrets
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from typing import Any
+
+import jwt
+
+from rtkit.errors import Unauthorized
+from rtkit.hub.auth import ALL_CHANNELS, TOKEN_ALGORITHM, Identity, TokenAuthenticator, color_for
+
+# The Engine.IO environ key under which the handler passes the identity.
+IDENTITY_KEY = "rtkit_jupyter.identity"
+# The Jupyter Authorizer resource name for everything rtkit serves.
+AUTH_RESOURCE = "rtkit"
+# A claim that marks a kernel token, so that no other token signed with the
+# same secret could pass for one.
+_KIND = "rtkit-kernel"
+
+
+def initials_of(name: str) -> str:
+    """``"Ada Lovelace"`` -> ``"AL"``, ``"ada"`` -> ``"A"``."""
+    parts = [p for p in name.replace("_", " ").replace(".", " ").split() if p]
+    return "".join(p[0] for p in parts[:2]).upper() or "?"
+
+
+def identity_for(
+    username: str,
+    *,
+    name: str = "",
+    initials: str | None = None,
+    color: str | None = None,
+    avatar_url: str | None = None,
+    can_publish: bool = True,
+    expires_at: float | None = None,
+    kind: str = "jupyter",
+) -> Identity:
+    """The hub identity of a Jupyter user (or of a kernel acting for one)."""
+    display = name or username
+    return Identity(
+        user=username,
+        name=display,
+        color=color or color_for(username),
+        publish=ALL_CHANNELS if can_publish else (),
+        subscribe=ALL_CHANNELS,
+        expires_at=expires_at,
+        extra={
+            "initials": initials or initials_of(display),
+            "avatar_url": avatar_url,
+            "kind": kind,
+        },
+    )
+
+
+def server_user() -> tuple[str, str]:
+    """``(username, display name)`` of the person this server runs for, used
+    when a kernel is started outside any request (no Jupyter user at hand):
+    the JupyterHub user when run by JupyterHub, else the OS user."""
+    hub_user = os.environ.get("JUPYTERHUB_USER")
+    if hub_user:
+        return hub_user, hub_user
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry (some containers)
+        user = f"uid{os.getuid()}" if hasattr(os, "getuid") else "user"
+    return user, user
+
+
+class KernelTokens:
+    """Mints and verifies the kernel tokens of one server process.
+
+    >>> tokens = KernelTokens(ttl=3600)
+    >>> identity = tokens.verify(tokens.mint(identity_for("ada")))
+    """
+
+    def __init__(self, *, ttl: float) -> None:
+        # Never stored: a restarted server cannot verify its predecessor's
+        # tokens, so a kernel token lives at most as long as its server.
+        self.secret = secrets.token_urlsafe(32)
+        self.ttl = ttl
+        self._verifier = TokenAuthenticator(self.secret)
+
+    def mint(self, identity: Identity, *, now: float | None = None) -> str:
+        issued = int(now if now is not None else time.time())
+        claims: dict[str, Any] = {
+            "sub": identity.user,
+            "name": identity.name,
+            "color": identity.color,
+            "initials": identity.extra.get("initials"),
+            "iat": issued,
+            "exp": issued + int(self.ttl),
+            "kind": _KIND,
+            "rtkit": {"publish": list(identity.publish), "subscribe": list(identity.subscribe)},
+        }
+        return jwt.encode(claims, self.secret, algorithm=TOKEN_ALGORITHM)
+
+    def verify(self, token: str) -> Identity:
+        """The identity a kernel token names; Unauthorized if it is not one."""
+        identity = self._verifier.verify(token)
+        # The signature is valid (verify raised otherwise): read the rest.
+        claims = jwt.decode(token, options={"verify_signature": False})
+        if claims.get("kind") != _KIND:
+            raise Unauthorized("not an rtkit kernel token")
+        return replace(
+            identity,
+            extra={
+                "initials": str(claims.get("initials") or initials_of(identity.name)),
+                "avatar_url": None,
+                "kind": "kernel",
+            },
+        )
+
+    @staticmethod
+    def looks_like_one(token: str) -> bool:
+        """A JWT has three dot-separated parts; a Jupyter token has none."""
+        return token.count(".") == 2
+
+
+class JupyterAuthenticator:
+    """The hub's Authenticator inside jupyter-server.
+
+    The handler has already authenticated the HTTP request and left the
+    identity in the environ. A Socket.IO ``auth.token``, when sent, must be a
+    credential too: this server's Jupyter token (the identity stays the
+    Jupyter user's) or a kernel token (which then names the identity).
+    """
+
+    def __init__(self, tokens: KernelTokens, jupyter_token: Callable[[], str | None]) -> None:
+        self._tokens = tokens
+        self._jupyter_token = jupyter_token
+
+    async def authenticate(self, environ: Mapping[str, Any], auth: Any) -> Identity:
+        identity = environ.get(IDENTITY_KEY)
+        if not isinstance(identity, Identity):
+            raise Unauthorized("not authenticated: log in to Jupyter or send its token")
+        token = auth.get("token") if isinstance(auth, Mapping) else None
+        if not token:
+            return identity
+        if not isinstance(token, str):
+            raise Unauthorized("auth.token must be a string")
+        server_token = self._jupyter_token()
+        if server_token and hmac.compare_digest(token.encode(), server_token.encode()):
+            return identity
+        if KernelTokens.looks_like_one(token):
+            return self._tokens.verify(token)
+        raise Unauthorized("auth.token is neither this server's Jupyter token nor a kernel token")

@@ -1,0 +1,155 @@
+"""The extension's tornado handlers: the hub's Socket.IO endpoint and the
+status API, both behind Jupyter's authentication."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
+
+from jupyter_server.auth.decorator import authorized, ws_authenticated
+from jupyter_server.auth.identity import User
+from jupyter_server.base.handlers import APIHandler, JupyterHandler
+from jupyter_server.utils import origin_matches_pat
+from tornado import web
+
+from rtkit.errors import Unauthorized
+from rtkit.hosts.tornado import socketio_handler
+from rtkit.hub import Hub, Identity
+
+from ._auth import AUTH_RESOURCE, IDENTITY_KEY, KernelTokens, identity_for
+
+if TYPE_CHECKING:
+    from .app import RtkitExtension
+
+_BEARER = ("bearer ", "token ")
+
+
+def socket_handler(hub: Hub, tokens: KernelTokens) -> type[JupyterHandler]:
+    """The handler class for ``{base_url}rtkit/socket.io/``.
+
+    rtkit's tornado host handler (TCP_NODELAY, direct frame writes) with
+    JupyterHandler's authentication in front: every request, polling or
+    websocket, carries a Jupyter login (cookie or token) or a kernel token,
+    passes the Authorizer for the ``rtkit`` resource and the server's origin
+    rules, or gets a 403 before Engine.IO sees it.
+    """
+    base: Any = socketio_handler(hub)
+
+    class SocketIOHandler(base, JupyterHandler):  # type: ignore[misc]
+        auth_resource = AUTH_RESOURCE
+        rtkit_environ: dict[str, Any]
+
+        async def prepare(self) -> None:  # type: ignore[override]
+            kernel = self._kernel_identity()
+            if kernel is None:
+                # Jupyter's login: host check, IdentityProvider (token or
+                # cookie), XSRF on POST; 403 when nobody is logged in.
+                await JupyterHandler.prepare(self, _redirect_to_login=False)
+            else:
+                if not self.check_host():
+                    raise web.HTTPError(403)
+                self.current_user = self._jupyter_current_user = User(
+                    username=kernel.user,
+                    name=kernel.name,
+                    display_name=kernel.name,
+                    initials=str(kernel.extra.get("initials") or ""),
+                    color=kernel.color,
+                )
+                # A header credential cannot be forged cross-site: no XSRF.
+                self._token_authenticated = True
+            if not self._origin_allowed():
+                raise web.HTTPError(403, "cross-origin connection refused")
+            identity = kernel if kernel is not None else await self._jupyter_identity()
+            self.rtkit_environ = {IDENTITY_KEY: identity}
+
+        def _kernel_identity(self) -> Identity | None:
+            header = self.request.headers.get("Authorization", "")
+            if not header.lower().startswith(_BEARER):
+                return None
+            token = header.split(None, 1)[1].strip() if " " in header else ""
+            if not KernelTokens.looks_like_one(token):
+                return None
+            try:
+                return tokens.verify(token)
+            except Unauthorized as err:
+                # Maybe a token of an earlier run of this server; Jupyter's
+                # login gets its turn and refuses if it finds nobody.
+                self.log.info("rtkit: kernel token refused: %s", err.message)
+                return None
+
+        async def _jupyter_identity(self) -> Identity:
+            user = self.current_user
+            if not isinstance(user, User):
+                raise web.HTTPError(403)
+            if not await self._authorized(user, "read"):
+                raise web.HTTPError(403, f"{user.username} may not use rtkit")
+            return identity_for(
+                user.username,
+                name=user.display_name or user.name,
+                initials=user.initials,
+                color=user.color,
+                avatar_url=user.avatar_url,
+                can_publish=await self._authorized(user, "write"),
+            )
+
+        async def _authorized(self, user: User, action: str) -> bool:
+            result = self.authorizer.is_authorized(self, user, action, AUTH_RESOURCE)
+            if not isinstance(result, bool):
+                result = await result
+            return bool(result)
+
+        def _origin_allowed(self) -> bool:
+            """The server's origin rules (allow_origin, allow_origin_pat),
+            for every request and also when token-authenticated: a page of
+            another origin never gets a live connection unless configured."""
+            origin = self.request.headers.get("Origin") or self.request.headers.get(
+                "Sec-Websocket-Origin"
+            )
+            host = self.request.headers.get("Host")
+            if self.allow_origin == "*" or origin is None or host is None:
+                return True
+            origin = origin.lower()
+            if urlparse(origin).netloc == host:
+                return True
+            if self.allow_origin:
+                allowed = self.allow_origin == origin
+            elif self.allow_origin_pat:
+                allowed = bool(origin_matches_pat(self.allow_origin_pat, origin))
+            else:
+                allowed = False
+            if not allowed:
+                self.log.warning(
+                    "rtkit: blocking cross-origin connection. Origin: %s, Host: %s", origin, host
+                )
+            return allowed
+
+        def check_origin(self, origin: str | None = None) -> bool:
+            return self._origin_allowed()
+
+        @ws_authenticated
+        async def get(self, *args: Any, **kwargs: Any) -> None:
+            await base.get(self, *args, **kwargs)
+
+        @ws_authenticated
+        async def post(self, *args: Any, **kwargs: Any) -> None:
+            await base.post(self, *args, **kwargs)
+
+    handler: type[JupyterHandler] = SocketIOHandler
+    return handler
+
+
+class StatusHandler(APIHandler):
+    """``GET {base_url}rtkit/api/status``: the hub's state as JSON."""
+
+    auth_resource = AUTH_RESOURCE
+
+    def initialize(self, app: RtkitExtension) -> None:
+        self.rtkit_app = app
+
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        self.set_header("Content-Type", "application/json")
+        self.set_header("Cache-Control", "no-store")
+        self.finish(json.dumps(await self.rtkit_app.status()))

@@ -1,0 +1,334 @@
+"""The jupyter-server extension: options, lifecycle, kernel environment.
+
+Everything Jupyter-specific lives here and in the two private modules next to
+it; the hub core gets plain, typed arguments (a HubConfig, a store, an
+Authenticator) and never sees traitlets or tornado.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, urlencode
+
+from jupyter_server.auth.identity import User
+from jupyter_server.base.call_context import CallContext
+from jupyter_server.extension.application import ExtensionApp
+from traitlets import Bool, Float, Int, Unicode
+
+from rtkit import __version__
+from rtkit.config import HubConfig, Limits
+from rtkit.errors import ConfigurationError
+from rtkit.hub import Hub
+from rtkit.storage.base import Store, store_from_url
+
+from ._auth import JupyterAuthenticator, KernelTokens, identity_for, server_user
+from ._handlers import StatusHandler, socket_handler
+
+if TYPE_CHECKING:
+    from jupyter_server.serverapp import ServerApp
+
+#: Where the hub lives under the server's base_url.
+HUB_PATH = "rtkit"
+
+
+class RtkitExtension(ExtensionApp):
+    """rtkit's hub inside jupyter-server.
+
+    Configure it like any Jupyter app, e.g. in ``jupyter_server_config.py``::
+
+        c.RtkitExtension.store = "sqlite:////srv/rtkit/hub.db"
+        c.RtkitExtension.publish_rate = 200
+    """
+
+    name = "rtkit_jupyter"
+    description = "rtkit: live channels for notebooks, served by this Jupyter server"
+    load_other_extensions = True
+
+    store = Unicode(
+        "",
+        config=True,
+        help="""Store URL: memory://, sqlite:///relative.db or sqlite:////absolute.db.
+        Empty (the default): a SQLite file in Jupyter's data directory
+        (rtkit/hub.db), so history survives a server restart.""",
+    )
+    retention_max_messages = Int(
+        10_000, config=True, help="Messages kept per channel (older ones are dropped)."
+    )
+    retention_max_age = Float(
+        24 * 3600.0, config=True, help="Seconds a message is kept in history."
+    )
+    max_payload_bytes = Int(
+        256 * 1024, config=True, help="Largest message data in bytes (too_large above)."
+    )
+    publish_rate = Float(
+        1000.0, config=True, help="Sustained publishes per second per connection (0: no cap)."
+    )
+    publish_burst = Int(2000, config=True, help="Publish burst per connection (token bucket).")
+    max_subscriptions = Int(1000, config=True, help="Channels one connection may subscribe to.")
+    max_connections_per_user = Int(100, config=True, help="Concurrent connections per user.")
+    ping_interval = Float(25.0, config=True, help="Engine.IO heartbeat interval in seconds.")
+    ping_timeout = Float(20.0, config=True, help="Engine.IO heartbeat timeout in seconds.")
+    websocket_compression = Bool(
+        False,
+        config=True,
+        help="permessage-deflate on the hub's websockets (costs fan-out throughput).",
+    )
+    kernel_env = Bool(
+        True,
+        config=True,
+        help="""Give kernels started by this server RTKIT_URL and RTKIT_TOKEN, so
+        that rtkit.connect() needs no arguments in a notebook.""",
+    )
+    kernel_url = Unicode(
+        "",
+        config=True,
+        help="""RTKIT_URL for kernels. Empty: this server on loopback,
+        http://127.0.0.1:<port><base_url>rtkit. Set it when kernels reach the
+        server by another address (remote kernels, containers).""",
+    )
+    kernel_token_ttl = Float(
+        30 * 24 * 3600.0,
+        config=True,
+        help="""Lifetime of a kernel token in seconds. Tokens also stop working
+        when the server stops: the key that signs them is never stored.""",
+    )
+    stop_timeout = Float(
+        5.0, config=True, help="Seconds to drain clients and flush the store on shutdown."
+    )
+
+    @property
+    def _server(self) -> ServerApp:
+        if self.serverapp is None:
+            raise RuntimeError("the rtkit extension is not linked to a Jupyter server yet")
+        return self.serverapp
+
+    # -- ExtensionApp hooks -------------------------------------------------
+
+    def initialize_settings(self) -> None:
+        self._wire_logging()
+        self._lock: IO[str] | None = None
+        self._started_at = 0.0
+        self.kernel_tokens = KernelTokens(ttl=self.kernel_token_ttl)
+        store_url, store = self._open_store()
+        self.hub_config = HubConfig(
+            store=store_url,
+            # Kernel tokens are signed with this; browsers use Jupyter's login.
+            secret=self.kernel_tokens.secret,
+            limits=Limits(
+                max_payload_bytes=self.max_payload_bytes,
+                publish_rate=self.publish_rate,
+                publish_burst=self.publish_burst,
+                max_subscriptions=self.max_subscriptions,
+                max_connections_per_user=self.max_connections_per_user,
+            ),
+            ping_interval=self.ping_interval,
+            ping_timeout=self.ping_timeout,
+            websocket_compression=self.websocket_compression,
+        )
+        self.hub = Hub(
+            self.hub_config,
+            store=store,
+            authenticator=JupyterAuthenticator(self.kernel_tokens, self._jupyter_token),
+            async_mode="tornado",
+        )
+        if self.kernel_env:
+            self._install_kernel_env()
+
+    def initialize_handlers(self) -> None:
+        self.handlers.extend(
+            [
+                (rf"/{HUB_PATH}/socket.io/", socket_handler(self.hub, self.kernel_tokens)),
+                (rf"/{HUB_PATH}/api/status", StatusHandler, {"app": self}),
+            ]
+        )
+
+    async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
+        await self.hub.start()
+        self._started_at = time.time()
+        self.log.info(
+            "rtkit %s hub at %s%s/socket.io/ (store %s)",
+            __version__,
+            self._server.base_url,
+            HUB_PATH,
+            self.hub.store.url,
+        )
+
+    async def stop_extension(self) -> None:
+        try:
+            await asyncio.wait_for(
+                self.hub.stop(drain_timeout=self.stop_timeout), self.stop_timeout * 2
+            )
+        except TimeoutError:
+            self.log.error("rtkit hub did not stop within %.0f s", self.stop_timeout * 2)
+        finally:
+            self._release_lock()
+
+    def _wire_logging(self) -> None:
+        """rtkit's loggers write to the server's log, at the server's level."""
+        server_log = self._server.log
+        rtkit_log = logging.getLogger("rtkit")
+        if rtkit_log.handlers or not server_log.handlers:
+            return  # the application configured logging itself
+        for handler in server_log.handlers:
+            rtkit_log.addHandler(handler)
+        rtkit_log.setLevel(server_log.getEffectiveLevel())
+        rtkit_log.propagate = False
+
+    # -- status ---------------------------------------------------------------
+
+    async def status(self) -> dict[str, Any]:
+        """The hub's status plus each channel's last seq (from the store, so
+        also right for a channel nobody published to since a restart)."""
+        status = self.hub.status()
+        channels: dict[str, Any] = {}
+        for name, (subscribers, delivered) in sorted(self.hub.fanout.channel_stats().items()):
+            seq, _ = await self.hub.store.head(name)
+            channels[name] = {"subscribers": subscribers, "seq": max(seq, delivered)}
+        status["channels"] = channels
+        status.setdefault("presence", {})
+        status["socketio_path"] = f"{self._server.base_url}{HUB_PATH}/socket.io/"
+        return status
+
+    # -- store ----------------------------------------------------------------
+
+    def _open_store(self) -> tuple[str, Store]:
+        """The configured store, or the default SQLite file.
+
+        SQLite allows one hub per file: an exclusive lock next to it keeps a
+        second server of the same user (same data directory) from sharing it.
+        That server falls back to memory when the file is the default one, and
+        refuses to start rtkit when the file was configured explicitly.
+        """
+        url = self.store
+        if not url:
+            path = Path(self.data_dir) / "rtkit" / "hub.db"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            url = f"sqlite:///{path}" if path.is_absolute() else f"sqlite:///{path.resolve()}"
+            if not self._lock_file(path):
+                self.log.warning(
+                    "rtkit: %s is in use by another Jupyter server; this server's hub "
+                    "keeps history in memory only. Set c.RtkitExtension.store to give "
+                    "it a file of its own.",
+                    path,
+                )
+                url = "memory://"
+        elif url.startswith("sqlite:"):
+            path = Path(str(getattr(store_from_url(url), "path", "")))
+            if not self._lock_file(path):
+                raise ConfigurationError(f"rtkit store {path} is in use by another process")
+        url = self._with_retention(url)
+        return url, store_from_url(url)
+
+    def _with_retention(self, url: str) -> str:
+        """The store URL with the retention options, unless it names its own."""
+        # Not urlunsplit: it turns sqlite:////abs into sqlite://abs.
+        base, _, query_string = url.partition("?")
+        query = dict(parse_qsl(query_string))
+        query.setdefault("max_messages", str(self.retention_max_messages))
+        query.setdefault("max_age", f"{self.retention_max_age:g}")
+        return f"{base}?{urlencode(query)}"
+
+    def _lock_file(self, db: Path) -> bool:
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows: no advisory locks here
+            return True
+        lock = (db.parent / f"{db.name}.lock").open("a")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            lock.close()
+            return False
+        self._lock = lock
+        return True
+
+    def _release_lock(self) -> None:
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+
+    # -- kernels --------------------------------------------------------------
+
+    def _jupyter_token(self) -> str | None:
+        token = self._server.identity_provider.token
+        return str(token) if token else None
+
+    def kernel_environment(self, user: User | None) -> dict[str, str]:
+        """RTKIT_URL and a kernel token for a kernel that acts for ``user``
+        (the Jupyter user whose request starts it; else the server's user)."""
+        if user is not None:
+            identity = identity_for(
+                user.username,
+                name=user.display_name or user.name,
+                initials=user.initials,
+                color=user.color,
+                kind="kernel",
+            )
+        else:
+            username, display = server_user()
+            identity = identity_for(username, name=display, kind="kernel")
+        return {"RTKIT_URL": self.hub_url(), "RTKIT_TOKEN": self.kernel_tokens.mint(identity)}
+
+    def hub_url(self) -> str:
+        """The hub's URL for kernels: loopback unless configured."""
+        if self.kernel_url:
+            return self.kernel_url
+        server = self._server
+        scheme = "https" if server.certfile else "http"
+        host = (server.ip or "localhost").strip("[]")
+        if host in {"localhost", "0.0.0.0", "::"} or _is_loopback(host):
+            # Kernels run on this machine: loopback reaches a wildcard bind too.
+            host = "[::1]" if host == "::1" else "127.0.0.1"
+        elif ":" in host:
+            host = f"[{host}]"
+        return f"{scheme}://{host}:{server.port}{server.base_url}{HUB_PATH}"
+
+    def _install_kernel_env(self) -> None:
+        """Add RTKIT_URL and RTKIT_TOKEN to the environment of every kernel
+        this server starts (new kernels only; a restart keeps its env).
+
+        jupyter_server offers no hook for a kernel's environment, so the
+        kernel manager's ``start_kernel`` is wrapped on this one instance.
+        """
+        km = self._server.kernel_manager
+        if self._server.sock:
+            self.log.warning(
+                "rtkit: the server listens on a unix socket; kernels get no RTKIT_URL "
+                "unless c.RtkitExtension.kernel_url is set"
+            )
+            if not self.kernel_url:
+                return
+        start: Callable[..., Awaitable[str]] = km.start_kernel
+        app = self
+
+        async def start_kernel(*args: Any, **kwargs: Any) -> str:
+            kernel_id = kwargs.get("kernel_id")
+            if kernel_id is None or kernel_id not in km:
+                env = dict(kwargs.get("env") or os.environ)
+                env.update(app.kernel_environment(_requesting_user()))
+                kwargs["env"] = env
+            return await start(*args, **kwargs)
+
+        # Assigning to a method is the point here (see the docstring).
+        km.start_kernel = start_kernel  # type: ignore[method-assign]
+
+
+def _requesting_user() -> User | None:
+    """The Jupyter user of the request being handled, if any."""
+    handler = CallContext.get(CallContext.JUPYTER_HANDLER)
+    user = getattr(handler, "current_user", None) if handler is not None else None
+    return user if isinstance(user, User) else None
+
+
+def _is_loopback(host: str) -> bool:
+    with contextlib.suppress(ValueError):
+        return ipaddress.ip_address(host).is_loopback
+    return False

@@ -1,0 +1,79 @@
+"""Kernel tokens and the Jupyter authenticator (no server needed)."""
+
+from __future__ import annotations
+
+import pytest
+from rtkit_jupyter._auth import (
+    IDENTITY_KEY,
+    JupyterAuthenticator,
+    KernelTokens,
+    identity_for,
+    initials_of,
+)
+
+from rtkit.errors import Unauthorized
+from rtkit.hub.auth import mint_token
+
+JUPYTER_TOKEN = "jupyter-server-token"
+
+
+def test_initials() -> None:
+    assert initials_of("Ada Lovelace") == "AL"
+    assert initials_of("ada") == "A"
+    assert initials_of("grace.b.hopper") == "GB"
+    assert initials_of("") == "?"
+
+
+def test_a_kernel_token_names_its_user() -> None:
+    tokens = KernelTokens(ttl=60)
+    ada = identity_for("ada", name="Ada Lovelace", color="#123456")
+    identity = tokens.verify(tokens.mint(ada))
+    assert (identity.user, identity.name, identity.color) == ("ada", "Ada Lovelace", "#123456")
+    assert identity.extra["initials"] == "AL"
+    assert identity.extra["kind"] == "kernel"
+    assert identity.can_publish("any.channel") and identity.can_subscribe("x")
+    assert identity.expires_at is not None
+
+
+def test_kernel_tokens_die_with_their_server() -> None:
+    earlier_run, this_run = KernelTokens(ttl=60), KernelTokens(ttl=60)
+    token = earlier_run.mint(identity_for("ada"))
+    with pytest.raises(Unauthorized, match="signature"):
+        this_run.verify(token)
+
+
+def test_other_tokens_signed_with_the_secret_are_no_kernel_tokens() -> None:
+    tokens = KernelTokens(ttl=60)
+    with pytest.raises(Unauthorized, match="kernel token"):
+        tokens.verify(mint_token(tokens.secret, "mallory"))
+
+
+def test_expired_kernel_token() -> None:
+    tokens = KernelTokens(ttl=60)
+    token = tokens.mint(identity_for("ada"), now=0)
+    with pytest.raises(Unauthorized, match="expired"):
+        tokens.verify(token)
+
+
+async def test_authenticator_takes_the_identity_the_handler_found() -> None:
+    tokens = KernelTokens(ttl=60)
+    auth = JupyterAuthenticator(tokens, lambda: JUPYTER_TOKEN)
+    ada = identity_for("ada", name="Ada")
+    environ = {IDENTITY_KEY: ada}
+    assert await auth.authenticate(environ, None) is ada
+    assert await auth.authenticate(environ, {}) is ada
+    assert await auth.authenticate(environ, {"token": JUPYTER_TOKEN}) is ada
+    kernel = await auth.authenticate(environ, {"token": tokens.mint(identity_for("bob"))})
+    assert kernel.user == "bob"
+    with pytest.raises(Unauthorized):
+        await auth.authenticate(environ, {"token": "something-else"})
+    with pytest.raises(Unauthorized):
+        await auth.authenticate(environ, {"token": 42})
+    with pytest.raises(Unauthorized, match="log in"):
+        await auth.authenticate({}, {"token": JUPYTER_TOKEN})
+
+
+def test_read_only_users_subscribe_but_do_not_publish() -> None:
+    reader = identity_for("eve", can_publish=False)
+    assert not reader.can_publish("x")
+    assert reader.can_subscribe("x")
