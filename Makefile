@@ -32,6 +32,7 @@ test: setup
 	$(BIN)/ruff format --check rtkit jupyter_extension tests benchmarks
 	$(BIN)/mypy
 	$(BIN)/pytest
+	$(BIN)/pytest --nbval notebooks --nbval-sanitize-with notebooks/sanitize.cfg
 
 bench: $(BIN)/rtkit benchmarks/node_modules
 	$(BIN)/python benchmarks/run.py

@@ -162,3 +162,31 @@ def rt_hub(rt_hub_factory: Any) -> HubProcess:
     """An anonymous hub with the memory store, on a free loopback port."""
     hub: HubProcess = rt_hub_factory()
     return hub
+
+
+# -- notebooks under nbval -----------------------------------------------------
+#
+# A notebook that says ``rtkit.connect()`` finds its hub in RTKIT_URL: inside
+# Jupyter the server extension sets it for every kernel. Under nbval there is
+# no jupyter server, so when a run collects notebook cells and RTKIT_URL is
+# not set, this plugin starts a loopback hub for the session and exports its
+# URL before nbval starts the first kernel (kernels inherit the environment).
+
+_NOTEBOOK_HUB = pytest.StashKey[HubProcess]()
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    if os.environ.get("RTKIT_URL"):
+        return
+    if not any(type(item).__module__.split(".")[0] == "nbval" for item in session.items):
+        return
+    hub = HubProcess().start()
+    session.config.stash[_NOTEBOOK_HUB] = hub
+    os.environ["RTKIT_URL"] = hub.url
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    hub = session.config.stash.get(_NOTEBOOK_HUB, None)
+    if hub is not None:
+        os.environ.pop("RTKIT_URL", None)
+        hub.terminate(timeout=5)
