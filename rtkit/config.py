@@ -25,8 +25,19 @@ class Limits:
     # A subscriber whose socket has this many packets not yet written is too
     # slow to follow; it is disconnected and resumes with `since` when it can.
     max_pending_packets: int = 2000
+    # Presence: members per room (one per user, whatever its connections),
+    # rooms one connection may join, and a member's state as compact JSON.
+    max_room_members: int = 1000
+    max_rooms: int = 100
+    max_presence_state_bytes: int = 4096
+    # Shared documents one connection may keep in sync at once.
+    max_docs: int = 100
 
     def __post_init__(self) -> None:
+        if min(self.max_room_members, self.max_rooms, self.max_docs) < 1:
+            raise ConfigurationError("max_room_members, max_rooms and max_docs must be >= 1")
+        if self.max_presence_state_bytes < 2:
+            raise ConfigurationError("max_presence_state_bytes must be at least 2 ('{}')")
         if self.max_payload_bytes <= 0 or self.max_payload_bytes > 900_000:
             # Engine.IO refuses frames over 1 MB by dropping the connection;
             # stay below so an oversize publish gets a too_large ack instead.
@@ -62,6 +73,24 @@ class HubConfig:
     # running again, so publishes keep flowing and deliveries coalesce.
     max_coalesce_delay: float = 0.02
     cors_allowed_origins: tuple[str, ...] | str | None = None
+    # Presence: a connection's membership lapses this many seconds after its
+    # hub last vouched for it (hubs refresh their live connections every third
+    # of it), so members of a killed hub leave even when the store is shared.
+    # None: the Engine.IO heartbeat's own deadline, ping_interval + ping_timeout.
+    presence_timeout: float | None = None
+    # Presence events of a room are batched for this long, so a storm of
+    # joins, leaves and updates costs one event per member that changed.
+    presence_batch_delay: float = 0.01
+    # A shared document's stored updates are compacted into one snapshot
+    # after this many, so loading it does not get slower without bound.
+    doc_compact_every: int = 500
+
+    @property
+    def presence_expiry(self) -> float:
+        """Seconds a presence connection entry lives without a refresh."""
+        if self.presence_timeout is not None:
+            return self.presence_timeout
+        return self.ping_interval + self.ping_timeout
 
     def __post_init__(self) -> None:
         if not self.secret and not self.allow_anonymous:
@@ -81,6 +110,10 @@ class HubConfig:
             )
         if self.ping_interval <= 0 or self.ping_timeout <= 0:
             raise ConfigurationError("ping_interval and ping_timeout must be positive")
+        if self.presence_timeout is not None and self.presence_timeout <= 0:
+            raise ConfigurationError("presence_timeout must be positive")
+        if self.presence_batch_delay < 0 or self.doc_compact_every < 1:
+            raise ConfigurationError("presence_batch_delay must be >= 0 and doc_compact_every >= 1")
 
 
 def is_loopback(host: str) -> bool:

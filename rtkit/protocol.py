@@ -11,11 +11,14 @@ Validation functions below turn a raw payload into a typed request or raise
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 from typing import Any, Final, Literal, TypedDict
 
-from .errors import BadRequest, HubError
+import orjson
+
+from .errors import BadRequest, HubError, TooLarge
 
 PROTOCOL_VERSION: Final = 1
 NAMESPACE: Final = "/rtkit"
@@ -36,6 +39,7 @@ DOC_UPDATE: Final = "doc.update"
 # hub -> client
 MESSAGES: Final = "messages"
 PRESENCE: Final = "presence"
+# DOC_UPDATE also goes hub -> client: another client's update of a synced doc.
 
 CLIENT_EVENTS: Final = frozenset(
     {
@@ -318,3 +322,227 @@ def parse_history(payload: Any) -> HistoryRequest:
     if limit is not None and limit > MAX_HISTORY_LIMIT:
         raise BadRequest(f"history: 'limit' is at most {MAX_HISTORY_LIMIT}")
     return HistoryRequest(channel, since, before, limit)
+
+
+# -- presence ---------------------------------------------------------------
+
+PresenceEventName = Literal["join", "leave", "update"]
+PRESENCE_EVENTS: Final = ("join", "leave", "update")
+
+
+class MemberDict(TypedDict):
+    """A room member on the wire (DESIGN's Member)."""
+
+    id: str
+    user: str
+    name: str
+    color: str
+    state: dict[str, Any]
+    connections: int
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """One user in a presence room, however many connections (tabs, kernels) it has.
+
+    >>> m = Member("5f2b", "ada", "Ada", "#1f77b4", {"cell": 3}, 2)
+    >>> m.state["cell"], m.connections
+    (3, 2)
+    """
+
+    id: str  # connection-independent, derived from the user
+    user: str
+    name: str
+    color: str
+    state: dict[str, Any]
+    connections: int
+
+    def to_wire(self) -> MemberDict:
+        return {
+            "id": self.id,
+            "user": self.user,
+            "name": self.name,
+            "color": self.color,
+            "state": self.state,
+            "connections": self.connections,
+        }
+
+
+def parse_member(obj: Any) -> Member:
+    """A :class:`Member` from its wire form; ValueError if it is malformed."""
+    if not isinstance(obj, dict):
+        raise ValueError(f"a member must be an object, got {_kind(obj)}")
+    member_id, user = obj.get("id"), obj.get("user")
+    state, connections = obj.get("state"), obj.get("connections")
+    if not isinstance(member_id, str) or not member_id:
+        raise ValueError("a member needs a string id")
+    if not isinstance(user, str):
+        raise ValueError(f"member {member_id!r}: 'user' must be a string")
+    if not isinstance(state, dict):
+        raise ValueError(f"member {member_id!r}: 'state' must be an object")
+    if isinstance(connections, bool) or not isinstance(connections, int):
+        raise ValueError(f"member {member_id!r}: 'connections' must be an integer")
+    return Member(
+        id=member_id,
+        user=user,
+        name=str(obj.get("name") or user),
+        color=str(obj.get("color") or ""),
+        state=state,
+        connections=connections,
+    )
+
+
+def member_id_for(user: str) -> str:
+    """The member id of a user: stable across connections, hubs and restarts,
+    and safe to use as an HTML id or a CSS class (unlike a user name)."""
+    return "m" + hashlib.sha256(user.encode()).hexdigest()[:20]
+
+
+def merge_state(old: dict[str, Any], patch: dict[str, Any], max_bytes: int) -> dict[str, Any]:
+    """``old`` with ``patch`` merged in (top level; a ``None`` value deletes
+    its key), as a new dict; :class:`TooLarge` if it encodes to more than
+    ``max_bytes``.
+
+    >>> merge_state({"a": 1, "b": 2}, {"b": None, "c": 3}, 4096)
+    {'a': 1, 'c': 3}
+    """
+    merged = dict(old)
+    for key, value in patch.items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = value
+    size = json_size(merged)
+    if size > max_bytes:
+        raise TooLarge(f"presence state is {size} bytes encoded, over the {max_bytes}-byte limit")
+    return merged
+
+
+def json_size(value: Any) -> int:
+    """Bytes of ``value`` as compact JSON; BadRequest when it is not JSON."""
+    try:
+        return len(orjson.dumps(value))
+    except (TypeError, orjson.JSONEncodeError) as exc:
+        raise BadRequest(f"not a JSON value: {exc}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceJoinRequest:
+    room: str
+    state: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceUpdateRequest:
+    room: str
+    state: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceRoomRequest:
+    """``presence.leave`` and ``presence.list``."""
+
+    room: str
+
+
+_JOIN_FIELDS = frozenset({"room", "state"})
+_ROOM_FIELDS = frozenset({"room"})
+
+
+def validate_name(name: Any, field: str, event: str) -> str:
+    """A channel, room or document name (one namespace, one rule, so that
+    token patterns cover all three alike)."""
+    if not isinstance(name, str):
+        raise BadRequest(f"{event}: {field!r} must be a string, got {_kind(name)}")
+    if not CHANNEL_NAME_RE.fullmatch(name):
+        raise BadRequest(
+            f"{event}: invalid {field} name {name[:60]!r}: use 1-200 characters "
+            "from letters, digits and _ . : @ / - (not starting with a punctuation mark)"
+        )
+    return name
+
+
+def _state(obj: dict[str, Any], event: str, *, required: bool) -> dict[str, Any]:
+    if "state" not in obj and not required:
+        return {}
+    state = obj.get("state")
+    if state is None and not required:
+        return {}
+    if not isinstance(state, dict):
+        raise BadRequest(f"{event}: 'state' must be an object, got {_kind(state)}")
+    return state
+
+
+def parse_presence_join(payload: Any) -> PresenceJoinRequest:
+    obj = _require_object(payload, PRESENCE_JOIN)
+    _reject_unknown(obj, _JOIN_FIELDS, PRESENCE_JOIN)
+    room = validate_name(obj.get("room"), "room", PRESENCE_JOIN)
+    return PresenceJoinRequest(room, _state(obj, PRESENCE_JOIN, required=False))
+
+
+def parse_presence_update(payload: Any) -> PresenceUpdateRequest:
+    obj = _require_object(payload, PRESENCE_UPDATE)
+    _reject_unknown(obj, _JOIN_FIELDS, PRESENCE_UPDATE)
+    room = validate_name(obj.get("room"), "room", PRESENCE_UPDATE)
+    return PresenceUpdateRequest(room, _state(obj, PRESENCE_UPDATE, required=True))
+
+
+def parse_presence_leave(payload: Any) -> PresenceRoomRequest:
+    obj = _require_object(payload, PRESENCE_LEAVE)
+    _reject_unknown(obj, _ROOM_FIELDS, PRESENCE_LEAVE)
+    return PresenceRoomRequest(validate_name(obj.get("room"), "room", PRESENCE_LEAVE))
+
+
+def parse_presence_list(payload: Any) -> PresenceRoomRequest:
+    obj = _require_object(payload, PRESENCE_LIST)
+    _reject_unknown(obj, _ROOM_FIELDS, PRESENCE_LIST)
+    return PresenceRoomRequest(validate_name(obj.get("room"), "room", PRESENCE_LIST))
+
+
+# -- shared documents -------------------------------------------------------
+
+# The pycrdt Map a shared document's dict-like view shows; other root types
+# (arrays, text) live next to it in the same Doc under names of their own.
+SHARED_MAP: Final = "state"
+
+
+@dataclass(frozen=True, slots=True)
+class DocSyncRequest:
+    doc: str
+    state_vector: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class DocUpdateRequest:
+    doc: str
+    update: bytes
+
+
+_SYNC_FIELDS = frozenset({"doc", "state_vector"})
+_UPDATE_FIELDS = frozenset({"doc", "update"})
+
+
+def _binary(obj: dict[str, Any], key: str, event: str) -> bytes:
+    value = obj.get(key)
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value)
+    raise BadRequest(
+        f"{event}: {key!r} must be binary (a Socket.IO attachment: bytes, "
+        f"ArrayBuffer or Uint8Array), got {_kind(value)}"
+    )
+
+
+def parse_doc_sync(payload: Any) -> DocSyncRequest:
+    obj = _require_object(payload, DOC_SYNC)
+    _reject_unknown(obj, _SYNC_FIELDS, DOC_SYNC)
+    doc = validate_name(obj.get("doc"), "doc", DOC_SYNC)
+    if obj.get("state_vector") is None:
+        return DocSyncRequest(doc, b"\x00")  # an empty state vector: send everything
+    return DocSyncRequest(doc, _binary(obj, "state_vector", DOC_SYNC))
+
+
+def parse_doc_update(payload: Any) -> DocUpdateRequest:
+    obj = _require_object(payload, DOC_UPDATE)
+    _reject_unknown(obj, _UPDATE_FIELDS, DOC_UPDATE)
+    doc = validate_name(obj.get("doc"), "doc", DOC_UPDATE)
+    return DocUpdateRequest(doc, _binary(obj, "update", DOC_UPDATE))

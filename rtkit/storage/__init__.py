@@ -9,7 +9,17 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .base import Appended, Message, Range, Retention, Store, store_from_url
+from .base import (
+    Appended,
+    DocRecord,
+    Member,
+    Message,
+    PresenceChange,
+    Range,
+    Retention,
+    Store,
+    store_from_url,
+)
 
 if TYPE_CHECKING:
     from .memory import MemoryStore
@@ -17,8 +27,11 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Appended",
+    "DocRecord",
+    "Member",
     "MemoryStore",
     "Message",
+    "PresenceChange",
     "Range",
     "Retention",
     "SQLiteStore",

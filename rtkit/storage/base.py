@@ -7,18 +7,28 @@ publishes. The hub owns ordering only through the store: ``append`` assigns
 the seq, and returns once the message is stored as durably as the backend
 promises.
 
+It also keeps presence (rooms of members, each with the connections that
+vouch for it and a deadline per connection) and shared documents (a snapshot
+plus the Yjs updates stored since). Presence is ephemeral: the embedded
+backends keep it in memory; a shared backend (Redis) lets every hub see it,
+and because each connection entry lapses at its deadline unless its hub
+refreshes it, the members of a hub that died leave on their own.
+
 ``store_from_url("memory://")``, ``store_from_url("sqlite:///path/to.db")``.
 Query parameters set retention: ``?max_messages=10000&max_age=3600``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 from urllib.parse import parse_qs, urlsplit
 
 from ..errors import ConfigurationError
+from ..protocol import Member as Member  # part of the storage contract
 from ..protocol import Message as Message  # part of the storage contract
+from ..protocol import PresenceEventName
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +63,31 @@ class Retention:
     def __post_init__(self) -> None:
         if self.max_messages < 1 or self.max_age <= 0:
             raise ConfigurationError("retention needs max_messages >= 1 and max_age > 0")
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceChange:
+    """A change of a room that members should hear about: ``member`` as it is
+    now (for ``leave``: as it was when its last connection went)."""
+
+    room: str
+    event: PresenceEventName
+    member: Member
+
+
+@dataclass(frozen=True, slots=True)
+class DocRecord:
+    """What ``doc_load`` returns: everything needed to rebuild a document.
+
+    ``snapshot`` is one Yjs update holding the state up to the last
+    compaction (None before the first); ``updates`` are the updates stored
+    since, oldest first; ``last_id`` identifies the newest of them (0 if
+    none) for ``doc_compact``.
+    """
+
+    snapshot: bytes | None
+    updates: list[bytes]
+    last_id: int
 
 
 @runtime_checkable
@@ -107,6 +142,71 @@ class Store(Protocol):
 
     async def head(self, channel: str) -> tuple[int, str]:
         """The channel's latest seq (0 if none) and epoch."""
+        ...
+
+    # -- presence ---------------------------------------------------------
+
+    async def presence_join(
+        self,
+        room: str,
+        conn: str,
+        member: Member,
+        *,
+        expires: float,
+        max_members: int,
+        max_state_bytes: int,
+    ) -> PresenceChange | None:
+        """Add connection ``conn`` to ``member`` in ``room`` until ``expires``.
+
+        ``member.state`` is a patch merged into the member's state (see
+        :func:`rtkit.protocol.merge_state`); ``member.connections`` is
+        ignored. A new member makes a ``join``, more connections or another
+        state an ``update``; None when nothing others can see changed.
+        Raises Forbidden when the room already has ``max_members`` members
+        and TooLarge when the merged state is over ``max_state_bytes``.
+        """
+        ...
+
+    async def presence_update(
+        self, room: str, member_id: str, patch: dict[str, Any], *, max_state_bytes: int
+    ) -> PresenceChange | None:
+        """Merge ``patch`` into a member's state; None if it is not in the
+        room or nothing changed."""
+        ...
+
+    async def presence_leave(self, room: str, member_id: str, conn: str) -> PresenceChange | None:
+        """Remove one connection: ``leave`` if it was the member's last,
+        ``update`` (fewer connections) otherwise, None if it was not there."""
+        ...
+
+    async def presence_members(self, room: str) -> list[Member]:
+        """The room's members, in the order they joined."""
+        ...
+
+    async def presence_refresh(self, conns: Collection[str], expires: float) -> None:
+        """Move the deadline of these connections' entries (in every room) to ``expires``."""
+        ...
+
+    async def presence_expire(self, now: float) -> list[PresenceChange]:
+        """Drop connection entries whose deadline is before ``now``; returns
+        what that changed, for the hub to tell the rooms."""
+        ...
+
+    # -- shared documents -------------------------------------------------
+
+    async def doc_load(self, name: str) -> DocRecord:
+        """The document's snapshot and the updates stored after it."""
+        ...
+
+    async def doc_append(self, name: str, update: bytes) -> int:
+        """Store one update durably; returns how many updates the document
+        now has after its snapshot (the caller compacts when that grows)."""
+        ...
+
+    async def doc_compact(self, name: str, snapshot: bytes, upto: int) -> None:
+        """Replace the snapshot with ``snapshot``, which covers every update
+        up to id ``upto`` (a ``DocRecord.last_id``), and drop those updates.
+        Ignored when a compaction that covers more already happened."""
         ...
 
 

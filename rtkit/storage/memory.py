@@ -21,7 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from .base import Appended, Message, Range, Retention
+from .base import Appended, DocRecord, Message, Range, Retention
+from .presence import MemoryPresence, PresenceInMemory
 
 __all__ = ["DedupCache", "MemoryStore", "new_epoch", "new_message_id", "trim_selection"]
 
@@ -159,8 +160,17 @@ class _Channel:
     messages: deque[Message] = field(default_factory=deque)
 
 
-class MemoryStore:
-    """Channels, history and idempotency keys in this process's memory.
+@dataclass(slots=True)
+class _DocLog:
+    snapshot: bytes | None = None
+    upto: int = 0  # the last update id the snapshot covers
+    updates: list[tuple[int, bytes]] = field(default_factory=list)  # (id, update)
+    next_id: int = 1
+
+
+class MemoryStore(PresenceInMemory):
+    """Channels, history, idempotency keys, presence and shared documents in
+    this process's memory.
 
     Fast and simple; nothing survives a restart (each channel then starts a
     new epoch). ``append`` never yields to the event loop, so concurrent
@@ -196,6 +206,8 @@ class MemoryStore:
         # atomics drop out of the garbage collector's tracking, so a large
         # cache does not slow every collection down.
         self._dedup: DedupCache[tuple[int, float]] = DedupCache(max_dedup_keys)
+        self._presence = MemoryPresence()
+        self._docs: dict[str, _DocLog] = {}
         self._state = "new"
 
     async def __aenter__(self) -> MemoryStore:
@@ -219,6 +231,8 @@ class MemoryStore:
         self._state = "closed"
         self._channels.clear()
         self._dedup = DedupCache(self._dedup.max_keys)
+        self._presence.clear()
+        self._docs.clear()
         log.info("memory store closed")
 
     def _check_open(self) -> None:
@@ -320,6 +334,37 @@ class MemoryStore:
         self._check_open()
         ch = self._channel(channel)
         return ch.seq, ch.epoch
+
+    # -- shared documents -------------------------------------------------
+
+    async def doc_load(self, name: str) -> DocRecord:
+        """The document's snapshot and later updates; see :class:`~rtkit.storage.Store`."""
+        self._check_open()
+        log_ = self._docs.get(name)
+        if log_ is None:
+            return DocRecord(None, [], 0)
+        last = log_.updates[-1][0] if log_.updates else log_.upto
+        return DocRecord(log_.snapshot, [update for _, update in log_.updates], last)
+
+    async def doc_append(self, name: str, update: bytes) -> int:
+        """Store one update; returns the count after the snapshot."""
+        self._check_open()
+        log_ = self._docs.get(name)
+        if log_ is None:
+            log_ = self._docs[name] = _DocLog()
+        log_.updates.append((log_.next_id, bytes(update)))
+        log_.next_id += 1
+        return len(log_.updates)
+
+    async def doc_compact(self, name: str, snapshot: bytes, upto: int) -> None:
+        """Make ``snapshot`` the base and drop the updates it covers."""
+        self._check_open()
+        log_ = self._docs.get(name)
+        if log_ is None or upto <= log_.upto:
+            return
+        log_.snapshot = bytes(snapshot)
+        log_.upto = upto
+        log_.updates = [(i, u) for i, u in log_.updates if i > upto]
 
 
 def _slice(messages: deque[Message], lo: int, hi: int) -> list[Message]:

@@ -29,6 +29,12 @@ Design, and why:
   are rowid tables filled in time order, so expired rows are a rowid prefix
   and need no index on ``ts``.
 
+- **Shared documents** are a snapshot row plus the Yjs updates stored after
+  it, each update committed in its own transaction before it is acked
+  (document edits come batched from clients, so there are few of them);
+  compaction swaps the snapshot and deletes the updates it covers in one
+  transaction. **Presence** is ephemeral and lives in memory.
+
 Only one process may use a database file at a time; run Redis to share
 channels between hub processes.
 """
@@ -50,8 +56,9 @@ import anyio.to_thread
 import orjson
 
 from ..errors import BadRequest, ConfigurationError, Unavailable
-from .base import Appended, Message, Range, Retention
+from .base import Appended, DocRecord, Message, Range, Retention
 from .memory import MAX_DEDUP_KEYS, DedupCache, Key, new_epoch, new_message_id, trim_selection
+from .presence import MemoryPresence, PresenceInMemory
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
 
@@ -59,7 +66,7 @@ log = logging.getLogger(__name__)
 
 #: ``PRAGMA user_version`` of the schema this module writes. Bump it and add a
 #: step to ``_MIGRATIONS`` to change the schema.
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 
 # Rows per transaction: bounds how long one commit (and so the acks waiting
 # on it) can take when publishers outrun the disk.
@@ -99,6 +106,19 @@ _MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
             seq     INTEGER NOT NULL,
             ts      REAL NOT NULL
         )""",
+    ),
+    2: (
+        """CREATE TABLE IF NOT EXISTS doc_snapshots (
+            name     TEXT PRIMARY KEY,
+            snapshot BLOB NOT NULL,
+            upto     INTEGER NOT NULL
+        ) WITHOUT ROWID""",
+        """CREATE TABLE IF NOT EXISTS doc_updates (
+            id   INTEGER PRIMARY KEY AUTOINCREMENT,
+            doc  TEXT NOT NULL,
+            data BLOB NOT NULL
+        )""",
+        "CREATE INDEX IF NOT EXISTS doc_updates_by_doc ON doc_updates (doc, id)",
     ),
 }
 
@@ -167,8 +187,9 @@ _Row = tuple[
 ]
 
 
-class SQLiteStore:
-    """Channels, history and idempotency keys in one SQLite file.
+class SQLiteStore(PresenceInMemory):
+    """Channels, history, idempotency keys and shared documents in one SQLite
+    file (presence in memory).
 
     >>> store = SQLiteStore("rtkit.db", retention=Retention(max_messages=10_000))
     >>> async with store:
@@ -221,6 +242,7 @@ class SQLiteStore:
         self._wakeup = asyncio.Event()
         self._flusher: asyncio.Task[None] | None = None
         self._closed = asyncio.Event()
+        self._presence = MemoryPresence()
 
         # Writer-thread side (touched only while holding _write_limiter).
         self._write_limiter = anyio.CapacityLimiter(1)
@@ -397,6 +419,27 @@ class SQLiteStore:
         self._check_open()
         ch = self._channel(channel)
         return ch.head, ch.epoch
+
+    # -- shared documents -------------------------------------------------
+
+    async def doc_load(self, name: str) -> DocRecord:
+        """The document's snapshot and later updates; see :class:`~rtkit.storage.Store`."""
+        self._check_open()
+        return await anyio.to_thread.run_sync(self._doc_load_sync, name, limiter=self._read_limiter)
+
+    async def doc_append(self, name: str, update: bytes) -> int:
+        """Commit one update; returns the count after the snapshot."""
+        self._check_open()
+        return await anyio.to_thread.run_sync(
+            self._doc_append_sync, name, bytes(update), limiter=self._write_limiter
+        )
+
+    async def doc_compact(self, name: str, snapshot: bytes, upto: int) -> None:
+        """Make ``snapshot`` the base and drop the updates it covers, atomically."""
+        self._check_open()
+        await anyio.to_thread.run_sync(
+            self._doc_compact_sync, name, bytes(snapshot), upto, limiter=self._write_limiter
+        )
 
     async def prune(self) -> None:
         """Delete expired messages and idempotency keys now.
@@ -661,6 +704,44 @@ class SQLiteStore:
                 keys,
             )
 
+    def _doc_append_sync(self, name: str, update: bytes) -> int:
+        conn = self._wconn
+        if conn is None:
+            raise RuntimeError("the store is closed")
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute("INSERT INTO doc_updates (doc, data) VALUES (?, ?)", (name, update))
+            count: int = conn.execute(
+                "SELECT count(*) FROM doc_updates WHERE doc = ?", (name,)
+            ).fetchone()[0]
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return count
+
+    def _doc_compact_sync(self, name: str, snapshot: bytes, upto: int) -> None:
+        conn = self._wconn
+        if conn is None:
+            raise RuntimeError("the store is closed")
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            found = conn.execute(
+                "SELECT upto FROM doc_snapshots WHERE name = ?", (name,)
+            ).fetchone()
+            if found is None or found[0] < upto:
+                conn.execute(
+                    "INSERT OR REPLACE INTO doc_snapshots (name, snapshot, upto) VALUES (?, ?, ?)",
+                    (name, snapshot, upto),
+                )
+                conn.execute("DELETE FROM doc_updates WHERE doc = ? AND id <= ?", (name, upto))
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
     def _close_sync(self) -> None:
         if self._wconn is not None:
             try:
@@ -730,6 +811,25 @@ class SQLiteStore:
         if last is not None and limit is not None:
             messages = trim_selection(messages, since=since, limit=limit, last=None)
         return messages, head, complete
+
+    def _doc_load_sync(self, name: str) -> DocRecord:
+        conn = self._rconn
+        if conn is None:
+            raise RuntimeError("the store is closed")
+        # One transaction: a compaction cannot slip between the two reads.
+        conn.execute("BEGIN")
+        try:
+            found = conn.execute(
+                "SELECT snapshot, upto FROM doc_snapshots WHERE name = ?", (name,)
+            ).fetchone()
+            rows = conn.execute(
+                "SELECT id, data FROM doc_updates WHERE doc = ? ORDER BY id", (name,)
+            ).fetchall()
+        finally:
+            conn.execute("COMMIT")
+        snapshot, upto = (None, 0) if found is None else (bytes(found[0]), int(found[1]))
+        last = rows[-1][0] if rows else upto
+        return DocRecord(snapshot, [bytes(data) for _, data in rows], last)
 
     def _fetch_sync(self, channel: str, seq: int) -> Message | None:
         conn = self._rconn

@@ -15,8 +15,11 @@ from rtkit.storage.memory import DedupCache
 def test_exported_names() -> None:
     assert sorted(rtkit.storage.__all__) == [
         "Appended",
+        "DocRecord",
+        "Member",
         "MemoryStore",
         "Message",
+        "PresenceChange",
         "Range",
         "Retention",
         "SQLiteStore",
