@@ -112,6 +112,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=defaults.max_connections_per_user,
         help="concurrent connections of one token user",
     )
+    limits.add_argument(
+        "--max-room-members",
+        type=int,
+        default=defaults.max_room_members,
+        help="members (users) per presence room",
+    )
     tuning = hub.add_argument_group("tuning")
     tuning.add_argument(
         "--ping-interval", type=float, default=25.0, help="seconds between heartbeats"
@@ -121,6 +127,19 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=20.0,
         help="seconds without a heartbeat answer before a client is dropped",
+    )
+    tuning.add_argument(
+        "--presence-timeout",
+        type=float,
+        default=None,
+        help="seconds a presence member stays after its hub stops vouching for its "
+        "connection (default: ping interval + ping timeout)",
+    )
+    tuning.add_argument(
+        "--doc-compact-every",
+        type=int,
+        default=500,
+        help="stored updates of a shared document before they are compacted into a snapshot",
     )
     tuning.add_argument(
         "--compression",
@@ -231,6 +250,7 @@ async def _hub(args: argparse.Namespace) -> int:
         publish_burst=args.publish_burst,
         max_subscriptions=args.max_subscriptions,
         max_connections_per_user=args.max_connections_per_user,
+        max_room_members=args.max_room_members,
     )
     origins: tuple[str, ...] | str | None = None
     if args.cors_origin:
@@ -244,6 +264,8 @@ async def _hub(args: argparse.Namespace) -> int:
         limits=limits,
         ping_interval=args.ping_interval,
         ping_timeout=args.ping_timeout,
+        presence_timeout=args.presence_timeout,
+        doc_compact_every=args.doc_compact_every,
         websocket_compression=args.compression,
         cors_allowed_origins=origins,
     )

@@ -36,9 +36,15 @@ from ..errors import (
     Unavailable,
 )
 from ..protocol import (
+    DOC_SYNC,
+    DOC_UPDATE,
     HISTORY,
     MAX_HISTORY_LIMIT,
     NAMESPACE,
+    PRESENCE_JOIN,
+    PRESENCE_LEAVE,
+    PRESENCE_LIST,
+    PRESENCE_UPDATE,
     PUBLISH,
     SUBSCRIBE,
     UNSUBSCRIBE,
@@ -51,8 +57,10 @@ from ..protocol import (
 )
 from ..storage.base import Store, store_from_url
 from .auth import AnonymousAuthenticator, Authenticator, Identity, TokenAuthenticator
+from .docs import SharedDocs
 from .fanout import FRAME_WRITER_KEY, FanOut, FrameWriter
 from .limits import TokenBucket
+from .presence import PresenceRooms
 
 log = logging.getLogger(__name__)
 
@@ -178,6 +186,8 @@ class Hub:
             max_delay=config.max_coalesce_delay,
         )
         self._connections: dict[str, Connection] = {}
+        self.presence = PresenceRooms(config, self.store, self.fanout, self._connections)
+        self.docs = SharedDocs(config, self.store, self.fanout, self._connections)
         self._per_user: Counter[str] = Counter()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._state: Literal["new", "running", "stopping", "stopped"] = "new"
@@ -187,6 +197,12 @@ class Hub:
             UNSUBSCRIBE: self._unsubscribe,
             PUBLISH: self._publish,
             HISTORY: self._history,
+            PRESENCE_JOIN: self.presence.join,
+            PRESENCE_UPDATE: self.presence.update,
+            PRESENCE_LEAVE: self.presence.leave,
+            PRESENCE_LIST: self.presence.list,
+            DOC_SYNC: self.docs.sync,
+            DOC_UPDATE: self.docs.update,
         }
         self.sio.on("connect", self._on_connect, namespace=NAMESPACE)
         self.sio.on("disconnect", self._on_disconnect, namespace=NAMESPACE)
@@ -198,6 +214,7 @@ class Hub:
         if self._state != "new":
             raise RuntimeError(f"Hub.start() called on a hub that is {self._state}")
         await self.store.open()
+        self.presence.start()
         self._started_at = time.time()
         self._state = "running"
         log.info("rtkit hub %s started (store %s)", __version__, self.store.url)
@@ -227,6 +244,8 @@ class Hub:
                     ),
                     drain_timeout,
                 )
+        await self.presence.stop()
+        await self.docs.stop()
         self.fanout.close()
         for task in list(self._tasks):
             task.cancel()
@@ -268,6 +287,8 @@ class Hub:
                 "direct_writes": self.fanout.direct_writes,
                 "flushes": self.fanout.flushes,
             },
+            "presence": self.presence.status(),
+            "shared_docs": self.docs.status(),
         }
 
     def _spawn(self, coro: Awaitable[Any]) -> None:
@@ -312,6 +333,8 @@ class Hub:
         self._per_user[conn.identity.user] -= 1
         if self._per_user[conn.identity.user] <= 0:
             del self._per_user[conn.identity.user]
+        self.docs.disconnected(sid)
+        await self.presence.disconnected(sid, conn.identity.user)
         log.debug("disconnected %s (%s)", sid, reason)
 
     def _disconnect_slow(self, sid: str) -> None:

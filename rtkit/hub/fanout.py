@@ -293,12 +293,35 @@ class FanOut:
         self.packets_sent += len(packets)
         return True
 
+    def send_to(
+        self, sid: str, eio_sid: str, packets: list[Any], writer: FrameWriter | None = None
+    ) -> bool:
+        """Put packets made by :func:`encode_event` on one connection, the
+        way channel deliveries go (same order, same slow-consumer check).
+        The packets may be shared by any number of recipients."""
+        return self._send(_Subscriber(sid, eio_sid, 0, writer), packets)
+
     def close(self) -> None:
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None
         self._channels.clear()
         self._dirty.clear()
+
+
+def encode_event(event: str, payload: Any) -> list[Any]:
+    """The Engine.IO packets of one hub-to-client event, encoded once to be
+    sent to many connections with :meth:`FanOut.send_to`. Bytes anywhere in
+    ``payload`` travel as Socket.IO binary attachments."""
+    try:
+        body = orjson.dumps([event, payload]).decode()
+    except TypeError:
+        # orjson refuses bytes: this is the binary case.
+        pkt = sio_packet.Packet(sio_packet.EVENT, namespace=NAMESPACE, data=[event, payload])
+        encoded = pkt.encode()
+        parts = encoded if isinstance(encoded, list) else [encoded]
+        return [eio_packet.Packet(eio_packet.MESSAGE, p) for p in parts]
+    return [_EncodedPacket(f"42{NAMESPACE},{body}")]
 
 
 def encode_messages(batch: list[Message]) -> list[Any]:

@@ -1,0 +1,278 @@
+"""Presence: who is in a room right now, and their state.
+
+A *member* is a user identity, not a connection: a user with two tabs and a
+kernel in one room is one member with ``connections: 3``. Its id is derived
+from the user id (:func:`rtkit.protocol.member_id_for`), so every hub and
+every reconnect agrees on it.
+
+The store holds the rooms (see :mod:`rtkit.storage.presence`); this module
+holds what only this hub knows: which of its connections joined which rooms
+(they receive the room's events), and the events not sent yet.
+
+Events are batched per room for ``presence_batch_delay`` seconds and
+coalesced per member: a member that joined and left within one batch is
+never announced, ten state updates become one, and a leave followed by a
+join becomes an update. A storm of hundreds of joins therefore costs one
+event per member that changed, each encoded once for all recipients.
+
+Coalescing must not span a snapshot: a connection that joins while events
+are pending got the room's current members in its ack, which may show a
+member halfway through the batch. Such a recipient is sent each pending
+member's final event regardless (``leave`` if gone, else ``update``), which
+clients apply idempotently.
+
+Expiry: every connection entry in the store carries a deadline, which this
+hub moves forward for its live connections every third of
+``presence_expiry``. A connection that closes leaves at once; a client that
+vanishes without closing is dropped by Engine.IO's heartbeat (ping_interval
++ ping_timeout) and then leaves; the entries of a hub that died lapse at
+their deadline and are expired by any hub sharing the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from ..config import HubConfig
+from ..errors import Forbidden, NotFound, RateLimited, Unavailable
+from ..protocol import (
+    PRESENCE,
+    Member,
+    PresenceEventName,
+    member_id_for,
+    parse_presence_join,
+    parse_presence_leave,
+    parse_presence_list,
+    parse_presence_update,
+)
+from ..storage.base import PresenceChange, Store
+from .fanout import FanOut, encode_event
+
+if TYPE_CHECKING:
+    from .core import Connection
+
+log = logging.getLogger(__name__)
+
+# [member existed before this batch, its latest change, order of its first change]
+_Slot = list[Any]
+
+
+class PresenceRooms:
+    """The hub's presence handlers, membership bookkeeping and event batching."""
+
+    def __init__(
+        self,
+        config: HubConfig,
+        store: Store,
+        fanout: FanOut,
+        connections: Mapping[str, Connection],
+    ) -> None:
+        self._config = config
+        self._limits = config.limits
+        self._store = store
+        self._fanout = fanout
+        self._connections = connections
+        # This hub's connections per room (member id of each, and the order
+        # of its join among queued changes), and back.
+        self._local: dict[str, dict[str, tuple[str, int]]] = {}
+        self._joined: dict[str, set[str]] = {}
+        self._pending: dict[str, dict[str, _Slot]] = {}
+        self._order = itertools.count()
+        self._handle: asyncio.TimerHandle | asyncio.Handle | None = None
+        self._heartbeat: asyncio.Task[None] | None = None
+        self.events_sent = 0
+
+    # -- lifecycle ----------------------------------------------------------
+
+    def start(self) -> None:
+        self._heartbeat = asyncio.get_running_loop().create_task(
+            self._refresh_loop(), name="rtkit presence heartbeat"
+        )
+
+    async def stop(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            await asyncio.gather(self._heartbeat, return_exceptions=True)
+            self._heartbeat = None
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "rooms": {room: len(sids) for room, sids in self._local.items()},
+            "events_sent": self.events_sent,
+        }
+
+    async def _refresh_loop(self) -> None:
+        expiry = self._config.presence_expiry
+        while True:
+            await asyncio.sleep(expiry / 3)
+            try:
+                now = time.time()
+                # Vouch for our own connections first: a hub that was stalled
+                # for a while must not expire its own live members.
+                await self._store.presence_refresh(list(self._joined), now + expiry)
+                for change in await self._store.presence_expire(now):
+                    log.info("presence: %s in %r expired", change.member.user, change.room)
+                    self._queue(change)
+            except Exception:
+                log.exception("presence heartbeat failed; retrying")
+
+    # -- requests -----------------------------------------------------------
+
+    async def join(self, conn: Connection, payload: Any) -> dict[str, Any]:
+        req = parse_presence_join(payload)
+        identity = conn.identity
+        if not (identity.can_subscribe(req.room) and identity.can_publish(req.room)):
+            raise Forbidden(f"{identity.user!r} may not join room {req.room!r}")
+        rooms = self._joined.get(conn.sid, set())
+        if req.room not in rooms and len(rooms) >= self._limits.max_rooms:
+            raise Forbidden(f"room limit reached ({self._limits.max_rooms} rooms per connection)")
+        member = Member(
+            member_id_for(identity.user),
+            identity.user,
+            identity.name or identity.user,
+            identity.color,
+            req.state,
+            0,
+        )
+        change = await self._store.presence_join(
+            req.room,
+            conn.sid,
+            member,
+            expires=time.time() + self._config.presence_expiry,
+            max_members=self._limits.max_room_members,
+            max_state_bytes=self._limits.max_presence_state_bytes,
+        )
+        if self._connections.get(conn.sid) is not conn:
+            # Gone while the store was at work: undo, or it lingers until expiry.
+            await self._store.presence_leave(req.room, member.id, conn.sid)
+            raise Unavailable("disconnected while joining")
+        self._local.setdefault(req.room, {})[conn.sid] = (member.id, next(self._order))
+        self._joined.setdefault(conn.sid, set()).add(req.room)
+        if change is not None:
+            self._queue(change)
+        members = await self._store.presence_members(req.room)
+        me = next((m for m in members if m.id == member.id), None)
+        return {
+            "ok": True,
+            "members": [m.to_wire() for m in members],
+            "member": me.to_wire() if me is not None else None,
+        }
+
+    async def update(self, conn: Connection, payload: Any) -> dict[str, Any]:
+        req = parse_presence_update(payload)
+        local = self._local.get(req.room, {}).get(conn.sid)
+        if local is None:
+            raise NotFound(f"not in room {req.room!r}: send presence.join first")
+        member_id = local[0]
+        if not conn.bucket.take():
+            raise RateLimited(
+                f"over {self._limits.publish_rate:g} requests/s; "
+                f"retry in {conn.bucket.retry_after():.3f} s"
+            )
+        change = await self._store.presence_update(
+            req.room, member_id, req.state, max_state_bytes=self._limits.max_presence_state_bytes
+        )
+        if change is not None:
+            self._queue(change)
+        return {"ok": True}
+
+    async def leave(self, conn: Connection, payload: Any) -> dict[str, Any]:
+        req = parse_presence_leave(payload)
+        if self._forget(conn.sid, req.room) is None:
+            raise NotFound(f"not in room {req.room!r}")
+        await self._leave_store(conn.sid, req.room, conn.identity.user)
+        return {"ok": True}
+
+    async def list(self, conn: Connection, payload: Any) -> dict[str, Any]:
+        req = parse_presence_list(payload)
+        if not conn.identity.can_subscribe(req.room):
+            raise Forbidden(f"{conn.identity.user!r} may not see room {req.room!r}")
+        members = await self._store.presence_members(req.room)
+        return {"ok": True, "members": [m.to_wire() for m in members]}
+
+    async def disconnected(self, sid: str, user: str) -> None:
+        """A connection closed: it leaves every room it had joined."""
+        for room in list(self._joined.get(sid, ())):
+            self._forget(sid, room)
+            try:
+                await self._leave_store(sid, room, user)
+            except Exception:
+                # Its entry lapses at its deadline instead.
+                log.exception("presence: could not remove %s from %r", sid, room)
+
+    def _forget(self, sid: str, room: str) -> str | None:
+        local = self._local.get(room)
+        entry = local.pop(sid, None) if local is not None else None
+        if local is not None and not local:
+            del self._local[room]
+        rooms = self._joined.get(sid)
+        if rooms is not None:
+            rooms.discard(room)
+            if not rooms:
+                del self._joined[sid]
+        return entry[0] if entry is not None else None
+
+    async def _leave_store(self, sid: str, room: str, user: str) -> None:
+        change = await self._store.presence_leave(room, member_id_for(user), sid)
+        if change is not None:
+            self._queue(change)
+
+    # -- events -------------------------------------------------------------
+
+    def _queue(self, change: PresenceChange) -> None:
+        slots = self._pending.setdefault(change.room, {})
+        slot = slots.get(change.member.id)
+        if slot is None:
+            slots[change.member.id] = [change.event != "join", change, next(self._order)]
+        else:
+            slot[1] = change
+        if self._handle is None:
+            loop = asyncio.get_running_loop()
+            delay = self._config.presence_batch_delay
+            self._handle = (
+                loop.call_later(delay, self.flush) if delay > 0 else loop.call_soon(self.flush)
+            )
+
+    def flush(self) -> None:
+        """Send every pending event, coalesced per member. Synchronous: events
+        of one batch reach each recipient in the order they were first queued."""
+        self._handle = None
+        pending, self._pending = self._pending, {}
+        for room, slots in pending.items():
+            recipients = self._local.get(room)
+            if not recipients:
+                continue
+            for existed, change, first in slots.values():
+                exists = change.event != "leave"
+                event: PresenceEventName | None
+                if existed and exists:
+                    event = "update"
+                elif exists:
+                    event = "join"
+                elif existed:
+                    event = "leave"
+                else:
+                    event = None  # joined and left within one batch
+                # For recipients that joined after this member's first change
+                # their ack's snapshot is the baseline: send the final event.
+                late: PresenceEventName = "update" if exists else "leave"
+                encoded: dict[str, list[Any]] = {}
+                for sid, (_, joined) in list(recipients.items()):
+                    send = late if joined > first else event
+                    conn = self._connections.get(sid)
+                    if send is None or conn is None:
+                        continue
+                    packets = encoded.get(send)
+                    if packets is None:
+                        wire = {"room": room, "event": send, "member": change.member.to_wire()}
+                        packets = encoded[send] = encode_event(PRESENCE, wire)
+                    self._fanout.send_to(sid, conn.eio_sid, packets, conn.frame_writer)
+                    self.events_sent += 1
