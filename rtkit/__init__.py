@@ -29,10 +29,19 @@ from .errors import (
     Unauthorized,
     Unavailable,
 )
-from .protocol import Message
+from .protocol import Member, Message
 
 if TYPE_CHECKING:
-    from .client import Channel, Client, ClientMetrics, GapInfo, connect
+    from .client import (
+        Channel,
+        Client,
+        ClientMetrics,
+        GapInfo,
+        Presence,
+        SharedChange,
+        SharedDoc,
+        connect,
+    )
 
 __version__ = "0.1.0"
 
@@ -48,12 +57,16 @@ __all__ = [
     "GapInfo",
     "HubError",
     "InternalError",
+    "Member",
     "Message",
     "NotConnected",
     "NotFound",
     "OfflineQueueFull",
+    "Presence",
     "RateLimited",
     "RtkitError",
+    "SharedChange",
+    "SharedDoc",
     "TooLarge",
     "Unauthorized",
     "Unavailable",
@@ -61,7 +74,18 @@ __all__ = [
     "connect",
 ]
 
-_CLIENT_NAMES = frozenset({"Channel", "Client", "ClientMetrics", "GapInfo", "connect"})
+_CLIENT_NAMES = frozenset(
+    {
+        "Channel",
+        "Client",
+        "ClientMetrics",
+        "GapInfo",
+        "Presence",
+        "SharedChange",
+        "SharedDoc",
+        "connect",
+    }
+)
 
 
 def __getattr__(name: str) -> Any:

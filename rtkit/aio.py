@@ -14,6 +14,27 @@ background work on the kernel's loop stalls between cells under ipykernel 7.
 from __future__ import annotations
 
 from .client._types import ClientMetrics, GapInfo, Message
-from .client.aio import Channel, Client, ConnectOptions, connect
+from .client.aio import (
+    Channel,
+    Client,
+    ConnectOptions,
+    Presence,
+    SharedChange,
+    SharedDoc,
+    connect,
+)
+from .protocol import Member
 
-__all__ = ["Channel", "Client", "ClientMetrics", "ConnectOptions", "GapInfo", "Message", "connect"]
+__all__ = [
+    "Channel",
+    "Client",
+    "ClientMetrics",
+    "ConnectOptions",
+    "GapInfo",
+    "Member",
+    "Message",
+    "Presence",
+    "SharedChange",
+    "SharedDoc",
+    "connect",
+]

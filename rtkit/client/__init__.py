@@ -9,6 +9,18 @@ from __future__ import annotations
 
 from ._types import ClientMetrics, GapInfo, Message
 from ._url import split_url
-from .sync import Channel, Client, connect
+from .docs import SharedChange
+from .sync import Channel, Client, Presence, SharedDoc, connect
 
-__all__ = ["Channel", "Client", "ClientMetrics", "GapInfo", "Message", "connect", "split_url"]
+__all__ = [
+    "Channel",
+    "Client",
+    "ClientMetrics",
+    "GapInfo",
+    "Message",
+    "Presence",
+    "SharedChange",
+    "SharedDoc",
+    "connect",
+    "split_url",
+]

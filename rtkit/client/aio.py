@@ -60,23 +60,29 @@ from ..errors import (
     error_for_code,
 )
 from ..protocol import (
+    DOC_UPDATE,
     ERROR_CODES,
     HISTORY,
     MESSAGES,
     NAMESPACE,
+    PRESENCE,
     PUBLISH,
     SUBSCRIBE,
     UNSUBSCRIBE,
     parse_history,
+    parse_member,
     parse_publish,
     parse_subscribe,
     validate_channel,
+    validate_name,
 )
 from ._backoff import Backoff
 from ._cursor import Cursor
 from ._queue import Outbox
 from ._types import ClientMetrics, GapInfo, Message, parse_envelope
 from ._url import split_url
+from .docs import SharedChange, SharedDoc
+from .presence import Presence
 
 __all__ = [
     "Channel",
@@ -87,6 +93,9 @@ __all__ = [
     "GapInfo",
     "Message",
     "MessageCallback",
+    "Presence",
+    "SharedChange",
+    "SharedDoc",
     "connect",
 ]
 
@@ -113,6 +122,10 @@ _STATE_EVENTS: Final = ("connect", "disconnect", "reconnect", "gap")
 # every reconnect and dropped again, forever; refuse it before it is queued.
 MAX_FRAME_BYTES: Final = 1_000_000
 _FRAME_OVERHEAD: Final = 512  # event name, namespace, channel, id, framing
+
+# Largest websocket message the client accepts: a shared document's first
+# sync carries the whole document in one binary attachment.
+MAX_INCOMING_MESSAGE: Final = 256 * 1024 * 1024
 
 # How many queued publishes the pump sends before letting other tasks run.
 _PUMP_BATCH: Final = 100
@@ -539,8 +552,18 @@ class Client:
         self._state_callbacks: dict[str, list[Callable[..., Any]]] = {e: [] for e in _STATE_EVENTS}
         # Hub-to-client events and what to redo after a reconnect. Presence and
         # shared documents plug in here the same way channels do.
-        self._event_handlers: dict[str, Callable[[Any], None]] = {MESSAGES: self._on_messages}
-        self._resume_hooks: list[Callable[[], None]] = [self._resubscribe_all]
+        self._event_handlers: dict[str, Callable[[Any], None]] = {
+            MESSAGES: self._on_messages,
+            PRESENCE: self._on_presence,
+            DOC_UPDATE: self._on_doc_update,
+        }
+        self._resume_hooks: list[Callable[[], None]] = [
+            self._resubscribe_all,
+            self._rejoin_rooms,
+            self._resync_docs,
+        ]
+        self._rooms: dict[str, Presence] = {}
+        self._docs: dict[str, SharedDoc] = {}
         self._sio: Any = None  # the socketio.AsyncClient of the current connection
         self._generations = itertools.count(1)
         self._generation = 0
@@ -650,6 +673,60 @@ class Client:
             ch = self._channels[validate_channel(name, "channel")] = Channel(self, name)
         return ch
 
+    async def presence(self, room: str, state: dict[str, Any] | None = None) -> Presence:
+        """Join the presence room ``room`` and return its :class:`Presence`.
+
+        ``state`` (an object: status, cursor, selected cell...) is merged into
+        this user's member state. One object per room and client; asking
+        again returns it (merging ``state`` in). Connected, this returns once
+        the hub confirmed the join (``.members`` is filled) and raises its
+        refusal (e.g. :class:`~rtkit.errors.Forbidden`); offline, it returns
+        at once and joins on reconnect.
+        """
+        self._check_usable()
+        validate_name(room, "room", "presence")
+        if state is not None and not isinstance(state, dict):
+            raise TypeError(f"state must be a dict, got {type(state).__name__}")
+        existing = self._rooms.get(room)
+        if existing is not None:
+            if state:
+                await existing.update(state)
+            return existing
+        obj = self._rooms[room] = Presence(self, room, state or {})
+        if self._connected:
+            try:
+                await obj._join()
+            except _ConnectionLost:
+                pass  # joins on reconnect
+            except BaseException:
+                self._rooms.pop(room, None)
+                raise
+        return obj
+
+    async def shared(self, name: str) -> SharedDoc:
+        """The shared document ``name``, as a :class:`SharedDoc` (one per name).
+
+        Connected, this returns once the first sync with the hub is done (so
+        it shows what others wrote) and raises the hub's refusal; offline,
+        it returns at once, edits wait, and it syncs on reconnect.
+        """
+        self._check_usable()
+        validate_name(name, "doc", "shared")
+        doc = self._docs.get(name)
+        if doc is not None:
+            return doc
+        doc = self._docs[name] = SharedDoc(self, name)
+        if self._connected:
+            try:
+                await doc._sync()
+            except _ConnectionLost:
+                pass  # syncs on reconnect
+            except BaseException:
+                self._docs.pop(name, None)
+                await doc.close()
+                raise
+        return doc
+
     def on(self, event: StateEvent, callback: Callable[..., Any]) -> Callable[..., Any]:
         """Call ``callback`` on a connection event; returns it (usable as a decorator).
 
@@ -699,6 +776,7 @@ class Client:
         sio = socketio.AsyncClient(
             reconnection=False,
             handle_sigint=False,
+            websocket_extra_options={"max_msg_size": MAX_INCOMING_MESSAGE},
             logger=_wire_log,
             engineio_logger=_wire_log,
             request_timeout=self._opts.connect_timeout,
@@ -797,6 +875,8 @@ class Client:
                 fut.set_exception(_ConnectionLost("the connection dropped before the hub answered"))
         for task in self._conn_tasks:
             task.cancel()
+        for doc in self._docs.values():
+            doc._connection_lost()
         log.warning("rtkit: lost the connection to %s (%s); reconnecting", self._url, reason)
         self._emit_state("disconnect", reason)
         self._lost.set()
@@ -843,6 +923,8 @@ class Client:
         self._fail_pending(exc)
 
     def _fail_pending(self, exc: RtkitError) -> None:
+        for doc in self._docs.values():
+            doc._idle.set()  # flush() waiters see the failure
         for item in self._outbox.drain():
             if item.timer is not None:
                 item.timer.cancel()
@@ -1107,6 +1189,65 @@ class Client:
                 attempt += 1
                 log.warning("rtkit: resubscribing %r failed (%s); retrying", ch.name, exc)
                 await asyncio.sleep(delay)
+
+    # -- presence and shared documents -------------------------------------
+
+    def _on_presence(self, payload: Any) -> None:
+        if not isinstance(payload, dict):
+            return
+        room = self._rooms.get(str(payload.get("room")))
+        if room is None:
+            return
+        event = payload.get("event")
+        try:
+            member = parse_member(payload.get("member"))
+        except ValueError as exc:
+            log.warning("rtkit: ignored a malformed presence event: %s", exc)
+            return
+        if event in ("join", "leave", "update"):
+            room._on_event(event, member)
+
+    def _on_doc_update(self, payload: Any) -> None:
+        doc = self._docs.get(str(payload.get("doc"))) if isinstance(payload, dict) else None
+        if doc is not None:
+            doc._on_remote_update(payload)
+
+    def _rejoin_rooms(self) -> None:
+        for room in self._rooms.values():
+            self._spawn(
+                self._resume(room._join, f"rejoin {room.room!r}"), "rejoin", per_connection=True
+            )
+
+    def _resync_docs(self) -> None:
+        for doc in self._docs.values():
+            self._spawn(
+                self._resume(doc._sync, f"resync {doc.name!r}"), "resync", per_connection=True
+            )
+
+    async def _resume(self, request: Callable[[], Awaitable[None]], what: str) -> None:
+        """Run a rejoin or resync request, retrying what may pass later."""
+        attempt = 0
+        while True:
+            try:
+                await request()
+                return
+            except _ConnectionLost:
+                return  # the next connection tries again
+            except (Unauthorized, Forbidden, BadRequest, NotFound, TooLarge) as exc:
+                log.error("rtkit: the hub refused to %s: %s", what, exc)
+                return
+            except (AckTimeout, HubError) as exc:
+                log.warning("rtkit: could not %s (%s); retrying", what, exc)
+                await asyncio.sleep(self._backoff.delay(attempt))
+                attempt += 1
+
+    def _forget_room(self, room: Presence) -> None:
+        if self._rooms.get(room.room) is room:
+            del self._rooms[room.room]
+
+    def _forget_doc(self, doc: SharedDoc) -> None:
+        if self._docs.get(doc.name) is doc:
+            del self._docs[doc.name]
 
     def _on_gap(self, ch: Channel, info: GapInfo) -> None:
         self._gaps += 1

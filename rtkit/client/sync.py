@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import threading
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from functools import partial
 from typing import Any, TypeVar, Unpack
 
@@ -29,11 +29,14 @@ import anyio
 from anyio.from_thread import start_blocking_portal
 
 from ..errors import ClientClosed, NotConnected
+from ..protocol import Member
 from . import aio
 from ._types import ClientMetrics, Message
 from ._url import split_url
+from .docs import SharedCallback
+from .presence import MemberCallback, PresenceEvent
 
-__all__ = ["Channel", "Client", "connect"]
+__all__ = ["Channel", "Client", "Presence", "SharedDoc", "connect"]
 
 log = logging.getLogger(__name__)
 
@@ -226,6 +229,159 @@ class Channel:
         return self._runner.call(self.aio.on_gap, callback)
 
 
+class Presence:
+    """A presence room: the blocking twin of :class:`rtkit.aio.Presence`.
+
+    >>> room = hub.presence("analysis", state={"status": "reading"})
+    >>> room.on("join", lambda member: print(member.name, "joined"))
+    >>> room.update({"cell": 4})
+    >>> [m.name for m in room.members]
+    ['Ada', 'Grace']
+    """
+
+    def __init__(self, client: Client, presence: aio.Presence) -> None:
+        self._client = client  # a room in use keeps its client open
+        self._runner = client._runner
+        self.aio = presence
+        """The async object underneath, for ``async def`` callbacks."""
+        self.room = presence.room
+
+    def __repr__(self) -> str:
+        return repr(self.aio).replace("rtkit.aio.", "rtkit.", 1)
+
+    @property
+    def members(self) -> list[Member]:
+        """The room's members, in the order they joined (this client included)."""
+        return self._runner.call(lambda: self.aio.members)
+
+    @property
+    def me(self) -> Member | None:
+        """This client's own member, once the hub confirmed the join."""
+        return self._runner.call(lambda: self.aio.me)
+
+    @property
+    def state(self) -> dict[str, Any]:
+        return self._runner.call(lambda: self.aio.state)
+
+    def update(self, state: dict[str, Any]) -> None:
+        """Merge ``state`` into this member's state; see :meth:`rtkit.aio.Presence.update`."""
+        if self._runner.on_io_thread():
+            self._runner.spawn("presence update", self.aio.update, state)
+        else:
+            self._runner.run("update", self.aio.update, state)
+
+    def leave(self) -> None:
+        """Leave the room."""
+        if self._runner.on_io_thread():
+            self._runner.spawn("presence leave", self.aio.leave)
+        else:
+            self._runner.run("leave", self.aio.leave)
+
+    def on(self, event: PresenceEvent, callback: MemberCallback) -> MemberCallback:
+        """Call ``callback(member)`` on ``"join"``, ``"leave"`` or ``"update"``
+        (on the I/O thread); usable as a decorator."""
+        self._runner.call(self.aio.on, event, callback)
+        self._runner.keepalive = self._client
+        return callback
+
+    def off(self, event: PresenceEvent, callback: MemberCallback) -> None:
+        self._runner.call(self.aio.off, event, callback)
+
+
+async def _flush(doc: aio.SharedDoc, seconds: float | None) -> None:
+    try:
+        with anyio.fail_after(seconds):
+            await doc.flush()
+    except TimeoutError:
+        raise NotConnected(
+            f"shared document {doc.name!r}: edits not stored by the hub after {seconds} s"
+        ) from None
+
+
+class SharedDoc(MutableMapping[str, Any]):
+    """A shared document: the blocking twin of :class:`rtkit.aio.SharedDoc`.
+
+    Reads and writes go straight to the local pycrdt Doc (from any thread;
+    the Doc takes care of its own locking) and reach the hub in the
+    background.
+
+    >>> params = hub.shared("params")
+    >>> params["alpha"] = 0.5
+    >>> params.observe(lambda change: print("remote change of", change.keys))
+    >>> params.flush()          # optional: wait until the hub stored every edit
+    """
+
+    def __init__(self, client: Client, doc: aio.SharedDoc) -> None:
+        self._client = client
+        self._runner = client._runner
+        self.aio = doc
+        """The async object underneath."""
+        self.name = doc.name
+        self.doc = doc.doc
+        """The pycrdt Doc (arrays and text live here next to the map)."""
+        self.map = doc.map
+        """The pycrdt Map this object is a view of."""
+
+    def __repr__(self) -> str:
+        return repr(self.aio).replace("rtkit.aio.", "rtkit.", 1)
+
+    def __getitem__(self, key: str) -> Any:
+        return self.aio[key]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.aio[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        del self.aio[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.aio)
+
+    def __len__(self) -> int:
+        return len(self.aio)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.aio
+
+    def to_dict(self) -> dict[str, Any]:
+        """The map as plain Python values."""
+        return self.aio.to_dict()
+
+    def transaction(self) -> Any:
+        """``with shared.transaction(): ...``: several edits, one update.
+        Call no blocking rtkit method inside it."""
+        return self.aio.transaction()
+
+    @property
+    def synced(self) -> bool:
+        return self.aio.synced
+
+    @property
+    def pending(self) -> int:
+        return self.aio.pending
+
+    def observe(self, callback: SharedCallback) -> SharedCallback:
+        """Call ``callback(change)`` after each remote update (on the I/O thread)."""
+        self._runner.call(self.aio.observe, callback)
+        self._runner.keepalive = self._client
+        return callback
+
+    def unobserve(self, callback: SharedCallback) -> None:
+        self._runner.call(self.aio.unobserve, callback)
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Block until the hub stored every edit made so far; NotConnected
+        after ``timeout`` seconds. See :meth:`rtkit.aio.SharedDoc.flush`."""
+        self._runner.run("flush", _flush, self.aio, timeout)
+
+    def close(self) -> None:
+        """Stop syncing (the local copy stays readable)."""
+        if self._runner.on_io_thread():
+            self._runner.spawn("close", self.aio.close)
+        else:
+            self._runner.run("close", self.aio.close)
+
+
 class Client:
     """A blocking connection to an rtkit hub, with its own I/O thread.
 
@@ -257,6 +413,8 @@ class Client:
         self.aio: aio.Client = runner.client
         """The async client underneath, for ``async def`` callbacks."""
         self._channels: dict[str, Channel] = {}
+        self._rooms: dict[str, Presence] = {}
+        self._docs: dict[str, SharedDoc] = {}
         self._lock = threading.Lock()
         self._finalizer = weakref.finalize(self, _Runner.shutdown, runner)
 
@@ -294,6 +452,24 @@ class Client:
             if ch is None:
                 ch = self._channels[name] = Channel(self, self._runner.call(self.aio.channel, name))
             return ch
+
+    def presence(self, room: str, state: dict[str, Any] | None = None) -> Presence:
+        """Join a presence room; see :meth:`rtkit.aio.Client.presence`."""
+        presence = self._runner.run("presence", self.aio.presence, room, state)
+        with self._lock:
+            wrapper = self._rooms.get(room)
+            if wrapper is None or wrapper.aio is not presence:
+                wrapper = self._rooms[room] = Presence(self, presence)
+            return wrapper
+
+    def shared(self, name: str) -> SharedDoc:
+        """A shared document; see :meth:`rtkit.aio.Client.shared`."""
+        doc = self._runner.run("shared", self.aio.shared, name)
+        with self._lock:
+            wrapper = self._docs.get(name)
+            if wrapper is None or wrapper.aio is not doc:
+                wrapper = self._docs[name] = SharedDoc(self, doc)
+            return wrapper
 
     def on(self, event: aio.StateEvent, callback: Callable[..., Any]) -> Callable[..., Any]:
         """Call ``callback`` on ``"connect"``, ``"disconnect"``, ``"reconnect"`` or ``"gap"``.

@@ -10,9 +10,10 @@ import rtkit.aio
 
 PUBLIC = {
     "AckTimeout", "BadRequest", "Channel", "Client", "ClientClosed", "ClientMetrics",
-    "ConfigurationError", "Forbidden", "GapInfo", "HubError", "InternalError", "Message",
-    "NotConnected", "NotFound", "OfflineQueueFull", "RateLimited", "RtkitError", "TooLarge",
-    "Unauthorized", "Unavailable", "__version__", "connect",
+    "ConfigurationError", "Forbidden", "GapInfo", "HubError", "InternalError", "Member", "Message",
+    "NotConnected", "NotFound", "OfflineQueueFull", "Presence", "RateLimited", "RtkitError",
+    "SharedChange", "SharedDoc", "TooLarge", "Unauthorized", "Unavailable", "__version__",
+    "connect",
 }  # fmt: skip
 
 
@@ -23,15 +24,20 @@ def test_rtkit_exports_exactly_the_public_names() -> None:
 
 
 def test_async_twin_has_the_same_client_names() -> None:
-    for name in ("Channel", "Client", "ClientMetrics", "GapInfo", "Message", "connect"):
+    for name in (
+        "Channel", "Client", "ClientMetrics", "GapInfo", "Member", "Message", "Presence",
+        "SharedChange", "SharedDoc", "connect",
+    ):  # fmt: skip
         assert hasattr(rtkit.aio, name), name
+    assert rtkit.aio.Presence is not rtkit.Presence  # the blocking twin wraps the async one
+    assert rtkit.aio.SharedDoc is not rtkit.SharedDoc
     assert rtkit.aio.connect is not rtkit.connect
 
 
 def test_import_rtkit_stays_light() -> None:
     code = (
         "import sys, rtkit; "
-        "heavy = [m for m in ('socketio', 'aiohttp', 'pandas', 'redis', 'ipywidgets') "
+        "heavy = [m for m in ('socketio', 'aiohttp', 'pandas', 'redis', 'ipywidgets', 'pycrdt') "
         "if m in sys.modules]; print(heavy)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
