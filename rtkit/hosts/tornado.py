@@ -23,7 +23,7 @@ from typing import Any
 
 import socketio
 import tornado.web
-from tornado.iostream import StreamClosedError
+from tornado.iostream import IOStream, StreamClosedError
 from tornado.websocket import WebSocketHandler
 
 from ..config import HubConfig
@@ -59,21 +59,38 @@ class _StreamFrameWriter:
         # IOStream has no public "bytes buffered"; _write_buffer (a
         # _StreamBuffer with __len__) has been there since tornado 5.
         buffered = getattr(stream, "_write_buffer", None)
-        if buffered is None or len(buffered) > DIRECT_WRITE_LIMIT:
+        if buffered is None:
+            return False
+        pending = len(buffered)
+        data: bytes | memoryview = frame
+        if pending == 0 and type(stream) is IOStream:
+            # Nothing queued in tornado: the socket gets the frame at once,
+            # without IOStream.write's Future and bookkeeping (a third of the
+            # cost of a delivery). What does not fit goes through IOStream.
+            try:
+                sent = stream.socket.send(frame)
+            except BlockingIOError:
+                sent = 0
+            except OSError:
+                return False  # the connection is going; Engine.IO finds out
+            if sent == len(frame):
+                return True
+            data = memoryview(frame)[sent:]
+        elif pending > DIRECT_WRITE_LIMIT:
             return False
         try:
-            stream.write(frame)
+            stream.write(data)
         except StreamClosedError:
             return False
         return True
 
 
-def _install_translate_request(hub: Hub) -> None:
+def _install_translate_request(hub: Hub, direct_writes: bool) -> None:
     """Wrap the Engine.IO driver's environ builder for ``hub``'s server only."""
     eio = hub.sio.eio
-    translate: Callable[[Any], dict[str, Any]] = eio._async["translate_request"]
-    if getattr(translate, "_rtkit", False):
-        return
+    translate: Callable[[Any], dict[str, Any]] = getattr(
+        eio._async["translate_request"], "_rtkit_original", eio._async["translate_request"]
+    )
     compress = hub.config.websocket_compression
 
     def translate_request(handler: Any) -> dict[str, Any]:
@@ -81,7 +98,8 @@ def _install_translate_request(hub: Hub) -> None:
         environ.update(getattr(handler, ENVIRON_ATTRIBUTE, None) or {})
         conn = getattr(handler, "ws_connection", None)
         if (
-            not compress
+            direct_writes
+            and not compress
             and conn is not None
             and getattr(conn, "_compressor", None) is None
             and not getattr(conn, "mask_outgoing", False)
@@ -89,18 +107,19 @@ def _install_translate_request(hub: Hub) -> None:
             environ[FRAME_WRITER_KEY] = _StreamFrameWriter(handler)
         return environ
 
-    translate_request._rtkit = True  # type: ignore[attr-defined]
+    translate_request._rtkit_original = translate  # type: ignore[attr-defined]
     # A copy per server, as the aiohttp host does: other Engine.IO servers in
     # the process keep the stock driver.
     eio._async = {**eio._async, "translate_request": translate_request}
 
 
-def socketio_handler(hub: Hub) -> type[WebSocketHandler]:
+def socketio_handler(hub: Hub, *, direct_writes: bool = True) -> type[WebSocketHandler]:
     """python-socketio's tornado handler with TCP_NODELAY, compression as
-    configured and the direct frame writer (see the module docstring)."""
+    configured and the direct frame writer (see the module docstring;
+    ``direct_writes=False`` leaves every write to Engine.IO, for comparison)."""
     base: Any = socketio.get_tornado_handler(hub.sio)
     compress = hub.config.websocket_compression
-    _install_translate_request(hub)
+    _install_translate_request(hub, direct_writes)
 
     class Handler(base):  # type: ignore[misc]
         async def open(self, *args: Any, **kwargs: Any) -> None:
