@@ -25,7 +25,9 @@ if TYPE_CHECKING:
 _BEARER = ("bearer ", "token ")
 
 
-def socket_handler(hub: Hub, tokens: KernelTokens) -> type[JupyterHandler]:
+def socket_handler(
+    hub: Hub, tokens: KernelTokens, *, direct_writes: bool = True
+) -> type[JupyterHandler]:
     """The handler class for ``{base_url}rtkit/socket.io/``.
 
     rtkit's tornado host handler (TCP_NODELAY, direct frame writes) with
@@ -34,7 +36,7 @@ def socket_handler(hub: Hub, tokens: KernelTokens) -> type[JupyterHandler]:
     passes the Authorizer for the ``rtkit`` resource and the server's origin
     rules, or gets a 403 before Engine.IO sees it.
     """
-    base: Any = socketio_handler(hub)
+    base: Any = socketio_handler(hub, direct_writes=direct_writes)
 
     class SocketIOHandler(base, JupyterHandler):  # type: ignore[misc]
         auth_resource = AUTH_RESOURCE
