@@ -59,6 +59,7 @@ const DEFAULTS = {
   padBytes: 16, // bytes of filler in each message's data
   serverPid: 0, // if set, its CPU time over the window is reported
   hardDeadline: 0, // seconds; 0 = computed from the phases above
+  headers: {}, // HTTP headers of every handshake, e.g. {"Authorization": "token ..."}
 };
 
 const cfg = { ...DEFAULTS, ...JSON.parse(process.argv[2] || '{}') };
@@ -143,6 +144,7 @@ class Conn {
         perMessageDeflate: false, // never offer compression: see README.md
         skipUTF8Validation: true,
         handshakeTimeout: 10000,
+        headers: cfg.headers,
       });
       this.ws = ws;
       this._connected = { resolve, reject };

@@ -873,6 +873,12 @@ def write_report(
         f"Raw numbers: [{meta['json_name']}]({meta['json_name']}).",
         "",
     ]
+    # jupyter_latency.py records its own section in this file; keep it.
+    old = path.read_text() if path.exists() else ""
+    start, end = "<!-- jupyter-latency:start -->", "<!-- jupyter-latency:end -->"
+    if start in old and end in old:
+        kept = start + old.split(start, 1)[1].split(end, 1)[0] + end
+        lines += [kept, ""]
     path.write_text("\n".join(lines))
 
 
