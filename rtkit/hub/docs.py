@@ -122,6 +122,8 @@ class SharedDocs:
         docs = self._by_conn.get(conn.sid, set())
         if req.doc not in docs and len(docs) >= self._limits.max_docs:
             raise Forbidden(f"document limit reached ({self._limits.max_docs} per connection)")
+        if not conn.bucket.take():  # a sync costs the hub the document's size
+            raise RateLimited(f"retry in {conn.bucket.retry_after():.3f} s")
         od = await self._open(req.doc)
         if self._connections.get(conn.sid) is not conn:
             self._maybe_evict(od)

@@ -134,6 +134,7 @@ class PresenceRooms:
         rooms = self._joined.get(conn.sid, set())
         if req.room not in rooms and len(rooms) >= self._limits.max_rooms:
             raise Forbidden(f"room limit reached ({self._limits.max_rooms} rooms per connection)")
+        self._take(conn)
         member = Member(
             member_id_for(identity.user),
             identity.user,
@@ -172,17 +173,22 @@ class PresenceRooms:
         if local is None:
             raise NotFound(f"not in room {req.room!r}: send presence.join first")
         member_id = local[0]
-        if not conn.bucket.take():
-            raise RateLimited(
-                f"over {self._limits.publish_rate:g} requests/s; "
-                f"retry in {conn.bucket.retry_after():.3f} s"
-            )
+        self._take(conn)
         change = await self._store.presence_update(
             req.room, member_id, req.state, max_state_bytes=self._limits.max_presence_state_bytes
         )
         if change is not None:
             self._queue(change)
         return {"ok": True}
+
+    def _take(self, conn: Connection) -> None:
+        # Joins and updates share the connection's publish budget: each one
+        # costs every member of the room an event.
+        if not conn.bucket.take():
+            raise RateLimited(
+                f"over {self._limits.publish_rate:g} requests/s; "
+                f"retry in {conn.bucket.retry_after():.3f} s"
+            )
 
     async def leave(self, conn: Connection, payload: Any) -> dict[str, Any]:
         req = parse_presence_leave(payload)
