@@ -36,10 +36,10 @@ import json
 import logging
 import os
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Final, Literal, TypedDict, Unpack
+from typing import TYPE_CHECKING, Any, Final, Literal, TypedDict, Unpack
 
 import orjson
 import socketio
@@ -83,6 +83,9 @@ from ._types import ClientMetrics, GapInfo, Message, parse_envelope
 from ._url import split_url
 from .docs import SharedChange, SharedDoc
 from .presence import Presence
+
+if TYPE_CHECKING:
+    from ..frames import LiveFrame
 
 __all__ = [
     "Channel",
@@ -130,6 +133,8 @@ MAX_INCOMING_MESSAGE: Final = 256 * 1024 * 1024
 # How many queued publishes the pump sends before letting other tasks run.
 _PUMP_BATCH: Final = 100
 _BACKFILL_PAGE: Final = 1000
+_FRAME_BATCH_ROWS: Final = 2_000  # rtkit.frames.DEFAULT_BATCH_ROWS, without importing pandas
+_FRAME_PIPELINE: Final = 32
 # Callbacks waiting to run before the client says they are falling behind.
 _CALLBACK_BACKLOG_WARNING: Final = 10_000
 
@@ -410,6 +415,55 @@ class Channel:
         parse_history(req)
         ack = await self._client._request(HISTORY, req)
         return [parse_envelope(env) for env in ack.get("messages") or ()]
+
+    async def frame(
+        self,
+        window: int | str | Any = 1_000,
+        columns: Sequence[str] | None = None,
+        since: int | None = None,
+    ) -> LiveFrame:
+        """A live pandas view of this channel; see :class:`rtkit.frames.LiveFrame`.
+
+        ``window`` is a row count or a time span (``"5min"``); ``columns``
+        picks and orders columns; ``since`` is passed to :meth:`subscribe`.
+        ``await view.close()`` unsubscribes it. Needs ``rtkit[pandas]``.
+        """
+        from ..frames import LiveFrame
+
+        view = LiveFrame(self.name, window, columns)
+        self.on_gap(view.on_gap)
+        await self.subscribe(view.on_message, since=since)
+        view._close = partial(self.unsubscribe, view.on_message)
+        return view
+
+    async def publish_frame(self, df: Any, batch_rows: int = _FRAME_BATCH_ROWS) -> list[int]:
+        """Publish a pandas DataFrame in column-oriented batches, one message each.
+
+        Returns the seqs of the batches. dtypes (timestamps with their time
+        zone included) and missing values survive the round trip through
+        :meth:`frame` and :meth:`history_frame`.
+        """
+        from ..frames import encode_batches
+
+        payloads = encode_batches(df, batch_rows)
+        seqs: list[int] = []
+        # Pipelined, in order, with a bounded number of publishes in the air.
+        for start in range(0, len(payloads), _FRAME_PIPELINE):
+            group = payloads[start : start + _FRAME_PIPELINE]
+            seqs += await asyncio.gather(*(self.publish(p) for p in group))
+        return seqs
+
+    async def history_frame(
+        self,
+        since: int | None = None,
+        before: int | None = None,
+        limit: int | None = None,
+        columns: Sequence[str] | None = None,
+    ) -> Any:
+        """:meth:`history` as a pandas DataFrame indexed by hub time (UTC)."""
+        from ..frames import decode_messages
+
+        return decode_messages(await self.history(since, before, limit), columns)
 
     def on_gap(self, callback: GapCallback) -> GapCallback:
         """Call ``callback(channel_name, info)`` when a resume loses messages.

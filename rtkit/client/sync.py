@@ -21,9 +21,9 @@ from __future__ import annotations
 import logging
 import threading
 import weakref
-from collections.abc import Awaitable, Callable, Iterator, MutableMapping
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping, Sequence
 from functools import partial
-from typing import Any, TypeVar, Unpack
+from typing import TYPE_CHECKING, Any, TypeVar, Unpack
 
 import anyio
 from anyio.from_thread import start_blocking_portal
@@ -35,6 +35,9 @@ from ._types import ClientMetrics, Message
 from ._url import split_url
 from .docs import SharedCallback
 from .presence import MemberCallback, PresenceEvent
+
+if TYPE_CHECKING:
+    from ..frames import LiveFrame
 
 __all__ = ["Channel", "Client", "Presence", "SharedDoc", "connect"]
 
@@ -223,6 +226,45 @@ class Channel:
     ) -> list[Message]:
         """Stored messages, oldest first; see :meth:`rtkit.aio.Channel.history`."""
         return self._runner.run("history", self.aio.history, since, before, limit)
+
+    def frame(
+        self,
+        window: int | str | Any = 1_000,
+        columns: Sequence[str] | None = None,
+        since: int | None = None,
+    ) -> LiveFrame:
+        """A live pandas view whose ``.df`` follows the channel.
+
+        ``window`` is a row count or a time span (``"5min"``). See
+        :meth:`rtkit.aio.Channel.frame` and :class:`rtkit.frames.LiveFrame`;
+        ``view.close()`` unsubscribes it.
+
+        >>> view = hub.channel("prices").frame(window="5min")
+        >>> view.df.tail()
+        """
+        from ..frames import LiveFrame
+
+        view = LiveFrame(self.name, window, columns)
+        self.on_gap(view.on_gap)
+        self.subscribe(view.on_message, since=since)
+        view._close = partial(self.unsubscribe, view.on_message)
+        return view
+
+    def publish_frame(self, df: Any, batch_rows: int = aio._FRAME_BATCH_ROWS) -> list[int]:
+        """Publish a DataFrame in batches; see :meth:`rtkit.aio.Channel.publish_frame`."""
+        return self._runner.run("publish_frame", self.aio.publish_frame, df, batch_rows)
+
+    def history_frame(
+        self,
+        since: int | None = None,
+        before: int | None = None,
+        limit: int | None = None,
+        columns: Sequence[str] | None = None,
+    ) -> Any:
+        """Stored messages as a DataFrame; see :meth:`rtkit.aio.Channel.history_frame`."""
+        return self._runner.run(
+            "history_frame", self.aio.history_frame, since, before, limit, columns
+        )
 
     def on_gap(self, callback: aio.GapCallback) -> aio.GapCallback:
         """Call ``callback(channel_name, info)`` when a resume loses messages."""
