@@ -14,6 +14,7 @@ from engineio.async_drivers import aiohttp as eio_aiohttp
 from ..config import HubConfig
 from ..hub import Hub
 from ..hub.fanout import FRAME_WRITER_KEY
+from . import freeze_startup_objects
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +103,7 @@ async def serve(config: HubConfig, *, ready: Callable[[str], None] | None = None
     site = web.TCPSite(runner, config.host, config.port, reuse_address=True)
     await site.start()
     url = f"http://{_host_for_url(config.host)}:{config.port}"
+    freeze_startup_objects()
     try:
         if ready is not None:
             ready(url)

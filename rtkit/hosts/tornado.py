@@ -29,6 +29,7 @@ from tornado.websocket import WebSocketHandler
 from ..config import HubConfig
 from ..hub import Hub
 from ..hub.fanout import FRAME_WRITER_KEY
+from . import freeze_startup_objects
 
 # Above this many bytes waiting in a connection's IOStream, fan-out stops
 # writing to it directly and lets Engine.IO's queue apply backpressure.
@@ -159,6 +160,7 @@ async def serve(config: HubConfig, *, ready: Callable[[str], None] | None = None
     app = create_app(hub)
     await hub.start()
     server = app.listen(config.port, address=config.host, xheaders=False)
+    freeze_startup_objects()
     try:
         if ready is not None:
             ready(f"http://{config.host}:{config.port}")

@@ -83,7 +83,7 @@ def websocket_text_frame(payload: bytes) -> bytes:
     return header + payload
 
 
-def _writer_idle(queue: Any) -> bool:
+def writer_idle(queue: Any) -> bool:
     """True when Engine.IO's writer task for this socket is parked waiting for
     its queue, i.e. it holds no packet it has not written yet. Only then may
     a frame go straight to the transport without overtaking anything (the
@@ -277,7 +277,7 @@ class FanOut:
             sub.writer is not None
             and len(packets) == 1
             and isinstance(packets[0], _EncodedPacket)
-            and _writer_idle(queue)
+            and writer_idle(queue)
             and sub.writer(packets[0].frame)
         ):
             # The fast path: one shared frame straight onto the transport,
