@@ -221,7 +221,14 @@ class FanOut:
             if delay > 0:
                 self._handle = loop.call_later(delay, self.flush)
                 self._due = now + delay
+            elif message.seq == ch.delivered + 1 and len(ch.pending) == 1:
+                # Idle, and this is the very next message: deliver it now,
+                # before the publisher's ack and whatever else is ready, so
+                # it pays no extra turn of the event loop.
+                self._due = now
+                self.flush()
             else:
+                # Out of order (the flush sorts the batch) or more pending.
                 self._handle = loop.call_soon(self.flush)
                 self._due = now
 

@@ -95,3 +95,16 @@ async def test_a_subscriber_that_cannot_keep_up_is_reported() -> None:
         fanout.flush()
     assert slow == ["s1", "s1"]
     assert sockets["e1"].queue.qsize() == 3
+
+
+async def test_the_next_message_on_an_idle_hub_goes_out_at_once() -> None:
+    sockets = {"e1": FakeSocket()}
+    fanout = FanOut(sockets, on_slow=lambda sid: None)
+    fanout.add("c", "s1", "e1", cursor=0)
+    fanout.push(msg(1))  # no flush() call: delivered inside push
+    assert [e["seq"] for e in sockets["e1"].drain()] == [1]
+    fanout.push(msg(3))  # out of order: waits for the flush that sorts
+    assert sockets["e1"].drain() == []
+    fanout.push(msg(2))
+    fanout.flush()
+    assert [e["seq"] for e in sockets["e1"].drain()] == [2, 3]
