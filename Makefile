@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8765
 
-.PHONY: hub test lint bench setup
+.PHONY: hub test lint bench setup widgets
 
 $(BIN)/rtkit: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,7 +20,16 @@ benchmarks/node_modules: benchmarks/package.json benchmarks/package-lock.json
 	npm ci --prefix benchmarks --no-audit --no-fund --silent
 	touch $@
 
-setup: $(BIN)/rtkit tests/js/node_modules
+# The widgets' front-end: npm ci && esbuild into rtkit/widgets/static/ (a build
+# output; pip install runs the same step through hatch_build.py).
+WIDGETS_JS := rtkit/widgets/static/chart.js
+$(WIDGETS_JS): rtkit/widgets/js/package.json rtkit/widgets/js/package-lock.json $(wildcard rtkit/widgets/js/src/*.js)
+	npm ci --prefix rtkit/widgets/js --no-audit --no-fund --silent
+	npm run --prefix rtkit/widgets/js --silent build
+
+widgets: $(WIDGETS_JS)
+
+setup: $(BIN)/rtkit tests/js/node_modules $(WIDGETS_JS)
 
 ## Run a hub on 127.0.0.1:$(PORT) with the embedded (memory) store.
 hub: $(BIN)/rtkit

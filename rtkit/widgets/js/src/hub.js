@@ -1,0 +1,208 @@
+// One Socket.IO connection per hub and page, shared by every rtkit widget on it.
+//
+// Inside Jupyter the page's origin serves the hub at {base_url}rtkit/socket.io/
+// and the browser's Jupyter login authenticates it: the data never passes
+// through the kernel, so widgets keep moving while a cell runs. Elsewhere the
+// widget asks its kernel to relay (see rtkit/widgets/_base.py).
+import { io } from "socket.io-client";
+
+const NAMESPACE = "/rtkit";
+// Shared across the separately bundled widget modules of one page.
+const hubs = (globalThis.__rtkitHubs ??= new Map());
+
+export function jupyterBaseUrl() {
+  const el = document.getElementById("jupyter-config-data");
+  if (!el) return null;
+  try {
+    const base = JSON.parse(el.textContent).baseUrl || "/";
+    return base.endsWith("/") ? base : base + "/";
+  } catch {
+    return null;
+  }
+}
+
+// Where this widget's browser side should connect, or null to use the relay.
+export function target(model) {
+  const mode = model.get("mode");
+  if (mode === "relay") return null;
+  const url = model.get("url");
+  if (mode === "direct" && url) {
+    const token = model.get("token");
+    return { origin: url, path: model.get("path") || "/socket.io/", auth: token ? { token } : {} };
+  }
+  const base = jupyterBaseUrl();
+  if (base === null) return null;
+  return { origin: location.origin, path: base + "rtkit/socket.io/", auth: {} };
+}
+
+class Hub {
+  constructor({ origin, path, auth }) {
+    this.state = "connecting";
+    this.everConnected = false;
+    this.latency = null;
+    this.received = 0;
+    this.duplicates = 0;
+    this.channels = new Map(); // name -> {seq, epoch, listeners: Set}
+    this.watchers = new Set(); // state listeners
+    this.socket = io(origin + NAMESPACE, {
+      path,
+      auth,
+      transports: ["websocket"],
+      withCredentials: true,
+      reconnectionDelay: 250,
+      reconnectionDelayMax: 2000,
+    });
+    this.socket.on("connect", () => {
+      this.everConnected = true;
+      this.setState("connected");
+      for (const name of this.channels.keys()) this.subscribe(name);
+    });
+    this.socket.on("disconnect", () => this.setState("reconnecting"));
+    this.socket.on("connect_error", (err) => {
+      this.lastError = err && err.message;
+      this.setState(this.everConnected ? "reconnecting" : "unreachable");
+    });
+    this.socket.on("messages", (envs) => this.onMessages(envs));
+    this.pinger = setInterval(() => this.ping(), 2000);
+  }
+
+  setState(state) {
+    this.state = state;
+    for (const fn of this.watchers) fn(state);
+  }
+
+  ping() {
+    const name = this.channels.keys().next().value;
+    if (!this.socket.connected || name === undefined) return;
+    const t0 = performance.now();
+    this.socket.timeout(5000).emit("history", { channel: name, limit: 1 }, (err) => {
+      if (!err) this.latency = performance.now() - t0;
+    });
+  }
+
+  subscribe(name) {
+    const ch = this.channels.get(name);
+    const req = { channel: name };
+    if (ch.seq !== null) req.since = ch.seq;
+    this.socket.timeout(10000).emit("subscribe", req, (err, ack) => {
+      if (err || !ack || !ack.ok) return;
+      const gap = ch.epoch !== null && (ack.recovered === false || ack.epoch !== ch.epoch);
+      ch.epoch = ack.epoch;
+      if (gap) {
+        ch.seq = null;
+        for (const l of ch.listeners) if (l.onGap) l.onGap(ack);
+      }
+      if (ack.messages && ack.messages.length) this.onMessages(ack.messages);
+      if (ch.seq === null || ch.seq < ack.seq) ch.seq = ack.seq;
+    });
+  }
+
+  onMessages(envs) {
+    // Group by channel so each listener gets one call per packet.
+    let current = null;
+    let batch = [];
+    const flush = () => {
+      if (current && batch.length) for (const l of current.listeners) l.onMessages(batch);
+      batch = [];
+    };
+    for (const env of envs) {
+      const ch = this.channels.get(env.channel);
+      if (!ch) continue;
+      if (ch.seq !== null && env.seq <= ch.seq) {
+        this.duplicates += 1;
+        continue;
+      }
+      ch.seq = env.seq;
+      this.received += 1;
+      if (ch !== current) {
+        flush();
+        current = ch;
+      }
+      batch.push(env);
+    }
+    flush();
+  }
+
+  listen(name, listener) {
+    let ch = this.channels.get(name);
+    if (!ch) {
+      ch = { seq: null, epoch: null, listeners: new Set() };
+      this.channels.set(name, ch);
+      if (this.socket.connected) this.subscribe(name);
+    }
+    ch.listeners.add(listener);
+    return () => ch.listeners.delete(listener);
+  }
+
+  watch(fn) {
+    this.watchers.add(fn);
+    fn(this.state);
+    return () => this.watchers.delete(fn);
+  }
+}
+
+export function hubFor(t) {
+  const key = `${t.origin}|${t.path}|${t.auth.token || ""}`;
+  if (!hubs.has(key)) hubs.set(key, new Hub(t));
+  return hubs.get(key);
+}
+
+// Connects a widget to its channel: directly when the browser can reach the
+// hub, else through the kernel relay. Returns {source, stop}.
+export function attach(model, name, listener, onSource) {
+  let stopDirect = null;
+  let stopWatch = null;
+  let relaying = false;
+  const startRelay = () => {
+    if (relaying) return;
+    relaying = true;
+    if (stopDirect) stopDirect();
+    if (stopWatch) stopWatch();
+    stopDirect = stopWatch = null;
+    model.send({ type: "relay", channel: name });
+    onSource("relay", null);
+  };
+  const onCustom = (msg) => {
+    if (!msg || msg.type !== "messages" || !relaying) return;
+    if (msg.envs && msg.envs.length) listener.onMessages(msg.envs);
+    if (listener.onRelayStats) listener.onRelayStats(msg);
+  };
+  model.on("msg:custom", onCustom);
+  const t = target(model);
+  if (t === null) {
+    startRelay();
+  } else {
+    const hub = hubFor(t);
+    stopDirect = hub.listen(name, listener);
+    stopWatch = hub.watch((state) => {
+      if (state === "unreachable" && model.get("mode") === "auto") startRelay();
+    });
+    onSource("direct", hub);
+  }
+  return () => {
+    model.off("msg:custom", onCustom);
+    if (stopDirect) stopDirect();
+    if (stopWatch) stopWatch();
+    if (relaying) model.send({ type: "stop" });
+  };
+}
+
+// Numeric points out of an envelope: [ts, {name: value}] per row. A frame
+// batch (rtkit.frames) gives one row per batch row.
+export function* rows(env) {
+  const data = env.data;
+  if (data !== null && typeof data === "object" && !Array.isArray(data)) {
+    if (data.rtkit === "frame" && Array.isArray(data.data)) {
+      const n = data.rows || (data.data[0] ? data.data[0].length : 0);
+      for (let i = 0; i < n; i++) {
+        const row = {};
+        data.columns.forEach((c, j) => (row[c] = data.data[j][i]));
+        yield [env.ts, row];
+      }
+      return;
+    }
+    yield [env.ts, data];
+    return;
+  }
+  yield [env.ts, { value: data }];
+}

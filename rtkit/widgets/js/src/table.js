@@ -1,0 +1,60 @@
+// Live table: the last N rows, newest first, redrawn once per animation frame.
+import { attach, rows } from "./hub.js";
+
+function fmt(v) {
+  if (v === null || v === undefined) return "";
+  if (typeof v === "number") return Number.isInteger(v) ? String(v) : v.toPrecision(6);
+  if (typeof v === "object") return JSON.stringify(v);
+  return String(v);
+}
+
+function render({ model, el }) {
+  const table = document.createElement("table");
+  table.className = "rtkit-table";
+  table.style.cssText = "font: 12px monospace; border-collapse: collapse";
+  el.appendChild(table);
+  let buffer = []; // [ts, row], oldest first
+  let columns = [...(model.get("columns") || [])];
+  let scheduled = false;
+  const stats = { frames: 0, messages: 0 };
+  el.rtkitStats = stats;
+
+  function draw() {
+    scheduled = false;
+    const n = model.get("rows");
+    if (buffer.length > n) buffer = buffer.slice(-n);
+    const head = `<tr><th>time</th>${columns.map((c) => `<th>${c}</th>`).join("")}</tr>`;
+    const body = [];
+    for (let i = buffer.length - 1; i >= 0; i--) {
+      const [ts, row] = buffer[i];
+      const t = new Date(ts * 1000).toISOString().slice(11, 23);
+      body.push(`<tr><td>${t}</td>${columns.map((c) => `<td>${fmt(row[c])}</td>`).join("")}</tr>`);
+    }
+    table.innerHTML = head + body.join("");
+    stats.frames += 1;
+  }
+
+  const listener = {
+    onMessages(envs) {
+      const n = model.get("rows");
+      for (const env of envs) {
+        for (const r of rows(env)) {
+          buffer.push(r);
+          if (!model.get("columns").length) {
+            for (const k of Object.keys(r[1])) if (!columns.includes(k)) columns.push(k);
+          }
+        }
+      }
+      if (buffer.length > 4 * n) buffer = buffer.slice(-n);
+      stats.messages += envs.length;
+      if (!scheduled) {
+        scheduled = true;
+        requestAnimationFrame(draw);
+      }
+    },
+  };
+  const stop = attach(model, model.get("channel"), listener, (kind) => (table.dataset.source = kind));
+  return stop;
+}
+
+export default { render };

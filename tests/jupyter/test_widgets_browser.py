@@ -1,0 +1,173 @@
+"""The live chart and status badge in JupyterLab (headless Chromium).
+
+A publisher outside the kernel streams 1,000 messages/s; the chart's browser
+side subscribes to the hub directly, so it keeps drawing while a cell sleeps.
+Screenshots land in test-artifacts/.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import pytest
+
+import rtkit.aio
+from rtkit.demo import feed
+
+from .server import JupyterServer
+from .test_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS
+
+pytestmark = [pytest.mark.jupyter, pytest.mark.browser, pytest.mark.slow]
+
+CHANNEL = "widgets.feed"
+RATE = 1_000
+CELLS = [
+    "from rtkit.widgets import LiveChart, StatusBadge\n"
+    f"chart = LiveChart({CHANNEL!r}, series=['aapl', 'msft'], window=3000)\n"
+    "chart",
+    f"StatusBadge({CHANNEL!r})",
+    "import time\ntime.sleep(10)\nprint('slept')",
+]
+
+
+class Feed:
+    """:func:`rtkit.demo.feed` on a thread of its own, stopped on demand."""
+
+    def __init__(self, url: str, token: str, rate: float) -> None:
+        self.url, self.token, self.rate = url, token, rate
+        self.ready = threading.Event()
+        self.error: BaseException | None = None
+        self.acked = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._thread = threading.Thread(target=self._run, name="feed", daemon=True)
+
+    def __enter__(self) -> Feed:
+        self._thread.start()
+        if not self.ready.wait(30):
+            raise TimeoutError("the feed did not connect")
+        if self.error:
+            raise self.error
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(30)
+        if self.error:
+            raise self.error
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(self._main())
+        except BaseException as exc:
+            self.error = exc
+            self.ready.set()
+
+    async def _main(self) -> None:
+        async with await rtkit.aio.connect(self.url, token=self.token) as client:
+            self._loop = asyncio.get_running_loop()
+            self._stop = asyncio.Event()
+            self.ready.set()
+            self.acked = await feed(client, CHANNEL, self.rate, stop=self._stop)
+
+
+@pytest.fixture
+def lab(tmp_path: Path) -> Iterator[JupyterServer]:
+    server = JupyterServer(tmp_path / "lab")
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(src) for src in CELLS]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)"}
+    nbformat.write(nb, server.root / "widgets.ipynb")
+    server.lab_settings("@jupyterlab/notebook-extension:tracker", {"autoStartDefaultKernel": True})
+    server.lab_settings(
+        "@jupyterlab/apputils-extension:notification",
+        {"fetchNews": "false", "checkForUpdates": False},
+    )
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def wait_for(check: Any, what: str, timeout: float = 30.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+def test_live_chart_keeps_moving_while_the_kernel_sleeps(lab: JupyterServer) -> None:
+    if shutil.which(CHROMIUM) is None:
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (.ci/run does)")
+    from playwright.sync_api import expect, sync_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1000})
+            page.goto(f"{lab.url}lab/tree/widgets.ipynb?token={lab.token}")
+            cells = page.locator(".jp-NotebookPanel .jp-Notebook .jp-Cell")
+            expect(cells.first).to_be_visible(timeout=60_000)
+            expect(page.get_by_text("Python 3 (ipykernel) | Idle")).to_be_visible(timeout=60_000)
+            cells.first.click()
+            page.keyboard.press("Escape")
+            page.keyboard.press("Shift+Enter")
+            page.keyboard.press("Shift+Enter")
+            chart = page.locator(".rtkit-chart")
+            canvas = chart.locator("canvas").first
+            badge = page.locator(".rtkit-status")
+            expect(chart).to_have_attribute("data-source", "direct", timeout=60_000)
+            expect(badge).to_have_attribute("data-state", "connected", timeout=60_000)
+            try:
+                with Feed(lab.hub_url, lab.token, RATE):
+                    # The chart draws what the hub sends, over time.
+                    expect(chart).to_have_attribute("data-frames", timeout=30_000)
+                    first = canvas.screenshot()
+                    wait_for(lambda: canvas.screenshot() != first, "the chart to change")
+                    # The badge reports the connection and a rate near the feed's.
+                    wait_for(
+                        lambda: int(badge.get_attribute("data-rate") or 0) > RATE // 4,
+                        "the badge to show the message rate",
+                    )
+                    expect(badge).to_contain_text("msg/s")
+                    page.screenshot(path=str(ARTIFACTS / "widgets-live-chart.png"))
+
+                    # A busy kernel: the chart keeps moving all the same.
+                    page.keyboard.press("Shift+Enter")
+                    expect(page.get_by_text("Python 3 (ipykernel) | Busy")).to_be_visible(
+                        timeout=10_000
+                    )
+                    before = canvas.screenshot()
+                    frames = int(chart.get_attribute("data-frames") or 0)
+                    messages = int(chart.get_attribute("data-messages") or 0)
+                    wait_for(lambda: canvas.screenshot() != before, "a redraw while busy", 8)
+                    wait_for(
+                        lambda: int(chart.get_attribute("data-messages") or 0) >= messages + RATE,
+                        "a second's worth of messages while busy",
+                        8,
+                    )
+                    assert int(chart.get_attribute("data-frames") or 0) > frames
+                    # Still inside the sleep: the kernel has not answered yet.
+                    expect(page.get_by_text("Python 3 (ipykernel) | Busy")).to_be_visible()
+                    page.screenshot(path=str(ARTIFACTS / "widgets-kernel-busy.png"))
+                    expect(cells.nth(2).locator(".jp-OutputArea-output").first).to_contain_text(
+                        "slept", timeout=30_000
+                    )
+            finally:
+                page.screenshot(path=str(ARTIFACTS / "widgets-final.png"))
+        finally:
+            browser.close()
