@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8765
 
-.PHONY: hub test lint bench setup widgets
+.PHONY: demo hub test lint bench setup widgets
 
 $(BIN)/rtkit: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ $(WIDGETS_JS): rtkit/widgets/js/package.json rtkit/widgets/js/package-lock.json 
 widgets: $(WIDGETS_JS)
 
 setup: $(BIN)/rtkit tests/js/node_modules $(WIDGETS_JS)
+
+## JupyterLab with rtkit, the tutorial notebooks and a live feed; prints the URL.
+demo: $(BIN)/rtkit $(WIDGETS_JS)
+	$(BIN)/rtkit demo
 
 ## Run a hub on 127.0.0.1:$(PORT) with the embedded (memory) store.
 hub: $(BIN)/rtkit

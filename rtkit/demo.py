@@ -10,10 +10,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import math
+import os
 import random
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
 import time
+import urllib.request
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from .client import aio
@@ -99,3 +109,124 @@ async def feed(
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), _TICK)
     return acked
+
+
+# -- the demo command ---------------------------------------------------------
+
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+_READY_TIMEOUT = 120.0
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float) -> None:
+    """Wait until rtkit's status API says the hub runs (it starts after the
+    server listens)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"JupyterLab exited with status {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                if json.loads(resp.read()).get("state") == "running":
+                    return
+        except (OSError, ValueError):
+            pass  # not listening yet (URLError is an OSError), or not JSON yet
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"JupyterLab did not answer {url} within {timeout:.0f}s")
+        time.sleep(0.2)
+
+
+def run_demo(
+    port: int | None = None,
+    rate: float = 200.0,
+    kind: str = "prices",
+    channel: str | None = None,
+    directory: Path | None = None,
+    ready: Callable[[str], None] | None = None,
+) -> int:
+    """Start JupyterLab (rtkit's extension on) in ``directory`` with the
+    tutorial notebooks and feed ``channel`` at ``rate`` messages/s until
+    Ctrl-C. Prints the URL to open."""
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {sorted(KINDS)}")
+    channel = channel or f"demo.{kind}"
+    port = port or _free_port()
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            raise OSError(f"port {port} is in use: pass --port with a free one") from None
+    directory = Path(directory or Path.cwd() / "rtkit-demo")
+    directory.mkdir(parents=True, exist_ok=True)
+    for nb in sorted(NOTEBOOKS.glob("*.ipynb")) if NOTEBOOKS.is_dir() else ():
+        if not (directory / nb.name).exists():
+            shutil.copy(nb, directory / nb.name)
+    token = secrets.token_hex(16)
+    base = f"http://127.0.0.1:{port}/"
+    cmd = [
+        sys.executable,
+        "-m",
+        "jupyterlab",
+        "--no-browser",
+        "--ServerApp.ip=127.0.0.1",
+        f"--ServerApp.port={port}",
+        "--ServerApp.port_retries=0",
+        f"--IdentityProvider.token={token}",
+        f"--ServerApp.root_dir={directory}",
+    ]
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        cmd.append("--allow-root")
+    env = dict(os.environ, RTKIT_DEMO_CHANNEL=channel)
+    env.pop("RTKIT_URL", None)  # the kernels get this server's hub
+    env.pop("RTKIT_TOKEN", None)
+    lab = subprocess.Popen(
+        cmd, env=env, cwd=directory, stdin=subprocess.DEVNULL, start_new_session=True
+    )
+    try:
+        _wait_ready(f"{base}rtkit/api/status?token={token}", lab, _READY_TIMEOUT)
+        url = f"{base}lab/tree/02-live-data.ipynb?token={token}"
+        print(
+            f"\nrtkit demo: JupyterLab with rtkit is running; {channel!r} gets "
+            f"{rate:g} {kind} messages/s.\n\n    open {url}\n\nCtrl-C stops it.\n",
+            flush=True,
+        )
+        if ready is not None:
+            ready(url)
+        asyncio.run(_demo_feed(f"{base}rtkit", token, channel, rate, kind, lab))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if lab.poll() is None:
+            lab.terminate()  # SIGINT would ask for confirmation
+            try:
+                lab.wait(20)
+            except subprocess.TimeoutExpired:
+                lab.kill()
+                lab.wait()
+    return 0
+
+
+async def _demo_feed(
+    url: str, token: str, channel: str, rate: float, kind: str, lab: subprocess.Popen[bytes]
+) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+    async def watch_lab() -> None:
+        # Polled: a thread blocked in lab.wait() would outlive the loop.
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.5)
+            if lab.poll() is not None:
+                stop.set()
+
+    async with await aio.connect(url, token=token) as client, asyncio.TaskGroup() as tg:
+        tg.create_task(watch_lab())
+        await feed(client, channel, rate, kind, stop=stop)
