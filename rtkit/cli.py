@@ -183,6 +183,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     token.add_argument("--ttl", type=float, default=24 * 3600, help="lifetime in seconds")
 
+    cluster = sub.add_parser(
+        "cluster",
+        help="run N hubs on one Redis behind nginx, to try a cluster locally",
+        description="Start --hubs hub processes sharing --store (Redis) and nginx on --port "
+        "in front of them. Arguments after '--' go to every hub.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    cluster.add_argument("--hubs", type=int, default=3, help="hub processes")
+    cluster.add_argument("--port", type=int, default=DEFAULT_PORT, help="nginx's port")
+    cluster.add_argument(
+        "--store", default="redis://127.0.0.1:6379/0", help="the Redis all hubs share"
+    )
+    cluster.add_argument("hub_args", nargs="*", help="extra 'rtkit hub' arguments")
+
     for name, text in (
         ("publish", "publish JSON lines from stdin, one message each"),
         ("tail", "print a channel's messages as JSON lines"),
@@ -229,6 +243,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "hub":
             return _run(_hub(args))
+        if args.command == "cluster":
+            from .deploy import run_cluster
+
+            return run_cluster(args.hubs, args.port, args.store, args.hub_args)
         if args.command == "token":
             return _token(args)
         if args.command == "publish":

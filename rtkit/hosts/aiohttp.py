@@ -73,7 +73,7 @@ def create_app(hub: Hub) -> web.Application:
         return web.json_response({"ok": True})
 
     async def readyz(request: web.Request) -> web.Response:
-        return web.json_response({"ready": hub.running}, status=200 if hub.running else 503)
+        return web.json_response({"ready": hub.ready}, status=200 if hub.ready else 503)
 
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

@@ -26,7 +26,7 @@ def create_app(hub: Hub) -> Any:
                     await send({"type": "lifespan.shutdown.complete"})
                     return
         if path in {"/healthz", "/readyz"}:
-            ok = path == "/healthz" or hub.running
+            ok = path == "/healthz" or hub.ready
             body = b'{"ok": true}' if ok else b'{"ok": false}'
             await send(
                 {

@@ -143,8 +143,8 @@ def create_app(hub: Hub) -> tornado.web.Application:
 
     class Ready(tornado.web.RequestHandler):
         def get(self) -> None:
-            self.set_status(200 if hub.running else 503)
-            self.write({"ready": hub.running})
+            self.set_status(200 if hub.ready else 503)
+            self.write({"ready": hub.ready})
 
     return tornado.web.Application(
         [

@@ -55,16 +55,11 @@ from ..protocol import (
     parse_subscribe,
     parse_unsubscribe,
 )
-from ..storage.base import Store, store_from_url
+from ..storage.base import SharedStore, Store, store_from_url
 from .auth import AnonymousAuthenticator, Authenticator, Identity, TokenAuthenticator
+from .cluster import ClusterLink
 from .docs import SharedDocs
-from .fanout import (
-    FRAME_WRITER_KEY,
-    FanOut,
-    FrameWriter,
-    websocket_text_frame,
-    writer_idle,
-)
+from .fanout import FRAME_WRITER_KEY, FanOut, FrameWriter, websocket_text_frame, writer_idle
 from .limits import TokenBucket
 from .presence import PresenceRooms
 
@@ -218,6 +213,13 @@ class Hub:
         self._connections: dict[str, Connection] = {}
         self.presence = PresenceRooms(config, self.store, self.fanout, self._connections)
         self.docs = SharedDocs(config, self.store, self.fanout, self._connections)
+        # With a store shared by several hubs, messages reach the fan-out
+        # through the store's feed (one order for every hub), not from here.
+        self.cluster = (
+            ClusterLink(self.store, self.fanout, self.presence, self.docs)
+            if isinstance(self.store, SharedStore)
+            else None
+        )
         self._per_user: Counter[str] = Counter()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._state: Literal["new", "running", "stopping", "stopped"] = "new"
@@ -244,6 +246,8 @@ class Hub:
         if self._state != "new":
             raise RuntimeError(f"Hub.start() called on a hub that is {self._state}")
         await self.store.open()
+        if self.cluster is not None:
+            await self.cluster.start()
         self.presence.start()
         self._started_at = time.time()
         self._state = "running"
@@ -276,6 +280,8 @@ class Hub:
                 )
         await self.presence.stop()
         await self.docs.stop()
+        if self.cluster is not None:
+            await self.cluster.stop()
         self.fanout.close()
         for task in list(self._tasks):
             task.cancel()
@@ -299,6 +305,11 @@ class Hub:
     def running(self) -> bool:
         return self._state == "running"
 
+    @property
+    def ready(self) -> bool:
+        """Running, and (with a shared store) connected to it."""
+        return self.running and (self.cluster is None or self.cluster.up)
+
     def status(self) -> dict[str, Any]:
         """A JSON-ready snapshot for health and status endpoints."""
         return {
@@ -319,6 +330,7 @@ class Hub:
             },
             "presence": self.presence.status(),
             "shared_docs": self.docs.status(),
+            **({"cluster": self.cluster.status()} if self.cluster is not None else {}),
         }
 
     def _spawn(self, coro: Awaitable[Any]) -> None:
@@ -404,6 +416,8 @@ class Hub:
                 raise Unauthorized("not connected")
             if self._state != "running":
                 raise Unavailable("the hub is shutting down; retry after reconnecting")
+            if self.cluster is not None and not self.cluster.up:
+                raise Unavailable("the hub lost its shared store; retry shortly")
             if conn.identity.expired():
                 raise Unauthorized("the token has expired: reconnect with a fresh token")
             return await handler(conn, args[0])
@@ -442,7 +456,7 @@ class Hub:
             log.exception("store append failed")
             raise Unavailable(f"the store could not take the message: {exc}") from None
         msg = appended.message
-        if not appended.duplicate:
+        if not appended.duplicate and self.cluster is None:
             self.fanout.push(msg)
         ack: dict[str, Any] = {"ok": True, "seq": msg.seq, "ts": msg.ts}
         if appended.duplicate:
@@ -481,6 +495,8 @@ class Hub:
             self.fanout.remove(channel, conn.sid)
             conn.subscriptions.discard(channel)
 
+        if self.cluster is not None:
+            await self.cluster.watch(channel)
         recovered = True
         if req.since is not None:
             rng = await self.store.read(channel, since=req.since, limit=MAX_RECOVERY + 1)

@@ -186,6 +186,28 @@ class SharedDocs:
         self._maybe_evict(od)
         return {"ok": True}
 
+    def remote_update(self, name: str, update: bytes) -> None:
+        """An update another hub stored (through a shared store): apply it
+        here if the document is open, and pass it to its subscribers."""
+        od = self._docs.get(name)
+        if od is None:
+            return
+        try:
+            od.doc.apply_update(update)
+        except Exception:
+            log.warning("doc %r: a remote update failed to apply; reloading", name)
+            task = asyncio.get_running_loop().create_task(self._reload(od))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        packets: list[Any] | None = None
+        for sid in od.subscribers:
+            target = self._connections.get(sid)
+            if target is None:
+                continue
+            if packets is None:
+                packets = encode_event(DOC_UPDATE, {"doc": name, "update": update})
+            self._fanout.send_to(sid, target.eio_sid, packets, target.frame_writer)
+
     def disconnected(self, sid: str) -> None:
         for name in self._by_conn.pop(sid, ()):
             od = self._docs.get(name)

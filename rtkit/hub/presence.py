@@ -233,6 +233,11 @@ class PresenceRooms:
 
     # -- events -------------------------------------------------------------
 
+    def remote_change(self, change: PresenceChange) -> None:
+        """A change another hub made to a room (through a shared store)."""
+        if change.room in self._local:
+            self._queue(change)
+
     def _queue(self, change: PresenceChange) -> None:
         slots = self._pending.setdefault(change.room, {})
         slot = slots.get(change.member.id)

@@ -14,7 +14,8 @@ backends keep it in memory; a shared backend (Redis) lets every hub see it,
 and because each connection entry lapses at its deadline unless its hub
 refreshes it, the members of a hub that died leave on their own.
 
-``store_from_url("memory://")``, ``store_from_url("sqlite:///path/to.db")``.
+``store_from_url("memory://")``, ``store_from_url("sqlite:///path/to.db")``,
+``store_from_url("redis://127.0.0.1:6379/0?prefix=team:")`` (shared by many hubs).
 Query parameters set retention: ``?max_messages=10000&max_age=3600``.
 """
 
@@ -210,6 +211,42 @@ class Store(Protocol):
         ...
 
 
+class FeedSink(Protocol):
+    """What a shared store tells a hub about changes other hubs made."""
+
+    def feed_state(self, up: bool) -> None:
+        """The link to the shared store went away (False) or is back (True);
+        announcements may have been missed while it was away."""
+
+    def feed_seq(self, channel: str, seq: int) -> None:
+        """Message ``seq`` of a watched channel was stored (by any hub)."""
+
+    def feed_presence(self, change: PresenceChange) -> None:
+        """Another hub changed a room."""
+
+    def feed_doc(self, name: str, update: bytes) -> None:
+        """Another hub stored an update of a shared document."""
+
+
+@runtime_checkable
+class SharedStore(Store, Protocol):
+    """A store several hub processes use at once (Redis). Each hub watches
+    the channels its clients subscribe to and runs the feed, which tells it
+    about messages, presence changes and document updates from any hub."""
+
+    async def watch(self, channel: str) -> None:
+        """Announcements of ``channel`` reach the feed from when this returns."""
+        ...
+
+    async def unwatch(self, channel: str) -> None:
+        """Stop announcing ``channel`` to this hub."""
+        ...
+
+    async def run_feed(self, sink: FeedSink) -> None:
+        """Deliver announcements until cancelled, reconnecting as needed."""
+        ...
+
+
 def store_from_url(url: str) -> Store:
     """Build (but do not open) the store a URL names."""
     parts = urlsplit(url)
@@ -242,7 +279,9 @@ def store_from_url(url: str) -> Store:
         _no_extra(params, url)
         return SQLiteStore(path, retention=retention, synchronous=synchronous)
     if parts.scheme in {"redis", "rediss"}:
-        raise ConfigurationError("the redis store is not available in this version of rtkit")
+        from .redis import redis_store_from_url
+
+        return redis_store_from_url(url, params, retention)
     raise ConfigurationError(
         f"unknown store URL {url!r}: use memory://, sqlite:///path.db or redis://host:port/0"
     )

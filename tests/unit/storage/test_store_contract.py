@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -18,19 +19,27 @@ from typing import Any
 import pytest
 
 from rtkit.storage import Appended, MemoryStore, Range, Retention, SQLiteStore, Store
+from rtkit.storage.redis import RedisStore
+
+REDIS_URL = os.environ.get("RTKIT_TEST_REDIS", "redis://127.0.0.1:6379/0")
 
 MakeStore = Callable[..., Awaitable[Store]]
 WINDOW = 300.0
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", pytest.param("redis", marks=pytest.mark.redis)])
 async def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[MakeStore]:
     stores: list[Store] = []
+    redis_prefix = request.getfixturevalue("redis_prefix") if request.param == "redis" else ""
 
     async def make(retention: Retention = Retention()) -> Store:  # noqa: B008
         store: Store
         if request.param == "memory":
             store = MemoryStore(retention)
+        elif request.param == "redis":
+            store = RedisStore(
+                REDIS_URL, prefix=f"{redis_prefix}{len(stores)}:", retention=retention
+            )
         else:
             store = SQLiteStore(tmp_path / f"rt{len(stores)}.db", retention)
         await store.open()
@@ -87,7 +96,7 @@ def assert_same(got: Any, want: Any) -> None:
 async def test_is_a_store(make_store: MakeStore) -> None:
     store = await make_store()
     assert isinstance(store, Store)
-    assert store.url.split(":")[0] in {"memory", "sqlite"}
+    assert store.url.split(":")[0] in {"memory", "sqlite", "redis"}
 
 
 async def test_concurrent_appends_get_gap_free_seqs_in_call_order(make_store: MakeStore) -> None:

@@ -1,0 +1,157 @@
+"""Many hubs behind nginx, for trying a cluster out on one machine.
+
+``rtkit cluster --hubs 3 --port 8765 --store redis://127.0.0.1:6379/0`` starts
+three ``rtkit hub`` processes on free loopback ports, all on one Redis, and
+nginx on ``--port`` in front of them. Clients use the websocket transport
+(rtkit's client always does), so any hub can serve any connection and nginx
+needs no sticky sessions: a client whose hub dies reconnects through nginx
+and lands on another one, which resumes it from its last seq.
+
+:func:`nginx_config` writes the configuration; ``deploy/nginx.conf`` in the
+repository is its output for three hubs, to adapt for a real deployment.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+
+from .errors import ConfigurationError
+
+__all__ = ["nginx_config", "run_cluster"]
+
+
+def nginx_config(listen: str, hubs: Sequence[str], workdir: str) -> str:
+    """An nginx configuration that balances websocket connections over
+    ``hubs`` (``host:port`` each) and listens on ``listen`` (``host:port``).
+
+    nginx (open source) has no active health checks; a hub that is gone
+    refuses connections, and ``proxy_next_upstream`` then tries the next one,
+    so a reconnecting client never waits for a dead hub.
+    """
+    servers = "\n".join(f"        server {hub} max_fails=1 fail_timeout=2s;" for hub in hubs)
+    temp = "\n".join(
+        f"    {kind}_temp_path {workdir}/{kind};"
+        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    return f"""# rtkit hubs behind nginx: websocket transport, no sticky sessions.
+worker_processes 1;
+daemon off;
+pid {workdir}/nginx.pid;
+error_log {workdir}/error.log warn;
+
+events {{
+    worker_connections 4096;
+}}
+
+http {{
+    access_log off;
+{temp}
+
+    map $http_upgrade $connection_upgrade {{
+        default upgrade;
+        ''      close;
+    }}
+
+    upstream rtkit_hubs {{
+{servers}
+    }}
+
+    server {{
+        listen {listen};
+
+        location / {{
+            proxy_pass http://rtkit_hubs;
+            proxy_http_version 1.1;
+            proxy_set_header Upgrade $http_upgrade;
+            proxy_set_header Connection $connection_upgrade;
+            proxy_set_header Host $host;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            # A websocket lives for hours; the hub's own heartbeat finds dead ones.
+            proxy_read_timeout 1h;
+            proxy_send_timeout 1h;
+            proxy_connect_timeout 1s;
+            proxy_next_upstream error timeout http_502 http_503;
+            proxy_buffering off;
+        }}
+    }}
+}}
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _wait_listening(port: int, proc: subprocess.Popen[bytes], within: float = 20.0) -> None:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise ConfigurationError(f"a process exited with {proc.returncode} while starting")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)  # polling a port: there is no event to wait on
+    raise ConfigurationError(f"nothing listens on port {port} after {within} s")
+
+
+def run_cluster(hubs: int, port: int, store: str, hub_args: Sequence[str] = ()) -> int:
+    """Start ``hubs`` hubs and nginx on ``port``; stop them all on SIGINT/SIGTERM."""
+    nginx = shutil.which("nginx") or (
+        "/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None
+    )
+    if nginx is None:
+        raise ConfigurationError("rtkit cluster needs nginx (Debian: apt-get install nginx)")
+    if not store.startswith(("redis://", "rediss://")):
+        raise ConfigurationError("hubs of a cluster share a redis:// store")
+    procs: list[subprocess.Popen[bytes]] = []
+    stop = False
+
+    def on_signal(signum: int, frame: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    with tempfile.TemporaryDirectory(prefix="rtkit-cluster-") as workdir:
+        try:
+            ports = [_free_port() for _ in range(hubs)]
+            for hub_port in ports:
+                cmd = [sys.executable, "-m", "rtkit", "hub", "--port", str(hub_port)]
+                procs.append(subprocess.Popen([*cmd, "--store", store, *hub_args]))
+            for hub_port, proc in zip(ports, procs, strict=True):
+                _wait_listening(hub_port, proc)
+            conf = os.path.join(workdir, "nginx.conf")
+            with open(conf, "w") as f:
+                f.write(
+                    nginx_config(f"127.0.0.1:{port}", [f"127.0.0.1:{p}" for p in ports], workdir)
+                )
+            procs.append(subprocess.Popen([nginx, "-c", conf, "-p", workdir]))
+            _wait_listening(port, procs[-1])
+            print(
+                f"rtkit cluster: {hubs} hubs on ports {ports}, nginx on http://127.0.0.1:{port}",
+                flush=True,
+            )
+            while not stop and all(p.poll() is None for p in procs):
+                time.sleep(0.2)  # until a signal sets `stop` or a process exits
+        finally:
+            for proc in reversed(procs):
+                if proc.poll() is None:
+                    proc.terminate()
+            for proc in procs:
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+    return 0
