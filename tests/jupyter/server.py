@@ -48,6 +48,7 @@ class JupyterServer:
         self.root = home / "root"
         self.proc: subprocess.Popen[str] | None = None
         self.log: list[str] = []
+        self._log_changed = threading.Condition()
         self.cookies = CookieJar()
         for sub in ("root", "data", "runtime", "config"):
             (home / sub).mkdir(parents=True, exist_ok=True)
@@ -139,9 +140,26 @@ class JupyterServer:
         assert proc.stdout is not None
         with proc.stdout:
             for line in proc.stdout:
-                self.log.append(line.rstrip("\n"))
+                with self._log_changed:
+                    self.log.append(line.rstrip("\n"))
+                    self._log_changed.notify_all()
                 lines.put(line)
         lines.put(None)
+
+    async def wait_for_log(self, *texts: str, within: float = 10.0) -> None:
+        """Wait until the server has logged a line containing every one of
+        ``texts`` (its output reaches us through a pipe, a little after the
+        fact, even once the process has exited)."""
+
+        def seen() -> bool:
+            return any(all(t in line for t in texts) for line in self.log)
+
+        def wait() -> bool:
+            with self._log_changed:
+                return self._log_changed.wait_for(seen, timeout=within)
+
+        if not await asyncio.to_thread(wait):
+            raise AssertionError(f"no log line with {texts!r} in {within}s:\n{self.output()}")
 
     def output(self) -> str:
         return "\n".join(self.log[-200:])

@@ -26,7 +26,7 @@ async def test_history_survives_a_server_restart(jupyter_factory: Any) -> None:
         for n in range(3):
             await hub.channel("restart.history").publish({"n": n})
     assert server.stop() == 0, server.output()
-    assert any("sqlite store" in line and "closed" in line for line in server.log)
+    await server.wait_for_log("sqlite store", "closed")
     server.start()
     async with await rtkit.aio.connect(server.hub_url, token=server.token) as hub:
         channel = hub.channel("restart.history")
