@@ -160,6 +160,9 @@ function render({ model, el }) {
     plot.setData(data);
     frames += 1;
     stats.frames = frames;
+    // How far behind the hub's clock the newest point drawn is: a growing
+    // value would mean a backlog between the socket and the screen.
+    if (xs.length) stats.lag = Date.now() / 1000 - xs[xs.length - 1];
     root.dataset.frames = String(frames);
     root.dataset.messages = String(messages);
     const now = performance.now();
