@@ -1,9 +1,9 @@
 """``rtkit demo``: JupyterLab with rtkit's extension, the tutorial notebooks
 and a synthetic live feed, in one command.
 
-The feed (:func:`feed`) is also what the widget tests and benchmarks publish
-with: prices or sensor readings at a fixed rate, paced by the clock (a late
-tick catches up; it never waits for acks one by one).
+The feed (:func:`feed`) publishes prices or sensor readings at a fixed rate,
+paced by the clock (a late tick catches up; it never waits for acks one by
+one); scripts can use it too.
 """
 
 from __future__ import annotations
