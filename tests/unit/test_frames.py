@@ -153,3 +153,20 @@ def test_import_rtkit_does_not_import_pandas() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert out.stdout.strip() == "False"
+
+
+def test_channel_twins_and_widgets_expose_the_live_data_names() -> None:
+    import rtkit
+    import rtkit.aio
+    import rtkit.frames
+    import rtkit.widgets
+
+    for cls in (rtkit.Channel, rtkit.aio.Channel):
+        for name in ("frame", "publish_frame", "history_frame"):
+            assert callable(getattr(cls, name)), (cls, name)
+    assert set(rtkit.widgets.__all__) == {"LiveChart", "LiveTable", "StatusBadge"}
+    assert set(rtkit.frames.__all__) == {
+        "FRAME_TAG", "LiveFrame", "decode_messages", "encode_batches", "is_batch", "parse_window",
+    }  # fmt: skip
+    for name in rtkit.widgets.__all__:
+        assert getattr(rtkit.widgets, name).__module__ == "rtkit.widgets._base"
