@@ -873,12 +873,13 @@ def write_report(
         f"Raw numbers: [{meta['json_name']}]({meta['json_name']}).",
         "",
     ]
-    # jupyter_latency.py records its own section in this file; keep it.
+    # The other benchmarks (jupyter_latency.py, docs_presence.py,
+    # widgets_fps.py, scaling.py) record their own sections after this
+    # run's part of the file, starting with the Jupyter one; keep them all.
     old = path.read_text() if path.exists() else ""
-    start, end = "<!-- jupyter-latency:start -->", "<!-- jupyter-latency:end -->"
-    if start in old and end in old:
-        kept = start + old.split(start, 1)[1].split(end, 1)[0] + end
-        lines += [kept, ""]
+    start = "<!-- jupyter-latency:start -->"
+    if start in old:
+        lines += [start + old.split(start, 1)[1].rstrip("\n"), ""]
     path.write_text("\n".join(lines))
 
 
