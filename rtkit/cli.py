@@ -18,6 +18,7 @@ import orjson
 from . import __version__
 from .config import DEFAULT_PORT, DEFAULT_STORE, HubConfig, Limits
 from .errors import ConfigurationError, RtkitError
+from .hosts import SERVERS
 
 log = logging.getLogger("rtkit")
 
@@ -76,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     hub.add_argument(
         "--server",
-        choices=["aiohttp", "tornado", "uvicorn"],
+        choices=SERVERS,
         default="aiohttp",
         help="web server that hosts the hub",
     )

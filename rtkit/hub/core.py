@@ -310,8 +310,17 @@ class Hub:
         """Running, and (with a shared store) connected to it."""
         return self.running and (self.cluster is None or self.cluster.up)
 
-    def status(self) -> dict[str, Any]:
-        """A JSON-ready snapshot for health and status endpoints."""
+    async def status(self) -> dict[str, Any]:
+        """A JSON-ready snapshot for health and status endpoints.
+
+        ``channels`` lists every channel subscribed or published to since
+        start, with its local subscribers and latest stored seq (read from
+        the store, so messages stored by other hubs count too).
+        """
+        channels: dict[str, Any] = {}
+        for name, (subscribers, delivered) in sorted(self.fanout.channel_stats().items()):
+            seq, _ = await self.store.head(name)
+            channels[name] = {"subscribers": subscribers, "seq": max(seq, delivered)}
         return {
             "version": __version__,
             "state": self._state,
@@ -319,9 +328,7 @@ class Hub:
             "uptime": time.time() - self._started_at if self._started_at else 0.0,
             "connections": len(self._connections),
             "users": len(self._per_user),
-            "channels": {
-                name: {"subscribers": count} for name, count in self.fanout.channels().items()
-            },
+            "channels": channels,
             "deliveries": {
                 "messages": self.fanout.messages_delivered,
                 "packets": self.fanout.packets_sent,

@@ -189,9 +189,6 @@ class FanOut:
         ch = self._channels.get(channel)
         return len(ch.subscribers) if ch else 0
 
-    def channels(self) -> dict[str, int]:
-        return {name: len(ch.subscribers) for name, ch in self._channels.items()}
-
     def channel_stats(self) -> dict[str, tuple[int, int]]:
         """``{channel: (subscribers, last seq delivered)}`` for every channel
         subscribed or published to since this fan-out started."""
