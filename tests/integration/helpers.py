@@ -21,7 +21,7 @@ import math
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import socketio
@@ -396,3 +396,15 @@ class Bystander:
         assert live == expected, "the bystander did not receive its messages exactly once in order"
         data = [env["data"]["n"] for env in client.received[self.channel]]
         assert data == list(range(1, len(self.acked) + 1))
+
+
+async def wait_until(
+    predicate: Callable[[], bool], what: str = "a condition", within: float = WAIT_TIMEOUT
+) -> None:
+    """Poll a condition that no event announces (replicas equal, a cap
+    freed), failing with ``what`` after ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"waited {within}s for {what}")
+        await asyncio.sleep(0.02)

@@ -24,7 +24,7 @@ from rtkit.hub.auth import TOKEN_LEEWAY, mint_token
 from rtkit.pytest_plugin import HubProcess
 
 from .conftest import SECRET, Connect, token
-from .helpers import NS, Bystander, RawClient, assert_error, assert_ok
+from .helpers import NS, Bystander, RawClient, assert_error, assert_ok, wait_until
 
 CAP = 256 * 1024  # the default max payload
 
@@ -43,13 +43,8 @@ async def _still_served(client: RawClient) -> None:
     assert_ok(await client.unsubscribe(channel))
 
 
-async def _until(predicate: Callable[[], Any], within: float = 10.0, step: float = 0.02) -> None:
-    """Poll ``predicate`` until it is true (for conditions with no event)."""
-    deadline = time.monotonic() + within
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {within}s")
-        await asyncio.sleep(step)
+async def _until(predicate: Callable[[], Any], within: float = 10.0) -> None:
+    await wait_until(predicate, within=within)
 
 
 # -- bad_request ------------------------------------------------------------

@@ -30,7 +30,7 @@ from rtkit.errors import Unavailable
 from rtkit.pytest_plugin import HubProcess, free_port
 
 from .conftest import SECRET, Connect, token
-from .helpers import WAIT_TIMEOUT, assert_gap_free, assert_ok
+from .helpers import WAIT_TIMEOUT, assert_gap_free, assert_ok, wait_until
 from .proxy import Proxy
 
 REDIS = os.environ.get("RTKIT_TEST_REDIS", "redis://127.0.0.1:6379/0")
@@ -95,17 +95,6 @@ def cluster(prefix: str) -> Iterator[Callable[..., Cluster]]:
     yield make
     for c in made:
         c.stop()
-
-
-async def wait_until(
-    predicate: Callable[[], bool], what: str, within: float = WAIT_TIMEOUT
-) -> None:
-    """Poll a condition that no event announces."""
-    deadline = time.monotonic() + within
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"waited {within}s for {what}")
-        await asyncio.sleep(0.02)
 
 
 def readyz(hub: HubProcess) -> int:

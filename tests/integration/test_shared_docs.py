@@ -7,8 +7,6 @@ import asyncio
 import sqlite3
 import tempfile
 import threading
-import time
-from collections.abc import Callable
 from typing import Any
 
 import pycrdt
@@ -21,21 +19,10 @@ import rtkit.aio
 from rtkit.pytest_plugin import HubProcess
 
 from .conftest import SECRET, Connect, token
-from .helpers import NS, WAIT_TIMEOUT, assert_error, assert_ok
+from .helpers import NS, WAIT_TIMEOUT, assert_error, assert_ok, wait_until
 from .proxy import Proxy
 
 FAST: dict[str, Any] = {"reconnect_delay": 0.05, "reconnect_delay_max": 0.3}
-
-
-async def wait_until(
-    predicate: Callable[[], bool], what: str, within: float = WAIT_TIMEOUT
-) -> None:
-    """Poll a condition that no event announces (two replicas being equal)."""
-    deadline = time.monotonic() + within
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"waited {within}s for {what}")
-        await asyncio.sleep(0.02)
 
 
 def contents(doc: pycrdt.Doc[Any]) -> tuple[Any, Any, str]:
