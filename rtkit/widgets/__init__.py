@@ -1,14 +1,18 @@
-"""Notebook widgets for live channels: a line chart, a table and a status badge.
+"""Notebook widgets: live channels (a line chart, a table, a status badge),
+who is here (a presence bar) and widgets bound to shared documents (``link``).
 
->>> from rtkit.widgets import LiveChart, StatusBadge
+>>> from rtkit.widgets import LiveChart, PresenceBar, StatusBadge, link
 >>> LiveChart("prices", series=["bid", "ask"], window="30s")
 >>> StatusBadge("prices")
+>>> PresenceBar("analysis")
+>>> link(ipywidgets.FloatSlider(), hub.shared("params"), "alpha")
 
 Inside Jupyter (rtkit's server extension loaded) the widget's JavaScript
-subscribes to the hub itself, same-origin at ``{base_url}rtkit/socket.io/``
-with the browser's Jupyter login: charts keep moving while the kernel is
-busy, and the kernel is not on the data path. Where the browser cannot reach
-a hub, the kernel relays through the widget's comm, coalesced to at most
+talks to the hub itself, same-origin at ``{base_url}rtkit/socket.io/`` with
+the browser's Jupyter login: charts keep moving while the kernel is busy,
+the kernel is not on the data path, and the presence bar shows each person
+as who they are logged in as. Where the browser cannot reach a hub, the
+kernel relays through the widget's comm, coalesced to at most
 ``relay_rate`` updates per second.
 
 Needs ``pip install 'rtkit[widgets]'`` (anywidget and ipywidgets). The
@@ -18,18 +22,32 @@ package is built; nothing is fetched from a CDN.
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ._base import LiveChart, LiveTable, StatusBadge
+    from ._link import Link, link
+    from ._presence import PresenceBar
 
-__all__ = ["LiveChart", "LiveTable", "StatusBadge"]
+__all__ = ["Link", "LiveChart", "LiveTable", "PresenceBar", "StatusBadge", "link"]
+
+# Where each name lives; imported on first use, so that ``import rtkit.widgets``
+# works (and says what is missing) without the widget packages.
+_MODULES = {
+    "LiveChart": "_base",
+    "LiveTable": "_base",
+    "StatusBadge": "_base",
+    "PresenceBar": "_presence",
+    "Link": "_link",
+    "link": "_link",
+}
 
 
 def __getattr__(name: str) -> Any:
-    if name in __all__:
+    if name in _MODULES:
         try:
-            from . import _base
+            module = importlib.import_module(f".{_MODULES[name]}", __name__)
         except ImportError as exc:
             if exc.name not in ("anywidget", "ipywidgets", "traitlets"):
                 raise
@@ -37,5 +55,5 @@ def __getattr__(name: str) -> Any:
                 "rtkit's notebook widgets need anywidget and ipywidgets: "
                 "pip install 'rtkit[widgets]'"
             ) from None
-        return getattr(_base, name)
+        return getattr(module, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

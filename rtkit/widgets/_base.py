@@ -33,7 +33,7 @@ def _source(name: str) -> Path | str:
 
 
 def _check_bundle() -> None:
-    for name in ("chart.js", "table.js", "status.js"):
+    for name in ("chart.js", "table.js", "status.js", "presence.js"):
         path = STATIC / name
         if not path.is_file():
             raise RuntimeError(
@@ -115,7 +115,7 @@ class _HubWidget(anywidget.AnyWidget):
         relay_rate: float = RELAY_RATE,
         **kwargs: Any,
     ) -> None:
-        self._relay: _Relay | None = None
+        self._relay: Any = None  # a _Relay, or a subclass's equivalent
         _check_bundle()
         if isinstance(channel, sync.Channel):
             hub = hub or channel._client
@@ -128,15 +128,26 @@ class _HubWidget(anywidget.AnyWidget):
     def _on_front_end_msg(self, _widget: Any, content: Any, _buffers: Any) -> None:
         if not isinstance(content, dict):
             return
-        if content.get("type") == "relay" and self._relay is None and self.channel:
-            if self._hub is None:
-                from .. import connect
-
-                self._hub = connect()
-            self._relay = _Relay(self, self._hub.channel(self.channel), self._relay_rate)
+        if content.get("type") == "relay" and self._relay is None:
+            self._relay = self._start_relay()
         elif content.get("type") == "stop" and self._relay is not None:
             self._relay.stop()
             self._relay = None
+
+    def _kernel_hub(self) -> sync.Client:
+        """The kernel's connection for the relay: the one given, else ``connect()``."""
+        if self._hub is None:
+            from .. import connect
+
+            self._hub = connect()
+        return self._hub
+
+    def _start_relay(self) -> Any:
+        """The browser cannot reach the hub: relay through the kernel. Returns
+        an object with ``stop()``, or None."""
+        if not self.channel:
+            return None
+        return _Relay(self, self._kernel_hub().channel(self.channel), self._relay_rate)
 
     def close(self) -> None:
         # Also runs from __del__ of a widget whose __init__ raised.

@@ -42,3 +42,14 @@ def test_import_rtkit_stays_light() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_widgets_export_the_notebook_names() -> None:
+    import rtkit.widgets
+
+    assert set(rtkit.widgets.__all__) == {
+        "Link", "LiveChart", "LiveTable", "PresenceBar", "StatusBadge", "link",
+    }  # fmt: skip
+    for name in rtkit.widgets.__all__:
+        assert getattr(rtkit.widgets, name).__module__.startswith("rtkit.widgets._"), name
+    assert callable(rtkit.widgets.link)

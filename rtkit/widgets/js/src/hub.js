@@ -43,6 +43,7 @@ class Hub {
     this.received = 0;
     this.duplicates = 0;
     this.channels = new Map(); // name -> {seq, epoch, listeners: Set}
+    this.rooms = new Map(); // name -> {members: Map(id -> member), me, state, listeners: Set}
     this.watchers = new Set(); // state listeners
     this.socket = io(origin + NAMESPACE, {
       path,
@@ -56,6 +57,7 @@ class Hub {
       this.everConnected = true;
       this.setState("connected");
       for (const name of this.channels.keys()) this.subscribe(name);
+      for (const name of this.rooms.keys()) this.join(name);
     });
     this.socket.on("disconnect", () => this.setState("reconnecting"));
     this.socket.on("connect_error", (err) => {
@@ -63,6 +65,7 @@ class Hub {
       this.setState(this.everConnected ? "reconnecting" : "unreachable");
     });
     this.socket.on("messages", (envs) => this.onMessages(envs));
+    this.socket.on("presence", (ev) => this.onPresence(ev));
     this.pinger = setInterval(() => this.ping(), 2000);
   }
 
@@ -132,6 +135,62 @@ class Hub {
     }
     ch.listeners.add(listener);
     return () => ch.listeners.delete(listener);
+  }
+
+  // -- presence: one membership per room and page, shared by its widgets --
+
+  join(name) {
+    const room = this.rooms.get(name);
+    this.socket.timeout(10000).emit("presence.join", { room: name, state: room.state }, (err, ack) => {
+      if (this.rooms.get(name) !== room) return; // left meanwhile
+      if (err || !ack || !ack.ok) {
+        room.error = err ? "no answer from the hub" : (ack && ack.error && ack.error.message) || "refused";
+      } else {
+        room.error = null;
+        // The ack's list is the room as the hub saw it after our join; events
+        // queued before it (and flushed after) apply on top.
+        room.members = new Map(ack.members.map((m) => [m.id, m]));
+        room.me = ack.member ? ack.member.id : null;
+      }
+      this.notifyRoom(room);
+    });
+  }
+
+  onPresence(ev) {
+    const room = ev && this.rooms.get(ev.room);
+    if (!room || !ev.member) return;
+    if (ev.event === "leave") room.members.delete(ev.member.id);
+    else room.members.set(ev.member.id, ev.member);
+    this.notifyRoom(room);
+  }
+
+  notifyRoom(room) {
+    for (const fn of room.listeners) fn(room);
+  }
+
+  // Calls fn(room) whenever the room's members change; returns a stop function.
+  presence(name, fn, state) {
+    let room = this.rooms.get(name);
+    if (!room) {
+      room = { name, members: new Map(), me: null, state: state || {}, error: null, listeners: new Set() };
+      this.rooms.set(name, room);
+      if (this.socket.connected) this.join(name);
+    }
+    room.listeners.add(fn);
+    fn(room);
+    return () => {
+      room.listeners.delete(fn);
+      if (room.listeners.size || this.rooms.get(name) !== room) return;
+      this.rooms.delete(name);
+      if (this.socket.connected) this.socket.emit("presence.leave", { room: name });
+    };
+  }
+
+  setPresenceState(name, state) {
+    const room = this.rooms.get(name);
+    if (!room) return;
+    room.state = state;
+    if (this.socket.connected) this.socket.emit("presence.update", { room: name, state });
   }
 
   watch(fn) {

@@ -1,0 +1,143 @@
+// Presence bar: who is in a room, as avatars (initials on the member's color,
+// name and connections on hover), updated live as people join and leave.
+//
+// Inside Jupyter the page joins the room itself with the browser's Jupyter
+// login, so each person appears as who they are logged in as. Where the
+// browser cannot reach a hub, the kernel joins and sends the member list
+// through the comm (see rtkit/widgets/_presence.py).
+import { hubFor, target } from "./hub.js";
+
+const FALLBACK_COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf"];
+
+export function initials(name) {
+  const parts = String(name || "")
+    .replace(/[_.]/g, " ")
+    .split(/\s+/)
+    .filter(Boolean);
+  return parts.slice(0, 2).map((p) => p[0].toUpperCase()).join("") || "?";
+}
+
+function hashColor(text) {
+  let h = 0;
+  for (const c of String(text)) h = (h * 31 + c.codePointAt(0)) >>> 0;
+  return FALLBACK_COLORS[h % FALLBACK_COLORS.length];
+}
+
+// Jupyter names colors as CSS variables of JupyterLab's theme; give them a
+// fallback so the avatar keeps a color in other front-ends too.
+function cssColor(member) {
+  const color = member.color || "";
+  if (!color) return hashColor(member.user);
+  if (color.startsWith("var(") && !color.includes(",")) return `${color.slice(0, -1)}, ${hashColor(member.user)})`;
+  return color;
+}
+
+function describe(member, isMe) {
+  const parts = [member.name || member.user];
+  if (isMe) parts[0] += " (you)";
+  const n = member.connections || 1;
+  parts.push(n === 1 ? "1 connection" : `${n} connections`);
+  const status = member.state && member.state.status;
+  if (typeof status === "string" && status) parts.push(status);
+  return parts.join(" · ");
+}
+
+function render({ model, el }) {
+  const bar = document.createElement("div");
+  bar.className = "rtkit-presence";
+  bar.style.cssText = "display:flex;align-items:center;gap:4px;font:12px sans-serif;min-height:30px";
+  const avatars = document.createElement("div");
+  avatars.style.cssText = "display:flex;gap:4px";
+  const label = document.createElement("span");
+  label.className = "rtkit-presence-label";
+  label.style.cssText = "margin-left:6px;color:#666";
+  bar.append(avatars, label);
+  el.appendChild(bar);
+  const room = model.get("room");
+  bar.dataset.room = room;
+
+  function draw(members, me, error) {
+    const sorted = [...members].sort((a, b) => {
+      if ((a.id === me) !== (b.id === me)) return a.id === me ? -1 : 1;
+      return String(a.name || a.user).localeCompare(String(b.name || b.user));
+    });
+    const max = model.get("max_avatars");
+    avatars.replaceChildren(
+      ...sorted.slice(0, max).map((m) => {
+        const isMe = m.id === me;
+        const a = document.createElement("span");
+        a.className = "rtkit-avatar";
+        a.textContent = initials(m.name || m.user);
+        a.title = describe(m, isMe);
+        a.dataset.user = m.user;
+        a.dataset.name = m.name || m.user;
+        a.dataset.connections = String(m.connections || 1);
+        if (isMe) a.dataset.me = "true";
+        a.style.cssText =
+          "display:inline-flex;align-items:center;justify-content:center;width:26px;height:26px;" +
+          "border-radius:50%;color:#fff;font-weight:600;font-size:11px;cursor:default;" +
+          `background:${cssColor(m)};` +
+          (isMe ? "box-shadow:0 0 0 2px #fff,0 0 0 3px #888;" : "");
+        return a;
+      }),
+    );
+    if (sorted.length > max) {
+      const more = document.createElement("span");
+      more.className = "rtkit-avatar-more";
+      more.textContent = `+${sorted.length - max}`;
+      more.title = sorted.slice(max).map((m) => m.name || m.user).join(", ");
+      more.style.cssText = "align-self:center;color:#666";
+      avatars.append(more);
+    }
+    label.textContent = error ? `${room}: ${error}` : `${sorted.length} in ${room}`;
+    bar.dataset.members = String(sorted.length);
+    if (error) bar.dataset.error = error;
+    else delete bar.dataset.error;
+  }
+  draw([], null, null);
+
+  // Direct: this page joins the room over its shared hub connection.
+  const t = model.get("mode") === "relay" ? null : target(model);
+  let stopDirect = null;
+  let stopWatch = null;
+  let relaying = false;
+  const startRelay = () => {
+    if (relaying) return;
+    relaying = true;
+    if (stopDirect) stopDirect();
+    if (stopWatch) stopWatch();
+    stopDirect = stopWatch = null;
+    bar.dataset.source = "relay";
+    model.send({ type: "relay" });
+  };
+  const onCustom = (msg) => {
+    if (relaying && msg && msg.type === "members") draw(msg.members || [], msg.me, msg.error);
+  };
+  model.on("msg:custom", onCustom);
+  let hub = null;
+  const onState = () => {
+    if (hub) hub.setPresenceState(room, model.get("state"));
+  };
+  model.on("change:state", onState);
+
+  if (t === null) {
+    startRelay();
+  } else {
+    hub = hubFor(t);
+    bar.dataset.source = "direct";
+    stopDirect = hub.presence(room, (r) => draw(r.members.values(), r.me, r.error), model.get("state"));
+    stopWatch = hub.watch((state) => {
+      bar.dataset.state = state;
+      if (state === "unreachable" && model.get("mode") === "auto") startRelay();
+    });
+  }
+  return () => {
+    model.off("msg:custom", onCustom);
+    model.off("change:state", onState);
+    if (stopDirect) stopDirect();
+    if (stopWatch) stopWatch();
+    if (relaying) model.send({ type: "stop" });
+  };
+}
+
+export default { render };
