@@ -39,7 +39,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING, Any, Final, Literal, TypedDict, Unpack
+from typing import TYPE_CHECKING, Any, Final, Literal, TypedDict, Unpack, overload
 
 import orjson
 import socketio
@@ -85,6 +85,8 @@ from .docs import SharedChange, SharedDoc
 from .presence import Presence
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from ..frames import LiveFrame
 
 __all__ = [
@@ -256,6 +258,12 @@ def _check_ack(event: str, args: tuple[Any, ...]) -> dict[str, Any]:
     raise error_for_code(str(code), str(err.get("message") or code))
 
 
+def _check_frame_args(as_frame: bool, columns: Sequence[str] | None) -> None:
+    # A list of messages has no columns: ignoring columns= would hide a forgotten as_frame.
+    if columns is not None and not as_frame:
+        raise TypeError("history(columns=...) picks DataFrame columns: pass as_frame=True too")
+
+
 def _callable_name(fn: Callable[..., Any]) -> str:
     return getattr(fn, "__qualname__", None) or repr(fn)
 
@@ -400,21 +408,73 @@ class Channel:
         with contextlib.suppress(_ConnectionLost, NotFound):
             await self._client._request(UNSUBSCRIBE, {"channel": self.name}, wait=False)
 
+    @overload
     async def history(
-        self, since: int | None = None, before: int | None = None, limit: int | None = None
-    ) -> list[Message]:
+        self,
+        since: int | None = None,
+        before: int | None = None,
+        limit: int | None = None,
+        *,
+        as_frame: Literal[False] = False,
+        columns: None = None,
+    ) -> list[Message]: ...
+
+    @overload
+    async def history(
+        self,
+        since: int | None = None,
+        before: int | None = None,
+        limit: int | None = None,
+        *,
+        as_frame: Literal[True],
+        columns: Sequence[str] | None = None,
+    ) -> pd.DataFrame: ...
+
+    @overload
+    async def history(
+        self,
+        since: int | None = None,
+        before: int | None = None,
+        limit: int | None = None,
+        *,
+        as_frame: bool,
+        columns: Sequence[str] | None = None,
+    ) -> list[Message] | pd.DataFrame: ...
+
+    async def history(
+        self,
+        since: int | None = None,
+        before: int | None = None,
+        limit: int | None = None,
+        *,
+        as_frame: bool = False,
+        columns: Sequence[str] | None = None,
+    ) -> list[Message] | pd.DataFrame:
         """Stored messages of this channel, oldest first.
 
         ``since=N`` returns messages after seq N, ``before=M`` those before
         seq M, ``limit`` caps the count (the hub applies its own cap too).
+
+        ``as_frame=True`` returns a pandas DataFrame instead (needs
+        ``rtkit[pandas]``), built like :meth:`frame`'s: indexed by hub time
+        (UTC), frame batches back with their dtypes, a row of missing values
+        where seqs are missing; ``columns`` picks and orders its columns.
+
+        >>> df = await ch.history(limit=1000, as_frame=True, columns=["px"])
         """
+        _check_frame_args(as_frame, columns)
         req: dict[str, Any] = {"channel": self.name}
         for key, value in (("since", since), ("before", before), ("limit", limit)):
             if value is not None:
                 req[key] = value
         parse_history(req)
         ack = await self._client._request(HISTORY, req)
-        return [parse_envelope(env) for env in ack.get("messages") or ()]
+        messages = [parse_envelope(env) for env in ack.get("messages") or ()]
+        if not as_frame:
+            return messages
+        from ..frames import decode_messages
+
+        return decode_messages(messages, columns)
 
     async def frame(
         self,
@@ -441,7 +501,7 @@ class Channel:
 
         Returns the seqs of the batches. dtypes (timestamps with their time
         zone included) and missing values survive the round trip through
-        :meth:`frame` and :meth:`history_frame`.
+        :meth:`frame` and ``history(as_frame=True)``.
         """
         from ..frames import encode_batches
 
@@ -459,11 +519,12 @@ class Channel:
         before: int | None = None,
         limit: int | None = None,
         columns: Sequence[str] | None = None,
-    ) -> Any:
-        """:meth:`history` as a pandas DataFrame indexed by hub time (UTC)."""
-        from ..frames import decode_messages
+    ) -> pd.DataFrame:
+        """Same as ``history(since, before, limit, as_frame=True, columns=columns)``.
 
-        return decode_messages(await self.history(since, before, limit), columns)
+        Kept for code written before :meth:`history` took ``as_frame``.
+        """
+        return await self.history(since, before, limit, as_frame=True, columns=columns)
 
     def on_gap(self, callback: GapCallback) -> GapCallback:
         """Call ``callback(channel_name, info)`` when a resume loses messages.

@@ -23,7 +23,7 @@ import threading
 import weakref
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping, Sequence
 from functools import partial
-from typing import TYPE_CHECKING, Any, TypeVar, Unpack
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, Unpack, overload
 
 import anyio
 from anyio.from_thread import start_blocking_portal
@@ -37,6 +37,8 @@ from .docs import SharedCallback
 from .presence import MemberCallback, PresenceEvent
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from ..frames import LiveFrame
 
 __all__ = ["Channel", "Client", "Presence", "SharedDoc", "connect"]
@@ -221,11 +223,62 @@ class Channel:
         if not self._runner.call(lambda: self._client.aio.metrics.subscriptions):
             self._runner.keepalive = None
 
+    @overload
     def history(
-        self, since: int | None = None, before: int | None = None, limit: int | None = None
-    ) -> list[Message]:
-        """Stored messages, oldest first; see :meth:`rtkit.aio.Channel.history`."""
-        return self._runner.run("history", self.aio.history, since, before, limit)
+        self,
+        since: int | None = None,
+        before: int | None = None,
+        limit: int | None = None,
+        *,
+        as_frame: Literal[False] = False,
+        columns: None = None,
+    ) -> list[Message]: ...
+
+    @overload
+    def history(
+        self,
+        since: int | None = None,
+        before: int | None = None,
+        limit: int | None = None,
+        *,
+        as_frame: Literal[True],
+        columns: Sequence[str] | None = None,
+    ) -> pd.DataFrame: ...
+
+    @overload
+    def history(
+        self,
+        since: int | None = None,
+        before: int | None = None,
+        limit: int | None = None,
+        *,
+        as_frame: bool,
+        columns: Sequence[str] | None = None,
+    ) -> list[Message] | pd.DataFrame: ...
+
+    def history(
+        self,
+        since: int | None = None,
+        before: int | None = None,
+        limit: int | None = None,
+        *,
+        as_frame: bool = False,
+        columns: Sequence[str] | None = None,
+    ) -> list[Message] | pd.DataFrame:
+        """Stored messages, oldest first, or with ``as_frame=True`` a DataFrame
+        indexed by hub time; see :meth:`rtkit.aio.Channel.history`.
+
+        >>> df = hub.channel("prices").history(limit=1000, as_frame=True)
+        """
+        aio._check_frame_args(as_frame, columns)
+        messages = self._runner.run("history", self.aio.history, since, before, limit)
+        if not as_frame:
+            return messages
+        from ..frames import decode_messages
+
+        # Built here, not on the I/O thread, where it would hold up callbacks
+        # and the connection's heartbeat for as long as pandas works.
+        return decode_messages(messages, columns)
 
     def frame(
         self,
@@ -260,11 +313,12 @@ class Channel:
         before: int | None = None,
         limit: int | None = None,
         columns: Sequence[str] | None = None,
-    ) -> Any:
-        """Stored messages as a DataFrame; see :meth:`rtkit.aio.Channel.history_frame`."""
-        return self._runner.run(
-            "history_frame", self.aio.history_frame, since, before, limit, columns
-        )
+    ) -> pd.DataFrame:
+        """Same as ``history(since, before, limit, as_frame=True, columns=columns)``.
+
+        Kept for code written before :meth:`history` took ``as_frame``.
+        """
+        return self.history(since, before, limit, as_frame=True, columns=columns)
 
     def on_gap(self, callback: aio.GapCallback) -> aio.GapCallback:
         """Call ``callback(channel_name, info)`` when a resume loses messages."""

@@ -1,4 +1,4 @@
-"""pandas views against a real hub: publish_frame, frame(), history_frame, gaps."""
+"""pandas views against a real hub: publish_frame, frame(), history(as_frame=True), gaps."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 import rtkit
+import rtkit.aio
 from rtkit.pytest_plugin import HubProcess
 
 WAIT = 20.0
@@ -53,13 +54,134 @@ def test_publish_frame_round_trips_through_frame_and_history(rt_hub: HubProcess)
         )
         assert isinstance(live.index, pd.DatetimeIndex) and str(live.index.tz) == "UTC"
 
-        hist = pub.channel("sensors").history_frame(columns=["at", "temp"])
+        hist = pub.channel("sensors").history(as_frame=True, columns=["at", "temp"])
         pd.testing.assert_frame_equal(
             hist.reset_index(drop=True), df[["at", "temp"]].reset_index(drop=True)
         )
         view.close()
         pub.channel("sensors").publish({"temp": 1.0})
         assert view.rows_received == 5_000  # closed: no longer fed
+
+
+# Row messages: n is in every row, x and s are missing from one each.
+ROWS: list[dict[str, Any]] = [
+    {"n": 1, "x": 0.5, "s": "a"},
+    {"n": 2, "s": "b"},
+    {"n": 3, "x": 1.5},
+    {"n": 4, "x": -2.0, "s": "d"},
+]
+
+
+def _batch() -> pd.DataFrame:
+    """What row messages cannot carry: zoned timestamps, nullable ints, strings, with gaps."""
+    at = pd.DatetimeIndex(["2025-03-30 01:30", None, "2025-03-30 03:30"])  # across the DST jump
+    return pd.DataFrame(
+        {
+            "at": at.tz_localize("Europe/Paris"),
+            "count": pd.array([1, None, 3], dtype="Int64"),
+            "label": pd.array(["a", None, "c"], dtype="string"),
+        }
+    )
+
+
+def _hub_times(messages: list[rtkit.Message]) -> pd.DatetimeIndex:
+    return pd.DatetimeIndex([pd.Timestamp(m.ts, unit="s", tz="UTC") for m in messages])
+
+
+def _check_index(df: pd.DataFrame, messages: list[rtkit.Message], start: float, end: float) -> None:
+    index = df.index
+    assert isinstance(index, pd.DatetimeIndex) and str(index.tz) == "UTC"
+    assert index.name == "ts" and index.is_monotonic_increasing
+    # Hub time of each message (the hub runs on this machine's clock)...
+    slack = pd.Timedelta("1ms")
+    assert index[0] >= pd.Timestamp(start, unit="s", tz="UTC") - slack
+    assert index[-1] <= pd.Timestamp(end, unit="s", tz="UTC") + slack
+    # ...and the very ts the envelopes carry, to well below a microsecond.
+    assert abs(index - _hub_times(messages)).max() < pd.Timedelta("1us")
+
+
+def _check_rows_frame(
+    df: pd.DataFrame, messages: list[rtkit.Message], start: float, end: float
+) -> None:
+    assert [m.data for m in messages] == ROWS
+    _check_index(df, messages, start, end)
+    assert list(df.columns) == ["n", "x", "s"]
+    assert df["n"].dtype == np.dtype("int64")
+    assert df["x"].dtype == np.dtype("float64")
+    assert pd.api.types.is_string_dtype(df["s"].dtype)
+    assert df["n"].tolist() == [1, 2, 3, 4]
+    assert df["x"].isna().tolist() == [False, True, False, False]
+    assert df["x"].dropna().tolist() == [0.5, 1.5, -2.0]
+    assert df["s"].isna().tolist() == [False, False, True, False]
+    assert df["s"].dropna().tolist() == ["a", "b", "d"]
+
+
+def _check_batch_frame(df: pd.DataFrame, batch: rtkit.Message, start: float, end: float) -> None:
+    src = _batch()
+    _check_index(df, [batch] * len(src), start, end)  # one message: one hub time for all rows
+    assert dict(df.dtypes) == dict(src.dtypes)
+    assert str(df["at"].dt.tz) == "Europe/Paris"
+    pd.testing.assert_frame_equal(df.reset_index(drop=True), src)
+    assert df.isna().sum().tolist() == [1, 1, 1]
+
+
+def _check_selected(df: pd.DataFrame, messages: list[rtkit.Message]) -> None:
+    """``since=1, limit=2, columns=["s", "n", "nope"]``: rows 2 and 3, in that column order."""
+    assert [m.seq for m in messages] == [2, 3]
+    assert list(df.columns) == ["s", "n", "nope"]
+    assert abs(df.index - _hub_times(messages)).max() < pd.Timedelta("1us")
+    assert df["n"].tolist() == [2, 3]
+    assert df["s"].isna().tolist() == [False, True]
+    assert df["nope"].isna().all()
+
+
+def test_history_as_frame_with_the_blocking_client(rt_hub: HubProcess) -> None:
+    with rtkit.connect(rt_hub.url) as hub:
+        rows, batches = hub.channel("rows"), hub.channel("batches")
+        start = time.time()
+        assert [rows.publish(row) for row in ROWS] == [1, 2, 3, 4]
+        assert batches.publish_frame(_batch()) == [1]
+        end = time.time()
+
+        messages = rows.history()
+        assert isinstance(messages, list)
+        _check_rows_frame(rows.history(as_frame=True), messages, start, end)
+        _check_batch_frame(batches.history(as_frame=True), batches.history()[0], start, end)
+        _check_selected(
+            rows.history(since=1, limit=2, as_frame=True, columns=["s", "n", "nope"]),
+            rows.history(since=1, limit=2),
+        )
+        pd.testing.assert_frame_equal(rows.history_frame(), rows.history(as_frame=True))
+
+        empty = hub.channel("never").history(as_frame=True)
+        assert len(empty) == 0 and str(empty.index.tz) == "UTC"
+        with pytest.raises(TypeError, match="as_frame=True"):
+            rows.history(columns=["n"])  # type: ignore[call-overload]
+
+
+async def test_history_as_frame_with_the_async_client(rt_hub: HubProcess) -> None:
+    async with await rtkit.aio.connect(rt_hub.url) as hub:
+        rows, batches = hub.channel("rows"), hub.channel("batches")
+        start = time.time()
+        assert [await rows.publish(row) for row in ROWS] == [1, 2, 3, 4]
+        assert await batches.publish_frame(_batch()) == [1]
+        end = time.time()
+
+        messages = await rows.history()
+        assert isinstance(messages, list)
+        _check_rows_frame(await rows.history(as_frame=True), messages, start, end)
+        batch = (await batches.history())[0]
+        _check_batch_frame(await batches.history(as_frame=True), batch, start, end)
+        _check_selected(
+            await rows.history(since=1, limit=2, as_frame=True, columns=["s", "n", "nope"]),
+            await rows.history(since=1, limit=2),
+        )
+        pd.testing.assert_frame_equal(await rows.history_frame(), await rows.history(as_frame=True))
+
+        empty = await hub.channel("never").history(as_frame=True)
+        assert len(empty) == 0 and str(empty.index.tz) == "UTC"
+        with pytest.raises(TypeError, match="as_frame=True"):
+            await rows.history(columns=["n"])  # type: ignore[call-overload]
 
 
 def test_time_window_over_live_row_messages(rt_hub: HubProcess) -> None:
