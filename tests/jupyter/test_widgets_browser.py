@@ -1,24 +1,28 @@
-"""The live chart and status badge in JupyterLab (headless Chromium).
+"""The live chart, status badge and live table in JupyterLab (headless Chromium).
 
-A publisher outside the kernel (benchmarks/loadgen.js, authenticated with the
-Jupyter token) streams 1,000 messages/s; the chart's browser side subscribes
-to the hub directly, so it keeps drawing while a cell sleeps.
-Screenshots land in test-artifacts/.
+A publisher outside the kernel (benchmarks/loadgen.js, or an rtkit client in
+the test process, both authenticated with the Jupyter token) feeds a channel;
+the widgets' browser side subscribes to the hub directly, so they keep
+updating while a cell sleeps. Screenshots land in test-artifacts/.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import nbformat
 import pytest
+
+import rtkit
 
 from .server import JupyterServer
 from .test_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, REPO
@@ -33,6 +37,16 @@ CELLS = [
     "chart",
     f"StatusBadge({CHANNEL!r})",
     "import time\ntime.sleep(10)\nprint('slept')",
+]
+
+TABLE_CHANNEL = "widgets.table"
+TABLE_ROWS = 5
+TABLE_COLUMNS = ["i", "px", "side"]
+TABLE_SLEEP = 15
+TABLE_CELLS = [
+    "from rtkit.widgets import LiveTable\n"
+    f"LiveTable({TABLE_CHANNEL!r}, rows={TABLE_ROWS}, columns={TABLE_COLUMNS!r})",
+    f"import time\ntime.sleep({TABLE_SLEEP})\nprint('slept')",
 ]
 
 
@@ -74,10 +88,11 @@ class Feed:
 @pytest.fixture
 def lab(tmp_path: Path) -> Iterator[JupyterServer]:
     server = JupyterServer(tmp_path / "lab")
-    nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell(src) for src in CELLS]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)"}
-    nbformat.write(nb, server.root / "widgets.ipynb")
+    for name, cells in (("widgets.ipynb", CELLS), ("table.ipynb", TABLE_CELLS)):
+        nb = nbformat.v4.new_notebook()
+        nb.cells = [nbformat.v4.new_code_cell(src) for src in cells]
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)"}
+        nbformat.write(nb, server.root / name)
     server.lab_settings("@jupyterlab/notebook-extension:tracker", {"autoStartDefaultKernel": True})
     server.lab_settings(
         "@jupyterlab/apputils-extension:notification",
@@ -161,5 +176,100 @@ def test_live_chart_keeps_moving_while_the_kernel_sleeps(lab: JupyterServer) -> 
                     )
             finally:
                 page.screenshot(path=str(ARTIFACTS / "widgets-final.png"))
+        finally:
+            browser.close()
+
+
+def _tick(i: int) -> dict[str, Any]:
+    # "note" is not one of the table's columns: it must not show.
+    return {"i": i, "px": 100 + i + 0.25, "side": "buy" if i % 2 else "sell", "note": "x"}
+
+
+def _cells(i: int) -> list[str]:
+    """The table's cells for ``_tick(i)`` (floats as JavaScript's toPrecision(6))."""
+    tick = _tick(i)
+    return [str(tick["i"]), f"{tick['px']:#.6g}", tick["side"]]
+
+
+def _subscribers(lab: JupyterServer, channel: str) -> int:
+    stats = lab.get_json("rtkit/api/status")["channels"].get(channel, {})
+    return int(stats.get("subscribers", 0))
+
+
+def test_live_table_shows_the_newest_rows_while_the_kernel_sleeps(lab: JupyterServer) -> None:
+    if shutil.which(CHROMIUM) is None:
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (.ci/run does)")
+    from playwright.sync_api import expect, sync_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    with (
+        rtkit.connect(lab.hub_url, token=lab.token) as hub,
+        sync_playwright() as pw,
+    ):
+        publisher = hub.channel(TABLE_CHANNEL)
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1000})
+            page.goto(f"{lab.url}lab/tree/table.ipynb?token={lab.token}")
+            cells = page.locator(".jp-NotebookPanel .jp-Notebook .jp-Cell")
+            expect(cells.first).to_be_visible(timeout=60_000)
+            expect(page.get_by_text("Python 3 (ipykernel) | Idle")).to_be_visible(timeout=60_000)
+            cells.first.click()
+            page.keyboard.press("Escape")
+            page.keyboard.press("Shift+Enter")
+            table = page.locator(".rtkit-table")
+            rows = table.locator("tr:has(td)")
+            expect(table).to_have_attribute("data-source", "direct", timeout=60_000)
+            # The table starts with the next message published: wait until the
+            # hub counts its subscription, so that none of ours goes unseen.
+            wait_for(lambda: _subscribers(lab, TABLE_CHANNEL) == 1, "the table to subscribe")
+            try:
+                # Fewer messages than rows: all of them, newest first.
+                last = 0
+                for _ in range(3):
+                    last += 1
+                    assert publisher.publish(_tick(last)) == last
+                expect(table.locator("th")).to_have_text(["time", *TABLE_COLUMNS])
+                expect(rows.locator("td:nth-child(2)")).to_have_text(["3", "2", "1"])
+
+                # More than rows: only the newest TABLE_ROWS, newest on top.
+                for _ in range(2 * TABLE_ROWS):
+                    last += 1
+                    publisher.publish(_tick(last))
+                newest = [str(i) for i in range(last, last - TABLE_ROWS, -1)]
+                expect(rows.locator("td:nth-child(2)")).to_have_text(newest)
+                expect(rows).to_have_count(TABLE_ROWS)
+                expect(rows.first.locator("td")).to_have_text(
+                    [re.compile(r"\d\d:\d\d:\d\d\.\d{3}"), *_cells(last)]
+                )
+                # The time column is the hub time (UTC) of each message.
+                (stored,) = publisher.history(limit=1)
+                assert stored.seq == last
+                hub_time = datetime.fromtimestamp(stored.ts, UTC)
+                text = rows.first.locator("td").first.inner_text()  # HH:MM:SS.mmm
+                shown = datetime.fromisoformat(f"{hub_time.date()}T{text}+00:00")
+                assert abs(shown - hub_time) < timedelta(milliseconds=2), (text, hub_time)
+                page.screenshot(path=str(ARTIFACTS / "widgets-live-table.png"))
+
+                # A busy kernel: the table still follows the channel.
+                page.keyboard.press("Shift+Enter")
+                busy = page.get_by_text("Python 3 (ipykernel) | Busy")
+                expect(busy).to_be_visible(timeout=10_000)
+                for burst in (1, 50, 300):
+                    for _ in range(burst):
+                        last += 1
+                        publisher.publish(_tick(last))
+                    expect(rows.first.locator("td:not(:first-child)")).to_have_text(
+                        _cells(last), timeout=5_000
+                    )
+                    expect(rows).to_have_count(TABLE_ROWS)
+                # Still inside the sleep: the kernel has not answered yet.
+                expect(busy).to_be_visible()
+                page.screenshot(path=str(ARTIFACTS / "widgets-table-kernel-busy.png"))
+                expect(cells.nth(1).locator(".jp-OutputArea-output").first).to_contain_text(
+                    "slept", timeout=TABLE_SLEEP * 1_000 + 30_000
+                )
+            finally:
+                page.screenshot(path=str(ARTIFACTS / "widgets-table-final.png"))
         finally:
             browser.close()
