@@ -206,9 +206,11 @@ export function hubFor(t) {
   return hubs.get(key);
 }
 
-// Connects a widget to its channel: directly when the browser can reach the
-// hub, else through the kernel relay. Returns {source, stop}.
-export function attach(model, name, listener, onSource) {
+// Runs a widget on the direct path when the browser can reach the hub, else
+// (or once the hub proves unreachable, in "auto" mode) on the kernel relay:
+// direct(hub) starts the direct path and returns its stop function;
+// onRelay(msg) takes what the kernel sends. Returns the widget's stop function.
+export function connectWidget(model, { direct, onRelay, onSource, relayRequest = {} }) {
   let stopDirect = null;
   let stopWatch = null;
   let relaying = false;
@@ -218,13 +220,11 @@ export function attach(model, name, listener, onSource) {
     if (stopDirect) stopDirect();
     if (stopWatch) stopWatch();
     stopDirect = stopWatch = null;
-    model.send({ type: "relay", channel: name });
+    model.send({ type: "relay", ...relayRequest });
     onSource("relay", null);
   };
   const onCustom = (msg) => {
-    if (!msg || msg.type !== "messages" || !relaying) return;
-    if (msg.envs && msg.envs.length) listener.onMessages(msg.envs);
-    if (listener.onRelayStats) listener.onRelayStats(msg);
+    if (relaying && msg) onRelay(msg);
   };
   model.on("msg:custom", onCustom);
   const t = target(model);
@@ -232,7 +232,7 @@ export function attach(model, name, listener, onSource) {
     startRelay();
   } else {
     const hub = hubFor(t);
-    stopDirect = hub.listen(name, listener);
+    stopDirect = direct(hub);
     stopWatch = hub.watch((state) => {
       if (state === "unreachable" && model.get("mode") === "auto") startRelay();
     });
@@ -244,6 +244,21 @@ export function attach(model, name, listener, onSource) {
     if (stopWatch) stopWatch();
     if (relaying) model.send({ type: "stop" });
   };
+}
+
+// Connects a widget to its channel: directly when the browser can reach the
+// hub, else through the kernel relay. Returns its stop function.
+export function attach(model, name, listener, onSource) {
+  return connectWidget(model, {
+    direct: (hub) => hub.listen(name, listener),
+    onRelay(msg) {
+      if (msg.type !== "messages") return;
+      if (msg.envs && msg.envs.length) listener.onMessages(msg.envs);
+      if (listener.onRelayStats) listener.onRelayStats(msg);
+    },
+    onSource,
+    relayRequest: { channel: name },
+  });
 }
 
 // Numeric points out of an envelope: [ts, {name: value}] per row. A frame

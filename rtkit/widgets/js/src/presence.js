@@ -5,7 +5,7 @@
 // login, so each person appears as who they are logged in as. Where the
 // browser cannot reach a hub, the kernel joins and sends the member list
 // through the comm (see rtkit/widgets/_presence.py).
-import { hubFor, target } from "./hub.js";
+import { connectWidget } from "./hub.js";
 
 const FALLBACK_COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf"];
 
@@ -96,47 +96,32 @@ function render({ model, el }) {
   }
   draw([], null, null);
 
-  // Direct: this page joins the room over its shared hub connection.
-  const t = model.get("mode") === "relay" ? null : target(model);
-  let stopDirect = null;
-  let stopWatch = null;
-  let relaying = false;
-  const startRelay = () => {
-    if (relaying) return;
-    relaying = true;
-    if (stopDirect) stopDirect();
-    if (stopWatch) stopWatch();
-    stopDirect = stopWatch = null;
-    bar.dataset.source = "relay";
-    model.send({ type: "relay" });
-  };
-  const onCustom = (msg) => {
-    if (relaying && msg && msg.type === "members") draw(msg.members || [], msg.me, msg.error);
-  };
-  model.on("msg:custom", onCustom);
   let hub = null;
   const onState = () => {
     if (hub) hub.setPresenceState(room, model.get("state"));
   };
   model.on("change:state", onState);
-
-  if (t === null) {
-    startRelay();
-  } else {
-    hub = hubFor(t);
-    bar.dataset.source = "direct";
-    stopDirect = hub.presence(room, (r) => draw(r.members.values(), r.me, r.error), model.get("state"));
-    stopWatch = hub.watch((state) => {
-      bar.dataset.state = state;
-      if (state === "unreachable" && model.get("mode") === "auto") startRelay();
-    });
-  }
+  const stop = connectWidget(model, {
+    // Direct: this page joins the room over its shared hub connection.
+    direct(h) {
+      const stopRoom = h.presence(room, (r) => draw(r.members.values(), r.me, r.error), model.get("state"));
+      const stopWatch = h.watch((state) => (bar.dataset.state = state));
+      return () => {
+        stopRoom();
+        stopWatch();
+      };
+    },
+    onRelay(msg) {
+      if (msg.type === "members") draw(msg.members || [], msg.me, msg.error);
+    },
+    onSource(kind, h) {
+      hub = h;
+      bar.dataset.source = kind;
+    },
+  });
   return () => {
-    model.off("msg:custom", onCustom);
     model.off("change:state", onState);
-    if (stopDirect) stopDirect();
-    if (stopWatch) stopWatch();
-    if (relaying) model.send({ type: "stop" });
+    stop();
   };
 }
 
