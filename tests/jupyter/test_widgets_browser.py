@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -19,13 +18,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import nbformat
 import pytest
 
 import rtkit
 
+from .lab import ARTIFACTS, KERNEL_BUSY, REPO, chromium, open_notebook, running_lab
 from .server import JupyterServer
-from .test_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, REPO
 
 pytestmark = [pytest.mark.jupyter, pytest.mark.browser, pytest.mark.slow]
 
@@ -87,22 +85,9 @@ class Feed:
 
 @pytest.fixture
 def lab(tmp_path: Path) -> Iterator[JupyterServer]:
-    server = JupyterServer(tmp_path / "lab")
-    for name, cells in (("widgets.ipynb", CELLS), ("table.ipynb", TABLE_CELLS)):
-        nb = nbformat.v4.new_notebook()
-        nb.cells = [nbformat.v4.new_code_cell(src) for src in cells]
-        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)"}
-        nbformat.write(nb, server.root / name)
-    server.lab_settings("@jupyterlab/notebook-extension:tracker", {"autoStartDefaultKernel": True})
-    server.lab_settings(
-        "@jupyterlab/apputils-extension:notification",
-        {"fetchNews": "false", "checkForUpdates": False},
-    )
-    server.start()
-    try:
+    notebooks = {"widgets.ipynb": CELLS, "table.ipynb": TABLE_CELLS}
+    with running_lab(tmp_path / "lab", notebooks) as server:
         yield server
-    finally:
-        server.stop()
 
 
 def wait_for(check: Any, what: str, timeout: float = 30.0) -> Any:
@@ -117,67 +102,53 @@ def wait_for(check: Any, what: str, timeout: float = 30.0) -> Any:
 
 
 def test_live_chart_keeps_moving_while_the_kernel_sleeps(lab: JupyterServer) -> None:
-    if shutil.which(CHROMIUM) is None:
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (.ci/run does)")
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
-    ARTIFACTS.mkdir(exist_ok=True)
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    with chromium() as browser:
+        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        cells = open_notebook(page, lab, "widgets.ipynb")
+        page.keyboard.press("Shift+Enter")
+        page.keyboard.press("Shift+Enter")
+        chart = page.locator(".rtkit-chart")
+        canvas = chart.locator("canvas").first
+        badge = page.locator(".rtkit-status")
+        expect(chart).to_have_attribute("data-source", "direct", timeout=60_000)
+        expect(badge).to_have_attribute("data-state", "connected", timeout=60_000)
         try:
-            page = browser.new_page(viewport={"width": 1280, "height": 1000})
-            page.goto(f"{lab.url}lab/tree/widgets.ipynb?token={lab.token}")
-            cells = page.locator(".jp-NotebookPanel .jp-Notebook .jp-Cell")
-            expect(cells.first).to_be_visible(timeout=60_000)
-            expect(page.get_by_text("Python 3 (ipykernel) | Idle")).to_be_visible(timeout=60_000)
-            cells.first.click()
-            page.keyboard.press("Escape")
-            page.keyboard.press("Shift+Enter")
-            page.keyboard.press("Shift+Enter")
-            chart = page.locator(".rtkit-chart")
-            canvas = chart.locator("canvas").first
-            badge = page.locator(".rtkit-status")
-            expect(chart).to_have_attribute("data-source", "direct", timeout=60_000)
-            expect(badge).to_have_attribute("data-state", "connected", timeout=60_000)
-            try:
-                with Feed(lab, RATE):
-                    # The chart draws what the hub sends, over time.
-                    expect(chart).to_have_attribute("data-frames", timeout=30_000)
-                    first = canvas.screenshot()
-                    wait_for(lambda: canvas.screenshot() != first, "the chart to change")
-                    # The badge reports the connection and a rate near the feed's.
-                    wait_for(
-                        lambda: int(badge.get_attribute("data-rate") or 0) >= RATE // 2,
-                        "the badge to show the message rate",
-                    )
-                    expect(badge).to_contain_text("msg/s")
-                    page.screenshot(path=str(ARTIFACTS / "widgets-live-chart.png"))
+            with Feed(lab, RATE):
+                # The chart draws what the hub sends, over time.
+                expect(chart).to_have_attribute("data-frames", timeout=30_000)
+                first = canvas.screenshot()
+                wait_for(lambda: canvas.screenshot() != first, "the chart to change")
+                # The badge reports the connection and a rate near the feed's.
+                wait_for(
+                    lambda: int(badge.get_attribute("data-rate") or 0) >= RATE // 2,
+                    "the badge to show the message rate",
+                )
+                expect(badge).to_contain_text("msg/s")
+                page.screenshot(path=str(ARTIFACTS / "widgets-live-chart.png"))
 
-                    # A busy kernel: the chart keeps moving all the same.
-                    page.keyboard.press("Shift+Enter")
-                    expect(page.get_by_text("Python 3 (ipykernel) | Busy")).to_be_visible(
-                        timeout=10_000
-                    )
-                    before = canvas.screenshot()
-                    frames = int(chart.get_attribute("data-frames") or 0)
-                    messages = int(chart.get_attribute("data-messages") or 0)
-                    wait_for(lambda: canvas.screenshot() != before, "a redraw while busy", 8)
-                    wait_for(
-                        lambda: int(chart.get_attribute("data-messages") or 0) >= messages + RATE,
-                        "a second's worth of messages while busy",
-                        8,
-                    )
-                    assert int(chart.get_attribute("data-frames") or 0) > frames
-                    # Still inside the sleep: the kernel has not answered yet.
-                    expect(page.get_by_text("Python 3 (ipykernel) | Busy")).to_be_visible()
-                    page.screenshot(path=str(ARTIFACTS / "widgets-kernel-busy.png"))
-                    expect(cells.nth(2).locator(".jp-OutputArea-output").first).to_contain_text(
-                        "slept", timeout=30_000
-                    )
-            finally:
-                page.screenshot(path=str(ARTIFACTS / "widgets-final.png"))
+                # A busy kernel: the chart keeps moving all the same.
+                page.keyboard.press("Shift+Enter")
+                expect(page.get_by_text(KERNEL_BUSY)).to_be_visible(timeout=10_000)
+                before = canvas.screenshot()
+                frames = int(chart.get_attribute("data-frames") or 0)
+                messages = int(chart.get_attribute("data-messages") or 0)
+                wait_for(lambda: canvas.screenshot() != before, "a redraw while busy", 8)
+                wait_for(
+                    lambda: int(chart.get_attribute("data-messages") or 0) >= messages + RATE,
+                    "a second's worth of messages while busy",
+                    8,
+                )
+                assert int(chart.get_attribute("data-frames") or 0) > frames
+                # Still inside the sleep: the kernel has not answered yet.
+                expect(page.get_by_text(KERNEL_BUSY)).to_be_visible()
+                page.screenshot(path=str(ARTIFACTS / "widgets-kernel-busy.png"))
+                expect(cells.nth(2).locator(".jp-OutputArea-output").first).to_contain_text(
+                    "slept", timeout=30_000
+                )
         finally:
-            browser.close()
+            page.screenshot(path=str(ARTIFACTS / "widgets-final.png"))
 
 
 def _tick(i: int) -> dict[str, Any]:
@@ -197,79 +168,64 @@ def _subscribers(lab: JupyterServer, channel: str) -> int:
 
 
 def test_live_table_shows_the_newest_rows_while_the_kernel_sleeps(lab: JupyterServer) -> None:
-    if shutil.which(CHROMIUM) is None:
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (.ci/run does)")
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
-    ARTIFACTS.mkdir(exist_ok=True)
-    with (
-        rtkit.connect(lab.hub_url, token=lab.token) as hub,
-        sync_playwright() as pw,
-    ):
+    with rtkit.connect(lab.hub_url, token=lab.token) as hub, chromium() as browser:
         publisher = hub.channel(TABLE_CHANNEL)
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        cells = open_notebook(page, lab, "table.ipynb")
+        page.keyboard.press("Shift+Enter")
+        table = page.locator(".rtkit-table")
+        rows = table.locator("tr:has(td)")
+        expect(table).to_have_attribute("data-source", "direct", timeout=60_000)
+        # The table starts with the next message published: wait until the
+        # hub counts its subscription, so that none of ours goes unseen.
+        wait_for(lambda: _subscribers(lab, TABLE_CHANNEL) == 1, "the table to subscribe")
         try:
-            page = browser.new_page(viewport={"width": 1280, "height": 1000})
-            page.goto(f"{lab.url}lab/tree/table.ipynb?token={lab.token}")
-            cells = page.locator(".jp-NotebookPanel .jp-Notebook .jp-Cell")
-            expect(cells.first).to_be_visible(timeout=60_000)
-            expect(page.get_by_text("Python 3 (ipykernel) | Idle")).to_be_visible(timeout=60_000)
-            cells.first.click()
-            page.keyboard.press("Escape")
-            page.keyboard.press("Shift+Enter")
-            table = page.locator(".rtkit-table")
-            rows = table.locator("tr:has(td)")
-            expect(table).to_have_attribute("data-source", "direct", timeout=60_000)
-            # The table starts with the next message published: wait until the
-            # hub counts its subscription, so that none of ours goes unseen.
-            wait_for(lambda: _subscribers(lab, TABLE_CHANNEL) == 1, "the table to subscribe")
-            try:
-                # Fewer messages than rows: all of them, newest first.
-                last = 0
-                for _ in range(3):
-                    last += 1
-                    assert publisher.publish(_tick(last)) == last
-                expect(table.locator("th")).to_have_text(["time", *TABLE_COLUMNS])
-                expect(rows.locator("td:nth-child(2)")).to_have_text(["3", "2", "1"])
+            # Fewer messages than rows: all of them, newest first.
+            last = 0
+            for _ in range(3):
+                last += 1
+                assert publisher.publish(_tick(last)) == last
+            expect(table.locator("th")).to_have_text(["time", *TABLE_COLUMNS])
+            expect(rows.locator("td:nth-child(2)")).to_have_text(["3", "2", "1"])
 
-                # More than rows: only the newest TABLE_ROWS, newest on top.
-                for _ in range(2 * TABLE_ROWS):
+            # More than rows: only the newest TABLE_ROWS, newest on top.
+            for _ in range(2 * TABLE_ROWS):
+                last += 1
+                publisher.publish(_tick(last))
+            newest = [str(i) for i in range(last, last - TABLE_ROWS, -1)]
+            expect(rows.locator("td:nth-child(2)")).to_have_text(newest)
+            expect(rows).to_have_count(TABLE_ROWS)
+            expect(rows.first.locator("td")).to_have_text(
+                [re.compile(r"\d\d:\d\d:\d\d\.\d{3}"), *_cells(last)]
+            )
+            # The time column is the hub time (UTC) of each message.
+            (stored,) = publisher.history(limit=1)
+            assert stored.seq == last
+            hub_time = datetime.fromtimestamp(stored.ts, UTC)
+            text = rows.first.locator("td").first.inner_text()  # HH:MM:SS.mmm
+            shown = datetime.fromisoformat(f"{hub_time.date()}T{text}+00:00")
+            assert abs(shown - hub_time) < timedelta(milliseconds=2), (text, hub_time)
+            page.screenshot(path=str(ARTIFACTS / "widgets-live-table.png"))
+
+            # A busy kernel: the table still follows the channel.
+            page.keyboard.press("Shift+Enter")
+            busy = page.get_by_text(KERNEL_BUSY)
+            expect(busy).to_be_visible(timeout=10_000)
+            for burst in (1, 50, 300):
+                for _ in range(burst):
                     last += 1
                     publisher.publish(_tick(last))
-                newest = [str(i) for i in range(last, last - TABLE_ROWS, -1)]
-                expect(rows.locator("td:nth-child(2)")).to_have_text(newest)
+                expect(rows.first.locator("td:not(:first-child)")).to_have_text(
+                    _cells(last), timeout=5_000
+                )
                 expect(rows).to_have_count(TABLE_ROWS)
-                expect(rows.first.locator("td")).to_have_text(
-                    [re.compile(r"\d\d:\d\d:\d\d\.\d{3}"), *_cells(last)]
-                )
-                # The time column is the hub time (UTC) of each message.
-                (stored,) = publisher.history(limit=1)
-                assert stored.seq == last
-                hub_time = datetime.fromtimestamp(stored.ts, UTC)
-                text = rows.first.locator("td").first.inner_text()  # HH:MM:SS.mmm
-                shown = datetime.fromisoformat(f"{hub_time.date()}T{text}+00:00")
-                assert abs(shown - hub_time) < timedelta(milliseconds=2), (text, hub_time)
-                page.screenshot(path=str(ARTIFACTS / "widgets-live-table.png"))
-
-                # A busy kernel: the table still follows the channel.
-                page.keyboard.press("Shift+Enter")
-                busy = page.get_by_text("Python 3 (ipykernel) | Busy")
-                expect(busy).to_be_visible(timeout=10_000)
-                for burst in (1, 50, 300):
-                    for _ in range(burst):
-                        last += 1
-                        publisher.publish(_tick(last))
-                    expect(rows.first.locator("td:not(:first-child)")).to_have_text(
-                        _cells(last), timeout=5_000
-                    )
-                    expect(rows).to_have_count(TABLE_ROWS)
-                # Still inside the sleep: the kernel has not answered yet.
-                expect(busy).to_be_visible()
-                page.screenshot(path=str(ARTIFACTS / "widgets-table-kernel-busy.png"))
-                expect(cells.nth(1).locator(".jp-OutputArea-output").first).to_contain_text(
-                    "slept", timeout=TABLE_SLEEP * 1_000 + 30_000
-                )
-            finally:
-                page.screenshot(path=str(ARTIFACTS / "widgets-table-final.png"))
+            # Still inside the sleep: the kernel has not answered yet.
+            expect(busy).to_be_visible()
+            page.screenshot(path=str(ARTIFACTS / "widgets-table-kernel-busy.png"))
+            expect(cells.nth(1).locator(".jp-OutputArea-output").first).to_contain_text(
+                "slept", timeout=TABLE_SLEEP * 1_000 + 30_000
+            )
         finally:
-            browser.close()
+            page.screenshot(path=str(ARTIFACTS / "widgets-table-final.png"))
