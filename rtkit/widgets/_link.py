@@ -82,7 +82,7 @@ class Link:
         if key in doc:
             self._from_doc()
         else:
-            doc[key] = _to_shared(getattr(widget, name))
+            self._write(getattr(widget, name))
         widget.observe(self._on_widget, names=name)
         doc.observe(self._on_doc)
 
@@ -108,7 +108,17 @@ class Link:
         except KeyError:
             current = _MISSING
         if current is _MISSING or not _same(_to_trait(current, value), value):
+            self._write(value)
+
+    def _write(self, value: Any) -> None:
+        try:
             self.doc[self.key] = _to_shared(value)
+        except TypeError as exc:  # pycrdt: "Type not supported"
+            raise TypeError(
+                f"link: {type(self.widget).__name__}.{self.name} is a {type(value).__name__}, "
+                f"which shared key {self.key!r} cannot hold: use numbers, strings, booleans, "
+                "None, bytes, or lists and dicts of them"
+            ) from exc
 
     def _on_doc(self, change: Any) -> None:
         # Runs where the client delivers remote changes (its I/O thread for

@@ -3,6 +3,7 @@ two clients stand for two people's kernels."""
 
 from __future__ import annotations
 
+import datetime
 import logging
 import threading
 import time
@@ -188,6 +189,16 @@ def test_link_refuses_what_it_cannot_bind(two: tuple[rtkit.Client, rtkit.Client]
         link(ipywidgets.IntSlider(), params, "x", name="level")
     with pytest.raises(TypeError, match="key"):
         link(ipywidgets.IntSlider(), params, "")
+    picker = ipywidgets.DatePicker(value=datetime.date(2026, 11, 26))
+    with pytest.raises(TypeError, match=r"DatePicker\.value is a date, which shared key 'day'"):
+        link(picker, params, "day")
+    assert "day" not in params
+    # A value it cannot store later on fails the assignment, and says why.
+    empty = ipywidgets.DatePicker()
+    link(empty, params, "day")
+    with pytest.raises(TypeError, match="cannot hold"):
+        empty.value = datetime.date(2026, 11, 27)
+    assert params["day"] is None
 
 
 async def test_link_works_with_the_async_client(shared_hub: HubProcess) -> None:
