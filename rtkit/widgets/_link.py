@@ -79,12 +79,18 @@ class Link:
         # Held while copying one way, so that the copy does not bounce back.
         self._copying = threading.local()
         self._linked = True
-        if key in doc:
-            self._from_doc()
-        else:
-            self._write(getattr(widget, name))
-        widget.observe(self._on_widget, names=name)
+        # Listen first: a remote change landing between the first read or
+        # write below and a later observe() would never reach the widget.
         doc.observe(self._on_doc)
+        try:
+            if key in doc:
+                self._from_doc()
+            else:
+                self._write(getattr(widget, name))
+        except BaseException:
+            doc.unobserve(self._on_doc)
+            raise
+        widget.observe(self._on_widget, names=name)
 
     def __repr__(self) -> str:
         state = "linked" if self._linked else "unlinked"
