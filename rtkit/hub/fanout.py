@@ -11,6 +11,8 @@ Under load, deliveries coalesce: after a flush the next one waits about as
 long as the last one took (bounded by ``max_delay``), so the hub spends at
 most about half its time on fan-out, ingest keeps flowing, and each packet
 carries every message that arrived meanwhile. At low rates nothing waits.
+A wait shorter than the event loop's timer resolution is not a timer but the
+next turn of the loop (see ``TIMER_RESOLUTION``).
 
 Ordering: a channel's messages reach a subscriber in seq order, and each
 subscriber carries a cursor (the last seq it was given) so that a subscriber
@@ -102,6 +104,12 @@ class _Subscriber:
     writer: FrameWriter | None = None
 
 
+# asyncio's epoll selector rounds its timeout up to whole milliseconds, so on
+# an otherwise idle loop a timer due in 50 us fires about 1 ms later. Shorter
+# waits than this go to the next turn of the loop instead: that still batches
+# whatever arrived in the same turn, without sleeping past the due time.
+TIMER_RESOLUTION = 0.001
+
 # Recently delivered messages kept per channel, to complete the backlog of a
 # subscriber whose store read raced with a delivery.
 RECENT_PER_CHANNEL = 256
@@ -143,6 +151,8 @@ class FanOut:
         self._last_end = 0.0
         self._last_cost = 0.0
         self._due = 0.0
+        self._slack = 0.0  # how late the pending flush may run without having waited on work
+        self._queued = False  # the last flush left packets to Engine.IO's writer tasks
         self.packets_sent = 0
         self.direct_writes = 0  # packets that took the fast path
         self.messages_delivered = 0
@@ -215,24 +225,32 @@ class FanOut:
             # zero at low load, a growing batch under heavy load.
             now = time.perf_counter()
             delay = min(self._max_delay, self._last_end + self._last_cost - now)
-            if delay > 0:
+            if delay >= TIMER_RESOLUTION:
                 self._handle = loop.call_later(delay, self.flush)
                 self._due = now + delay
+                self._slack = TIMER_RESOLUTION
+            elif delay > 0:
+                self._handle = loop.call_soon(self.flush)
+                self._due = now
+                self._slack = 0.0
             elif message.seq == ch.delivered + 1 and len(ch.pending) == 1:
                 # Idle, and this is the very next message: deliver it now,
                 # before the publisher's ack and whatever else is ready, so
                 # it pays no extra turn of the event loop.
                 self._due = now
+                self._slack = 0.0
                 self.flush()
             else:
                 # Out of order (the flush sorts the batch) or more pending.
                 self._handle = loop.call_soon(self.flush)
                 self._due = now
+                self._slack = 0.0
 
     def flush(self) -> None:
         """Deliver everything pending. Synchronous: nothing can interleave."""
         self._handle = None
         start = time.perf_counter()
+        queued_before = self.packets_sent - self.direct_writes
         dirty, self._dirty = self._dirty, {}
         for name, ch in dirty.items():
             pending, ch.pending = ch.pending, []
@@ -246,10 +264,17 @@ class FanOut:
                 self._unheard[name] = ch.delivered
         end = time.perf_counter()
         self._last_end = end
-        # The cost of a flush is its own run time plus how long it waited
-        # past its due time: when sockets are written by Engine.IO's writer
-        # tasks (no direct frame writer), their work shows up as that wait.
-        self._last_cost = (end - start) + max(0.0, start - self._due)
+        # The cost of a flush is its own run time plus, when the previous one
+        # left packets to Engine.IO's writer tasks (no direct frame writer),
+        # how long it waited past its due time: their work shows up as that
+        # wait. Direct writes leave no such work behind, and the lateness of
+        # a timer on an idle loop (up to TIMER_RESOLUTION) is not work either:
+        # counting it made every wait about 1 ms long, and so the next one.
+        cost = end - start
+        if self._queued:
+            cost += max(0.0, start - self._due - self._slack)
+        self._last_cost = cost
+        self._queued = self.packets_sent - self.direct_writes > queued_before
         self.flushes += 1
 
     def _deliver(self, ch: _Channel, batch: list[Message]) -> None:
