@@ -49,13 +49,14 @@ from ..protocol import (
     SUBSCRIBE,
     UNSUBSCRIBE,
     Message,
+    PublishRequest,
     error_ack,
     parse_history,
     parse_publish,
     parse_subscribe,
     parse_unsubscribe,
 )
-from ..storage.base import SharedStore, Store, store_from_url
+from ..storage.base import Appended, ImmediateStore, SharedStore, Store, store_from_url
 from .auth import AnonymousAuthenticator, Authenticator, Identity, TokenAuthenticator
 from .cluster import ClusterLink
 from .docs import SharedDocs
@@ -73,6 +74,9 @@ MAX_RECOVERY = MAX_HISTORY_LIMIT
 _SUBSCRIBE_ATTEMPTS = 5
 
 Handler = Callable[["Connection", Any], Awaitable[dict[str, Any]]]
+# Answers a request on the spot, given (sid, [event, *args]); None: the
+# request takes the usual way (see _Server._handle_event).
+Answerer = Callable[[str, list[Any]], dict[str, Any] | None]
 
 
 class _OrjsonForSocketIO:
@@ -125,6 +129,59 @@ class _Server(socketio.AsyncServer):  # type: ignore[misc]
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.frame_writers: dict[str, FrameWriter] = {}
+        self.answer_now: Answerer | None = None
+        # Handler tasks started and not yet finished, per Engine.IO sid.
+        self._running: dict[str, int] = {}
+
+    async def _handle_event(
+        self, eio_sid: str, namespace: str | None, id: int | None, data: list[Any]
+    ) -> None:
+        # python-socketio runs every event handler in a task of its own. A
+        # request the hub can answer without waiting (a publish to the
+        # memory store) is answered right here instead: no task, no
+        # coroutine chain, and the ack leaves in the same turn of the loop.
+        # Only while none of the connection's earlier requests is still in
+        # a task, so that requests take effect in the order they were sent
+        # (a subscribe, then a publish that the subscriber must see).
+        namespace = namespace or "/"
+        sid = self.manager.sid_from_eio_sid(eio_sid, namespace)
+        if sid is None or not self.manager.is_connected(sid, namespace):
+            await super()._handle_event(eio_sid, namespace, id, data)  # it logs and drops
+            return
+        answer = self.answer_now
+        if answer is not None and namespace == NAMESPACE and eio_sid not in self._running:
+            ack = answer(sid, data)
+            if ack is not None:
+                if id is not None:
+                    await self._send_packet(
+                        eio_sid,
+                        self.packet_class(
+                            socketio.packet.ACK, namespace=namespace, id=id, data=[ack]
+                        ),
+                    )
+                return
+        if self.async_handlers:
+            # Counted here, where python-socketio creates the task without
+            # yielding first; _handle_event_internal uncounts it.
+            self._running[eio_sid] = self._running.get(eio_sid, 0) + 1
+        await super()._handle_event(eio_sid, namespace, id, data)
+
+    async def _handle_event_internal(
+        self, server: Any, sid: str, eio_sid: str, data: Any, namespace: str, id: int | None
+    ) -> None:
+        try:
+            await super()._handle_event_internal(server, sid, eio_sid, data, namespace, id)
+        finally:
+            if self.async_handlers and (left := self._running.get(eio_sid)) is not None:
+                if left > 1:
+                    self._running[eio_sid] = left - 1
+                else:
+                    del self._running[eio_sid]
+
+    async def _handle_eio_disconnect(self, eio_sid: str, reason: Any = None) -> None:
+        # A task cancelled before it started never uncounts itself.
+        self._running.pop(eio_sid, None)
+        await super()._handle_eio_disconnect(eio_sid, reason)
 
     async def _send_packet(self, eio_sid: str, pkt: Any) -> None:
         writer = self.frame_writers.get(eio_sid)
@@ -239,6 +296,14 @@ class Hub:
         self.sio.on("connect", self._on_connect, namespace=NAMESPACE)
         self.sio.on("disconnect", self._on_disconnect, namespace=NAMESPACE)
         self.sio.on("*", self._on_event, namespace=NAMESPACE)
+        # (An isinstance check against a Protocol is slow: done once, here.)
+        self._append_now = (
+            self.store.append_now
+            if isinstance(self.store, ImmediateStore) and self.cluster is None
+            else None
+        )
+        if self._append_now is not None:
+            self.sio.answer_now = self._answer_now
 
     # -- lifecycle ----------------------------------------------------------
 
@@ -421,12 +486,7 @@ class Hub:
         try:
             if conn is None:
                 raise Unauthorized("not connected")
-            if self._state != "running":
-                raise Unavailable("the hub is shutting down; retry after reconnecting")
-            if self.cluster is not None and not self.cluster.up:
-                raise Unavailable("the hub lost its shared store; retry shortly")
-            if conn.identity.expired():
-                raise Unauthorized("the token has expired: reconnect with a fresh token")
+            self._check_request(conn)
             return await handler(conn, args[0])
         except HubError as err:
             log.debug("%s from %s refused: %s", event, sid, err.message)
@@ -435,7 +495,51 @@ class Hub:
             log.exception("%s from %s failed", event, sid)
             return dict(error_ack(InternalError(f"{event} failed inside the hub; see its log")))
 
-    async def _publish(self, conn: Connection, payload: Any) -> dict[str, Any]:
+    def _check_request(self, conn: Connection) -> None:
+        if self._state != "running":
+            raise Unavailable("the hub is shutting down; retry after reconnecting")
+        if self.cluster is not None and not self.cluster.up:
+            raise Unavailable("the hub lost its shared store; retry shortly")
+        if conn.identity.expired():
+            raise Unauthorized("the token has expired: reconnect with a fresh token")
+
+    def _answer_now(self, sid: str, data: list[Any]) -> dict[str, Any] | None:
+        """The ack of a publish to a store that appends without waiting
+        (:class:`~rtkit.storage.base.ImmediateStore`), for _Server to send
+        without a task; None for any other request. The same checks and
+        answers as _on_event with _publish, in the same order."""
+        if len(data) != 2 or data[0] != PUBLISH:
+            return None
+        conn = self._connections.get(sid)
+        append_now = self._append_now
+        if conn is None or append_now is None:
+            return None
+        try:
+            self._check_request(conn)
+            req = self._publish_request(conn, data[1])
+            try:
+                appended = append_now(
+                    req.channel,
+                    req.data,
+                    sender=conn.identity.user,
+                    msg_id=req.id,
+                    ts=time.time(),
+                    dedup_window=self.config.dedup_window,
+                )
+            except HubError:
+                raise
+            except Exception as exc:
+                log.exception("store append failed")
+                raise Unavailable(f"the store could not take the message: {exc}") from None
+            return self._published(appended)
+        except HubError as err:
+            log.debug("%s from %s refused: %s", PUBLISH, sid, err.message)
+            return dict(error_ack(err))
+        except Exception:
+            log.exception("%s from %s failed", PUBLISH, sid)
+            return dict(error_ack(InternalError(f"{PUBLISH} failed inside the hub; see its log")))
+
+    def _publish_request(self, conn: Connection, payload: Any) -> PublishRequest:
         req = parse_publish(payload)
         if not conn.identity.can_publish(req.channel):
             raise Forbidden(f"{conn.identity.user!r} may not publish to {req.channel!r}")
@@ -445,6 +549,10 @@ class Hub:
                 f"retry in {conn.bucket.retry_after():.3f} s"
             )
         self._check_size(req.data)
+        return req
+
+    async def _publish(self, conn: Connection, payload: Any) -> dict[str, Any]:
+        req = self._publish_request(conn, payload)
         # Nothing above yields to the event loop: a connection's publishes
         # reach the store (which numbers them in call order) in the order
         # they arrived, although python-socketio runs each in its own task.
@@ -462,6 +570,9 @@ class Hub:
         except Exception as exc:
             log.exception("store append failed")
             raise Unavailable(f"the store could not take the message: {exc}") from None
+        return self._published(appended)
+
+    def _published(self, appended: Appended) -> dict[str, Any]:
         msg = appended.message
         if not appended.duplicate and self.cluster is None:
             self.fanout.push(msg)

@@ -211,6 +211,29 @@ class Store(Protocol):
         ...
 
 
+@runtime_checkable
+class ImmediateStore(Store, Protocol):
+    """A store that can also append without waiting (the memory store).
+
+    The hub then answers a publish where it reads the request, without a
+    task and a coroutine per request. ``append_now`` must do exactly what
+    ``append`` does, raising where it would raise.
+    """
+
+    def append_now(
+        self,
+        channel: str,
+        data: Any,
+        *,
+        sender: str,
+        msg_id: str | None,
+        ts: float,
+        dedup_window: float,
+    ) -> Appended:
+        """:meth:`Store.append`, done before returning."""
+        ...
+
+
 class FeedSink(Protocol):
     """What a shared store tells a hub about changes other hubs made."""
 

@@ -262,7 +262,24 @@ class MemoryStore(PresenceInMemory):
         dedup_window: float,
     ) -> Appended:
         """Store one message; see :meth:`rtkit.storage.base.Store.append`."""
-        # Hot path: no awaits, a handful of dict/deque operations.
+        return self.append_now(
+            channel, data, sender=sender, msg_id=msg_id, ts=ts, dedup_window=dedup_window
+        )
+
+    def append_now(
+        self,
+        channel: str,
+        data: Any,
+        *,
+        sender: str,
+        msg_id: str | None,
+        ts: float,
+        dedup_window: float,
+    ) -> Appended:
+        """``append`` without the coroutine: the hub answers a publish to
+        this store right where it reads the request (see
+        :class:`rtkit.storage.base.ImmediateStore`)."""
+        # Hot path: a handful of dict/deque operations.
         if self._state != "open":
             self._check_open()
         key: Key | None = None
