@@ -27,10 +27,13 @@ from .helpers import NS, RawClient, assert_error, assert_gap_free, assert_ok
 def hub(
     request: pytest.FixtureRequest, rt_hub_factory: Callable[..., HubProcess], tmp_path: Path
 ) -> HubProcess:
-    """An anonymous hub on each store backend: the guarantees hold for both."""
+    """An anonymous hub on each store backend: the guarantees hold for both.
+    No publish-rate cap: these tests publish as fast as the hub acks, and
+    the cap has tests of its own (test_errors)."""
+    uncapped = ["--publish-rate", "0"]
     if request.param == "sqlite":
-        return rt_hub_factory(store=f"sqlite:///{tmp_path / 'channels.db'}")
-    return rt_hub_factory()
+        return rt_hub_factory(store=f"sqlite:///{tmp_path / 'channels.db'}", extra_args=uncapped)
+    return rt_hub_factory(extra_args=uncapped)
 
 
 def _channel(prefix: str = "ch") -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -29,10 +30,12 @@ class Recorder:
 
 
 def test_relay_coalesces_a_fast_channel(
-    rt_hub: HubProcess, monkeypatch: pytest.MonkeyPatch
+    rt_hub_factory: Callable[..., HubProcess], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     total = 3_000
-    with rtkit.connect(rt_hub.url) as hub:
+    # As fast as the hub acks, past the default per-connection publish rate.
+    fast = rt_hub_factory(extra_args=["--publish-rate", "0"])
+    with rtkit.connect(fast.url) as hub:
         chart = LiveChart(hub.channel("relay.fast"), series=["i"], mode="relay")
         sent = Recorder()
         monkeypatch.setattr(chart, "send", sent)
