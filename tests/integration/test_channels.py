@@ -48,16 +48,21 @@ async def _publish_many(
     window: int = 1,
     tag: Any = None,
     stop: asyncio.Event | None = None,
+    rate: float | None = None,
 ) -> list[dict[str, Any]]:
     """Publish ``{"tag", "i"}`` for i in 0..count-1 with up to ``window`` acks
-    outstanding; returns the acks in publish order (stops early on ``stop``)."""
+    outstanding, at most ``rate`` a second if given; returns the acks in
+    publish order (stops early on ``stop``)."""
     acks: list[dict[str, Any] | None] = []
     slots = asyncio.Semaphore(window)
     done: list[asyncio.Future[Any]] = []
     loop = asyncio.get_running_loop()
+    started = loop.time()
     for i in range(count):
         if stop is not None and stop.is_set():
             break
+        if rate is not None and (ahead := started + i / rate - loop.time()) > 0:
+            await asyncio.sleep(ahead)  # pacing the load, not waiting for a condition
         await slots.acquire()
         fut: asyncio.Future[Any] = loop.create_future()
         done.append(fut)
@@ -243,8 +248,12 @@ async def test_subscribe_while_publishing(hub: HubProcess, connect: Connect) -> 
     await _publish_many(pubs[0], channel, 200, window=50)
 
     stop = asyncio.Event()
+    # Paced: the hub would take far more, but 20 subscribers' worth of
+    # deliveries must stay within what this test process checks in time.
     publishing = [
-        asyncio.create_task(_publish_many(p, channel, 100_000, window=16, tag=k, stop=stop))
+        asyncio.create_task(
+            _publish_many(p, channel, 100_000, window=16, tag=k, stop=stop, rate=1_500)
+        )
         for k, p in enumerate(pubs)
     ]
     acks: dict[int, dict[str, Any]] = {}
