@@ -181,7 +181,8 @@ async def _serve_websocket(ws: Any, socket: AsyncSocket) -> None:
                     # is a packet Socket.IO cannot decode. It has no ack id
                     # to answer; the connection carries on, as with stock
                     # python-socketio, without a traceback for client garbage.
-                    log.info("%s: ignored a packet Socket.IO cannot read (%r)", socket.sid, exc)
+                    # DEBUG: a client could send these as fast as it likes.
+                    log.debug("%s: ignored a packet Socket.IO cannot read (%r)", socket.sid, exc)
                 continue
             try:
                 pkt = eio_packet.Packet(encoded_packet=data)

@@ -65,7 +65,11 @@ def _same(a: Any, b: Any) -> bool:
 
 
 class Link:
-    """A live binding made by :func:`link`; ``unlink()`` ends it."""
+    """A live binding made by :func:`link`; ``unlink()`` ends it.
+
+    >>> binding = link(slider, params, "alpha")
+    >>> binding.unlink()  # the slider and the key keep their values
+    """
 
     def __init__(self, widget: traitlets.HasTraits, doc: _Shared, key: str, name: str) -> None:
         if not isinstance(widget, traitlets.HasTraits) or not widget.has_trait(name):
