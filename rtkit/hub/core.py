@@ -12,10 +12,11 @@ attaches ``hub.sio`` to its web application and calls ``start``/``stop``::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -219,6 +220,19 @@ class Connection:
     frame_writer: FrameWriter | None = None
     connected_at: float = field(default_factory=time.time)
     subscriptions: set[str] = field(default_factory=set)
+
+
+@contextlib.contextmanager
+def _append_errors() -> Iterator[None]:
+    """A store that fails to take a message: the publisher gets
+    ``unavailable`` (it may retry), the hub's log gets the traceback."""
+    try:
+        yield
+    except HubError:
+        raise
+    except Exception as exc:
+        log.exception("store append failed")
+        raise Unavailable(f"the store could not take the message: {exc}") from None
 
 
 class Hub:
@@ -517,7 +531,7 @@ class Hub:
         try:
             self._check_request(conn)
             req = self._publish_request(conn, data[1])
-            try:
+            with _append_errors():
                 appended = append_now(
                     req.channel,
                     req.data,
@@ -526,11 +540,6 @@ class Hub:
                     ts=time.time(),
                     dedup_window=self.config.dedup_window,
                 )
-            except HubError:
-                raise
-            except Exception as exc:
-                log.exception("store append failed")
-                raise Unavailable(f"the store could not take the message: {exc}") from None
             return self._published(appended)
         except HubError as err:
             log.debug("%s from %s refused: %s", PUBLISH, sid, err.message)
@@ -556,7 +565,7 @@ class Hub:
         # Nothing above yields to the event loop: a connection's publishes
         # reach the store (which numbers them in call order) in the order
         # they arrived, although python-socketio runs each in its own task.
-        try:
+        with _append_errors():
             appended = await self.store.append(
                 req.channel,
                 req.data,
@@ -565,11 +574,6 @@ class Hub:
                 ts=time.time(),
                 dedup_window=self.config.dedup_window,
             )
-        except HubError:
-            raise
-        except Exception as exc:
-            log.exception("store append failed")
-            raise Unavailable(f"the store could not take the message: {exc}") from None
         return self._published(appended)
 
     def _published(self, appended: Appended) -> dict[str, Any]:
