@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import threading
 from typing import Any
 
 import traitlets
@@ -22,7 +21,6 @@ class _PresenceRelay:
 
     def __init__(self, widget: PresenceBar, client: sync.Client) -> None:
         self.widget = widget
-        self.lock = threading.Lock()
         self.stopped = False
         # A room this client had joined already belongs to the caller:
         # stopping the relay must not make them leave it.
@@ -31,31 +29,32 @@ class _PresenceRelay:
         for event in ("join", "leave", "update"):
             self.room.on(event, self._changed)
         widget.observe(self._state_changed, names="state")
-        self._changed()
+        # Member lists are built and sent only on the client's I/O thread,
+        # where the room's events arrive: one at a time, in order, and
+        # without a lock that a thread waiting on the I/O thread could hold.
+        client._runner.call(self._changed)
 
     def _changed(self, _member: Member | None = None) -> None:
-        with self.lock:
-            if self.stopped:
-                return
-            me = self.room.me
-            content = {
-                "type": "members",
-                "members": [m.to_wire() for m in self.room.members],
-                "me": me.id if me is not None else None,
-            }
-            try:
-                self.widget.send(content)
-            except Exception:  # the comm closed under us
-                log.debug("rtkit: presence relay could not send", exc_info=True)
+        if self.stopped:
+            return
+        me = self.room.me
+        content = {
+            "type": "members",
+            "members": [m.to_wire() for m in self.room.members],
+            "me": me.id if me is not None else None,
+        }
+        try:
+            self.widget.send(content)
+        except Exception:  # the comm closed under us
+            log.debug("rtkit: presence relay could not send", exc_info=True)
 
     def _state_changed(self, change: dict[str, Any]) -> None:
         self.room.update(dict(change["new"]))
 
     def stop(self) -> None:
-        with self.lock:
-            if self.stopped:
-                return
-            self.stopped = True
+        if self.stopped:
+            return
+        self.stopped = True
         self.widget.unobserve(self._state_changed, names="state")
         for event in ("join", "leave", "update"):
             self.room.off(event, self._changed)
