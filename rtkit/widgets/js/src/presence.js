@@ -105,7 +105,13 @@ function render({ model, el }) {
     // Direct: this page joins the room over its shared hub connection.
     direct(h) {
       const stopRoom = h.presence(room, (r) => draw(r.members.values(), r.me, r.error), model.get("state"));
-      const stopWatch = h.watch((state) => (bar.dataset.state = state));
+      // Offline, the avatars are the last known room: dim them until the
+      // rejoin's answer replaces them.
+      const stopWatch = h.watch((state) => {
+        bar.dataset.state = state;
+        bar.style.opacity = state === "connected" ? "1" : "0.5";
+        bar.title = state === "connected" ? "" : `rtkit: ${state}`;
+      });
       return () => {
         stopRoom();
         stopWatch();
