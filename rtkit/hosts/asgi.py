@@ -7,9 +7,11 @@ from collections.abc import Callable
 from typing import Any
 
 import socketio
+import uvicorn  # optional: the CLI turns its absence into an install hint
 
 from ..config import HubConfig
 from ..hub import Hub
+from . import freeze_startup_objects
 
 
 def create_app(hub: Hub) -> Any:
@@ -44,8 +46,6 @@ def create_app(hub: Hub) -> Any:
 
 
 async def serve(config: HubConfig, *, ready: Callable[[str], None] | None = None) -> None:
-    import uvicorn  # an optional dependency: the CLI explains when it is missing
-
     hub = Hub(config, async_mode="asgi")
     server = uvicorn.Server(
         uvicorn.Config(
@@ -64,6 +64,7 @@ async def serve(config: HubConfig, *, ready: Callable[[str], None] | None = None
                 await task
                 return
             await asyncio.sleep(0.02)
+        freeze_startup_objects()
         if ready is not None:
             ready(f"http://{config.host}:{config.port}")
         await task
