@@ -234,8 +234,9 @@ def _websocket_class(compress: bool) -> type[Any]:
     return WebSocket
 
 
-# The Engine.IO method _serve_websocket stands in for; any other handler
-# (a future python-engineio, a subclass) runs as given.
+# The Engine.IO method _serve_websocket stands in for; a subclass's own
+# handler runs as given. _serve_websocket follows python-engineio's loop as
+# of the versions pyproject.toml admits: re-check it when raising that range.
 _STOCK_HANDLER = AsyncSocket._websocket_handler
 
 
