@@ -209,6 +209,14 @@ def test_live_table_shows_the_newest_rows_while_the_kernel_sleeps(lab: JupyterSe
             assert abs(shown - hub_time) < timedelta(milliseconds=2), (text, hub_time)
             page.screenshot(path=str(ARTIFACTS / "widgets-live-table.png"))
 
+            # Markup in a value is shown as text, never run in the page.
+            markup = "<img src=x onerror=window.__rtkitPwned=1><b>sell</b>"
+            last += 1
+            publisher.publish({**_tick(last), "side": markup})
+            expect(rows.first.locator("td").last).to_have_text(markup)
+            assert rows.first.locator("td img, td b").count() == 0
+            assert page.evaluate("window.__rtkitPwned") is None
+
             # A busy kernel: the table still follows the channel.
             page.keyboard.press("Shift+Enter")
             busy = page.get_by_text(KERNEL_BUSY)

@@ -19,18 +19,29 @@ function render({ model, el }) {
   const stats = { frames: 0, messages: 0 };
   el.rtkitStats = stats;
 
+  // Text nodes only: keys and values come from any publisher on the channel
+  // and must never be parsed as HTML in the viewer's page.
+  function rowOf(tag, cells) {
+    const tr = document.createElement("tr");
+    for (const text of cells) {
+      const cell = document.createElement(tag);
+      cell.textContent = text;
+      tr.appendChild(cell);
+    }
+    return tr;
+  }
+
   function draw() {
     scheduled = false;
     const n = model.get("rows");
     if (buffer.length > n) buffer = buffer.slice(-n);
-    const head = `<tr><th>time</th>${columns.map((c) => `<th>${c}</th>`).join("")}</tr>`;
-    const body = [];
+    const rowsOut = [rowOf("th", ["time", ...columns])];
     for (let i = buffer.length - 1; i >= 0; i--) {
       const [ts, row] = buffer[i];
       const t = new Date(ts * 1000).toISOString().slice(11, 23);
-      body.push(`<tr><td>${t}</td>${columns.map((c) => `<td>${fmt(row[c])}</td>`).join("")}</tr>`);
+      rowsOut.push(rowOf("td", [t, ...columns.map((c) => fmt(row[c]))]));
     }
-    table.innerHTML = head + body.join("");
+    table.replaceChildren(...rowsOut);
     stats.frames += 1;
   }
 
