@@ -42,6 +42,23 @@ def _check_bundle() -> None:
             )
 
 
+_kernel_client: sync.Client | None = None
+_kernel_client_lock = threading.Lock()
+
+
+def _shared_kernel_client() -> sync.Client:
+    """One connection (``connect()``) for every relaying widget that was
+    given no ``hub``: a connection each would cost a socket, an I/O thread
+    and a slot of the user's connection cap, and nothing would close them."""
+    global _kernel_client
+    with _kernel_client_lock:
+        if _kernel_client is None or _kernel_client.closed:
+            from .. import connect
+
+            _kernel_client = connect()
+        return _kernel_client
+
+
 class _Relay:
     """Kernel-side fallback: subscribe here and forward through the comm,
     coalesced to at most ``rate`` updates a second. Runs on the client's I/O
@@ -135,11 +152,10 @@ class _HubWidget(anywidget.AnyWidget):
             self._relay = None
 
     def _kernel_hub(self) -> sync.Client:
-        """The kernel's connection for the relay: the one given, else ``connect()``."""
+        """The kernel's connection for the relay: the one given, else the
+        kernel's shared one."""
         if self._hub is None:
-            from .. import connect
-
-            self._hub = connect()
+            self._hub = _shared_kernel_client()
         return self._hub
 
     def _start_relay(self) -> Any:

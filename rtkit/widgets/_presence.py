@@ -24,7 +24,7 @@ class _PresenceRelay:
         self.stopped = False
         # A room this client had joined already belongs to the caller:
         # stopping the relay must not make them leave it.
-        self.owned = widget.room not in client._rooms
+        self.owned = not client._runner.call(lambda: widget.room in client.aio._rooms)
         self.room = client.presence(widget.room, dict(widget.state))
         for event in ("join", "leave", "update"):
             self.room.on(event, self._changed)

@@ -289,3 +289,25 @@ def test_presence_bar_checks_its_arguments() -> None:
     bar = PresenceBar("team", state={"status": "here"})
     assert (bar.room, bar.state, bar.mode) == ("team", {"status": "here"}, "auto")
     bar.close()
+
+
+def test_presence_bar_relay_leaves_a_room_its_client_had_left(
+    secret_hub: HubProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    room = f"team.{uuid.uuid4().hex[:8]}"
+    with (
+        rtkit.connect(secret_hub.url, token("ada")) as ada,
+        rtkit.connect(secret_hub.url, token("grace")) as grace,
+    ):
+        ada.presence(room).leave()  # joined and left before: not the caller's any more
+        bar = PresenceBar(room, hub=ada, mode="relay")
+        sent = Sent()
+        monkeypatch.setattr(bar, "send", sent)
+        bar._on_front_end_msg(bar, {"type": "relay"}, [])
+        sent.wait_for(lambda c: names(c) == [("ada", 1)], "ada in the room")
+        watcher = grace.presence(room)
+        bar.close()
+        deadline = time.monotonic() + WAIT_TIMEOUT
+        while any(m.user == "ada" for m in watcher.members):
+            assert time.monotonic() < deadline, "ada stayed in the room after the bar closed"
+            time.sleep(0.02)
