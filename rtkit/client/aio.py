@@ -66,6 +66,7 @@ from ..protocol import (
     MESSAGES,
     NAMESPACE,
     PRESENCE,
+    PRESENCE_EVENTS,
     PUBLISH,
     SUBSCRIBE,
     UNSUBSCRIBE,
@@ -1277,33 +1278,23 @@ class Client:
                 self._spawn(self._resubscribe(ch), "resubscribe", per_connection=True)
 
     async def _resubscribe(self, ch: Channel) -> None:
-        attempt = 0
-        while ch.subscribed:
-            try:
-                await self._request(
-                    SUBSCRIBE,
-                    ch._cursor.subscribe_request(),
-                    on_ack=partial(ch._on_subscribe_ack, ch._token),
-                    wait=False,
-                )
-                return
-            except _ConnectionLost:
-                return  # the next connection tries again
-            except (Unauthorized, Forbidden, BadRequest, NotFound, TooLarge) as exc:
-                log.error(
-                    "rtkit: the hub refused to resubscribe %r (%s); "
-                    "its callbacks get no more messages",
-                    ch.name,
-                    exc,
-                )
-                for listener in list(ch._listeners):
-                    ch._remove_listener(listener)
-                return
-            except (AckTimeout, HubError) as exc:
-                delay = self._backoff.delay(attempt)
-                attempt += 1
-                log.warning("rtkit: resubscribing %r failed (%s); retrying", ch.name, exc)
-                await asyncio.sleep(delay)
+        def refused() -> None:
+            log.error("rtkit: %r gets no more messages: its callbacks are dropped", ch.name)
+            for listener in list(ch._listeners):
+                ch._remove_listener(listener)
+
+        await self._resume(
+            # Built at each attempt: the cursor and token move on meanwhile.
+            lambda: self._request(
+                SUBSCRIBE,
+                ch._cursor.subscribe_request(),
+                on_ack=partial(ch._on_subscribe_ack, ch._token),
+                wait=False,
+            ),
+            f"resubscribe {ch.name!r}",
+            active=lambda: ch.subscribed,
+            on_refused=refused,
+        )
 
     # -- presence and shared documents -------------------------------------
 
@@ -1319,7 +1310,7 @@ class Client:
         except ValueError as exc:
             log.warning("rtkit: ignored a malformed presence event: %s", exc)
             return
-        if event in ("join", "leave", "update"):
+        if event in PRESENCE_EVENTS:
             room._on_event(event, member)
 
     def _on_doc_update(self, payload: Any) -> None:
@@ -1329,20 +1320,27 @@ class Client:
 
     def _rejoin_rooms(self) -> None:
         for room in self._rooms.values():
-            self._spawn(
-                self._resume(room._join, f"rejoin {room.room!r}"), "rejoin", per_connection=True
-            )
+            resume = self._resume(room._join, f"rejoin {room.room!r}", active=room._is_active)
+            self._spawn(resume, "rejoin", per_connection=True)
 
     def _resync_docs(self) -> None:
         for doc in self._docs.values():
-            self._spawn(
-                self._resume(doc._sync, f"resync {doc.name!r}"), "resync", per_connection=True
-            )
+            resume = self._resume(doc._sync, f"resync {doc.name!r}", active=doc._is_open)
+            self._spawn(resume, "resync", per_connection=True)
 
-    async def _resume(self, request: Callable[[], Awaitable[None]], what: str) -> None:
-        """Run a rejoin or resync request, retrying what may pass later."""
+    async def _resume(
+        self,
+        request: Callable[[], Awaitable[Any]],
+        what: str,
+        *,
+        active: Callable[[], bool],
+        on_refused: Callable[[], None] | None = None,
+    ) -> None:
+        """Send a resubscribe, rejoin or resync request after a reconnect,
+        retrying what may pass later, for as long as ``active()`` (a room
+        left or a document closed meanwhile is not joined or synced again)."""
         attempt = 0
-        while True:
+        while active():
             try:
                 await request()
                 return
@@ -1350,6 +1348,8 @@ class Client:
                 return  # the next connection tries again
             except (Unauthorized, Forbidden, BadRequest, NotFound, TooLarge) as exc:
                 log.error("rtkit: the hub refused to %s: %s", what, exc)
+                if on_refused is not None:
+                    on_refused()
                 return
             except (AckTimeout, HubError) as exc:
                 log.warning("rtkit: could not %s (%s); retrying", what, exc)

@@ -327,6 +327,10 @@ class SharedDoc(MutableMapping[str, Any]):
         if isinstance(update, bytes | bytearray) and not self._closed:
             self._apply_remote(bytes(update))
 
+    def _is_open(self) -> bool:
+        """Still to be kept in sync (not closed)."""
+        return not self._closed
+
     def _connection_lost(self) -> None:
         self._synced = False
         self._sync_token += 1

@@ -139,6 +139,10 @@ class Presence:
                 await self._client._request(PRESENCE_LEAVE, {"room": self.room}, wait=False)
         self._members.clear()
 
+    def _is_active(self) -> bool:
+        """Still in the room (not left)."""
+        return self._active
+
     def _check_active(self) -> None:
         self._client._check_usable()
         if not self._active:
