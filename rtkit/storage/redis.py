@@ -41,8 +41,8 @@ import orjson
 from ..errors import ConfigurationError, Forbidden
 from ..protocol import Member, merge_state
 from .base import Appended, DocRecord, FeedSink, Message, PresenceChange, Range, Retention
+from .codec import decode_data, encode_data
 from .memory import new_epoch, new_message_id, trim_selection
-from .sqlite import _decode, _encode
 
 __all__ = ["RedisStore"]
 
@@ -216,7 +216,7 @@ class RedisStore:
         ts: float,
         dedup_window: float,
     ) -> Appended:
-        kind, payload = _encode(data)
+        kind, payload = encode_data(data)
         dedup_key = ""
         if msg_id is None:
             msg_id = new_message_id()
@@ -297,7 +297,7 @@ class RedisStore:
             float(fields[b"t"]),
             fields[b"i"].decode(),
             fields[b"s"].decode(),
-            _decode(int(fields[b"k"]), fields[b"d"]),
+            decode_data(int(fields[b"k"]), fields[b"d"]),
         )
 
     async def read(

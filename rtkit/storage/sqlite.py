@@ -42,7 +42,6 @@ channels between hub processes.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import sqlite3
@@ -53,10 +52,10 @@ from typing import Any, Final
 
 import anyio
 import anyio.to_thread
-import orjson
 
 from ..errors import BadRequest, ConfigurationError, Unavailable
 from .base import Appended, DocRecord, Message, Range, Retention
+from .codec import decode_data, encode_data
 from .memory import MAX_DEDUP_KEYS, DedupCache, Key, new_epoch, new_message_id, trim_selection
 from .presence import MemoryPresence, PresenceInMemory
 
@@ -71,11 +70,6 @@ SCHEMA_VERSION: Final = 2
 # Rows per transaction: bounds how long one commit (and so the acks waiting
 # on it) can take when publishers outrun the disk.
 MAX_BATCH: Final = 4096
-
-# ``messages.kind``: how ``data`` is stored.
-KIND_JSON: Final = 0  # JSON text from orjson
-KIND_BYTES: Final = 1  # raw bytes
-KIND_JSON_STDLIB: Final = 2  # JSON text orjson cannot read back exactly (ints over 64 bits)
 
 _MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
     1: (
@@ -135,32 +129,12 @@ _PRUNE_PREFIX: Final = """DELETE FROM {table} WHERE rowid < coalesce(
 _SELECT_COLUMNS: Final = "SELECT seq, ts, id, sender, kind, data FROM messages"
 
 
-def _encode(data: Any) -> tuple[int, str | bytes]:
-    """``(kind, payload)`` for the ``messages`` table; raises TypeError for non-JSON data."""
-    if isinstance(data, bytes | bytearray | memoryview):
-        return KIND_BYTES, bytes(data)
-    try:
-        return KIND_JSON, orjson.dumps(data).decode()
-    except TypeError:
-        # Ints over 64 bits or lone surrogates: the stdlib keeps both exactly
-        # (ensure_ascii escapes surrogates, which SQLite could not store).
-        return KIND_JSON_STDLIB, json.dumps(data, separators=(",", ":"))
-
-
 def _check_utf8(text: str) -> None:
     try:
         text.encode()
     except UnicodeEncodeError:
         # A lone surrogate, say from a JSON "\ud800" escape: SQLite cannot store it.
         raise BadRequest(f"{text!r} is not valid Unicode text") from None
-
-
-def _decode(kind: int, payload: str | bytes) -> Any:
-    if kind == KIND_JSON:
-        return orjson.loads(payload)
-    if kind == KIND_BYTES:
-        return bytes(payload) if isinstance(payload, bytes) else payload.encode()
-    return json.loads(payload)
 
 
 class _Channel:
@@ -362,7 +336,7 @@ class SQLiteStore(PresenceInMemory):
             self._check_open()
         # Encode and check here, not in the writer: a bad value fails only its
         # caller, not the whole batch it would have joined.
-        kind, payload = _encode(data)
+        kind, payload = encode_data(data)
         for text in (channel, sender, msg_id):
             if text is not None and not text.isascii():
                 _check_utf8(text)
@@ -805,7 +779,7 @@ class SQLiteStore(PresenceInMemory):
         if newest is not None:
             rows.reverse()
         messages = [
-            Message(channel, seq, ts, msg_id, sender, _decode(kind, data))
+            Message(channel, seq, ts, msg_id, sender, decode_data(kind, data))
             for seq, ts, msg_id, sender, kind, data in rows
         ]
         if last is not None and limit is not None:
@@ -841,4 +815,4 @@ class SQLiteStore(PresenceInMemory):
         if found is None:
             return None
         seq, ts, msg_id, sender, kind, data = found
-        return Message(channel, seq, ts, msg_id, sender, _decode(kind, data))
+        return Message(channel, seq, ts, msg_id, sender, decode_data(kind, data))
