@@ -241,14 +241,7 @@ def _kind(value: Any) -> str:
 
 
 def validate_channel(name: Any, event: str = "request") -> str:
-    if not isinstance(name, str):
-        raise BadRequest(f"{event}: 'channel' must be a string, got {_kind(name)}")
-    if not CHANNEL_NAME_RE.fullmatch(name):
-        raise BadRequest(
-            f"{event}: invalid channel name {name[:60]!r}: use 1-200 characters "
-            "from letters, digits and _ . : @ / - (not starting with a punctuation mark)"
-        )
-    return name
+    return validate_name(name, "channel", event)
 
 
 def _optional_seq(obj: dict[str, Any], key: str, event: str, *, minimum: int = 0) -> int | None:
