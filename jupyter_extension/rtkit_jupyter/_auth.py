@@ -77,6 +77,15 @@ def identity_for(
     )
 
 
+async def rtkit_authorized(handler: Any, user: Any, action: str) -> bool:
+    """Whether the server's Authorizer lets ``user`` do ``action`` ("read",
+    "write") on the ``rtkit`` resource; the Authorizer may be async."""
+    result = handler.authorizer.is_authorized(handler, user, action, AUTH_RESOURCE)
+    if not isinstance(result, bool):
+        result = await result
+    return bool(result)
+
+
 def server_user() -> tuple[str, str]:
     """``(username, display name)`` of the person this server runs for, used
     when a kernel is started outside any request (no Jupyter user at hand):

@@ -17,7 +17,7 @@ from rtkit.errors import Unauthorized
 from rtkit.hosts.tornado import socketio_handler
 from rtkit.hub import Hub, Identity
 
-from ._auth import AUTH_RESOURCE, IDENTITY_KEY, KernelTokens, identity_for
+from ._auth import AUTH_RESOURCE, IDENTITY_KEY, KernelTokens, identity_for, rtkit_authorized
 
 if TYPE_CHECKING:
     from .app import RtkitExtension
@@ -84,7 +84,7 @@ def socket_handler(
             user = self.current_user
             if not isinstance(user, User):
                 raise web.HTTPError(403)
-            if not await self._authorized(user, "read"):
+            if not await rtkit_authorized(self, user, "read"):
                 raise web.HTTPError(403, f"{user.username} may not use rtkit")
             return identity_for(
                 user.username,
@@ -92,14 +92,8 @@ def socket_handler(
                 initials=user.initials,
                 color=user.color,
                 avatar_url=user.avatar_url,
-                can_publish=await self._authorized(user, "write"),
+                can_publish=await rtkit_authorized(self, user, "write"),
             )
-
-        async def _authorized(self, user: User, action: str) -> bool:
-            result = self.authorizer.is_authorized(self, user, action, AUTH_RESOURCE)
-            if not isinstance(result, bool):
-                result = await result
-            return bool(result)
 
         def _origin_allowed(self) -> bool:
             """The server's origin rules (allow_origin, allow_origin_pat),

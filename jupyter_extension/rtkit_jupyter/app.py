@@ -29,7 +29,13 @@ from rtkit.errors import ConfigurationError
 from rtkit.hub import Hub
 from rtkit.storage.base import Store, store_from_url
 
-from ._auth import JupyterAuthenticator, KernelTokens, identity_for, server_user
+from ._auth import (
+    JupyterAuthenticator,
+    KernelTokens,
+    identity_for,
+    rtkit_authorized,
+    server_user,
+)
 from ._handlers import StatusHandler, socket_handler
 
 if TYPE_CHECKING:
@@ -281,15 +287,17 @@ class RtkitExtension(ExtensionApp):
         token = self._server.identity_provider.token
         return str(token) if token else None
 
-    def kernel_environment(self, user: User | None) -> dict[str, str]:
+    def kernel_environment(self, user: User | None, *, can_publish: bool = True) -> dict[str, str]:
         """RTKIT_URL and a kernel token for a kernel that acts for ``user``
-        (the Jupyter user whose request starts it; else the server's user)."""
+        (the Jupyter user whose request starts it; else the server's user),
+        with the publish right the Authorizer gives that user."""
         if user is not None:
             identity = identity_for(
                 user.username,
                 name=user.display_name or user.name,
                 initials=user.initials,
                 color=user.color,
+                can_publish=can_publish,
                 kind="kernel",
             )
         else:
@@ -333,7 +341,12 @@ class RtkitExtension(ExtensionApp):
             kernel_id = kwargs.get("kernel_id")
             if kernel_id is None or kernel_id not in km:
                 env = dict(kwargs.get("env") or os.environ)
-                env.update(app.kernel_environment(_requesting_user()))
+                handler, user = _requesting()
+                # A kernel gets what its user gets from the Authorizer in a
+                # browser: no token without "read", no publishing without "write".
+                if user is None or await rtkit_authorized(handler, user, "read"):
+                    can_publish = user is None or await rtkit_authorized(handler, user, "write")
+                    env.update(app.kernel_environment(user, can_publish=can_publish))
                 kwargs["env"] = env
             return await start(*args, **kwargs)
 
@@ -341,11 +354,11 @@ class RtkitExtension(ExtensionApp):
         km.start_kernel = start_kernel  # type: ignore[method-assign]
 
 
-def _requesting_user() -> User | None:
-    """The Jupyter user of the request being handled, if any."""
+def _requesting() -> tuple[Any, User | None]:
+    """The request handler being run, and its Jupyter user, if any."""
     handler = CallContext.get(CallContext.JUPYTER_HANDLER)
     user = getattr(handler, "current_user", None) if handler is not None else None
-    return user if isinstance(user, User) else None
+    return handler, user if isinstance(user, User) else None
 
 
 def _is_loopback(host: str) -> bool:

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import socketio
 
+import rtkit
 import rtkit.aio
 from rtkit.errors import RtkitError
 from rtkit.protocol import NAMESPACE
@@ -136,3 +137,48 @@ async def test_kernel_token_connects_a_script(jupyter: JupyterServer) -> None:
         assert await hub.channel("ext.script").publish("hi") == 1
     body = json.dumps(jupyter.get_json("rtkit/api/status"))
     assert "ext.script" in body
+
+
+READ_ONLY_AUTHORIZER = '''
+from jupyter_server.auth import Authorizer
+
+
+class ReadOnlyRtkit(Authorizer):
+    """Everything allowed but writing to rtkit."""
+
+    def is_authorized(self, handler, user, action, resource):
+        return not (resource == "rtkit" and action == "write")
+'''
+
+
+async def test_the_authorizer_keeps_a_read_only_user_read_only_in_kernels_too(
+    jupyter_factory: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    modules = tmp_path / "authorizer"
+    modules.mkdir()
+    (modules / "read_only_rtkit.py").write_text(READ_ONLY_AUTHORIZER)
+    monkeypatch.setenv("PYTHONPATH", str(modules))
+    server = jupyter_factory(
+        extra_args=["--ServerApp.authorizer_class=read_only_rtkit.ReadOnlyRtkit"]
+    ).start()
+    # In the browser (the Jupyter login): reading works, publishing does not.
+    async with await rtkit.aio.connect(server.hub_url, token=server.token) as hub:
+        with pytest.raises(rtkit.Forbidden):
+            await hub.channel("ro.browser").publish("no")
+        assert await hub.channel("ro.browser").history() == []
+    # The same user's kernel gets a token with the same rights, no more.
+    kernel = Kernel.start(server)
+    try:
+        out = await kernel.execute(
+            "import rtkit\n"
+            "hub = rtkit.connect()\n"
+            "try:\n"
+            "    hub.channel('ro.kernel').publish('no')\n"
+            "except rtkit.Forbidden:\n"
+            "    print('forbidden')\n"
+            "print(len(hub.channel('ro.kernel').history()))\n"
+            "hub.close()\n"
+        )
+    finally:
+        kernel.shutdown()
+    assert out.split() == ["forbidden", "0"]
