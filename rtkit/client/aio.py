@@ -493,8 +493,17 @@ class Channel:
 
         view = LiveFrame(self.name, window, columns)
         self.on_gap(view.on_gap)
-        await self.subscribe(view.on_message, since=since)
-        view._close = partial(self.unsubscribe, view.on_message)
+        try:
+            await self.subscribe(view.on_message, since=since)
+        except BaseException:
+            self.off_gap(view.on_gap)
+            raise
+
+        async def close() -> None:
+            self.off_gap(view.on_gap)  # else the channel keeps the closed view alive
+            await self.unsubscribe(view.on_message)
+
+        view._close = close
         return view
 
     async def publish_frame(self, df: Any, batch_rows: int = _FRAME_BATCH_ROWS) -> list[int]:
@@ -536,6 +545,11 @@ class Channel:
         """
         self._gap_callbacks.append(callback)
         return callback
+
+    def off_gap(self, callback: GapCallback) -> None:
+        """Stop calling a callback given to :meth:`on_gap`."""
+        with contextlib.suppress(ValueError):
+            self._gap_callbacks.remove(callback)
 
     # -- internals, all on the client's event loop ------------------------
 
@@ -1405,9 +1419,11 @@ class Client:
             fn, args, listener = await self._calls.get()
             if self._calls.empty():
                 self._backlog_warn_at = _CALLBACK_BACKLOG_WARNING
-            if listener is not None and not listener.active:
-                continue
-            await _invoke(fn, args)
+            if listener is None or listener.active:
+                await _invoke(fn, args)
+            # Idle here, hold no callback: an unsubscribed one (a closed
+            # frame() view, say) is then free to go.
+            del fn, args, listener
 
 
 def _copy_error(exc: RtkitError) -> RtkitError:

@@ -299,8 +299,17 @@ class Channel:
 
         view = LiveFrame(self.name, window, columns)
         self.on_gap(view.on_gap)
-        self.subscribe(view.on_message, since=since)
-        view._close = partial(self.unsubscribe, view.on_message)
+        try:
+            self.subscribe(view.on_message, since=since)
+        except BaseException:
+            self.off_gap(view.on_gap)
+            raise
+
+        def close() -> None:
+            self.off_gap(view.on_gap)  # else the channel keeps the closed view alive
+            self.unsubscribe(view.on_message)
+
+        view._close = close
         return view
 
     def publish_frame(self, df: Any, batch_rows: int = aio._FRAME_BATCH_ROWS) -> list[int]:
@@ -323,6 +332,10 @@ class Channel:
     def on_gap(self, callback: aio.GapCallback) -> aio.GapCallback:
         """Call ``callback(channel_name, info)`` when a resume loses messages."""
         return self._runner.call(self.aio.on_gap, callback)
+
+    def off_gap(self, callback: aio.GapCallback) -> None:
+        """Stop calling a callback given to :meth:`on_gap`."""
+        self._runner.call(self.aio.off_gap, callback)
 
 
 class Presence:

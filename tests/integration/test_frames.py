@@ -223,3 +223,29 @@ def test_a_lost_history_shows_in_the_frame(rt_hub_factory: Callable[..., HubProc
         assert df["x"].isna().tolist() == [False, False, False, True, False]
         assert view.gaps[0].last_seq == 3
         view.close()
+
+
+def test_a_closed_view_is_released(rt_hub: HubProcess) -> None:
+    """Closing a frame() view lets it go: the channel holds no callback of it
+    (a gap callback used to stay behind and keep the closed view alive)."""
+    import gc
+    import weakref
+
+    with rtkit.connect(rt_hub.url) as hub:
+        channel = hub.channel("frames.release")
+
+        def used_and_closed() -> weakref.ref[Any]:
+            view = channel.frame(window=10)
+            channel.publish({"x": 1})
+            wait_until(lambda: view.received == 1, "the view to see the message")
+            view.close()
+            return weakref.ref(view)
+
+        ref = used_and_closed()
+        gc.collect()
+        assert ref() is None, "a closed view is still referenced"
+        # The channel still works for others.
+        other = channel.frame(window=10)
+        channel.publish({"x": 2})
+        wait_until(lambda: other.received == 1, "a new view to see a new message")
+        other.close()
