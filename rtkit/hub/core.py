@@ -31,7 +31,6 @@ from ..errors import (
     HubError,
     InternalError,
     NotFound,
-    RateLimited,
     TooLarge,
     Unauthorized,
     Unavailable,
@@ -552,11 +551,7 @@ class Hub:
         req = parse_publish(payload)
         if not conn.identity.can_publish(req.channel):
             raise Forbidden(f"{conn.identity.user!r} may not publish to {req.channel!r}")
-        if not conn.bucket.take():
-            raise RateLimited(
-                f"over {self.config.limits.publish_rate:g} publishes/s; "
-                f"retry in {conn.bucket.retry_after():.3f} s"
-            )
+        conn.bucket.take_or_refuse("publishes")
         self._check_size(req.data)
         return req
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -37,7 +37,7 @@ import anyio.to_thread
 import pycrdt
 
 from ..config import HubConfig
-from ..errors import BadRequest, Forbidden, HubError, RateLimited, TooLarge, Unavailable
+from ..errors import BadRequest, Forbidden, HubError, TooLarge, Unavailable
 from ..protocol import DOC_UPDATE, parse_doc_sync, parse_doc_update
 from ..storage.base import DocRecord, Store
 from .fanout import FanOut, encode_event
@@ -122,8 +122,7 @@ class SharedDocs:
         docs = self._by_conn.get(conn.sid, set())
         if req.doc not in docs and len(docs) >= self._limits.max_docs:
             raise Forbidden(f"document limit reached ({self._limits.max_docs} per connection)")
-        if not conn.bucket.take():  # a sync costs the hub the document's size
-            raise RateLimited(f"retry in {conn.bucket.retry_after():.3f} s")
+        conn.bucket.take_or_refuse()  # a sync costs the hub the document's size
         od = await self._open(req.doc)
         if self._connections.get(conn.sid) is not conn:
             self._maybe_evict(od)
@@ -146,11 +145,7 @@ class SharedDocs:
         cap = self._limits.max_payload_bytes
         if len(req.update) > cap:
             raise TooLarge(f"doc.update: the update is {len(req.update)} bytes, over {cap}")
-        if not conn.bucket.take():
-            raise RateLimited(
-                f"over {self._limits.publish_rate:g} requests/s; "
-                f"retry in {conn.bucket.retry_after():.3f} s"
-            )
+        conn.bucket.take_or_refuse()
         od = await self._open(req.doc)
         od.inflight += 1
         try:
@@ -168,21 +163,10 @@ class SharedDocs:
         finally:
             od.inflight -= 1
         self.updates_stored += 1
-        packets: list[Any] | None = None
-        for sid in od.subscribers:
-            if sid == conn.sid:
-                continue
-            target = self._connections.get(sid)
-            if target is None:
-                continue
-            if packets is None:
-                packets = encode_event(DOC_UPDATE, {"doc": req.doc, "update": req.update})
-            self._fanout.send_to(sid, target.eio_sid, packets, target.frame_writer)
+        self._broadcast(od, req.update, skip=conn.sid)
         if count >= self._config.doc_compact_every and not od.compacting:
             od.compacting = True
-            task = asyncio.get_running_loop().create_task(self._compact(od))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._spawn(self._compact(od))
         self._maybe_evict(od)
         return {"ok": True}
 
@@ -196,17 +180,26 @@ class SharedDocs:
             od.doc.apply_update(update)
         except Exception:
             log.warning("doc %r: a remote update failed to apply; reloading", name)
-            task = asyncio.get_running_loop().create_task(self._reload(od))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._spawn(self._reload(od))
+        self._broadcast(od, update)
+
+    def _broadcast(self, od: _OpenDoc, update: bytes, skip: str | None = None) -> None:
+        """Send ``update`` to the document's subscribers (but ``skip``),
+        encoded once for all of them."""
         packets: list[Any] | None = None
         for sid in od.subscribers:
-            target = self._connections.get(sid)
+            target = self._connections.get(sid) if sid != skip else None
             if target is None:
                 continue
             if packets is None:
-                packets = encode_event(DOC_UPDATE, {"doc": name, "update": update})
+                packets = encode_event(DOC_UPDATE, {"doc": od.name, "update": update})
             self._fanout.send_to(sid, target.eio_sid, packets, target.frame_writer)
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """Run ``coro`` in a task the hub holds until it ends."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def disconnected(self, sid: str) -> None:
         for name in self._by_conn.pop(sid, ()):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 
+from ..errors import RateLimited
+
 
 class TokenBucket:
     """Allows ``rate`` events per second on average and bursts of ``burst``.
@@ -39,3 +41,8 @@ class TokenBucket:
         if self._rate <= 0 or self._tokens >= 1.0:
             return 0.0
         return (1.0 - self._tokens) / self._rate
+
+    def take_or_refuse(self, what: str = "requests") -> None:
+        """:meth:`take`, or :class:`RateLimited` saying the rate and when to retry."""
+        if not self.take():
+            raise RateLimited(f"over {self._rate:g} {what}/s; retry in {self.retry_after():.3f} s")

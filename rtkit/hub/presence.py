@@ -39,7 +39,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..config import HubConfig
-from ..errors import Forbidden, NotFound, RateLimited, Unavailable
+from ..errors import Forbidden, NotFound, Unavailable
 from ..protocol import (
     PRESENCE,
     Member,
@@ -184,11 +184,7 @@ class PresenceRooms:
     def _take(self, conn: Connection) -> None:
         # Joins and updates share the connection's publish budget: each one
         # costs every member of the room an event.
-        if not conn.bucket.take():
-            raise RateLimited(
-                f"over {self._limits.publish_rate:g} requests/s; "
-                f"retry in {conn.bucket.retry_after():.3f} s"
-            )
+        conn.bucket.take_or_refuse()
 
     async def leave(self, conn: Connection, payload: Any) -> dict[str, Any]:
         req = parse_presence_leave(payload)
