@@ -39,7 +39,7 @@ from typing import Any
 import orjson
 
 from ..errors import ConfigurationError, Forbidden
-from ..protocol import Member, merge_state
+from ..protocol import Member, merge_state, parse_member
 from .base import Appended, DocRecord, FeedSink, Message, PresenceChange, Range, Retention
 from .codec import decode_data, encode_data
 from .memory import new_epoch, new_message_id, trim_selection
@@ -467,27 +467,17 @@ class RedisStore:
         if event["k"] == "d":
             sink.feed_doc(event["doc"], body)
         elif event["k"] == "p":
-            m = event["member"]
-            member = Member(m["id"], m["user"], m["name"], m["color"], m["state"], m["conns"])
+            member = parse_member(event["member"])
             sink.feed_presence(PresenceChange(event["room"], event["event"], member))
 
     def _presence_event(self, change: PresenceChange) -> bytes:
-        m = change.member
-        member = {
-            "id": m.id,
-            "user": m.user,
-            "name": m.name,
-            "color": m.color,
-            "state": m.state,
-            "conns": m.connections,
-        }
         return orjson.dumps(
             {
                 "k": "p",
                 "o": self.origin,
                 "room": change.room,
                 "event": change.event,
-                "member": member,
+                "member": change.member.to_wire(),  # the wire form clients get too
             }
         )
 
