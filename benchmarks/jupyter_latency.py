@@ -21,7 +21,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,19 +33,12 @@ BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
 sys.path.insert(0, str(BENCH_DIR))
 
-from run import run_loadgen, wait_for_quiet  # noqa: E402
+from run import free_port, run_loadgen, wait_for_quiet  # noqa: E402
 
 START = "<!-- jupyter-latency:start -->"
 END = "<!-- jupyter-latency:end -->"
 BASE_URL = "/user/bench/"
 TOKEN = "bench-token-0123456789abcdef"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def wait_http(url: str, headers: dict[str, str], timeout: float = 60.0) -> None:

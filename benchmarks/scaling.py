@@ -40,18 +40,11 @@ BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
 sys.path.insert(0, str(ROOT))
 
-from rtkit.deploy import nginx_config  # noqa: E402
+from rtkit.deploy import free_port, nginx_config  # noqa: E402
 
 REDIS = os.environ.get("RTKIT_REDIS", "redis://127.0.0.1:6379/0")
 HZ = os.sysconf("SC_CLK_TCK")
 BEGIN, END = "<!-- scaling:begin -->", "<!-- scaling:end -->"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def wait_port(port: int, within: float = 20.0) -> None:

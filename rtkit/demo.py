@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from .client import aio
+from .deploy import free_port
 
 # Publishes kept unacked at once: enough to pipeline tens of thousands a second.
 _WINDOW = 2_000
@@ -117,12 +118,6 @@ NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 _READY_TIMEOUT = 120.0
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float) -> None:
     """Wait until rtkit's status API says the hub runs (it starts after the
     server listens)."""
@@ -155,7 +150,7 @@ def run_demo(
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {sorted(KINDS)}")
     channel = channel or f"demo.{kind}"
-    port = port or _free_port()
+    port = port or free_port()
     with socket.socket() as probe:
         try:
             probe.bind(("127.0.0.1", port))

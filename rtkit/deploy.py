@@ -86,7 +86,8 @@ http {{
 """
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A loopback TCP port nothing listens on right now."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
@@ -126,7 +127,7 @@ def run_cluster(hubs: int, port: int, store: str, hub_args: Sequence[str] = ()) 
     signal.signal(signal.SIGINT, on_signal)
     with tempfile.TemporaryDirectory(prefix="rtkit-cluster-") as workdir:
         try:
-            ports = [_free_port() for _ in range(hubs)]
+            ports = [free_port() for _ in range(hubs)]
             for hub_port in ports:
                 cmd = [sys.executable, "-m", "rtkit", "hub", "--port", str(hub_port)]
                 procs.append(subprocess.Popen([*cmd, "--store", store, *hub_args]))

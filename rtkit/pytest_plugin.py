@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import queue
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -25,15 +24,9 @@ from typing import Any
 
 import pytest
 
+from .deploy import free_port as free_port  # for tests and benchmarks too
+
 READY_TIMEOUT = 20.0
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class HubProcess:
