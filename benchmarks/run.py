@@ -46,6 +46,13 @@ from typing import Any
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
 HOST = "127.0.0.1"
+# Where the other benchmarks' sections of RESULTS.md begin: a full run keeps them.
+OTHER_SECTIONS = (
+    "<!-- jupyter-latency:start -->",
+    "<!-- docs_presence:begin -->",
+    "<!-- widgets-fps:begin -->",
+    "<!-- scaling:begin -->",
+)
 SERVER_NAMES = ("rtkit", "socketio", "node", "raw")
 PY_HOSTS = ("aiohttp", "tornado", "uvicorn")
 
@@ -873,13 +880,13 @@ def write_report(
         f"Raw numbers: [{meta['json_name']}]({meta['json_name']}).",
         "",
     ]
-    # The other benchmarks (jupyter_latency.py, docs_presence.py,
-    # widgets_fps.py, scaling.py) record their own sections after this
-    # run's part of the file, starting with the Jupyter one; keep them all.
+    # The other benchmarks record their own sections after this run's part
+    # of the file, in whatever order they first ran: keep everything from
+    # the first of their markers on.
     old = path.read_text() if path.exists() else ""
-    start = "<!-- jupyter-latency:start -->"
-    if start in old:
-        lines += [start + old.split(start, 1)[1].rstrip("\n"), ""]
+    found = [old.find(m) for m in OTHER_SECTIONS if m in old]
+    if found:
+        lines += [old[min(found) :].rstrip("\n"), ""]
     path.write_text("\n".join(lines))
 
 
