@@ -398,6 +398,17 @@ class Bystander:
         assert data == list(range(1, len(self.acked) + 1))
 
 
+def poll_until(
+    predicate: Callable[[], bool], what: str = "a condition", within: float = WAIT_TIMEOUT
+) -> None:
+    """:func:`wait_until` for blocking code (rtkit's blocking client, widgets)."""
+    deadline = time.monotonic() + within
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"waited {within}s for {what}")
+        time.sleep(0.02)
+
+
 async def wait_until(
     predicate: Callable[[], bool], what: str = "a condition", within: float = WAIT_TIMEOUT
 ) -> None:

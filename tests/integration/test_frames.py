@@ -14,16 +14,10 @@ import rtkit
 import rtkit.aio
 from rtkit.pytest_plugin import HubProcess
 
+from .helpers import poll_until
+
 WAIT = 20.0
 FAST_RECONNECT: dict[str, Any] = {"reconnect_delay": 0.05, "reconnect_delay_max": 0.3}
-
-
-def wait_until(predicate: Callable[[], bool], what: str, within: float = WAIT) -> None:
-    deadline = time.monotonic() + within
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
 
 
 def _frame(n: int) -> pd.DataFrame:
@@ -45,7 +39,7 @@ def test_publish_frame_round_trips_through_frame_and_history(rt_hub: HubProcess)
         view = sub.channel("sensors").frame(window=3_000)
         seqs = pub.channel("sensors").publish_frame(df, batch_rows=700)
         assert seqs == list(range(1, 9))  # 5000 rows in batches of 700: 8 messages
-        wait_until(lambda: view.rows_received == 5_000, "the view to take in every row")
+        poll_until(lambda: view.rows_received == 5_000, "the view to take in every row")
         live = view.df
         assert len(live) == 3_000
         assert dict(live.dtypes) == dict(df.dtypes)
@@ -189,14 +183,14 @@ def test_time_window_over_live_row_messages(rt_hub: HubProcess) -> None:
         ch = hub.channel("ticks")
         view = ch.frame(window="300ms")
         first = ch.publish({"px": 0.0})
-        wait_until(lambda: view.received == 1, "the first tick")
+        poll_until(lambda: view.received == 1, "the first tick")
         start = time.monotonic()
         n = 0
         # Publish for a little over a second: the view must hold only the last 300 ms.
         while time.monotonic() - start < 1.2:
             n += 1
             ch.publish({"px": float(n)})
-        wait_until(lambda: view.received == n + 1, "every tick")
+        poll_until(lambda: view.received == n + 1, "every tick")
         df = view.df
         assert first == 1
         assert 0 < len(df) < n
@@ -213,12 +207,12 @@ def test_a_lost_history_shows_in_the_frame(rt_hub_factory: Callable[..., HubProc
         view = ch.frame(window=100)
         for i in range(3):
             ch.publish({"x": float(i)})
-        wait_until(lambda: view.received == 3, "the first messages")
+        poll_until(lambda: view.received == 3, "the first messages")
         hub.kill()
         hub.start()
-        wait_until(lambda: bool(view.gaps), "the gap notice")
+        poll_until(lambda: bool(view.gaps), "the gap notice")
         ch.publish({"x": 10.0})
-        wait_until(lambda: view.received == 4, "the message after the gap")
+        poll_until(lambda: view.received == 4, "the message after the gap")
         df = view.df
         assert df["x"].isna().tolist() == [False, False, False, True, False]
         assert view.gaps[0].last_seq == 3
@@ -237,7 +231,7 @@ def test_a_closed_view_is_released(rt_hub: HubProcess) -> None:
         def used_and_closed() -> weakref.ref[Any]:
             view = channel.frame(window=10)
             channel.publish({"x": 1})
-            wait_until(lambda: view.received == 1, "the view to see the message")
+            poll_until(lambda: view.received == 1, "the view to see the message")
             view.close()
             return weakref.ref(view)
 
@@ -247,5 +241,5 @@ def test_a_closed_view_is_released(rt_hub: HubProcess) -> None:
         # The channel still works for others.
         other = channel.frame(window=10)
         channel.publish({"x": 2})
-        wait_until(lambda: other.received == 1, "a new view to see a new message")
+        poll_until(lambda: other.received == 1, "a new view to see a new message")
         other.close()

@@ -103,10 +103,7 @@ async def test_upgrade_from_long_polling(shared_hub: HubProcess) -> None:
         shared_hub.url, namespaces=[NS], transports=["polling", "websocket"], wait_timeout=10
     )
     try:
-        deadline = time.monotonic() + WAIT_TIMEOUT
-        while sio.transport() != "websocket":
-            assert time.monotonic() < deadline, "never upgraded to websocket"
-            await asyncio.sleep(0.02)
+        await wait_until(lambda: sio.transport() == "websocket", "the upgrade to websocket")
         ack = await sio.call("subscribe", {"channel": channel}, namespace=NS, timeout=10)
         assert ack["ok"], ack
         ack = await sio.call("publish", {"channel": channel, "data": 1}, namespace=NS, timeout=10)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import datetime
 import logging
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -21,7 +20,7 @@ from rtkit.pytest_plugin import HubProcess
 from rtkit.widgets import PresenceBar, link
 
 from .conftest import token
-from .helpers import WAIT_TIMEOUT, wait_until
+from .helpers import WAIT_TIMEOUT, poll_until, wait_until
 
 
 class Values:
@@ -52,10 +51,7 @@ def two(shared_hub: HubProcess) -> Iterator[tuple[rtkit.Client, rtkit.Client]]:
 
 
 def wait_for_key(doc: rtkit.SharedDoc, key: str) -> None:
-    deadline = time.monotonic() + WAIT_TIMEOUT
-    while key not in doc:
-        assert time.monotonic() < deadline, f"{key!r} never reached {doc.name!r}"
-        time.sleep(0.01)
+    poll_until(lambda: key in doc, f"{key!r} to reach {doc.name!r}")
 
 
 def doc_name() -> str:
@@ -101,10 +97,10 @@ def test_people_linking_at_once_end_on_one_value(
     link(slider_b, params_b, "alpha")
     params_a.flush(timeout=WAIT_TIMEOUT)
     params_b.flush(timeout=WAIT_TIMEOUT)
-    deadline = time.monotonic() + WAIT_TIMEOUT
-    while not (slider_a.value == slider_b.value == params_a["alpha"] == params_b["alpha"]):
-        assert time.monotonic() < deadline, (slider_a.value, slider_b.value)
-        time.sleep(0.02)
+    poll_until(
+        lambda: slider_a.value == slider_b.value == params_a["alpha"] == params_b["alpha"],
+        "both sliders and both documents to agree",
+    )
     assert slider_a.value in (10, 20)
 
 
@@ -153,10 +149,7 @@ def test_a_value_the_widget_refuses_is_logged_not_raised(
     link(theirs, params_b, "color")
     with caplog.at_level(logging.WARNING, logger="rtkit.widgets._link"):
         theirs.value = "blue"
-        deadline = time.monotonic() + WAIT_TIMEOUT
-        while "does not accept" not in caplog.text:
-            assert time.monotonic() < deadline, "no warning about the refused value"
-            time.sleep(0.02)
+        poll_until(lambda: "does not accept" in caplog.text, "a warning about the refused value")
     assert mine.value == "red"
     # The link still works for values both accept.
     seen = Values(mine)
@@ -275,10 +268,7 @@ def test_presence_bar_relays_the_kernel_members(
         # Stopping the relay leaves the room the relay joined.
         watcher = grace.presence(room)
         bar.close()
-        deadline = time.monotonic() + WAIT_TIMEOUT
-        while any(m.user == "ada" for m in watcher.members):
-            assert time.monotonic() < deadline, "ada stayed in the room after the bar closed"
-            time.sleep(0.02)
+        poll_until(lambda: all(m.user != "ada" for m in watcher.members), "ada to leave")
 
 
 def test_presence_bar_checks_its_arguments() -> None:
@@ -307,7 +297,4 @@ def test_presence_bar_relay_leaves_a_room_its_client_had_left(
         sent.wait_for(lambda c: names(c) == [("ada", 1)], "ada in the room")
         watcher = grace.presence(room)
         bar.close()
-        deadline = time.monotonic() + WAIT_TIMEOUT
-        while any(m.user == "ada" for m in watcher.members):
-            assert time.monotonic() < deadline, "ada stayed in the room after the bar closed"
-            time.sleep(0.02)
+        poll_until(lambda: all(m.user != "ada" for m in watcher.members), "ada to leave")
