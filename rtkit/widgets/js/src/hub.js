@@ -7,6 +7,8 @@
 import { io } from "socket.io-client";
 
 const NAMESPACE = "/rtkit";
+// Error codes worth another try later (DESIGN's ack error codes).
+const TRANSIENT = new Set(["rate_limited", "unavailable", "internal"]);
 // Shared across the separately bundled widget modules of one page.
 const hubs = (globalThis.__rtkitHubs ??= new Map());
 
@@ -88,7 +90,14 @@ class Hub {
     const req = { channel: name };
     if (ch.seq !== null) req.since = ch.seq;
     this.socket.timeout(10000).emit("subscribe", req, (err, ack) => {
-      if (err || !ack || !ack.ok) return;
+      if (this.channels.get(name) !== ch) return; // no longer wanted
+      if (err || !ack || !ack.ok) {
+        ch.error = err ? "no answer from the hub" : (ack && ack.error && ack.error.message) || "refused";
+        this.retryLater(err, ack, ch, () => this.subscribe(name));
+        return;
+      }
+      ch.error = null;
+      ch.attempts = 0;
       const gap = ch.epoch !== null && (ack.recovered === false || ack.epoch !== ch.epoch);
       ch.epoch = ack.epoch;
       if (gap) {
@@ -98,6 +107,19 @@ class Hub {
       if (ack.messages && ack.messages.length) this.onMessages(ack.messages);
       if (ch.seq === null || ch.seq < ack.seq) ch.seq = ack.seq;
     });
+  }
+
+  // A subscribe or join that timed out or was refused for now (rate
+  // limited, hub unavailable) is tried again with backoff, as the Python
+  // client does; a lasting refusal (forbidden, bad request) is not.
+  retryLater(err, ack, target, again) {
+    const code = ack && ack.error && ack.error.code;
+    if (!err && !TRANSIENT.has(code)) return;
+    target.attempts = (target.attempts || 0) + 1;
+    const delay = Math.min(10000, 250 * 2 ** Math.min(target.attempts, 6)) * (0.5 + Math.random());
+    setTimeout(() => {
+      if (this.socket.connected) again();
+    }, delay);
   }
 
   onMessages(envs) {
@@ -145,8 +167,10 @@ class Hub {
       if (this.rooms.get(name) !== room) return; // left meanwhile
       if (err || !ack || !ack.ok) {
         room.error = err ? "no answer from the hub" : (ack && ack.error && ack.error.message) || "refused";
+        this.retryLater(err, ack, room, () => this.join(name));
       } else {
         room.error = null;
+        room.attempts = 0;
         // The ack's list is the room as the hub saw it after our join; events
         // queued before it (and flushed after) apply on top.
         room.members = new Map(ack.members.map((m) => [m.id, m]));
