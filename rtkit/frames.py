@@ -185,9 +185,7 @@ def _batch_frame(data: dict[str, Any], ts: float) -> pd.DataFrame:
         name: _decode_column(dtype, values)
         for name, dtype, values in zip(columns, dtypes, cols, strict=False)
     }
-    frame = pd.DataFrame(body, index=index)
-    # DataFrame(dict of Index) may re-wrap tz-aware values; columns keep their dtypes.
-    return frame
+    return pd.DataFrame(body, index=index)
 
 
 def _rows_frame(rows: Sequence[tuple[float, Any]]) -> pd.DataFrame:

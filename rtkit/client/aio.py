@@ -136,7 +136,6 @@ MAX_INCOMING_MESSAGE: Final = 256 * 1024 * 1024
 # How many queued publishes the pump sends before letting other tasks run.
 _PUMP_BATCH: Final = 100
 _BACKFILL_PAGE: Final = 1000
-_FRAME_BATCH_ROWS: Final = 2_000  # rtkit.frames.DEFAULT_BATCH_ROWS, without importing pandas
 _FRAME_PIPELINE: Final = 32
 # Callbacks waiting to run before the client says they are falling behind.
 _CALLBACK_BACKLOG_WARNING: Final = 10_000
@@ -506,16 +505,17 @@ class Channel:
         view._close = close
         return view
 
-    async def publish_frame(self, df: Any, batch_rows: int = _FRAME_BATCH_ROWS) -> list[int]:
+    async def publish_frame(self, df: Any, batch_rows: int | None = None) -> list[int]:
         """Publish a pandas DataFrame in column-oriented batches, one message each.
 
+        ``batch_rows`` defaults to :data:`rtkit.frames.DEFAULT_BATCH_ROWS`.
         Returns the seqs of the batches. dtypes (timestamps with their time
         zone included) and missing values survive the round trip through
         :meth:`frame` and ``history(as_frame=True)``.
         """
-        from ..frames import encode_batches
+        from ..frames import DEFAULT_BATCH_ROWS, encode_batches
 
-        payloads = encode_batches(df, batch_rows)
+        payloads = encode_batches(df, DEFAULT_BATCH_ROWS if batch_rows is None else batch_rows)
         seqs: list[int] = []
         # Pipelined, in order, with a bounded number of publishes in the air.
         for start in range(0, len(payloads), _FRAME_PIPELINE):
@@ -530,10 +530,7 @@ class Channel:
         limit: int | None = None,
         columns: Sequence[str] | None = None,
     ) -> pd.DataFrame:
-        """Same as ``history(since, before, limit, as_frame=True, columns=columns)``.
-
-        Kept for code written before :meth:`history` took ``as_frame``.
-        """
+        """Same as ``history(since, before, limit, as_frame=True, columns=columns)``."""
         return await self.history(since, before, limit, as_frame=True, columns=columns)
 
     def on_gap(self, callback: GapCallback) -> GapCallback:

@@ -312,7 +312,7 @@ class Channel:
         view._close = close
         return view
 
-    def publish_frame(self, df: Any, batch_rows: int = aio._FRAME_BATCH_ROWS) -> list[int]:
+    def publish_frame(self, df: Any, batch_rows: int | None = None) -> list[int]:
         """Publish a DataFrame in batches; see :meth:`rtkit.aio.Channel.publish_frame`."""
         return self._runner.run("publish_frame", self.aio.publish_frame, df, batch_rows)
 
@@ -323,10 +323,7 @@ class Channel:
         limit: int | None = None,
         columns: Sequence[str] | None = None,
     ) -> pd.DataFrame:
-        """Same as ``history(since, before, limit, as_frame=True, columns=columns)``.
-
-        Kept for code written before :meth:`history` took ``as_frame``.
-        """
+        """Same as ``history(since, before, limit, as_frame=True, columns=columns)``."""
         return self.history(since, before, limit, as_frame=True, columns=columns)
 
     def on_gap(self, callback: aio.GapCallback) -> aio.GapCallback:

@@ -122,7 +122,6 @@ class RedisStore:
         self.prefix = prefix
         self.retention = retention
         self._clock = clock
-        self._redis_url = redis_url
         self.origin = uuid.uuid4().hex[:16]  # tells this hub's announcements apart
         # redis-py's asyncio client is only partly typed: held as Any.
         self._r: Any = None
@@ -156,7 +155,7 @@ class RedisStore:
         # Fail fast: while Redis is away a publish must be answered with
         # 'unavailable' within about a second, not hang in retries.
         client = aioredis.Redis.from_url(
-            self._redis_url,
+            self.url,
             socket_connect_timeout=1.0,
             socket_timeout=3.0,
             retry=Retry(NoBackoff(), 0),
@@ -176,7 +175,7 @@ class RedisStore:
             self._scripts[name] = self._r.register_script(body)
         await self._r.ping()
         self._state = "open"
-        log.info("redis store open (%s, prefix %r)", self._redis_url, self.prefix)
+        log.info("redis store open (%s, prefix %r)", self.url, self.prefix)
 
     async def close(self) -> None:
         if self._state == "closed":
