@@ -465,7 +465,7 @@ class Hub:
         if self._per_user[conn.identity.user] <= 0:
             del self._per_user[conn.identity.user]
         self.docs.disconnected(sid)
-        await self.presence.disconnected(sid, conn.identity.user)
+        await self.presence.disconnected(sid)
         log.debug("disconnected %s (%s)", sid, reason)
 
     def _disconnect_slow(self, sid: str) -> None:

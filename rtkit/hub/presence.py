@@ -188,9 +188,10 @@ class PresenceRooms:
 
     async def leave(self, conn: Connection, payload: Any) -> dict[str, Any]:
         req = parse_presence_leave(payload)
-        if self._forget(conn.sid, req.room) is None:
+        member_id = self._forget(conn.sid, req.room)
+        if member_id is None:
             raise NotFound(f"not in room {req.room!r}")
-        await self._leave_store(conn.sid, req.room, conn.identity.user)
+        await self._leave_store(conn.sid, req.room, member_id)
         return {"ok": True}
 
     async def list(self, conn: Connection, payload: Any) -> dict[str, Any]:
@@ -200,17 +201,21 @@ class PresenceRooms:
         members = await self._store.presence_members(req.room)
         return {"ok": True, "members": [m.to_wire() for m in members]}
 
-    async def disconnected(self, sid: str, user: str) -> None:
+    async def disconnected(self, sid: str) -> None:
         """A connection closed: it leaves every room it had joined."""
         for room in list(self._joined.get(sid, ())):
-            self._forget(sid, room)
+            member_id = self._forget(sid, room)
+            if member_id is None:
+                continue
             try:
-                await self._leave_store(sid, room, user)
+                await self._leave_store(sid, room, member_id)
             except Exception:
                 # Its entry lapses at its deadline instead.
                 log.exception("presence: could not remove %s from %r", sid, room)
 
     def _forget(self, sid: str, room: str) -> str | None:
+        """Drop this hub's record of ``sid`` in ``room``; its member id, or
+        None if it was not there."""
         local = self._local.get(room)
         entry = local.pop(sid, None) if local is not None else None
         if local is not None and not local:
@@ -222,8 +227,8 @@ class PresenceRooms:
                 del self._joined[sid]
         return entry[0] if entry is not None else None
 
-    async def _leave_store(self, sid: str, room: str, user: str) -> None:
-        change = await self._store.presence_leave(room, member_id_for(user), sid)
+    async def _leave_store(self, sid: str, room: str, member_id: str) -> None:
+        change = await self._store.presence_leave(room, member_id, sid)
         if change is not None:
             self._queue(change)
 
