@@ -150,6 +150,37 @@ def rt_hub_factory() -> Iterator[Any]:
         hub.terminate(timeout=5)
 
 
+# The Redis that Redis-backed tests use; each test keeps to its own key prefix.
+REDIS_URL = os.environ.get("RTKIT_TEST_REDIS", "redis://127.0.0.1:6379/0")
+
+
+@pytest.fixture
+def rt_redis_prefix() -> Iterator[str]:
+    """A fresh key prefix on ``REDIS_URL`` ($RTKIT_TEST_REDIS), its keys
+    deleted after the test; skips the test when no Redis answers.
+
+    >>> store = f"{REDIS_URL}?prefix={rt_redis_prefix}"
+    """
+    import uuid
+
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1)
+    try:
+        client.ping()
+    except Exception as exc:
+        client.close()
+        pytest.skip(f"no Redis at {REDIS_URL} ({exc})")
+    prefix = f"rtkit-test-{uuid.uuid4().hex[:8]}:"
+    try:
+        yield prefix
+    finally:
+        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+        if keys:
+            client.delete(*keys)
+        client.close()
+
+
 @pytest.fixture
 def rt_hub(rt_hub_factory: Any) -> HubProcess:
     """An anonymous hub with the memory store, on a free loopback port."""

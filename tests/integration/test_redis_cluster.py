@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import shutil
 import subprocess
 import time
 import urllib.error
 import urllib.request
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -27,40 +25,16 @@ import rtkit
 import rtkit.aio
 from rtkit.deploy import nginx_config
 from rtkit.errors import Unavailable
-from rtkit.pytest_plugin import HubProcess, free_port
+from rtkit.pytest_plugin import REDIS_URL, HubProcess, free_port
 
 from .conftest import SECRET, Connect, token
 from .helpers import WAIT_TIMEOUT, assert_gap_free, assert_ok, wait_until
 from .proxy import Proxy
 
-REDIS = os.environ.get("RTKIT_TEST_REDIS", "redis://127.0.0.1:6379/0")
+REDIS = REDIS_URL
 FAST: dict[str, Any] = {"reconnect_delay": 0.05, "reconnect_delay_max": 0.3}
 
 pytestmark = pytest.mark.redis
-
-
-def _redis_client() -> Any:
-    import redis
-
-    return redis.Redis.from_url(REDIS, socket_connect_timeout=1)
-
-
-@pytest.fixture
-def prefix() -> Iterator[str]:
-    """A key prefix of this test's own; its keys are deleted afterwards."""
-    try:
-        client = _redis_client()
-        client.ping()
-    except Exception as exc:
-        pytest.skip(f"no Redis at {REDIS} ({exc}); .ci/run starts one")
-    name = f"rtkit-test-{uuid.uuid4().hex[:8]}:"
-    try:
-        yield name
-    finally:
-        keys = list(client.scan_iter(match=f"{name}*", count=1000))
-        if keys:
-            client.delete(*keys)
-        client.close()
 
 
 class Cluster:
@@ -84,11 +58,11 @@ class Cluster:
 
 
 @pytest.fixture
-def cluster(prefix: str) -> Iterator[Callable[..., Cluster]]:
+def cluster(rt_redis_prefix: str) -> Iterator[Callable[..., Cluster]]:
     made: list[Cluster] = []
 
     def make(redis_url: str = REDIS) -> Cluster:
-        c = Cluster(prefix, redis_url)
+        c = Cluster(rt_redis_prefix, redis_url)
         made.append(c)
         return c
 

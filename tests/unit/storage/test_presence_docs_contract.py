@@ -3,7 +3,6 @@ embedded backend. Deadlines are passed in; nothing sleeps."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -12,10 +11,9 @@ import pytest
 
 from rtkit.errors import Forbidden, TooLarge
 from rtkit.protocol import Member
+from rtkit.pytest_plugin import REDIS_URL
 from rtkit.storage import MemoryStore, SQLiteStore, Store
 from rtkit.storage.redis import RedisStore
-
-REDIS_URL = os.environ.get("RTKIT_TEST_REDIS", "redis://127.0.0.1:6379/0")
 
 LIMITS = {"max_members": 3, "max_state_bytes": 256}
 
@@ -24,7 +22,7 @@ LIMITS = {"max_members": 3, "max_state_bytes": 256}
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
     s: Store
     if request.param == "redis":
-        s = RedisStore(REDIS_URL, prefix=request.getfixturevalue("redis_prefix"))
+        s = RedisStore(REDIS_URL, prefix=request.getfixturevalue("rt_redis_prefix"))
     else:
         s = MemoryStore() if request.param == "memory" else SQLiteStore(tmp_path / "rt.db")
     await s.open()

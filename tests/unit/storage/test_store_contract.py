@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import os
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -18,10 +17,9 @@ from typing import Any
 
 import pytest
 
+from rtkit.pytest_plugin import REDIS_URL
 from rtkit.storage import Appended, MemoryStore, Range, Retention, SQLiteStore, Store
 from rtkit.storage.redis import RedisStore
-
-REDIS_URL = os.environ.get("RTKIT_TEST_REDIS", "redis://127.0.0.1:6379/0")
 
 MakeStore = Callable[..., Awaitable[Store]]
 WINDOW = 300.0
@@ -30,7 +28,7 @@ WINDOW = 300.0
 @pytest.fixture(params=["memory", "sqlite", pytest.param("redis", marks=pytest.mark.redis)])
 async def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[MakeStore]:
     stores: list[Store] = []
-    redis_prefix = request.getfixturevalue("redis_prefix") if request.param == "redis" else ""
+    redis_prefix = request.getfixturevalue("rt_redis_prefix") if request.param == "redis" else ""
 
     async def make(retention: Retention = Retention()) -> Store:  # noqa: B008
         store: Store
