@@ -228,11 +228,21 @@ def build_parser() -> argparse.ArgumentParser:
         "messages/s. Prints the URL to open; Ctrl-C stops it all.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    demo.add_argument("--port", type=int, default=8888, help="JupyterLab's port")
+    demo.add_argument(
+        "--port",
+        type=int,
+        default=None,
+        help="JupyterLab's port; without it, 8888 or the next free one",
+    )
     demo.add_argument("--rate", type=float, default=200.0, help="feed messages per second")
     demo.add_argument("--kind", choices=["prices", "sensors"], default="prices")
     demo.add_argument("--channel", default=None, help="feed channel (default: demo.KIND)")
-    demo.add_argument("--dir", default="rtkit-demo", help="JupyterLab's root directory")
+    demo.add_argument(
+        "--dir",
+        default="rtkit-demo",
+        help="JupyterLab's root directory, relative to the current one; the notebooks "
+        "and the hub's history (.rtkit/hub.db) go there",
+    )
     return parser
 
 
@@ -255,11 +265,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "tail":
             return _run(_tail(args))
         if args.command == "demo":
-            from pathlib import Path
-
             from .demo import run_demo
 
-            return run_demo(args.port, args.rate, args.kind, args.channel, Path(args.dir))
+            return run_demo(args.port, args.rate, args.kind, args.channel, args.dir)
     except RtkitError as exc:
         print(f"rtkit {args.command}: {exc}", file=sys.stderr)
         return 2

@@ -28,6 +28,7 @@ from typing import Any
 
 from .client import aio
 from .deploy import free_port
+from .errors import ConfigurationError
 
 # Publishes kept unacked at once: enough to pipeline tens of thousands a second.
 _WINDOW = 2_000
@@ -136,28 +137,56 @@ def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float) -> None
         time.sleep(0.2)
 
 
+DEFAULT_PORT = 8888
+DEFAULT_DIR = "rtkit-demo"
+
+
+def _port_free(port: int) -> bool:
+    """Whether a server could listen on ``port`` now. SO_REUSEADDR, as
+    JupyterLab's own listener sets it: connections of a server that just
+    stopped linger in TIME-WAIT and must not count as "in use"."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def _pick_port(port: int | None) -> int:
+    """``port`` if given (it must be free), else 8888 or the next free one
+    after it, as Jupyter itself does."""
+    if port is not None:
+        if not _port_free(port):
+            raise ConfigurationError(f"port {port} is in use: pass --port with a free one")
+        return port
+    for candidate in range(DEFAULT_PORT, DEFAULT_PORT + 50):
+        if _port_free(candidate):
+            return candidate
+    return free_port()
+
+
 def run_demo(
     port: int | None = None,
     rate: float = 200.0,
     kind: str = "prices",
     channel: str | None = None,
-    directory: Path | None = None,
+    directory: Path | str = DEFAULT_DIR,
     ready: Callable[[str], None] | None = None,
 ) -> int:
-    """Start JupyterLab (rtkit's extension on) in ``directory`` with the
-    tutorial notebooks and feed ``channel`` at ``rate`` messages/s until
-    Ctrl-C. Prints the URL to open."""
+    """Start JupyterLab (rtkit's extension on) in ``directory`` (relative to
+    the current directory) with the tutorial notebooks and feed ``channel`` at
+    ``rate`` messages/s until Ctrl-C. Prints the URL to open.
+
+    Everything the demo writes stays in ``directory``: the notebooks, and the
+    hub's history in ``.rtkit/hub.db`` (not Jupyter's data directory)."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {sorted(KINDS)}")
     channel = channel or f"demo.{kind}"
-    port = port or free_port()
-    with socket.socket() as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            raise OSError(f"port {port} is in use: pass --port with a free one") from None
-    directory = Path(directory or Path.cwd() / "rtkit-demo")
-    directory.mkdir(parents=True, exist_ok=True)
+    port = _pick_port(port)
+    directory = Path(directory).resolve()
+    (directory / ".rtkit").mkdir(parents=True, exist_ok=True)
     for nb in sorted(NOTEBOOKS.glob("*.ipynb")) if NOTEBOOKS.is_dir() else ():
         if not (directory / nb.name).exists():
             shutil.copy(nb, directory / nb.name)
@@ -173,6 +202,7 @@ def run_demo(
         "--ServerApp.port_retries=0",
         f"--IdentityProvider.token={token}",
         f"--ServerApp.root_dir={directory}",
+        f"--RtkitExtension.store=sqlite:///{directory / '.rtkit' / 'hub.db'}",
     ]
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         cmd.append("--allow-root")
