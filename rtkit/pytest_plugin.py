@@ -1,6 +1,8 @@
 """pytest fixtures for code that uses rtkit: real hub processes on free ports.
 
-Installed as a pytest plugin with the package::
+Not loaded by installing rtkit (it would change other projects' test runs):
+turn it on in a ``conftest.py`` with ``pytest_plugins = ["rtkit.pytest_plugin"]``
+or with ``pytest -p rtkit.pytest_plugin``::
 
     def test_prices(rt_hub):
         with rtkit.connect(rt_hub.url) as hub:

@@ -36,8 +36,10 @@ async def test_history_survives_a_server_restart(jupyter_factory: Any) -> None:
         assert await channel.publish({"n": 3}) == 4
 
 
-def test_pip_install_enables_the_extension(tmp_path: Path) -> None:
-    """A wheel installed into a fresh environment: nothing else to do."""
+@pytest.fixture(scope="module")
+def installed_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """rtkit's wheel installed into a fresh environment; its python."""
+    tmp_path = tmp_path_factory.mktemp("wheel")
     dist = tmp_path / "dist"
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
@@ -64,6 +66,12 @@ def test_pip_install_enables_the_extension(tmp_path: Path) -> None:
         check=True,
         timeout=300,
     )  # fmt: skip
+    return python
+
+
+def test_pip_install_enables_the_extension(installed_wheel: Path, tmp_path: Path) -> None:
+    """A wheel installed into a fresh environment: nothing else to do."""
+    python, venv = installed_wheel, installed_wheel.parents[1]
     env = {k: v for k, v in os.environ.items() if not k.startswith("JUPYTER")}
     env["JUPYTER_CONFIG_DIR"] = str(tmp_path / "config")
     result = subprocess.run(
@@ -84,3 +92,18 @@ def test_pip_install_enables_the_extension(tmp_path: Path) -> None:
     assert f"rtkit_jupyter {rtkit.__version__} \x1b[32mOK" in text or (
         f"rtkit_jupyter {rtkit.__version__} OK" in text
     ), text
+
+
+def test_pip_install_leaves_other_test_runs_alone(installed_wheel: Path, tmp_path: Path) -> None:
+    """Installing rtkit adds no pytest plugin to another project's run; the
+    project turns it on with ``-p rtkit.pytest_plugin``."""
+    (tmp_path / "test_other.py").write_text("def test_nothing():\n    pass\n")
+
+    def fixtures(*args: str) -> str:
+        return subprocess.run(
+            [str(installed_wheel), "-m", "pytest", "--fixtures", "-p", "no:cacheprovider", *args],
+            cwd=tmp_path, capture_output=True, text=True, timeout=120, check=True,
+        ).stdout  # fmt: skip
+
+    assert "rt_hub" not in fixtures()
+    assert "rt_hub_factory" in fixtures("-p", "rtkit.pytest_plugin")
