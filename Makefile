@@ -4,12 +4,17 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8765
 
-.PHONY: demo hub test lint bench setup widgets
+.PHONY: demo hub test lint bench setup machine widgets lock
 
-$(BIN)/rtkit: pyproject.toml
+# The virtual environment, with the versions the tests run on (constraints.txt).
+$(BIN)/rtkit: pyproject.toml constraints.txt
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || \
+		{ echo "rtkit needs Python 3.11 or newer: make PYTHON=python3.11 ..." >&2; exit 1; }
+	@command -v npm >/dev/null || \
+		{ echo "rtkit's widgets are built with Node.js 18+ and npm: install Node.js 20" >&2; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $@
 
 tests/js/node_modules: tests/js/package.json tests/js/package-lock.json
@@ -29,6 +34,11 @@ $(WIDGETS_JS): rtkit/widgets/js/package.json rtkit/widgets/js/package-lock.json 
 
 widgets: $(WIDGETS_JS)
 
+## What the tests need from the machine (Chromium, nginx, Redis, Node.js):
+## installs what is missing as root, else names the command to run.
+machine:
+	scripts/setup-test-machine
+
 setup: $(BIN)/rtkit tests/js/node_modules $(WIDGETS_JS)
 
 ## JupyterLab with rtkit, the tutorial notebooks and a live feed; prints the URL.
@@ -39,13 +49,21 @@ demo: $(BIN)/rtkit $(WIDGETS_JS)
 hub: $(BIN)/rtkit
 	$(BIN)/rtkit hub --allow-anonymous --port $(PORT)
 
-## Run the whole test suite (lint, types, unit and integration tests).
-test: setup
-	$(BIN)/ruff check rtkit jupyter_extension tests benchmarks
-	$(BIN)/ruff format --check rtkit jupyter_extension tests benchmarks
+## Run the whole test suite (lint, types, unit and integration tests, notebooks).
+## The notebooks find their hub through rtkit's pytest plugin (-p).
+test: machine setup
+	$(BIN)/ruff check rtkit jupyter_extension tests benchmarks scripts
+	$(BIN)/ruff format --check rtkit jupyter_extension tests benchmarks scripts
 	$(BIN)/mypy
+	$(BIN)/python scripts/lock.py check
 	$(BIN)/pytest
-	$(BIN)/pytest --nbval notebooks --nbval-sanitize-with notebooks/sanitize.cfg
+	$(BIN)/pytest -p rtkit.pytest_plugin --nbval notebooks --nbval-sanitize-with notebooks/sanitize.cfg
+
+## Re-resolve today's newest allowed versions into constraints.txt, then
+## reinstall them; run make test before committing the new constraints.txt.
+lock: $(BIN)/rtkit
+	$(BIN)/python scripts/lock.py write
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
 
 bench: $(BIN)/rtkit benchmarks/node_modules
 	$(BIN)/python benchmarks/run.py
