@@ -9,17 +9,20 @@ import pytest
 import rtkit.storage
 from rtkit.errors import ConfigurationError
 from rtkit.storage import MemoryStore, Retention, SQLiteStore, Store, store_from_url
-from rtkit.storage.memory import DedupCache
+from rtkit.storage.dedup import DedupCache
 
 
 def test_exported_names() -> None:
     assert sorted(rtkit.storage.__all__) == [
         "Appended",
+        "ChannelStore",
         "DocRecord",
+        "DocumentStore",
         "Member",
         "MemoryStore",
         "Message",
         "PresenceChange",
+        "PresenceStore",
         "Range",
         "Retention",
         "SQLiteStore",
