@@ -1,8 +1,8 @@
-"""The Store contract, run against every embedded backend.
+"""The ChannelStore contract (``store.channels``), run against every backend.
 
-Each test gets a factory for a fresh, opened store of one backend (the SQLite
-one on a file in ``tmp_path``). Times are passed in through ``ts``; nothing
-sleeps.
+Each test gets ``make_store`` (see conftest.py), a factory for fresh, opened
+stores of one backend, and uses their channel store. Times are passed in
+through ``ts``; nothing sleeps.
 """
 
 from __future__ import annotations
@@ -11,42 +11,16 @@ import asyncio
 import math
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from rtkit.pytest_plugin import REDIS_URL
-from rtkit.storage import Appended, MemoryStore, Range, Retention, SQLiteStore, Store
-from rtkit.storage.redis import RedisStore
+from rtkit.storage import Appended, ChannelStore, MemoryStore, Range, Retention, SQLiteStore, Store
 
-MakeStore = Callable[..., Awaitable[Store]]
+MakeStore = Callable[..., Awaitable[Store]]  # the conftest's fixture
 WINDOW = 300.0
-
-
-@pytest.fixture(params=["memory", "sqlite", pytest.param("redis", marks=pytest.mark.redis)])
-async def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[MakeStore]:
-    stores: list[Store] = []
-    redis_prefix = request.getfixturevalue("rt_redis_prefix") if request.param == "redis" else ""
-
-    async def make(retention: Retention = Retention()) -> Store:  # noqa: B008
-        store: Store
-        if request.param == "memory":
-            store = MemoryStore(retention)
-        elif request.param == "redis":
-            store = RedisStore(
-                REDIS_URL, prefix=f"{redis_prefix}{len(stores)}:", retention=retention
-            )
-        else:
-            store = SQLiteStore(tmp_path / f"rt{len(stores)}.db", retention)
-        await store.open()
-        stores.append(store)
-        return store
-
-    yield make
-    for store in stores:
-        await store.close()
 
 
 async def put(
@@ -94,6 +68,7 @@ def assert_same(got: Any, want: Any) -> None:
 async def test_is_a_store(make_store: MakeStore) -> None:
     store = await make_store()
     assert isinstance(store, Store)
+    assert isinstance(store.channels, ChannelStore)
     assert store.url.split(":")[0] in {"memory", "sqlite", "redis"}
 
 
