@@ -83,3 +83,14 @@ async def test_connections_lapse_unless_refreshed(presence: PresenceStore) -> No
     assert [(m.user, m.connections) for m in await presence.members("r")] == [("ada", 1)]
     assert await presence.expire(now=25.0) == []
     assert len(await presence.expire(now=31.0)) == 1
+
+
+async def test_a_refused_join_leaves_nothing_behind(presence: PresenceStore) -> None:
+    with pytest.raises(TooLarge):
+        await presence.join("r", "c1", member("eve", big="x" * 300), expires=100.0, **LIMITS)
+    assert await presence.members("r") == []
+    assert await presence.leave("r", "id-eve", "c1") is None
+    assert await presence.expire(now=1000.0) == []
+    # The connection that was refused can join once its state fits.
+    join = await presence.join("r", "c1", member("eve"), expires=100.0, **LIMITS)
+    assert join is not None and join.event == "join"
