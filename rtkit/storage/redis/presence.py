@@ -40,6 +40,10 @@ def presence_event(origin: str, change: PresenceChange) -> bytes:
     )
 
 
+# An entry's JSON is read by every hub sharing the Redis, running this version
+# or another: its keys are part of the layout.
+
+
 def _entry_from_json(raw: bytes) -> PresenceEntry:
     e = orjson.loads(raw)
     return PresenceEntry(
