@@ -27,7 +27,8 @@ from rtkit import __version__
 from rtkit.config import HubConfig, Limits
 from rtkit.errors import ConfigurationError
 from rtkit.hub import Hub
-from rtkit.storage.base import Store, store_from_url
+from rtkit.storage.base import Store
+from rtkit.storage.url import store_from_url
 
 from ._auth import (
     JupyterAuthenticator,

@@ -115,7 +115,7 @@ class ClusterLink:
         try:
             try:
                 await self._store.watch(channel)
-                head, _ = await self._store.head(channel)
+                head, _ = await self._store.channels.head(channel)
             except Exception as exc:
                 raise Unavailable(f"the shared store could not follow {channel!r}: {exc}") from None
             self._last[channel] = head
@@ -187,7 +187,7 @@ class ClusterLink:
                 if self._resync:
                     self._resync = False
                     for channel in list(self._last):
-                        head, _ = await self._store.head(channel)
+                        head, _ = await self._store.channels.head(channel)
                         self.feed_seq(channel, head)
                 for channel in list(self._target):
                     await self._catch_up(channel)
@@ -206,7 +206,7 @@ class ClusterLink:
         if last is None or target <= last:
             return
         try:
-            rng = await self._store.read(channel, since=last, limit=READ_BATCH)
+            rng = await self._store.channels.read(channel, since=last, limit=READ_BATCH)
         except BaseException:
             self.feed_seq(channel, target)
             raise

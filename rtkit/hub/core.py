@@ -56,7 +56,8 @@ from ..protocol import (
     parse_subscribe,
     parse_unsubscribe,
 )
-from ..storage.base import Appended, ImmediateStore, SharedStore, Store, store_from_url
+from ..storage.base import Appended, ImmediateChannelStore, SharedStore, Store
+from ..storage.url import store_from_url
 from .auth import AnonymousAuthenticator, Authenticator, Identity, TokenAuthenticator
 from .cluster import ClusterLink
 from .docs import SharedDocs
@@ -311,8 +312,8 @@ class Hub:
         self.sio.on("*", self._on_event, namespace=NAMESPACE)
         # (An isinstance check against a Protocol is slow: done once, here.)
         self._append_now = (
-            self.store.append_now
-            if isinstance(self.store, ImmediateStore) and self.cluster is None
+            self.store.channels.append_now
+            if isinstance(self.store.channels, ImmediateChannelStore) and self.cluster is None
             else None
         )
         if self._append_now is not None:
@@ -397,7 +398,7 @@ class Hub:
         """
         channels: dict[str, Any] = {}
         for name, (subscribers, delivered) in sorted(self.fanout.channel_stats().items()):
-            seq, _ = await self.store.head(name)
+            seq, _ = await self.store.channels.head(name)
             channels[name] = {"subscribers": subscribers, "seq": max(seq, delivered)}
         return {
             "version": __version__,
@@ -518,7 +519,7 @@ class Hub:
 
     def _answer_now(self, sid: str, data: list[Any]) -> dict[str, Any] | None:
         """The ack of a publish to a store that appends without waiting
-        (:class:`~rtkit.storage.base.ImmediateStore`), for _Server to send
+        (:class:`~rtkit.storage.base.ImmediateChannelStore`), for _Server to send
         without a task; None for any other request. The same checks and
         answers as _on_event with _publish, in the same order."""
         if len(data) != 2 or data[0] != PUBLISH:
@@ -561,7 +562,7 @@ class Hub:
         # reach the store (which numbers them in call order) in the order
         # they arrived, although python-socketio runs each in its own task.
         with _append_errors():
-            appended = await self.store.append(
+            appended = await self.store.channels.append(
                 req.channel,
                 req.data,
                 sender=conn.identity.user,
@@ -616,16 +617,16 @@ class Hub:
             await self.cluster.watch(channel)
         recovered = True
         if req.since is not None:
-            rng = await self.store.read(channel, since=req.since, limit=MAX_RECOVERY + 1)
+            rng = await self.store.channels.read(channel, since=req.since, limit=MAX_RECOVERY + 1)
             same_epoch = req.epoch is None or req.epoch == rng.epoch
             if not (rng.complete and same_epoch and len(rng.messages) <= MAX_RECOVERY):
                 recovered = False
-                rng = await self.store.read(channel, last=MAX_RECOVERY)
+                rng = await self.store.channels.read(channel, last=MAX_RECOVERY)
         elif req.history:
-            rng = await self.store.read(channel, last=req.history)
+            rng = await self.store.channels.read(channel, last=req.history)
         else:
             rng = None
-            head, epoch = await self.store.head(channel)
+            head, epoch = await self.store.channels.head(channel)
         backlog: list[Message] = []
         if rng is not None:
             backlog, head, epoch = list(rng.messages), rng.seq, rng.epoch
@@ -641,7 +642,7 @@ class Hub:
             if missing is not None:
                 backlog.extend(missing)
                 break
-            more = await self.store.read(channel, since=cursor)
+            more = await self.store.channels.read(channel, since=cursor)
             backlog.extend(more.messages)
             cursor = max(more.seq, cursor)
         else:
@@ -669,9 +670,9 @@ class Hub:
             raise Forbidden(f"{conn.identity.user!r} may not read {req.channel!r}")
         limit = req.limit or MAX_HISTORY_LIMIT
         if req.since is None and req.before is None:
-            rng = await self.store.read(req.channel, last=limit)
+            rng = await self.store.channels.read(req.channel, last=limit)
         else:
-            rng = await self.store.read(
+            rng = await self.store.channels.read(
                 req.channel, since=req.since, before=req.before, limit=limit
             )
         return {

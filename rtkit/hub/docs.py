@@ -151,7 +151,7 @@ class SharedDocs:
         try:
             await self._apply(od, req.update)
             try:
-                count = await self._store.doc_append(req.doc, req.update)
+                count = await self._store.docs.append(req.doc, req.update)
             except Exception as exc:
                 log.exception("doc %r: storing an update failed", req.doc)
                 # The in-memory doc is ahead of the store now; rebuild it from
@@ -232,7 +232,7 @@ class SharedDocs:
             if od is not None:
                 return od
             try:
-                record = await self._store.doc_load(name)
+                record = await self._store.docs.load(name)
             except HubError:
                 raise
             except Exception as exc:
@@ -249,7 +249,7 @@ class SharedDocs:
     async def _reload(self, od: _OpenDoc) -> None:
         """Rebuild the in-memory copy from the store, subscribers kept."""
         try:
-            record = await self._store.doc_load(od.name)
+            record = await self._store.docs.load(od.name)
             od.doc = await anyio.to_thread.run_sync(build_doc, record, od.name)
         except Exception:
             log.exception("doc %r: reloading failed; keeping the copy in memory", od.name)
@@ -261,10 +261,10 @@ class SharedDocs:
 
     async def _compact(self, od: _OpenDoc) -> None:
         try:
-            record = await self._store.doc_load(od.name)
+            record = await self._store.docs.load(od.name)
             if record.updates:
                 snapshot = await anyio.to_thread.run_sync(_encode_state, record, od.name)
-                await self._store.doc_compact(od.name, snapshot, record.last_id)
+                await self._store.docs.compact(od.name, snapshot, record.last_id)
                 self.compactions += 1
                 log.debug(
                     "doc %r compacted %d updates into a %d-byte snapshot",

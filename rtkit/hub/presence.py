@@ -117,8 +117,8 @@ class PresenceRooms:
                 now = time.time()
                 # Vouch for our own connections first: a hub that was stalled
                 # for a while must not expire its own live members.
-                await self._store.presence_refresh(list(self._joined), now + expiry)
-                for change in await self._store.presence_expire(now):
+                await self._store.presence.refresh(list(self._joined), now + expiry)
+                for change in await self._store.presence.expire(now):
                     log.info("presence: %s in %r expired", change.member.user, change.room)
                     self._queue(change)
             except Exception:
@@ -143,7 +143,7 @@ class PresenceRooms:
             req.state,
             0,
         )
-        change = await self._store.presence_join(
+        change = await self._store.presence.join(
             req.room,
             conn.sid,
             member,
@@ -153,13 +153,13 @@ class PresenceRooms:
         )
         if self._connections.get(conn.sid) is not conn:
             # Gone while the store was at work: undo, or it lingers until expiry.
-            await self._store.presence_leave(req.room, member.id, conn.sid)
+            await self._store.presence.leave(req.room, member.id, conn.sid)
             raise Unavailable("disconnected while joining")
         self._local.setdefault(req.room, {})[conn.sid] = (member.id, next(self._order))
         self._joined.setdefault(conn.sid, set()).add(req.room)
         if change is not None:
             self._queue(change)
-        members = await self._store.presence_members(req.room)
+        members = await self._store.presence.members(req.room)
         me = next((m for m in members if m.id == member.id), None)
         return {
             "ok": True,
@@ -174,7 +174,7 @@ class PresenceRooms:
             raise NotFound(f"not in room {req.room!r}: send presence.join first")
         member_id = local[0]
         self._take(conn)
-        change = await self._store.presence_update(
+        change = await self._store.presence.update(
             req.room, member_id, req.state, max_state_bytes=self._limits.max_presence_state_bytes
         )
         if change is not None:
@@ -198,7 +198,7 @@ class PresenceRooms:
         req = parse_presence_list(payload)
         if not conn.identity.can_subscribe(req.room):
             raise Forbidden(f"{conn.identity.user!r} may not see room {req.room!r}")
-        members = await self._store.presence_members(req.room)
+        members = await self._store.presence.members(req.room)
         return {"ok": True, "members": [m.to_wire() for m in members]}
 
     async def disconnected(self, sid: str) -> None:
@@ -228,7 +228,7 @@ class PresenceRooms:
         return entry[0] if entry is not None else None
 
     async def _leave_store(self, sid: str, room: str, member_id: str) -> None:
-        change = await self._store.presence_leave(room, member_id, sid)
+        change = await self._store.presence.leave(room, member_id, sid)
         if change is not None:
             self._queue(change)
 

@@ -1,8 +1,24 @@
-"""Where the hub keeps channels: one small protocol, a backend per URL.
+"""Where the hub keeps channels, presence and shared documents.
 
-``store_from_url("memory://")`` (the default), ``store_from_url("sqlite:///rtkit.db")``.
-The backends (:class:`MemoryStore`, :class:`SQLiteStore`) are imported on first
-use, so importing this package stays cheap.
+A store composes three small protocols, one per concern
+(:class:`ChannelStore`, :class:`PresenceStore`, :class:`DocumentStore`,
+reached as ``store.channels``, ``store.presence`` and ``store.docs``), and a
+URL picks the backend: ``store_from_url("memory://")`` (the default),
+``store_from_url("sqlite:///rtkit.db")``, ``store_from_url("redis://...")``.
+
+What lives where:
+
+- :mod:`.base`: the protocols and the records they speak in;
+- :mod:`.url`: :func:`store_from_url` and the URL's query options;
+- :mod:`.ids`, :mod:`.dedup`, :mod:`.ranges`, :mod:`.codec`,
+  :mod:`.lifecycle`: what several backends share;
+- :mod:`.presence`: the presence rules, and presence in this process's
+  memory for the embedded backends;
+- :mod:`.memory`, :mod:`.sqlite`, :mod:`.redis`: the backends, each a
+  package with a module per concern. No backend imports another.
+
+The backends (:class:`MemoryStore`, :class:`SQLiteStore`) are imported on
+first use, so importing this package stays cheap.
 """
 
 from __future__ import annotations
@@ -11,15 +27,18 @@ from typing import TYPE_CHECKING, Any
 
 from .base import (
     Appended,
+    ChannelStore,
     DocRecord,
+    DocumentStore,
     Member,
     Message,
     PresenceChange,
+    PresenceStore,
     Range,
     Retention,
     Store,
-    store_from_url,
 )
+from .url import store_from_url
 
 if TYPE_CHECKING:
     from .memory import MemoryStore
@@ -27,11 +46,14 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Appended",
+    "ChannelStore",
     "DocRecord",
+    "DocumentStore",
     "Member",
     "MemoryStore",
     "Message",
     "PresenceChange",
+    "PresenceStore",
     "Range",
     "Retention",
     "SQLiteStore",

@@ -1,22 +1,34 @@
-"""The storage contract every backend fulfils, and the URL that picks one.
+"""The storage contract, split by concern, and the records it speaks in.
 
-A store keeps, per channel, a gap-free sequence of messages (seq 1, 2, 3...),
-an ``epoch`` that changes whenever that sequence restarts (a memory store
-after a restart, say), bounded history, and the idempotency keys of recent
-publishes. The hub owns ordering only through the store: ``append`` assigns
-the seq, and returns once the message is stored as durably as the backend
-promises.
+A store is three small protocols composed by each backend, as centrifuge
+keeps its Broker and PresenceManager apart:
 
-It also keeps presence (rooms of members, each with the connections that
-vouch for it and a deadline per connection) and shared documents (a snapshot
-plus the Yjs updates stored since). Presence is ephemeral: the embedded
-backends keep it in memory; a shared backend (Redis) lets every hub see it,
-and because each connection entry lapses at its deadline unless its hub
-refreshes it, the members of a hub that died leave on their own.
+- :class:`ChannelStore` keeps, per channel, a gap-free sequence of messages
+  (seq 1, 2, 3...), an ``epoch`` that changes whenever that sequence
+  restarts (a memory store after a restart, say), bounded history, and the
+  idempotency keys of recent publishes. The hub owns ordering only through
+  it: ``append`` assigns the seq, and returns once the message is stored as
+  durably as the backend promises.
+- :class:`PresenceStore` keeps rooms of members, each with the connections
+  that vouch for it and a deadline per connection. Presence is ephemeral:
+  the embedded backends keep it in memory; a shared backend (Redis) lets
+  every hub see it, and because each connection entry lapses at its
+  deadline unless its hub refreshes it, the members of a hub that died
+  leave on their own.
+- :class:`DocumentStore` keeps shared documents: a snapshot plus the Yjs
+  updates stored since.
 
-``store_from_url("memory://")``, ``store_from_url("sqlite:///path/to.db")``,
-``store_from_url("redis://127.0.0.1:6379/0?prefix=team:")`` (shared by many hubs).
-Query parameters set retention: ``?max_messages=10000&max_age=3600``.
+:class:`Store` is what the hub holds: ``url``, ``open``/``close`` for the
+resources the three share (a database file, a Redis client), and the three
+as ``store.channels``, ``store.presence`` and ``store.docs``.
+:class:`SharedStore` adds the feed through which several hub processes hear
+about each other's changes.
+
+Where the rest lives: :mod:`rtkit.storage.url` builds a store from its URL;
+:mod:`.ids`, :mod:`.dedup`, :mod:`.ranges`, :mod:`.codec` and
+:mod:`.presence` hold what several backends share; each backend is a
+package (:mod:`.memory`, :mod:`.sqlite`, :mod:`.redis`) with a module per
+concern. No backend imports another.
 """
 
 from __future__ import annotations
@@ -24,7 +36,6 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
-from urllib.parse import parse_qs, urlsplit
 
 from ..errors import ConfigurationError
 from ..protocol import Member as Member  # part of the storage contract
@@ -34,7 +45,7 @@ from ..protocol import PresenceEventName
 
 @dataclass(frozen=True, slots=True)
 class Appended:
-    """What ``append`` returns: the stored message, or the earlier one with the
+    """What ``ChannelStore.append`` returns: the stored message, or the earlier one with the
     same idempotency key (``duplicate=True``, nothing new stored)."""
 
     message: Message
@@ -43,7 +54,7 @@ class Appended:
 
 @dataclass(frozen=True, slots=True)
 class Range:
-    """What ``read`` returns.
+    """What ``ChannelStore.read`` returns.
 
     ``seq`` is the channel's latest seq (0 when empty), ``epoch`` its epoch.
     ``complete`` is False when ``since`` asked for messages the store no
@@ -78,12 +89,12 @@ class PresenceChange:
 
 @dataclass(frozen=True, slots=True)
 class DocRecord:
-    """What ``doc_load`` returns: everything needed to rebuild a document.
+    """What ``DocumentStore.load`` returns: everything needed to rebuild a document.
 
     ``snapshot`` is one Yjs update holding the state up to the last
     compaction (None before the first); ``updates`` are the updates stored
     since, oldest first; ``last_id`` identifies the newest of them (0 if
-    none) for ``doc_compact``.
+    none) for ``DocumentStore.compact``.
     """
 
     snapshot: bytes | None
@@ -92,17 +103,9 @@ class DocRecord:
 
 
 @runtime_checkable
-class Store(Protocol):
-    """The storage backend protocol. All methods are coroutines and never block
-    the event loop."""
-
-    url: str
-
-    async def open(self) -> None:
-        """Acquire resources (files, connections). Called once before use."""
-
-    async def close(self) -> None:
-        """Flush pending writes and release resources. Idempotent."""
+class ChannelStore(Protocol):
+    """Messages of channels: numbering, history, idempotency. All methods are
+    coroutines and never block the event loop."""
 
     async def append(
         self,
@@ -145,9 +148,36 @@ class Store(Protocol):
         """The channel's latest seq (0 if none) and epoch."""
         ...
 
-    # -- presence ---------------------------------------------------------
 
-    async def presence_join(
+@runtime_checkable
+class ImmediateChannelStore(ChannelStore, Protocol):
+    """A channel store that can also append without waiting (the memory store).
+
+    The hub then answers a publish where it reads the request, without a
+    task and a coroutine per request. ``append_now`` must do exactly what
+    ``append`` does, raising where it would raise.
+    """
+
+    def append_now(
+        self,
+        channel: str,
+        data: Any,
+        *,
+        sender: str,
+        msg_id: str | None,
+        ts: float,
+        dedup_window: float,
+    ) -> Appended:
+        """:meth:`ChannelStore.append`, done before returning."""
+        ...
+
+
+@runtime_checkable
+class PresenceStore(Protocol):
+    """Rooms of members with per-connection deadlines. All methods are
+    coroutines and never block the event loop."""
+
+    async def join(
         self,
         room: str,
         conn: str,
@@ -168,43 +198,47 @@ class Store(Protocol):
         """
         ...
 
-    async def presence_update(
+    async def update(
         self, room: str, member_id: str, patch: dict[str, Any], *, max_state_bytes: int
     ) -> PresenceChange | None:
         """Merge ``patch`` into a member's state; None if it is not in the
         room or nothing changed."""
         ...
 
-    async def presence_leave(self, room: str, member_id: str, conn: str) -> PresenceChange | None:
+    async def leave(self, room: str, member_id: str, conn: str) -> PresenceChange | None:
         """Remove one connection: ``leave`` if it was the member's last,
         ``update`` (fewer connections) otherwise, None if it was not there."""
         ...
 
-    async def presence_members(self, room: str) -> list[Member]:
+    async def members(self, room: str) -> list[Member]:
         """The room's members, in the order they joined."""
         ...
 
-    async def presence_refresh(self, conns: Collection[str], expires: float) -> None:
+    async def refresh(self, conns: Collection[str], expires: float) -> None:
         """Move the deadline of these connections' entries (in every room) to ``expires``."""
         ...
 
-    async def presence_expire(self, now: float) -> list[PresenceChange]:
+    async def expire(self, now: float) -> list[PresenceChange]:
         """Drop connection entries whose deadline is before ``now``; returns
         what that changed, for the hub to tell the rooms."""
         ...
 
-    # -- shared documents -------------------------------------------------
 
-    async def doc_load(self, name: str) -> DocRecord:
+@runtime_checkable
+class DocumentStore(Protocol):
+    """Shared documents as a snapshot plus the updates stored since. All
+    methods are coroutines and never block the event loop."""
+
+    async def load(self, name: str) -> DocRecord:
         """The document's snapshot and the updates stored after it."""
         ...
 
-    async def doc_append(self, name: str, update: bytes) -> int:
+    async def append(self, name: str, update: bytes) -> int:
         """Store one update durably; returns how many updates the document
         now has after its snapshot (the caller compacts when that grows)."""
         ...
 
-    async def doc_compact(self, name: str, snapshot: bytes, upto: int) -> None:
+    async def compact(self, name: str, snapshot: bytes, upto: int) -> None:
         """Replace the snapshot with ``snapshot``, which covers every update
         up to id ``upto`` (a ``DocRecord.last_id``), and drop those updates.
         Ignored when a compaction that covers more already happened."""
@@ -212,26 +246,39 @@ class Store(Protocol):
 
 
 @runtime_checkable
-class ImmediateStore(Store, Protocol):
-    """A store that can also append without waiting (the memory store).
+class Store(Protocol):
+    """What the hub holds: a backend's three concerns and their shared lifecycle.
 
-    The hub then answers a publish where it reads the request, without a
-    task and a coroutine per request. ``append_now`` must do exactly what
-    ``append`` does, raising where it would raise.
+    >>> store = store_from_url("memory://")
+    >>> await store.open()
+    >>> appended = await store.channels.append(
+    ...     "prices", {"px": 1.0}, sender="ann", msg_id=None, ts=time.time(), dedup_window=300
+    ... )
+    >>> await store.close()
     """
 
-    def append_now(
-        self,
-        channel: str,
-        data: Any,
-        *,
-        sender: str,
-        msg_id: str | None,
-        ts: float,
-        dedup_window: float,
-    ) -> Appended:
-        """:meth:`Store.append`, done before returning."""
+    url: str
+
+    @property
+    def channels(self) -> ChannelStore:
+        """Messages of channels."""
         ...
+
+    @property
+    def presence(self) -> PresenceStore:
+        """Rooms of members."""
+        ...
+
+    @property
+    def docs(self) -> DocumentStore:
+        """Shared documents."""
+        ...
+
+    async def open(self) -> None:
+        """Acquire resources (files, connections). Called once before use."""
+
+    async def close(self) -> None:
+        """Flush pending writes and release resources. Idempotent."""
 
 
 class FeedSink(Protocol):
@@ -268,48 +315,3 @@ class SharedStore(Store, Protocol):
     async def run_feed(self, sink: FeedSink) -> None:
         """Deliver announcements until cancelled, reconnecting as needed."""
         ...
-
-
-def store_from_url(url: str) -> Store:
-    """Build (but do not open) the store a URL names."""
-    parts = urlsplit(url)
-    params = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-    default = Retention()
-    try:
-        retention = Retention(
-            max_messages=int(params.pop("max_messages", default.max_messages)),
-            max_age=float(params.pop("max_age", default.max_age)),
-        )
-    except ValueError as exc:
-        raise ConfigurationError(f"bad retention in store URL {url!r}: {exc}") from None
-    if parts.scheme == "memory":
-        from .memory import MemoryStore
-
-        _no_extra(params, url)
-        return MemoryStore(retention=retention)
-    if parts.scheme == "sqlite":
-        from .sqlite import SQLiteStore
-
-        # sqlite:///relative.db and sqlite:////absolute/path.db, as SQLAlchemy has it
-        path = parts.path[1:] if parts.path.startswith("/") else parts.path
-        if parts.netloc or not path:
-            raise ConfigurationError(
-                f"bad SQLite URL {url!r}: use sqlite:///relative/path.db or sqlite:////abs/path.db"
-            )
-        synchronous = params.pop("synchronous", "normal").upper()
-        if synchronous not in {"NORMAL", "FULL"}:
-            raise ConfigurationError("sqlite synchronous= must be normal or full")
-        _no_extra(params, url)
-        return SQLiteStore(path, retention=retention, synchronous=synchronous)
-    if parts.scheme in {"redis", "rediss"}:
-        from .redis import redis_store_from_url
-
-        return redis_store_from_url(url, params, retention)
-    raise ConfigurationError(
-        f"unknown store URL {url!r}: use memory://, sqlite:///path.db or redis://host:port/0"
-    )
-
-
-def _no_extra(params: dict[str, str], url: str) -> None:
-    if params:
-        raise ConfigurationError(f"unknown option(s) {sorted(params)} in store URL {url!r}")

@@ -28,7 +28,7 @@ async def put(
     ts: float | None = None,
     dedup_window: float = 300.0,
 ) -> int:
-    appended = await store.append(
+    appended = await store.channels.append(
         channel,
         data,
         sender="ann",
@@ -54,21 +54,21 @@ async def test_reopen_keeps_seq_epoch_dedup_and_data(tmp_path: Path) -> None:
         for i in range(5):
             await put(store, "ch", {"i": i}, msg_id=f"m{i}", ts=now)
         await put(store, "bin", b"\x00\x01")
-        head, epoch = await store.head("ch")
-        read_only_epoch = (await store.read("never-written")).epoch
+        head, epoch = await store.channels.head("ch")
+        read_only_epoch = (await store.channels.read("never-written")).epoch
     assert head == 5
 
     async with SQLiteStore(path) as store:
-        assert await store.head("ch") == (5, epoch)
-        assert (await store.head("never-written"))[1] == read_only_epoch
-        rng = await store.read("ch")
+        assert await store.channels.head("ch") == (5, epoch)
+        assert (await store.channels.head("never-written"))[1] == read_only_epoch
+        rng = await store.channels.read("ch")
         assert [m.data for m in rng.messages] == [{"i": i} for i in range(5)]
         assert rng.epoch == epoch
-        assert (await store.read("ch", since=5)).complete
-        assert (await store.read("bin")).messages[0].data == b"\x00\x01"
+        assert (await store.channels.read("ch", since=5)).complete
+        assert (await store.channels.read("bin")).messages[0].data == b"\x00\x01"
 
         # A restarted hub still recognises a retry within the window...
-        again = await store.append(
+        again = await store.channels.append(
             "ch", {"i": 2}, sender="ann", msg_id="m2", ts=now + 1, dedup_window=300.0
         )
         assert again.duplicate
@@ -110,14 +110,20 @@ async def test_prune_deletes_expired_rows_and_keys(tmp_path: Path) -> None:
             await put(store, "aged", i, ts=now - 120, msg_id=f"old{i}", dedup_window=30.0)
         for i in range(20):
             await put(store, "busy", i, msg_id=f"k{i}", dedup_window=30.0)
-        await store.prune()
+        await store.channels.prune()
         assert rows(path, "SELECT channel, count(*) FROM messages GROUP BY channel") == [
             ("busy", 5)
         ]
-        assert [m.data for m in (await store.read("busy")).messages] == [15, 16, 17, 18, 19]
+        assert [m.data for m in (await store.channels.read("busy")).messages] == [
+            15,
+            16,
+            17,
+            18,
+            19,
+        ]
         # Keys older than the largest window are gone; recent ones stay.
         assert rows(path, "SELECT count(*) FROM dedup") == [(20,)]
-        assert await store.head("aged") == (3, (await store.read("aged")).epoch)
+        assert await store.channels.head("aged") == (3, (await store.channels.read("aged")).epoch)
 
 
 async def test_pruning_runs_by_itself(tmp_path: Path) -> None:
@@ -150,11 +156,15 @@ async def test_failed_commit_fails_its_appends_and_leaves_no_gap(tmp_path: Path)
         conn.close()
         assert await put(store, "ch", "after") == 2
         # The failed key was not remembered: a retry stores it.
-        retry = await store.append(
+        retry = await store.channels.append(
             "ch", "boom", sender="ann", msg_id="b1", ts=time.time(), dedup_window=300.0
         )
         assert (retry.message.seq, retry.duplicate) == (3, False)
-        assert [m.data for m in (await store.read("ch")).messages] == ["ok", "after", "boom"]
+        assert [m.data for m in (await store.channels.read("ch")).messages] == [
+            "ok",
+            "after",
+            "boom",
+        ]
 
 
 async def test_a_cancelled_append_does_not_disturb_its_batch(tmp_path: Path) -> None:
@@ -166,7 +176,7 @@ async def test_a_cancelled_append_does_not_disturb_its_batch(tmp_path: Path) -> 
         assert isinstance(done[3], asyncio.CancelledError)
         assert [d for i, d in enumerate(done) if i != 3] == [1, 2, 3, 5, 6, 7, 8, 9, 10]
         # Queued before the cancel, so stored anyway (the caller may retry with an id).
-        assert [m.seq for m in (await store.read("ch")).messages] == list(range(1, 11))
+        assert [m.seq for m in (await store.channels.read("ch")).messages] == list(range(1, 11))
 
 
 async def test_non_json_data_fails_only_its_caller(tmp_path: Path) -> None:
@@ -191,7 +201,7 @@ async def test_text_sqlite_cannot_store_fails_only_its_caller(tmp_path: Path) ->
         )
         assert results[0] == 1 and results[2] == 2
         assert isinstance(results[1], BadRequest)
-        assert [m.id for m in (await store.read("ch")).messages][1] == "ünïcode ☃"
+        assert [m.id for m in (await store.channels.read("ch")).messages][1] == "ünïcode ☃"
 
 
 async def test_close_commits_what_is_queued(tmp_path: Path) -> None:
@@ -212,12 +222,12 @@ from rtkit.storage.sqlite import SQLiteStore
 async def main(path):
     store = SQLiteStore(path)
     await store.open()
-    print("epoch", (await store.head("dur"))[1], flush=True)
+    print("epoch", (await store.channels.head("dur"))[1], flush=True)
     i = 0
     while True:
         # Several in flight, so commits hold more than one row.
         appends = [
-            store.append("dur", {"i": i + k, "pad": "x" * 200}, sender="child",
+            store.channels.append("dur", {"i": i + k, "pad": "x" * 200}, sender="child",
                          msg_id=f"m{i + k}", ts=time.time(), dedup_window=300.0)
             for k in range(10)
         ]
@@ -257,15 +267,15 @@ async def test_acked_appends_survive_sigkill(tmp_path: Path) -> None:
         await proc.wait()
 
     async with SQLiteStore(path) as store:
-        head, reopened_epoch = await store.head("dur")
+        head, reopened_epoch = await store.channels.head("dur")
         assert reopened_epoch == epoch
         assert head >= max(acked)
-        stored = {m.seq: m.data for m in (await store.read("dur")).messages}
+        stored = {m.seq: m.data for m in (await store.channels.read("dur")).messages}
         assert list(stored) == list(range(1, head + 1))  # gap-free
         for seq, i in acked.items():
             assert stored[seq] == {"i": i, "pad": "x" * 200}
         # Retries of acked ids are still recognised, and counting goes on.
-        retry = await store.append(
+        retry = await store.channels.append(
             "dur", {}, sender="child", msg_id=f"m{acked[1]}", ts=time.time(), dedup_window=300.0
         )
         assert (retry.duplicate, retry.message.seq) == (True, 1)

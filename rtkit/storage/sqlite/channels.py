@@ -1,6 +1,4 @@
-"""Durable embedded store: one SQLite file in WAL mode.
-
-Design, and why:
+"""Channels in the SQLite file: group commit, seqs, history, idempotency.
 
 - **Group commit.** ``append`` queues a row and waits; one flusher task hands
   everything queued to the writer thread, which stores it in a single
@@ -13,10 +11,9 @@ Design, and why:
   call order without yielding, so concurrent appends to a channel get
   consecutive seqs in call order; and because a seq only exists once its
   transaction commits, a failed commit leaves no gap.
-- **Never block the event loop.** One connection writes, only ever from the
-  writer thread (an ``anyio.to_thread`` capacity-1 limiter); reads use a
-  second, read-only connection (WAL lets it read while the writer writes).
-  ``head`` is answered from memory.
+- **Never block the event loop.** Writes go through the database's writer
+  thread, reads through its reader (see :mod:`.database`); ``head`` is
+  answered from memory.
 - **Idempotency keys** are checked in an in-memory cache and written to the
   ``dedup`` table with their message, so a restarted hub reloads them at
   ``open`` and still dedups within the window. The table has no index on the
@@ -28,23 +25,12 @@ Design, and why:
   deleted periodically by the writer, never on the publish path. Both tables
   are rowid tables filled in time order, so expired rows are a rowid prefix
   and need no index on ``ts``.
-
-- **Shared documents** are a snapshot row plus the Yjs updates stored after
-  it, each update committed in its own transaction before it is acked
-  (document edits come batched from clients, so there are few of them);
-  compaction swaps the snapshot and deletes the updates it covers in one
-  transaction. **Presence** is ephemeral and lives in memory.
-
-Only one process may use a database file at a time; run Redis to share
-channels between hub processes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import sqlite3
 import time
 from collections import deque
 from collections.abc import Callable
@@ -53,68 +39,21 @@ from typing import Any, Final
 import anyio
 import anyio.to_thread
 
-from ..errors import BadRequest, ConfigurationError, Unavailable
-from .base import Appended, DocRecord, Message, Range, Retention
-from .codec import decode_data, encode_data
-from .memory import MAX_DEDUP_KEYS, DedupCache, Key, new_epoch, new_message_id, trim_selection
-from .presence import MemoryPresence, PresenceInMemory
+from ...errors import BadRequest, ConfigurationError, Unavailable
+from ..base import Appended, Message, Range, Retention
+from ..codec import decode_data, encode_data
+from ..dedup import MAX_DEDUP_KEYS, DedupCache, Key
+from ..ids import new_epoch, new_message_id
+from ..ranges import trim_selection
+from .database import SQLiteDatabase
 
-__all__ = ["SCHEMA_VERSION", "SQLiteStore"]
+__all__ = ["MAX_BATCH", "SQLiteChannels"]
 
 log = logging.getLogger(__name__)
-
-#: ``PRAGMA user_version`` of the schema this module writes. Bump it and add a
-#: step to ``_MIGRATIONS`` to change the schema.
-SCHEMA_VERSION: Final = 2
 
 # Rows per transaction: bounds how long one commit (and so the acks waiting
 # on it) can take when publishers outrun the disk.
 MAX_BATCH: Final = 4096
-
-_MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
-    1: (
-        """CREATE TABLE IF NOT EXISTS channels (
-            name  TEXT PRIMARY KEY,
-            epoch TEXT NOT NULL,
-            head  INTEGER NOT NULL DEFAULT 0
-        ) WITHOUT ROWID""",
-        # A rowid table: rows land in time order (payloads stay together, and
-        # age pruning deletes a rowid prefix); only the small (channel, seq)
-        # index entries scatter over channels.
-        """CREATE TABLE IF NOT EXISTS messages (
-            channel TEXT NOT NULL,
-            seq     INTEGER NOT NULL,
-            ts      REAL NOT NULL,
-            id      TEXT NOT NULL,
-            sender  TEXT NOT NULL,
-            kind    INTEGER NOT NULL,
-            data    BLOB NOT NULL,
-            UNIQUE (channel, seq)
-        )""",
-        # Append-only, no key index (see the module docstring); a key used
-        # again after it expired is a second row, and the newest row wins.
-        """CREATE TABLE IF NOT EXISTS dedup (
-            channel TEXT NOT NULL,
-            sender  TEXT NOT NULL,
-            id      TEXT NOT NULL,
-            seq     INTEGER NOT NULL,
-            ts      REAL NOT NULL
-        )""",
-    ),
-    2: (
-        """CREATE TABLE IF NOT EXISTS doc_snapshots (
-            name     TEXT PRIMARY KEY,
-            snapshot BLOB NOT NULL,
-            upto     INTEGER NOT NULL
-        ) WITHOUT ROWID""",
-        """CREATE TABLE IF NOT EXISTS doc_updates (
-            id   INTEGER PRIMARY KEY AUTOINCREMENT,
-            doc  TEXT NOT NULL,
-            data BLOB NOT NULL
-        )""",
-        "CREATE INDEX IF NOT EXISTS doc_updates_by_doc ON doc_updates (doc, id)",
-    ),
-}
 
 _INSERT_MESSAGE: Final = (
     "INSERT INTO messages (channel, seq, ts, id, sender, kind, data) VALUES (?, ?, ?, ?, ?, ?, ?)"
@@ -161,49 +100,29 @@ _Row = tuple[
 ]
 
 
-class SQLiteStore(PresenceInMemory):
-    """Channels, history, idempotency keys and shared documents in one SQLite
-    file (presence in memory).
+class SQLiteChannels:
+    """A :class:`~rtkit.storage.base.ChannelStore` in a :class:`SQLiteDatabase`
+    (see the module docstring).
 
-    >>> store = SQLiteStore("rtkit.db", retention=Retention(max_messages=10_000))
-    >>> async with store:
-    ...     appended = await store.append(
-    ...         "prices", {"px": 1.0}, sender="ann", msg_id="m1", ts=time.time(), dedup_window=300
-    ...     )
-
-    ``synchronous`` is ``"NORMAL"`` (survives a killed process) or ``"FULL"``
-    (survives power loss, slower). ``clock`` gives "now" for age-based
-    retention; ``prune_interval`` is how often (seconds) expired rows and keys
-    are deleted.
+    ``clock`` gives "now" for age-based retention; ``prune_interval`` is how
+    often (seconds) expired rows and keys are deleted.
     """
 
     def __init__(
         self,
-        path: str | os.PathLike[str],
-        retention: Retention = Retention(),  # noqa: B008 - frozen, so sharing is safe
-        synchronous: str = "NORMAL",
+        db: SQLiteDatabase,
+        retention: Retention,
         *,
         clock: Callable[[], float] = time.time,
         prune_interval: float = 10.0,
         max_dedup_keys: int = MAX_DEDUP_KEYS,
     ) -> None:
-        self.path = os.fspath(path)
-        if not self.path or self.path == ":memory:" or self.path.startswith("file:"):
-            raise ConfigurationError(
-                f"SQLiteStore needs a file path, not {self.path!r} (use memory:// for no file)"
-            )
-        synchronous = synchronous.upper()
-        if synchronous not in {"NORMAL", "FULL"}:
-            raise ConfigurationError("sqlite synchronous must be NORMAL or FULL")
         if prune_interval <= 0:
             raise ConfigurationError("prune_interval must be positive")
-        self.url = "sqlite:///" + self.path
+        self._db = db
         self.retention = retention
-        self.synchronous = synchronous
         self._clock = clock
         self._prune_interval = prune_interval
-        # new -> opening -> open (-> broken) -> closing -> closed
-        self._state = "new"
 
         # Event-loop side.
         self._channels: dict[str, _Channel] = {}
@@ -215,94 +134,53 @@ class SQLiteStore(PresenceInMemory):
         self._open_batch: list[_Row] | None = None
         self._wakeup = asyncio.Event()
         self._flusher: asyncio.Task[None] | None = None
-        self._closed = asyncio.Event()
-        self._presence = MemoryPresence()
 
-        # Writer-thread side (touched only while holding _write_limiter).
-        self._write_limiter = anyio.CapacityLimiter(1)
-        self._wconn: sqlite3.Connection | None = None
+        # Writer-thread side (touched only while holding the database's write limiter).
         self._heads: dict[str, int] = {}
         self._touched: set[str] = set()
         self._last_prune = 0.0
 
-        # Reader side (touched only while holding _read_limiter).
-        self._read_limiter = anyio.CapacityLimiter(1)
-        self._rconn: sqlite3.Connection | None = None
+    # -- lifecycle, driven by the store -------------------------------------
 
-    def __repr__(self) -> str:
-        return f"<SQLiteStore {self.path!r} {self._state}>"
+    def load_sync(
+        self,
+    ) -> tuple[list[tuple[str, str, int]], list[tuple[str, str, str, int, float]]]:
+        """The stored channels and newest idempotency keys (newest first), for
+        :meth:`start`. In the writer thread, once the database is open."""
+        conn = self._db.wconn
+        assert conn is not None
+        channels = conn.execute("SELECT name, epoch, head FROM channels").fetchall()
+        # The newest keys, newest first; pruning keeps the table to the window.
+        keys = conn.execute(
+            "SELECT channel, sender, id, seq, ts FROM dedup ORDER BY rowid DESC LIMIT ?",
+            (self._dedup.max_keys,),
+        ).fetchall()
+        self._heads = {name: head for name, _, head in channels}
+        self._touched = set(self._heads)  # count limits may have been lowered
+        self._last_prune = self._clock()
+        return channels, keys
 
-    async def __aenter__(self) -> SQLiteStore:
-        await self.open()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
-
-    # -- lifecycle ---------------------------------------------------------
-
-    async def open(self) -> None:
-        """Open (creating or migrating) the database and start the flusher."""
-        if self._state != "new":
-            raise RuntimeError(f"SQLiteStore.open() on a store that is {self._state}")
-        self._state = "opening"
-        try:
-            channels, keys = await anyio.to_thread.run_sync(
-                self._open_sync, limiter=self._write_limiter
-            )
-        except BaseException:
-            self._state = "closed"
-            self._closed.set()
-            await anyio.to_thread.run_sync(self._close_sync)
-            raise
+    def start(
+        self,
+        channels: list[tuple[str, str, int]],
+        keys: list[tuple[str, str, str, int, float]],
+    ) -> None:
+        """Take what :meth:`load_sync` found and start the flusher."""
         for name, epoch, head in channels:
             self._channels[name] = _Channel(epoch, head)
         for channel, sender, msg_id, seq, ts in reversed(keys):  # oldest first
             self._dedup.load((channel, sender, msg_id), (seq, ts), ts)
         self._flusher = asyncio.get_running_loop().create_task(
-            self._flush_loop(), name=f"rtkit sqlite flusher {self.path}"
+            self._flush_loop(), name=f"rtkit sqlite flusher {self._db.path}"
         )
         self._flusher.add_done_callback(self._flusher_done)
-        self._state = "open"
-        log.info(
-            "sqlite store %s open: %d channels, %d idempotency keys, synchronous=%s",
-            self.path,
-            len(channels),
-            len(keys),
-            self.synchronous,
-        )
 
-    async def close(self) -> None:
-        """Commit everything queued, then close the database. Idempotent."""
-        if self._state in {"new", "closed"}:
-            self._state = "closed"
-            self._closed.set()
-            return
-        if self._state == "opening":
-            raise RuntimeError("SQLiteStore.close() while open() is still running")
-        if self._state == "closing":  # another close() is at work
-            await self._closed.wait()
-            return
-        self._state = "closing"
+    async def stop(self) -> None:
+        """Commit everything queued (the database is ``closing``)."""
         self._wakeup.set()
-        try:
-            if self._flusher is not None and not self._flusher.done():
-                # Shielded: a cancelled close() must not cut a commit short.
-                await asyncio.shield(self._flusher)
-        finally:
-            await anyio.to_thread.run_sync(self._close_sync, limiter=self._write_limiter)
-            self._state = "closed"
-            self._closed.set()
-            log.info("sqlite store %s closed", self.path)
-
-    def _check_open(self) -> None:
-        if self._state == "open":
-            return
-        if self._state in {"new", "opening"}:
-            raise RuntimeError("the store is not open: call 'await store.open()' first")
-        if self._state == "broken":
-            raise Unavailable(f"the SQLite store {self.path} failed (see the log); restart the hub")
-        raise RuntimeError("the store is closed")
+        if self._flusher is not None and not self._flusher.done():
+            # Shielded: a cancelled close() must not cut a commit short.
+            await asyncio.shield(self._flusher)
 
     def _channel(self, name: str) -> _Channel:
         ch = self._channels.get(name)
@@ -314,7 +192,7 @@ class SQLiteStore(PresenceInMemory):
             self._wakeup.set()
         return ch
 
-    # -- the Store protocol -----------------------------------------------
+    # -- the ChannelStore protocol -----------------------------------------
 
     async def append(
         self,
@@ -328,12 +206,12 @@ class SQLiteStore(PresenceInMemory):
     ) -> Appended:
         """Store one message; returns once its transaction committed.
 
-        See :meth:`rtkit.storage.base.Store.append`. Raises TypeError for data
+        See :meth:`rtkit.storage.base.ChannelStore.append`. Raises TypeError for data
         that is neither JSON nor bytes, and :class:`rtkit.errors.Unavailable`
         when the database cannot be written.
         """
-        if self._state != "open":
-            self._check_open()
+        if self._db.state != "open":
+            self._db.check_open()
         # Encode and check here, not in the writer: a bad value fails only its
         # caller, not the whole batch it would have joined.
         kind, payload = encode_data(data)
@@ -377,43 +255,22 @@ class SQLiteStore(PresenceInMemory):
     ) -> Range:
         """Committed messages of a channel in seq order.
 
-        See :meth:`rtkit.storage.base.Store.read`; ``last`` keeps the newest
+        See :meth:`rtkit.storage.base.ChannelStore.read`; ``last`` keeps the newest
         ``last``, then ``limit`` keeps the oldest ``limit`` when ``since`` is
         given and the newest otherwise.
         """
-        self._check_open()
+        self._db.check_open()
         epoch = self._channel(channel).epoch
         messages, head, complete = await anyio.to_thread.run_sync(
-            self._read_sync, channel, since, before, limit, last, limiter=self._read_limiter
+            self._read_sync, channel, since, before, limit, last, limiter=self._db.read_limiter
         )
         return Range(messages, head, epoch, complete)
 
     async def head(self, channel: str) -> tuple[int, str]:
         """The channel's latest committed seq (0 if none) and its epoch."""
-        self._check_open()
+        self._db.check_open()
         ch = self._channel(channel)
         return ch.head, ch.epoch
-
-    # -- shared documents -------------------------------------------------
-
-    async def doc_load(self, name: str) -> DocRecord:
-        """The document's snapshot and later updates; see :class:`~rtkit.storage.Store`."""
-        self._check_open()
-        return await anyio.to_thread.run_sync(self._doc_load_sync, name, limiter=self._read_limiter)
-
-    async def doc_append(self, name: str, update: bytes) -> int:
-        """Commit one update; returns the count after the snapshot."""
-        self._check_open()
-        return await anyio.to_thread.run_sync(
-            self._doc_append_sync, name, bytes(update), limiter=self._write_limiter
-        )
-
-    async def doc_compact(self, name: str, snapshot: bytes, upto: int) -> None:
-        """Make ``snapshot`` the base and drop the updates it covers, atomically."""
-        self._check_open()
-        await anyio.to_thread.run_sync(
-            self._doc_compact_sync, name, bytes(snapshot), upto, limiter=self._write_limiter
-        )
 
     async def prune(self) -> None:
         """Delete expired messages and idempotency keys now.
@@ -421,9 +278,9 @@ class SQLiteStore(PresenceInMemory):
         This also happens every ``prune_interval`` seconds on its own; call
         it after lowering retention, or in tests.
         """
-        self._check_open()
+        self._db.check_open()
         await anyio.to_thread.run_sync(
-            self._prune_sync, self._dedup.max_window, limiter=self._write_limiter
+            self._prune_sync, self._dedup.max_window, limiter=self._db.write_limiter
         )
 
     # -- event-loop internals ---------------------------------------------
@@ -433,7 +290,7 @@ class SQLiteStore(PresenceInMemory):
         channel, sender, msg_id = key
         seq, ts = first
         stored = await anyio.to_thread.run_sync(
-            self._fetch_sync, channel, seq, limiter=self._read_limiter
+            self._fetch_sync, channel, seq, limiter=self._db.read_limiter
         )
         # Pruned since: the caller sent the same id, so its data stands in.
         return Message(channel, seq, ts, msg_id, sender, data if stored is None else stored.data)
@@ -446,10 +303,10 @@ class SQLiteStore(PresenceInMemory):
                     continue
                 # The database refused even the bookkeeping: retry on new work
                 # or after a pause, rather than spin on a broken disk.
-                if self._state == "closing":
-                    log.error("sqlite store %s: closing with unsaved channel epochs", self.path)
+                if self._db.state == "closing":
+                    log.error("sqlite store %s: closing with unsaved channel epochs", self._db.path)
                     return
-            elif self._state == "closing":
+            elif self._db.state == "closing":
                 return
             try:
                 async with asyncio.timeout(self._prune_interval):
@@ -462,10 +319,10 @@ class SQLiteStore(PresenceInMemory):
         self._dedup.prune(self._clock())
         try:
             await anyio.to_thread.run_sync(
-                self._maybe_prune_sync, self._dedup.max_window, limiter=self._write_limiter
+                self._maybe_prune_sync, self._dedup.max_window, limiter=self._db.write_limiter
             )
         except Exception:
-            log.exception("sqlite store %s: pruning failed", self.path)
+            log.exception("sqlite store %s: pruning failed", self._db.path)
 
     async def _flush_batch(self) -> bool:
         """Write the oldest queued batch; False if the database refused it."""
@@ -475,10 +332,14 @@ class SQLiteStore(PresenceInMemory):
         unsaved, self._unsaved = self._unsaved, {}
         try:
             seqs, heads = await anyio.to_thread.run_sync(
-                self._write_sync, rows, unsaved, self._dedup.max_window, limiter=self._write_limiter
+                self._write_sync,
+                rows,
+                unsaved,
+                self._dedup.max_window,
+                limiter=self._db.write_limiter,
             )
         except Exception as exc:  # one failed batch must not stop the flusher
-            log.exception("sqlite store %s: writing %d messages failed", self.path, len(rows))
+            log.exception("sqlite store %s: writing %d messages failed", self._db.path, len(rows))
             self._unsaved = unsaved | self._unsaved  # channels are retried with the next batch
             self._fail(rows, exc)
             return False
@@ -529,69 +390,20 @@ class SQLiteStore(PresenceInMemory):
             if err is None:
                 return
             exc = err
-            log.error("sqlite store %s: flusher crashed", self.path, exc_info=exc)
+            log.error("sqlite store %s: flusher crashed", self._db.path, exc_info=exc)
         while self._queue:
             self._fail(self._queue.popleft(), exc)
         self._open_batch = None
-        if self._state == "open":
-            self._state = "broken"  # refuse new work; close() still cleans up
+        if self._db.state == "open":
+            self._db.state = "broken"  # refuse new work; close() still cleans up
 
     # -- writer thread ------------------------------------------------------
-
-    def _connect(self) -> sqlite3.Connection:
-        # Autocommit mode (isolation_level=None): transactions are explicit.
-        # check_same_thread=False: a capacity-1 limiter serialises each
-        # connection, but anyio may run successive calls on different threads.
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA busy_timeout = 5000")
-        return conn
-
-    def _open_sync(
-        self,
-    ) -> tuple[list[tuple[str, str, int]], list[tuple[str, str, str, int, float]]]:
-        self._wconn = conn = self._connect()
-        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-        if str(mode).lower() != "wal":
-            raise ConfigurationError(f"{self.path}: SQLite refused WAL mode (got {mode!r})")
-        conn.execute(f"PRAGMA synchronous = {self.synchronous}")
-        self._migrate(conn)
-        channels = conn.execute("SELECT name, epoch, head FROM channels").fetchall()
-        # The newest keys, newest first; pruning keeps the table to the window.
-        keys = conn.execute(
-            "SELECT channel, sender, id, seq, ts FROM dedup ORDER BY rowid DESC LIMIT ?",
-            (self._dedup.max_keys,),
-        ).fetchall()
-        self._heads = {name: head for name, _, head in channels}
-        self._touched = set(self._heads)  # count limits may have been lowered
-        self._last_prune = self._clock()
-        self._rconn = self._connect()
-        self._rconn.execute("PRAGMA query_only = 1")
-        return channels, keys
-
-    def _migrate(self, conn: sqlite3.Connection) -> None:
-        conn.execute("BEGIN IMMEDIATE")  # one process migrates at a time
-        try:
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise ConfigurationError(
-                    f"{self.path} has schema version {version}, newer than this rtkit "
-                    f"understands ({SCHEMA_VERSION}); upgrade rtkit"
-                )
-            for step in range(version + 1, SCHEMA_VERSION + 1):
-                log.info("sqlite store %s: migrating schema to version %d", self.path, step)
-                for statement in _MIGRATIONS[step]:
-                    conn.execute(statement)
-                conn.execute(f"PRAGMA user_version = {step}")
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
 
     def _write_sync(
         self, rows: list[_Row], unsaved: dict[str, str], max_window: float
     ) -> tuple[list[int], dict[str, int]]:
         """Store a batch in one transaction; returns its seqs and each channel's new head."""
-        conn = self._wconn
+        conn = self._db.wconn
         assert conn is not None
         heads = self._heads
         new: dict[str, int] = {}
@@ -632,15 +444,15 @@ class SQLiteStore(PresenceInMemory):
         try:
             self._maybe_prune_sync(max_window)
         except Exception:
-            log.exception("sqlite store %s: pruning failed", self.path)
+            log.exception("sqlite store %s: pruning failed", self._db.path)
         return seqs, new
 
     def _maybe_prune_sync(self, max_window: float) -> None:
-        if self._wconn is not None and self._clock() - self._last_prune >= self._prune_interval:
+        if self._db.wconn is not None and self._clock() - self._last_prune >= self._prune_interval:
             self._prune_sync(max_window)
 
     def _prune_sync(self, max_window: float) -> None:
-        conn = self._wconn
+        conn = self._db.wconn
         assert conn is not None
         now = self._clock()
         self._last_prune = now
@@ -672,61 +484,11 @@ class SQLiteStore(PresenceInMemory):
         if aged or counted or keys:
             log.debug(
                 "sqlite store %s pruned %d aged and %d surplus messages, %d keys",
-                self.path,
+                self._db.path,
                 aged,
                 counted,
                 keys,
             )
-
-    def _doc_append_sync(self, name: str, update: bytes) -> int:
-        conn = self._wconn
-        if conn is None:
-            raise RuntimeError("the store is closed")
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            conn.execute("INSERT INTO doc_updates (doc, data) VALUES (?, ?)", (name, update))
-            count: int = conn.execute(
-                "SELECT count(*) FROM doc_updates WHERE doc = ?", (name,)
-            ).fetchone()[0]
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-        return count
-
-    def _doc_compact_sync(self, name: str, snapshot: bytes, upto: int) -> None:
-        conn = self._wconn
-        if conn is None:
-            raise RuntimeError("the store is closed")
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            found = conn.execute(
-                "SELECT upto FROM doc_snapshots WHERE name = ?", (name,)
-            ).fetchone()
-            if found is None or found[0] < upto:
-                conn.execute(
-                    "INSERT OR REPLACE INTO doc_snapshots (name, snapshot, upto) VALUES (?, ?, ?)",
-                    (name, snapshot, upto),
-                )
-                conn.execute("DELETE FROM doc_updates WHERE doc = ? AND id <= ?", (name, upto))
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-
-    def _close_sync(self) -> None:
-        if self._wconn is not None:
-            try:
-                self._wconn.execute("PRAGMA optimize")
-            except sqlite3.Error:
-                log.exception("sqlite store %s: PRAGMA optimize failed", self.path)
-            self._wconn.close()
-            self._wconn = None
-        if self._rconn is not None:
-            self._rconn.close()
-            self._rconn = None
 
     # -- reader thread --------------------------------------------------------
 
@@ -738,7 +500,7 @@ class SQLiteStore(PresenceInMemory):
         limit: int | None,
         last: int | None,
     ) -> tuple[list[Message], int, bool]:
-        conn = self._rconn
+        conn = self._db.rconn
         if conn is None:
             raise RuntimeError("the store is closed")
         cutoff = self._clock() - self.retention.max_age
@@ -786,27 +548,8 @@ class SQLiteStore(PresenceInMemory):
             messages = trim_selection(messages, since=since, limit=limit, last=None)
         return messages, head, complete
 
-    def _doc_load_sync(self, name: str) -> DocRecord:
-        conn = self._rconn
-        if conn is None:
-            raise RuntimeError("the store is closed")
-        # One transaction: a compaction cannot slip between the two reads.
-        conn.execute("BEGIN")
-        try:
-            found = conn.execute(
-                "SELECT snapshot, upto FROM doc_snapshots WHERE name = ?", (name,)
-            ).fetchone()
-            rows = conn.execute(
-                "SELECT id, data FROM doc_updates WHERE doc = ? ORDER BY id", (name,)
-            ).fetchall()
-        finally:
-            conn.execute("COMMIT")
-        snapshot, upto = (None, 0) if found is None else (bytes(found[0]), int(found[1]))
-        last = rows[-1][0] if rows else upto
-        return DocRecord(snapshot, [bytes(data) for _, data in rows], last)
-
     def _fetch_sync(self, channel: str, seq: int) -> Message | None:
-        conn = self._rconn
+        conn = self._db.rconn
         if conn is None:
             raise RuntimeError("the store is closed")
         found = conn.execute(

@@ -1,8 +1,8 @@
-"""The Store contract, run against every embedded backend.
+"""The ChannelStore contract (``store.channels``), run against every backend.
 
-Each test gets a factory for a fresh, opened store of one backend (the SQLite
-one on a file in ``tmp_path``). Times are passed in through ``ts``; nothing
-sleeps.
+Each test gets ``make_store`` (see conftest.py), a factory for fresh, opened
+stores of one backend, and uses their channel store. Times are passed in
+through ``ts``; nothing sleeps.
 """
 
 from __future__ import annotations
@@ -11,42 +11,16 @@ import asyncio
 import math
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from rtkit.pytest_plugin import REDIS_URL
-from rtkit.storage import Appended, MemoryStore, Range, Retention, SQLiteStore, Store
-from rtkit.storage.redis import RedisStore
+from rtkit.storage import Appended, ChannelStore, MemoryStore, Range, Retention, SQLiteStore, Store
 
-MakeStore = Callable[..., Awaitable[Store]]
+MakeStore = Callable[..., Awaitable[Store]]  # the conftest's fixture
 WINDOW = 300.0
-
-
-@pytest.fixture(params=["memory", "sqlite", pytest.param("redis", marks=pytest.mark.redis)])
-async def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[MakeStore]:
-    stores: list[Store] = []
-    redis_prefix = request.getfixturevalue("rt_redis_prefix") if request.param == "redis" else ""
-
-    async def make(retention: Retention = Retention()) -> Store:  # noqa: B008
-        store: Store
-        if request.param == "memory":
-            store = MemoryStore(retention)
-        elif request.param == "redis":
-            store = RedisStore(
-                REDIS_URL, prefix=f"{redis_prefix}{len(stores)}:", retention=retention
-            )
-        else:
-            store = SQLiteStore(tmp_path / f"rt{len(stores)}.db", retention)
-        await store.open()
-        stores.append(store)
-        return store
-
-    yield make
-    for store in stores:
-        await store.close()
 
 
 async def put(
@@ -59,7 +33,7 @@ async def put(
     ts: float | None = None,
     window: float = WINDOW,
 ) -> Appended:
-    return await store.append(
+    return await store.channels.append(
         channel,
         data,
         sender=sender,
@@ -94,6 +68,7 @@ def assert_same(got: Any, want: Any) -> None:
 async def test_is_a_store(make_store: MakeStore) -> None:
     store = await make_store()
     assert isinstance(store, Store)
+    assert isinstance(store.channels, ChannelStore)
     assert store.url.split(":")[0] in {"memory", "sqlite", "redis"}
 
 
@@ -112,11 +87,11 @@ async def test_concurrent_appends_get_gap_free_seqs_in_call_order(make_store: Ma
         assert appended.message.seq == expected[ch], f"call {i} on {ch}"
         assert appended.message.data == {"i": i}
     for ch in channels:
-        rng = await store.read(ch)
+        rng = await store.channels.read(ch)
         assert seqs(rng) == list(range(1, expected[ch] + 1))
         assert rng.seq == expected[ch]
         assert [m.data["i"] for m in rng.messages] == [i for i, c in enumerate(calls) if c == ch]
-        assert await store.head(ch) == (expected[ch], rng.epoch)
+        assert await store.channels.head(ch) == (expected[ch], rng.epoch)
 
 
 async def test_generated_ids_are_unique(make_store: MakeStore) -> None:
@@ -132,7 +107,7 @@ async def test_read_selection(make_store: MakeStore) -> None:
     for i in range(1, 11):
         await put(store, "ch", i, msg_id=f"m{i}", sender="bob")
 
-    everything = await store.read("ch")
+    everything = await store.channels.read("ch")
     assert seqs(everything) == list(range(1, 11))
     assert everything.seq == 10
     assert everything.complete
@@ -146,37 +121,37 @@ async def test_read_selection(make_store: MakeStore) -> None:
     )
     assert first.envelope()["seq"] == 1
 
-    assert seqs(await store.read("ch", since=3)) == list(range(4, 11))
-    assert seqs(await store.read("ch", since=3, limit=2)) == [4, 5]  # oldest after since
-    assert seqs(await store.read("ch", before=5)) == [1, 2, 3, 4]
-    assert seqs(await store.read("ch", before=5, limit=2)) == [3, 4]  # newest before
-    assert seqs(await store.read("ch", since=2, before=6)) == [3, 4, 5]
-    assert seqs(await store.read("ch", since=2, before=6, limit=2)) == [3, 4]
-    assert seqs(await store.read("ch", last=3)) == [8, 9, 10]
-    assert seqs(await store.read("ch", limit=3)) == [8, 9, 10]  # newest without since
-    assert seqs(await store.read("ch", last=20)) == list(range(1, 11))
-    assert seqs(await store.read("ch", last=0)) == []
-    assert seqs(await store.read("ch", limit=0)) == []
-    assert seqs(await store.read("ch", before=1)) == []
-    assert seqs(await store.read("ch", since=5, last=2)) == [9, 10]
+    assert seqs(await store.channels.read("ch", since=3)) == list(range(4, 11))
+    assert seqs(await store.channels.read("ch", since=3, limit=2)) == [4, 5]  # oldest after since
+    assert seqs(await store.channels.read("ch", before=5)) == [1, 2, 3, 4]
+    assert seqs(await store.channels.read("ch", before=5, limit=2)) == [3, 4]  # newest before
+    assert seqs(await store.channels.read("ch", since=2, before=6)) == [3, 4, 5]
+    assert seqs(await store.channels.read("ch", since=2, before=6, limit=2)) == [3, 4]
+    assert seqs(await store.channels.read("ch", last=3)) == [8, 9, 10]
+    assert seqs(await store.channels.read("ch", limit=3)) == [8, 9, 10]  # newest without since
+    assert seqs(await store.channels.read("ch", last=20)) == list(range(1, 11))
+    assert seqs(await store.channels.read("ch", last=0)) == []
+    assert seqs(await store.channels.read("ch", limit=0)) == []
+    assert seqs(await store.channels.read("ch", before=1)) == []
+    assert seqs(await store.channels.read("ch", since=5, last=2)) == [9, 10]
 
-    caught_up = await store.read("ch", since=10)
+    caught_up = await store.channels.read("ch", since=10)
     assert (caught_up.messages, caught_up.seq, caught_up.complete) == ([], 10, True)
-    from_start = await store.read("ch", since=0)
+    from_start = await store.channels.read("ch", since=0)
     assert seqs(from_start) == list(range(1, 11))
     assert from_start.complete
 
 
 async def test_unknown_channel_has_a_stable_epoch(make_store: MakeStore) -> None:
     store = await make_store()
-    rng = await store.read("new")
+    rng = await store.channels.read("new")
     assert (rng.messages, rng.seq, rng.complete) == ([], 0, True)
     assert rng.epoch
-    assert await store.head("new") == (0, rng.epoch)
-    assert (await store.read("new", since=0)).complete
+    assert await store.channels.head("new") == (0, rng.epoch)
+    assert (await store.channels.read("new", since=0)).complete
     await put(store, "new", "x")
-    assert await store.head("new") == (1, rng.epoch)
-    other = await store.head("other")
+    assert await store.channels.head("new") == (1, rng.epoch)
+    other = await store.channels.head("other")
     assert other[1] != rng.epoch
 
 
@@ -185,26 +160,26 @@ async def test_since_beyond_head_is_incomplete(make_store: MakeStore) -> None:
     store = await make_store()
     for i in range(3):
         await put(store, "ch", i)
-    rng = await store.read("ch", since=7)
+    rng = await store.channels.read("ch", since=7)
     assert (rng.messages, rng.seq, rng.complete) == ([], 3, False)
-    assert not (await store.read("empty", since=1)).complete
+    assert not (await store.channels.read("empty", since=1)).complete
 
 
 async def test_since_older_than_retained_is_incomplete(make_store: MakeStore) -> None:
     store = await make_store(Retention(max_messages=5))
     for i in range(1, 11):
         await put(store, "ch", i)
-    assert seqs(await store.read("ch")) == [6, 7, 8, 9, 10]
-    assert seqs(await store.read("ch", last=10)) == [6, 7, 8, 9, 10]
+    assert seqs(await store.channels.read("ch")) == [6, 7, 8, 9, 10]
+    assert seqs(await store.channels.read("ch", last=10)) == [6, 7, 8, 9, 10]
 
-    gap = await store.read("ch", since=2)
+    gap = await store.channels.read("ch", since=2)
     assert seqs(gap) == [6, 7, 8, 9, 10]
     assert not gap.complete
-    assert not (await store.read("ch", since=4)).complete
-    assert not (await store.read("ch", since=0)).complete
-    assert (await store.read("ch", since=5)).complete
-    assert (await store.read("ch", since=9)).complete
-    assert seqs(await store.read("ch", before=8)) == [6, 7]
+    assert not (await store.channels.read("ch", since=4)).complete
+    assert not (await store.channels.read("ch", since=0)).complete
+    assert (await store.channels.read("ch", since=5)).complete
+    assert (await store.channels.read("ch", since=9)).complete
+    assert seqs(await store.channels.read("ch", before=8)) == [6, 7]
 
 
 async def test_retention_by_age(make_store: MakeStore) -> None:
@@ -214,13 +189,13 @@ async def test_retention_by_age(make_store: MakeStore) -> None:
         await put(store, "ch", f"old{i}", ts=now - 120)
     for i in range(2):
         await put(store, "ch", f"new{i}", ts=now)
-    rng = await store.read("ch")
+    rng = await store.channels.read("ch")
     assert [m.data for m in rng.messages] == ["new0", "new1"]
     assert seqs(rng) == [4, 5]
     assert rng.seq == 5
-    assert not (await store.read("ch", since=0)).complete
-    assert not (await store.read("ch", since=2)).complete
-    assert (await store.read("ch", since=3)).complete
+    assert not (await store.channels.read("ch", since=0)).complete
+    assert not (await store.channels.read("ch", since=2)).complete
+    assert (await store.channels.read("ch", since=3)).complete
 
 
 async def test_idempotent_append(make_store: MakeStore) -> None:
@@ -232,12 +207,12 @@ async def test_idempotent_append(make_store: MakeStore) -> None:
     assert not first.duplicate
     assert again.duplicate
     assert again.message == first.message  # same seq, ts, id, sender and data
-    assert seqs(await store.read("ch")) == [1, 2]
+    assert seqs(await store.channels.read("ch")) == [1, 2]
 
     # The key is (channel, sender, id).
     assert not (await put(store, "ch", 0, msg_id="abc", sender="bob", ts=now + 3)).duplicate
     assert not (await put(store, "ch2", 0, msg_id="abc", ts=now + 3)).duplicate
-    assert (await store.head("ch"))[0] == 3
+    assert (await store.channels.head("ch"))[0] == 3
 
 
 async def test_duplicate_of_a_message_past_retention(make_store: MakeStore) -> None:
@@ -251,7 +226,7 @@ async def test_duplicate_of_a_message_past_retention(make_store: MakeStore) -> N
     assert again.duplicate
     assert (again.message.seq, again.message.ts, again.message.id) == (1, now, "early")
     assert again.message.data == {"v": 1}
-    assert (await store.head("ch"))[0] == 4
+    assert (await store.channels.head("ch"))[0] == 4
 
 
 async def test_concurrent_duplicates_store_once(make_store: MakeStore) -> None:
@@ -263,7 +238,7 @@ async def test_concurrent_duplicates_store_once(make_store: MakeStore) -> None:
     )
     assert [r.message.seq for r in results] == [1, 1, 1, 1, 1, 2]
     assert [r.duplicate for r in results] == [False, True, True, True, True, False]
-    assert seqs(await store.read("ch")) == [1, 2]
+    assert seqs(await store.channels.read("ch")) == [1, 2]
 
 
 async def test_dedup_expires_after_the_window(make_store: MakeStore) -> None:
@@ -310,7 +285,7 @@ async def test_data_round_trips_exactly(make_store: MakeStore) -> None:
     for data in ROUND_TRIP:
         appended = await put(store, "ch", data)
         assert appended.message.data is data
-    rng = await store.read("ch")
+    rng = await store.channels.read("ch")
     assert len(rng.messages) == len(ROUND_TRIP)
     for message, data in zip(rng.messages, ROUND_TRIP, strict=True):
         assert_same(message.data, data)
@@ -319,7 +294,7 @@ async def test_data_round_trips_exactly(make_store: MakeStore) -> None:
 async def test_bytearray_is_stored_as_bytes(make_store: MakeStore) -> None:
     store = await make_store()
     await put(store, "ch", bytearray(b"\x01\x02"))
-    (message,) = (await store.read("ch")).messages
+    (message,) = (await store.channels.read("ch")).messages
     assert bytes(message.data) == b"\x01\x02"
 
 
@@ -328,7 +303,7 @@ async def test_timestamps_round_trip(make_store: MakeStore) -> None:
     ts = time.time() - 0.123456789
     appended = await put(store, "ch", 1, ts=ts)
     assert appended.message.ts == ts
-    (message,) = (await store.read("ch", since=0)).messages
+    (message,) = (await store.channels.read("ch", since=0)).messages
     assert message == appended.message
 
 
@@ -341,7 +316,7 @@ async def test_lifecycle(make_store: MakeStore, tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="closed"):
         await put(store, "ch", 1)
     with pytest.raises(RuntimeError, match="closed"):
-        await store.read("ch")
+        await store.channels.read("ch")
 
     for fresh in (MemoryStore(), SQLiteStore(tmp_path / "unopened.db")):
         with pytest.raises(RuntimeError, match="not open"):
@@ -361,7 +336,7 @@ async def test_async_context_manager(tmp_path: Path) -> None:
 async def test_memory_restart_is_a_new_epoch() -> None:
     async with MemoryStore() as first:
         await put(first, "ch", 1)
-        epoch = (await first.head("ch"))[1]
+        epoch = (await first.channels.head("ch"))[1]
     async with MemoryStore() as second:
-        assert (await second.head("ch"))[0] == 0
-        assert (await second.head("ch"))[1] != epoch
+        assert (await second.channels.head("ch"))[0] == 0
+        assert (await second.channels.head("ch"))[1] != epoch
