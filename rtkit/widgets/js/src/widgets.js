@@ -1,5 +1,15 @@
 // The front-end of rtkit's widgets: one module that renders any of them.
 //
+//   widgets.js   this entry: picks the renderer by the model's `_kind`
+//   chart.js     LiveChart (uPlot), table.js LiveTable, status.js
+//                StatusBadge, presence.js PresenceBar: one `render` each
+//   hub.js       the page's connections to hubs, shared by every widget,
+//                and the fallback to the kernel relay
+//   protocol.js  the wire names used, as rtkit/protocol.py defines them
+//
+// The sources are plain ESM with JSDoc types: `npm run check` type-checks
+// them (tsc, jsconfig.json), `npm run build` bundles them (esbuild).
+//
 // anywidget hands the browser each widget model's `_esm` as a string and
 // imports it through a blob: URL of its own. A relative import, such as a
 // split build's shared chunk, cannot resolve against a blob: URL, and the
