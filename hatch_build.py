@@ -14,7 +14,7 @@ from typing import Any
 
 from hatchling.builders.hooks.plugin.interface import BuildHookInterface
 
-OUTPUTS = ("chart.js", "table.js", "status.js", "presence.js")
+OUTPUTS = ("widgets.js",)
 
 
 class WidgetsBuildHook(BuildHookInterface):  # type: ignore[type-arg]

@@ -16,8 +16,9 @@ kernel relays through the widget's comm, coalesced to at most
 ``relay_rate`` updates per second.
 
 Needs ``pip install 'rtkit[widgets]'`` (anywidget and ipywidgets). The
-front-end (socket.io-client and uPlot) is bundled into ``static/`` when the
-package is built; nothing is fetched from a CDN.
+front-end of all four widgets (``js/src``, with socket.io-client and uPlot)
+is bundled into ``static/widgets.js`` when the package is built; nothing is
+fetched from a CDN.
 """
 
 from __future__ import annotations

@@ -17,6 +17,9 @@ from ..protocol import Message
 log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).parent / "static"
+# The front-end of every widget here: one bundle (rtkit/widgets/js, built by
+# esbuild), whose entry renders the widget its model's ``_kind`` names.
+BUNDLE = "widgets.js"
 # jupyter-server drops iopub messages past 1000/s; one widget stays far below.
 RELAY_RATE = 30.0
 # A relay update carries at most this many messages; older ones are dropped
@@ -24,22 +27,21 @@ RELAY_RATE = 30.0
 RELAY_MAX_BATCH = 5_000
 
 
-def _source(name: str) -> Path | str:
+def _source() -> Path | str:
     """The bundled module, or (unbuilt) a stub: importing must not fail."""
-    path = STATIC / name
+    path = STATIC / BUNDLE
     if path.is_file():
         return path
     return "export default { render({ el }) { el.textContent = 'rtkit: front-end not built'; } };"
 
 
 def _check_bundle() -> None:
-    for name in ("chart.js", "table.js", "status.js", "presence.js"):
-        path = STATIC / name
-        if not path.is_file():
-            raise RuntimeError(
-                f"rtkit's widget front-end is not built ({path} is missing): "
-                "run `make widgets` (npm ci && esbuild) or reinstall rtkit"
-            )
+    path = STATIC / BUNDLE
+    if not path.is_file():
+        raise RuntimeError(
+            f"rtkit's widget front-end is not built ({path} is missing): "
+            "run `make widgets` (npm ci && esbuild) or reinstall rtkit"
+        )
 
 
 _kernel_client: sync.Client | None = None
@@ -116,6 +118,10 @@ class _Relay:
 
 
 class _HubWidget(anywidget.AnyWidget):
+    _esm = _source()
+    # Which of the bundle's widgets draws this model: "chart", "table",
+    # "status" or "presence" (the renderers of js/src/widgets.js).
+    _kind = traitlets.Unicode("").tag(sync=True)
     channel = traitlets.Unicode("").tag(sync=True)
     # "auto": same-origin inside Jupyter, else the kernel relay; "direct": the
     # browser connects to ``url`` (with ``token``); "relay": always the kernel.
@@ -184,7 +190,7 @@ class LiveChart(_HubWidget):
     >>> LiveChart("sensors", series=["temp", "humidity"], window="2min")
     """
 
-    _esm = _source("chart.js")
+    _kind = traitlets.Unicode("chart").tag(sync=True)
     series = traitlets.List(traitlets.Unicode()).tag(sync=True)
     window_rows = traitlets.Int(0).tag(sync=True)
     window_seconds = traitlets.Float(0.0).tag(sync=True)
@@ -216,7 +222,7 @@ class LiveTable(_HubWidget):
     >>> LiveTable("orders", rows=20, columns=["side", "qty", "px"])
     """
 
-    _esm = _source("table.js")
+    _kind = traitlets.Unicode("table").tag(sync=True)
     rows = traitlets.Int(20).tag(sync=True)
     columns = traitlets.List(traitlets.Unicode()).tag(sync=True)
 
@@ -241,4 +247,4 @@ class StatusBadge(_HubWidget):
     >>> StatusBadge("prices")
     """
 
-    _esm = _source("status.js")
+    _kind = traitlets.Unicode("status").tag(sync=True)

@@ -9,7 +9,7 @@ import traitlets
 
 from ..client import sync
 from ..protocol import Member, validate_name
-from ._base import _HubWidget, _source
+from ._base import _HubWidget
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ class PresenceBar(_HubWidget):
     >>> PresenceBar("analysis", state={"status": "reviewing"}, max_avatars=8)
     """
 
-    _esm = _source("presence.js")
+    _kind = traitlets.Unicode("presence").tag(sync=True)
     room = traitlets.Unicode("").tag(sync=True)
     state = traitlets.Dict().tag(sync=True)
     max_avatars = traitlets.Int(12).tag(sync=True)

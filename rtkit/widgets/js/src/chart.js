@@ -6,6 +6,17 @@ import uPlot from "uplot";
 import css from "uplot/dist/uPlot.min.css";
 import { attach, rows } from "./hub.js";
 
+/**
+ * @typedef {object} ChartState the LiveChart's traits (rtkit/widgets/_base.py)
+ * @property {string[]} series
+ * @property {number} window_rows
+ * @property {number} window_seconds
+ * @property {boolean} paused
+ * @property {number} height
+ * @property {string} title
+ */
+/** @typedef {import("./hub.js").HubModelState & ChartState} ChartModelState */
+
 const COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2"];
 let styled = false;
 
@@ -21,7 +32,8 @@ function addStyle() {
   document.head.appendChild(style);
 }
 
-function render({ model, el }) {
+/** @type {import("@anywidget/types").Render<ChartModelState>} */
+export function render({ model, el }) {
   addStyle();
   const root = document.createElement("div");
   root.className = "rtkit-chart";
@@ -36,17 +48,18 @@ function render({ model, el }) {
   el.appendChild(root);
 
   let names = [...(model.get("series") || [])];
+  /** @type {number[]} */
   const xs = [];
-  let ys = names.map(() => []);
+  /** @type {(number | null)[][]} */
+  const ys = names.map(() => []);
   let start = 0; // index of the first row inside the window
   let dirty = false;
   let scheduled = false;
+  /** @type {uPlot | null} */
   let plot = null;
-  let frames = 0;
   let messages = 0;
+  /** @type {string} */
   let source = "";
-  const stats = { frames: 0, messages: 0, rows: 0 };
-  el.rtkitStats = stats; // read by tests and benchmarks
 
   const paused = () => model.get("paused");
   const setButton = () => (button.textContent = paused() ? "Resume" : "Pause");
@@ -63,7 +76,7 @@ function render({ model, el }) {
   function makePlot() {
     if (plot) plot.destroy();
     const width = Math.max(300, (el.clientWidth || 600) - 10);
-    plot = new uPlot(
+    return new uPlot(
       {
         width,
         height: model.get("height"),
@@ -102,6 +115,7 @@ function render({ model, el }) {
     }
   }
 
+  /** @param {import("./hub.js").Envelope} env */
   function onRows(env) {
     for (const [ts, row] of rows(env)) {
       if (names.length === 0 || (model.get("series") || []).length === 0) {
@@ -118,15 +132,14 @@ function render({ model, el }) {
         const v = row[names[i]];
         ys[i].push(typeof v === "number" ? v : null);
       }
-      stats.rows += 1;
     }
   }
 
+  /** @type {import("./hub.js").ChannelListener} */
   const listener = {
     onMessages(envs) {
       for (const env of envs) onRows(env);
       messages += envs.length;
-      stats.messages = messages;
       trim();
       schedule();
     },
@@ -155,16 +168,9 @@ function render({ model, el }) {
     scheduled = false;
     if (!dirty || paused()) return;
     dirty = false;
-    if (!plot) makePlot();
-    const data = [xs.slice(start), ...ys.map((y) => y.slice(start))];
+    if (!plot) plot = makePlot();
+    const data = /** @type {uPlot.AlignedData} */ ([xs.slice(start), ...ys.map((y) => y.slice(start))]);
     plot.setData(data);
-    frames += 1;
-    stats.frames = frames;
-    // How far behind the hub's clock the newest point drawn is: a growing
-    // value would mean a backlog between the socket and the screen.
-    if (xs.length) stats.lag = Date.now() / 1000 - xs[xs.length - 1];
-    root.dataset.frames = String(frames);
-    root.dataset.messages = String(messages);
     const now = performance.now();
     if (now - rateT >= 1000) {
       rate = ((messages - rateMessages) * 1000) / (now - rateT);
@@ -191,5 +197,3 @@ function render({ model, el }) {
     if (plot) plot.destroy();
   };
 }
-
-export default { render };

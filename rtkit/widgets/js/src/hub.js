@@ -5,48 +5,156 @@
 // through the kernel, so widgets keep moving while a cell runs. Elsewhere the
 // widget asks its kernel to relay (see rtkit/widgets/_base.py).
 import { io } from "socket.io-client";
+import {
+  HISTORY,
+  MESSAGES,
+  NAMESPACE,
+  PRESENCE,
+  PRESENCE_EVENT_LEAVE,
+  PRESENCE_JOIN,
+  PRESENCE_LEAVE,
+  PRESENCE_UPDATE,
+  SOCKETIO_PATH,
+  SUBSCRIBE,
+  TRANSIENT_ERROR_CODES,
+} from "./protocol.js";
 
-const NAMESPACE = "/rtkit";
-// Error codes worth another try later (DESIGN's ack error codes).
-const TRANSIENT = new Set(["rate_limited", "unavailable", "internal"]);
-// Shared across the separately bundled widget modules of one page.
-const hubs = (globalThis.__rtkitHubs ??= new Map());
+/**
+ * The traits every hub widget syncs (rtkit/widgets/_base.py's _HubWidget).
+ * @typedef {object} HubModelState
+ * @property {string} channel
+ * @property {"auto" | "direct" | "relay"} mode
+ * @property {string} url
+ * @property {string} path
+ * @property {string} token
+ */
+/** @typedef {import("@anywidget/types").AnyModel<HubModelState>} HubModel */
 
+/**
+ * Where a page connects: a hub's origin, Socket.IO path and credentials.
+ * @typedef {{ origin: string, path: string, auth: { token?: string } }} Target
+ */
+
+/**
+ * One message as every subscriber sees it (protocol.py's Envelope).
+ * @typedef {object} Envelope
+ * @property {string} channel
+ * @property {number} seq
+ * @property {number} ts
+ * @property {string} id
+ * @property {string} sender
+ * @property {unknown} data
+ */
+
+/** @typedef {{ code?: string, message?: string }} ErrorBody */
+/**
+ * An ack as the hub sends it: ok with the event's fields, or an error.
+ * @typedef {{ ok: boolean, error?: ErrorBody, [field: string]: any }} Ack
+ */
+
+/**
+ * A member of a presence room (protocol.py's MemberDict).
+ * @typedef {object} Member
+ * @property {string} id
+ * @property {string} user
+ * @property {string} [name]
+ * @property {string} [color]
+ * @property {number} [connections]
+ * @property {Record<string, unknown>} [state]
+ */
+
+/**
+ * What a widget is told about its channel.
+ * @typedef {object} ChannelListener
+ * @property {(envs: Envelope[]) => void} onMessages
+ * @property {(ack: Ack) => void} [onGap] the hub could not fill a gap: messages were lost
+ * @property {(msg: RelayMessages) => void} [onRelayStats] the kernel relay's counters
+ */
+
+/**
+ * What the kernel relay sends for a channel (rtkit/widgets/_base.py's _Relay).
+ * @typedef {{ type: "messages", envs?: Envelope[], coalesced?: number, dropped?: number }} RelayMessages
+ */
+
+/**
+ * @typedef {object} Channel
+ * @property {number | null} seq the newest seq delivered
+ * @property {string | null} epoch
+ * @property {Set<ChannelListener>} listeners
+ * @property {string | null} [error]
+ * @property {number} [attempts]
+ */
+
+/**
+ * @typedef {object} Room
+ * @property {string} name
+ * @property {Map<string, Member>} members
+ * @property {string | null} me this page's member id
+ * @property {Record<string, unknown>} state this page's member state
+ * @property {string | null} error
+ * @property {Set<(room: Room) => void>} listeners
+ * @property {number} [attempts]
+ */
+
+/** @typedef {"connecting" | "connected" | "reconnecting" | "unreachable"} HubState */
+
+/**
+ * The page's hubs by target. anywidget evaluates each widget model's `_esm`
+ * as a module of its own (a fresh blob: URL per model), so a module-level
+ * Map would be one per widget: the one registry a page shares lives on the
+ * page, under a registered symbol rather than a global name.
+ * @type {Map<string, Hub>}
+ */
+const hubs = /** @type {any} */ (globalThis)[Symbol.for("rtkit.widgets.hubs")] ??= new Map();
+
+/** The Jupyter server's base URL, read from the page, or null outside Jupyter. */
 export function jupyterBaseUrl() {
   const el = document.getElementById("jupyter-config-data");
   if (!el) return null;
   try {
-    const base = JSON.parse(el.textContent).baseUrl || "/";
+    const base = JSON.parse(el.textContent || "").baseUrl || "/";
     return base.endsWith("/") ? base : base + "/";
   } catch {
     return null;
   }
 }
 
-// Where this widget's browser side should connect, or null to use the relay.
+/**
+ * Where this widget's browser side should connect, or null to use the relay.
+ * @param {HubModel} model
+ * @returns {Target | null}
+ */
 export function target(model) {
   const mode = model.get("mode");
   if (mode === "relay") return null;
   const url = model.get("url");
   if (mode === "direct" && url) {
     const token = model.get("token");
-    return { origin: url, path: model.get("path") || "/socket.io/", auth: token ? { token } : {} };
+    return { origin: url, path: model.get("path") || `/${SOCKETIO_PATH}/`, auth: token ? { token } : {} };
   }
   const base = jupyterBaseUrl();
   if (base === null) return null;
-  return { origin: location.origin, path: base + "rtkit/socket.io/", auth: {} };
+  return { origin: location.origin, path: `${base}rtkit/${SOCKETIO_PATH}/`, auth: {} };
 }
 
-class Hub {
+export class Hub {
+  /** @param {Target} target */
   constructor({ origin, path, auth }) {
+    /** @type {HubState} */
     this.state = "connecting";
     this.everConnected = false;
+    /** @type {number | null} round trip of the last ping, in ms */
     this.latency = null;
     this.received = 0;
     this.duplicates = 0;
-    this.channels = new Map(); // name -> {seq, epoch, listeners: Set}
-    this.rooms = new Map(); // name -> {members: Map(id -> member), me, state, listeners: Set}
-    this.watchers = new Set(); // state listeners
+    /** @type {string | undefined} */
+    this.lastError = undefined;
+    /** @type {Map<string, Channel>} */
+    this.channels = new Map();
+    /** @type {Map<string, Room>} */
+    this.rooms = new Map();
+    /** @type {Set<(state: HubState) => void>} */
+    this.watchers = new Set();
     this.socket = io(origin + NAMESPACE, {
       path,
       auth,
@@ -66,11 +174,12 @@ class Hub {
       this.lastError = err && err.message;
       this.setState(this.everConnected ? "reconnecting" : "unreachable");
     });
-    this.socket.on("messages", (envs) => this.onMessages(envs));
-    this.socket.on("presence", (ev) => this.onPresence(ev));
+    this.socket.on(MESSAGES, (/** @type {Envelope[]} */ envs) => this.onMessages(envs));
+    this.socket.on(PRESENCE, (/** @type {PresenceEvent} */ ev) => this.onPresence(ev));
     this.pinger = setInterval(() => this.ping(), 2000);
   }
 
+  /** @param {HubState} state */
   setState(state) {
     this.state = state;
     for (const fn of this.watchers) fn(state);
@@ -80,16 +189,18 @@ class Hub {
     const name = this.channels.keys().next().value;
     if (!this.socket.connected || name === undefined) return;
     const t0 = performance.now();
-    this.socket.timeout(5000).emit("history", { channel: name, limit: 1 }, (err) => {
+    this.socket.timeout(5000).emit(HISTORY, { channel: name, limit: 1 }, (/** @type {Error | null} */ err) => {
       if (!err) this.latency = performance.now() - t0;
     });
   }
 
+  /** @param {string} name */
   subscribe(name) {
-    const ch = this.channels.get(name);
+    const ch = /** @type {Channel} */ (this.channels.get(name));
+    /** @type {{ channel: string, since?: number }} */
     const req = { channel: name };
     if (ch.seq !== null) req.since = ch.seq;
-    this.socket.timeout(10000).emit("subscribe", req, (err, ack) => {
+    this.socket.timeout(10000).emit(SUBSCRIBE, req, (/** @type {Error | null} */ err, /** @type {Ack | undefined} */ ack) => {
       if (this.channels.get(name) !== ch) return; // no longer wanted
       if (err || !ack || !ack.ok) {
         ch.error = err ? "no answer from the hub" : (ack && ack.error && ack.error.message) || "refused";
@@ -109,12 +220,18 @@ class Hub {
     });
   }
 
-  // A subscribe or join that timed out or was refused for now (rate
-  // limited, hub unavailable) is tried again with backoff, as the Python
-  // client does; a lasting refusal (forbidden, bad request) is not.
+  /**
+   * A subscribe or join that timed out or was refused for now (rate
+   * limited, hub unavailable) is tried again with backoff, as the Python
+   * client does; a lasting refusal (forbidden, bad request) is not.
+   * @param {Error | null} err
+   * @param {Ack | undefined} ack
+   * @param {{ attempts?: number }} target the channel or room, which counts its attempts
+   * @param {() => void} again
+   */
   retryLater(err, ack, target, again) {
     const code = ack && ack.error && ack.error.code;
-    if (!err && !TRANSIENT.has(code)) return;
+    if (!err && !(code !== undefined && TRANSIENT_ERROR_CODES.has(code))) return;
     target.attempts = (target.attempts || 0) + 1;
     const delay = Math.min(10000, 250 * 2 ** Math.min(target.attempts, 6)) * (0.5 + Math.random());
     setTimeout(() => {
@@ -122,9 +239,12 @@ class Hub {
     }, delay);
   }
 
+  /** @param {Envelope[]} envs */
   onMessages(envs) {
     // Group by channel so each listener gets one call per packet.
+    /** @type {Channel | null} */
     let current = null;
+    /** @type {Envelope[]} */
     let batch = [];
     const flush = () => {
       if (current && batch.length) for (const l of current.listeners) l.onMessages(batch);
@@ -148,6 +268,13 @@ class Hub {
     flush();
   }
 
+  /**
+   * Subscribes this page to a channel (once, whatever the number of
+   * listeners); returns the listener's stop function.
+   * @param {string} name
+   * @param {ChannelListener} listener
+   * @returns {() => void}
+   */
   listen(name, listener) {
     let ch = this.channels.get(name);
     if (!ch) {
@@ -155,15 +282,19 @@ class Hub {
       this.channels.set(name, ch);
       if (this.socket.connected) this.subscribe(name);
     }
-    ch.listeners.add(listener);
-    return () => ch.listeners.delete(listener);
+    const listeners = ch.listeners;
+    listeners.add(listener);
+    return () => {
+      listeners.delete(listener);
+    };
   }
 
   // -- presence: one membership per room and page, shared by its widgets --
 
+  /** @param {string} name */
   join(name) {
-    const room = this.rooms.get(name);
-    this.socket.timeout(10000).emit("presence.join", { room: name, state: room.state }, (err, ack) => {
+    const room = /** @type {Room} */ (this.rooms.get(name));
+    this.socket.timeout(10000).emit(PRESENCE_JOIN, { room: name, state: room.state }, (/** @type {Error | null} */ err, /** @type {Ack | undefined} */ ack) => {
       if (this.rooms.get(name) !== room) return; // left meanwhile
       if (err || !ack || !ack.ok) {
         room.error = err ? "no answer from the hub" : (ack && ack.error && ack.error.message) || "refused";
@@ -173,26 +304,34 @@ class Hub {
         room.attempts = 0;
         // The ack's list is the room as the hub saw it after our join; events
         // queued before it (and flushed after) apply on top.
-        room.members = new Map(ack.members.map((m) => [m.id, m]));
+        room.members = new Map(ack.members.map((/** @type {Member} */ m) => [m.id, m]));
         room.me = ack.member ? ack.member.id : null;
       }
       this.notifyRoom(room);
     });
   }
 
+  /** @param {PresenceEvent | undefined} ev */
   onPresence(ev) {
     const room = ev && this.rooms.get(ev.room);
-    if (!room || !ev.member) return;
-    if (ev.event === "leave") room.members.delete(ev.member.id);
+    if (!ev || !room || !ev.member) return;
+    if (ev.event === PRESENCE_EVENT_LEAVE) room.members.delete(ev.member.id);
     else room.members.set(ev.member.id, ev.member);
     this.notifyRoom(room);
   }
 
+  /** @param {Room} room */
   notifyRoom(room) {
     for (const fn of room.listeners) fn(room);
   }
 
-  // Calls fn(room) whenever the room's members change; returns a stop function.
+  /**
+   * Calls fn(room) whenever the room's members change; returns a stop function.
+   * @param {string} name
+   * @param {(room: Room) => void} fn
+   * @param {Record<string, unknown>} [state] this page's member state, if it joins now
+   * @returns {() => void}
+   */
   presence(name, fn, state) {
     let room = this.rooms.get(name);
     if (!room) {
@@ -200,42 +339,83 @@ class Hub {
       this.rooms.set(name, room);
       if (this.socket.connected) this.join(name);
     }
-    room.listeners.add(fn);
-    fn(room);
+    const joined = room;
+    joined.listeners.add(fn);
+    fn(joined);
     return () => {
-      room.listeners.delete(fn);
-      if (room.listeners.size || this.rooms.get(name) !== room) return;
+      joined.listeners.delete(fn);
+      if (joined.listeners.size || this.rooms.get(name) !== joined) return;
       this.rooms.delete(name);
-      if (this.socket.connected) this.socket.emit("presence.leave", { room: name });
+      if (this.socket.connected) this.socket.emit(PRESENCE_LEAVE, { room: name });
     };
   }
 
+  /**
+   * @param {string} name
+   * @param {Record<string, unknown>} state
+   */
   setPresenceState(name, state) {
     const room = this.rooms.get(name);
     if (!room) return;
     room.state = state;
-    if (this.socket.connected) this.socket.emit("presence.update", { room: name, state });
+    if (this.socket.connected) this.socket.emit(PRESENCE_UPDATE, { room: name, state });
   }
 
+  /**
+   * Calls fn(state) now and on every change of the connection's state.
+   * @param {(state: HubState) => void} fn
+   * @returns {() => void}
+   */
   watch(fn) {
     this.watchers.add(fn);
     fn(this.state);
-    return () => this.watchers.delete(fn);
+    return () => {
+      this.watchers.delete(fn);
+    };
   }
 }
 
+/**
+ * A presence event as the hub sends it.
+ * @typedef {{ room: string, event: string, member?: Member }} PresenceEvent
+ */
+
+/**
+ * The page's connection to a target, opened on first use.
+ * @param {Target} t
+ * @returns {Hub}
+ */
 export function hubFor(t) {
   const key = `${t.origin}|${t.path}|${t.auth.token || ""}`;
-  if (!hubs.has(key)) hubs.set(key, new Hub(t));
-  return hubs.get(key);
+  let hub = hubs.get(key);
+  if (!hub) {
+    hub = new Hub(t);
+    hubs.set(key, hub);
+  }
+  return hub;
 }
 
-// Runs a widget on the direct path when the browser can reach the hub, else
-// (or once the hub proves unreachable, in "auto" mode) on the kernel relay:
-// direct(hub) starts the direct path and returns its stop function;
-// onRelay(msg) takes what the kernel sends. Returns the widget's stop function.
+/**
+ * How a widget runs on either path (see connectWidget).
+ * @typedef {object} WidgetPaths
+ * @property {(hub: Hub) => () => void} direct starts the direct path, returns its stop function
+ * @property {(msg: any) => void} onRelay takes what the kernel sends
+ * @property {(kind: "direct" | "relay", hub: Hub | null) => void} onSource told which path runs
+ * @property {Record<string, unknown>} [relayRequest] sent with the request to relay
+ */
+
+/**
+ * Runs a widget on the direct path when the browser can reach the hub, else
+ * (or once the hub proves unreachable, in "auto" mode) on the kernel relay.
+ * Returns the widget's stop function.
+ * @param {HubModel} model
+ * @param {WidgetPaths} paths
+ * @returns {() => void}
+ */
 export function connectWidget(model, { direct, onRelay, onSource, relayRequest = {} }) {
+  /** @type {(() => void) | null} */
   let stopDirect = null;
+  /** @type {(() => void) | null} */
   let stopWatch = null;
   let relaying = false;
   const startRelay = () => {
@@ -247,6 +427,7 @@ export function connectWidget(model, { direct, onRelay, onSource, relayRequest =
     model.send({ type: "relay", ...relayRequest });
     onSource("relay", null);
   };
+  /** @param {unknown} msg */
   const onCustom = (msg) => {
     if (relaying && msg) onRelay(msg);
   };
@@ -270,8 +451,15 @@ export function connectWidget(model, { direct, onRelay, onSource, relayRequest =
   };
 }
 
-// Connects a widget to its channel: directly when the browser can reach the
-// hub, else through the kernel relay. Returns its stop function.
+/**
+ * Connects a widget to its channel: directly when the browser can reach the
+ * hub, else through the kernel relay. Returns its stop function.
+ * @param {HubModel} model
+ * @param {string} name
+ * @param {ChannelListener} listener
+ * @param {(kind: "direct" | "relay", hub: Hub | null) => void} onSource
+ * @returns {() => void}
+ */
 export function attach(model, name, listener, onSource) {
   return connectWidget(model, {
     direct: (hub) => hub.listen(name, listener),
@@ -285,16 +473,23 @@ export function attach(model, name, listener, onSource) {
   });
 }
 
-// Numeric points out of an envelope: [ts, {name: value}] per row. A frame
-// batch (rtkit.frames) gives one row per batch row.
+/** @typedef {Record<string, unknown>} Row */
+
+/**
+ * Numeric points out of an envelope: [ts, {name: value}] per row. A frame
+ * batch (rtkit.frames) gives one row per batch row.
+ * @param {Envelope} env
+ * @returns {Generator<[number, Row]>}
+ */
 export function* rows(env) {
-  const data = env.data;
+  const data = /** @type {any} */ (env.data);
   if (data !== null && typeof data === "object" && !Array.isArray(data)) {
     if (data.rtkit === "frame" && Array.isArray(data.data)) {
       const n = data.rows || (data.data[0] ? data.data[0].length : 0);
       for (let i = 0; i < n; i++) {
+        /** @type {Row} */
         const row = {};
-        data.columns.forEach((c, j) => (row[c] = data.data[j][i]));
+        data.columns.forEach((/** @type {string} */ c, /** @type {number} */ j) => (row[c] = data.data[j][i]));
         yield [env.ts, row];
       }
       return;

@@ -7,9 +7,22 @@
 // through the comm (see rtkit/widgets/_presence.py).
 import { connectWidget } from "./hub.js";
 
+/** @typedef {import("./hub.js").Member} Member */
+/**
+ * @typedef {object} PresenceState the PresenceBar's traits (rtkit/widgets/_presence.py)
+ * @property {string} room
+ * @property {Record<string, unknown>} state this page's member state
+ * @property {number} max_avatars
+ */
+/** @typedef {import("./hub.js").HubModelState & PresenceState} PresenceModelState */
+
 const FALLBACK_COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf"];
 
-export function initials(name) {
+/**
+ * Up to two initials of a member's name, "?" for none.
+ * @param {unknown} name
+ */
+function initials(name) {
   const parts = String(name || "")
     .replace(/[_.]/g, " ")
     .split(/\s+/)
@@ -17,14 +30,16 @@ export function initials(name) {
   return parts.slice(0, 2).map((p) => p[0].toUpperCase()).join("") || "?";
 }
 
+/** @param {unknown} text */
 function hashColor(text) {
   let h = 0;
-  for (const c of String(text)) h = (h * 31 + c.codePointAt(0)) >>> 0;
+  for (const c of String(text)) h = (h * 31 + /** @type {number} */ (c.codePointAt(0))) >>> 0;
   return FALLBACK_COLORS[h % FALLBACK_COLORS.length];
 }
 
 // Jupyter names colors as CSS variables of JupyterLab's theme; give them a
 // fallback so the avatar keeps a color in other front-ends too.
+/** @param {Member} member */
 function cssColor(member) {
   const color = member.color || "";
   if (!color) return hashColor(member.user);
@@ -32,6 +47,10 @@ function cssColor(member) {
   return color;
 }
 
+/**
+ * @param {Member} member
+ * @param {boolean} isMe
+ */
 function describe(member, isMe) {
   const parts = [member.name || member.user];
   if (isMe) parts[0] += " (you)";
@@ -42,7 +61,8 @@ function describe(member, isMe) {
   return parts.join(" · ");
 }
 
-function render({ model, el }) {
+/** @type {import("@anywidget/types").Render<PresenceModelState>} */
+export function render({ model, el }) {
   const bar = document.createElement("div");
   bar.className = "rtkit-presence";
   bar.style.cssText = "display:flex;align-items:center;gap:4px;font:12px sans-serif;min-height:30px";
@@ -56,6 +76,11 @@ function render({ model, el }) {
   const room = model.get("room");
   bar.dataset.room = room;
 
+  /**
+   * @param {Iterable<Member>} members
+   * @param {string | null | undefined} me this page's member id
+   * @param {string | null | undefined} error
+   */
   function draw(members, me, error) {
     const sorted = [...members].sort((a, b) => {
       if ((a.id === me) !== (b.id === me)) return a.id === me ? -1 : 1;
@@ -96,6 +121,7 @@ function render({ model, el }) {
   }
   draw([], null, null);
 
+  /** @type {import("./hub.js").Hub | null} */
   let hub = null;
   const onState = () => {
     if (hub) hub.setPresenceState(room, model.get("state"));
@@ -130,5 +156,3 @@ function render({ model, el }) {
     stop();
   };
 }
-
-export default { render };

@@ -2,9 +2,11 @@
 // the duplicates dropped (direct) or updates coalesced (kernel relay).
 import { attach, hubFor, target } from "./hub.js";
 
+/** @type {Record<string, string>} */
 const COLORS = { connected: "#2ca02c", connecting: "#999", reconnecting: "#ff7f0e", unreachable: "#d62728", relay: "#1f77b4" };
 
-function render({ model, el }) {
+/** @type {import("@anywidget/types").Render<import("./hub.js").HubModelState>} */
+export function render({ model, el }) {
   const badge = document.createElement("span");
   badge.className = "rtkit-status";
   badge.style.cssText =
@@ -15,7 +17,9 @@ function render({ model, el }) {
   badge.append(dot, text);
   el.appendChild(badge);
 
+  /** @type {import("./hub.js").Hub | null} */
   let hub = null;
+  /** @type {import("./hub.js").HubState | "relay"} */
   let state = "connecting";
   let count = 0;
   let relay = { coalesced: 0, dropped: 0 };
@@ -24,6 +28,7 @@ function render({ model, el }) {
   let rate = 0;
 
   const channel = model.get("channel");
+  /** @type {import("./hub.js").ChannelListener} */
   const listener = {
     onMessages(envs) {
       count += envs.length;
@@ -51,6 +56,7 @@ function render({ model, el }) {
     rate = ((total - lastCount) * 1000) / (now - lastT);
     lastCount = total;
     lastT = now;
+    /** @type {string[]} */
     const parts = [state];
     if (hub && hub.latency !== null && state === "connected") parts.push(`${hub.latency.toFixed(1)} ms`);
     parts.push(`${Math.round(rate).toLocaleString()} msg/s`);
@@ -69,5 +75,3 @@ function render({ model, el }) {
     stopWatch();
   };
 }
-
-export default { render };

@@ -1,6 +1,14 @@
 // Live table: the last N rows, newest first, redrawn once per animation frame.
 import { attach, rows } from "./hub.js";
 
+/**
+ * @typedef {object} TableState the LiveTable's traits (rtkit/widgets/_base.py)
+ * @property {number} rows
+ * @property {string[]} columns
+ */
+/** @typedef {import("./hub.js").HubModelState & TableState} TableModelState */
+
+/** @param {unknown} v */
 function fmt(v) {
   if (v === null || v === undefined) return "";
   if (typeof v === "number") return Number.isInteger(v) ? String(v) : v.toPrecision(6);
@@ -8,19 +16,23 @@ function fmt(v) {
   return String(v);
 }
 
-function render({ model, el }) {
+/** @type {import("@anywidget/types").Render<TableModelState>} */
+export function render({ model, el }) {
   const table = document.createElement("table");
   table.className = "rtkit-table";
   table.style.cssText = "font: 12px monospace; border-collapse: collapse";
   el.appendChild(table);
+  /** @type {[number, import("./hub.js").Row][]} */
   let buffer = []; // [ts, row], oldest first
   let columns = [...(model.get("columns") || [])];
   let scheduled = false;
-  const stats = { frames: 0, messages: 0 };
-  el.rtkitStats = stats;
 
   // Text nodes only: keys and values come from any publisher on the channel
   // and must never be parsed as HTML in the viewer's page.
+  /**
+   * @param {"th" | "td"} tag
+   * @param {string[]} cells
+   */
   function rowOf(tag, cells) {
     const tr = document.createElement("tr");
     for (const text of cells) {
@@ -42,9 +54,9 @@ function render({ model, el }) {
       rowsOut.push(rowOf("td", [t, ...columns.map((c) => fmt(row[c]))]));
     }
     table.replaceChildren(...rowsOut);
-    stats.frames += 1;
   }
 
+  /** @type {import("./hub.js").ChannelListener} */
   const listener = {
     onMessages(envs) {
       const n = model.get("rows");
@@ -57,7 +69,6 @@ function render({ model, el }) {
         }
       }
       if (buffer.length > 4 * n) buffer = buffer.slice(-n);
-      stats.messages += envs.length;
       if (!scheduled) {
         scheduled = true;
         requestAnimationFrame(draw);
@@ -67,5 +78,3 @@ function render({ model, el }) {
   const stop = attach(model, model.get("channel"), listener, (kind) => (table.dataset.source = kind));
   return stop;
 }
-
-export default { render };
