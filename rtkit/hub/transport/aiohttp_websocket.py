@@ -13,8 +13,10 @@ loop. :func:`install_websocket` swaps in a subclass per server that
   ``AsyncSocket._websocket_handler``'s protocol steps without its per-packet
   task and ``wait_for``. tests/contract pins the stock loop's source hash.
 
-With the fast paths off, python-engineio's own loop runs and every write
-goes through its writer task.
+With the fast paths off, python-engineio's own loop runs, reading through
+the driver's public ``wait`` (which closes on a frame that is not
+Engine.IO, as the fast path does), and every write goes through its writer
+task.
 """
 
 from __future__ import annotations
@@ -88,6 +90,17 @@ class _ReadDeadline:
 
     def cancel(self) -> None:
         self._handle.cancel()
+
+
+def decode_engineio(data: str | bytes) -> eio_packet.Packet | None:
+    """The Engine.IO packet in a websocket frame; None if it is not one."""
+    try:
+        pkt = eio_packet.Packet(encoded_packet=data)
+        if not 0 <= pkt.packet_type < len(eio_packet.packet_names):
+            raise ValueError(f"unknown packet type {pkt.packet_type}")
+    except (ValueError, IndexError, TypeError):
+        return None
+    return pkt
 
 
 async def serve_websocket(ws: Any, socket: AsyncSocket) -> None:
@@ -197,11 +210,8 @@ async def serve_websocket(ws: Any, socket: AsyncSocket) -> None:
                     # DEBUG: a client could send these as fast as it likes.
                     log.debug("%s: ignored a packet Socket.IO cannot read (%r)", socket.sid, exc)
                 continue
-            try:
-                pkt = eio_packet.Packet(encoded_packet=data)
-                if not 0 <= pkt.packet_type < len(eio_packet.packet_names):
-                    raise ValueError(f"unknown packet type {pkt.packet_type}")
-            except (ValueError, IndexError, TypeError):
+            pkt = decode_engineio(data)
+            if pkt is None:
                 # Not Engine.IO: nothing to answer it with, so close, as a
                 # protocol error warrants, instead of failing the handler.
                 log.info("closing %s: it sent a frame that is not Engine.IO", socket.sid)
@@ -247,6 +257,19 @@ def _websocket_class(*, compress: bool, fast_paths: bool) -> type[Any]:
             else:
                 await self.handler(self)
             return self._sock
+
+        async def wait(self) -> str | bytes:
+            # What python-engineio's own loop reads through (the fast path
+            # reads the socket itself). A frame that is not Engine.IO would
+            # fail that loop with a traceback, or be logged and kept; it is
+            # a protocol error, so end the connection as the fast path does:
+            # the loop takes OSError, as from a closed socket, and closes.
+            data: str | bytes = await super().wait()
+            if decode_engineio(data) is None:
+                sid = getattr(getattr(self.handler, "__self__", None), "sid", "?")
+                log.info("closing %s: it sent a frame that is not Engine.IO", sid)
+                raise OSError("not an Engine.IO packet")
+            return data
 
     return WebSocket
 
