@@ -94,6 +94,12 @@ class HubServer(socketio.AsyncServer):  # type: ignore[misc]
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(json=OrjsonForSocketIO, serializer=UndecodablePacket, **kwargs)
+        # Decode each incoming packet right in Engine.IO's reader instead of
+        # in a task of its own: python-socketio still runs every event
+        # handler in a task, so one task per request is saved, not concurrency.
+        # (python-socketio 5 asks Engine.IO for this itself; said here because
+        # the aiohttp websocket's direct dispatch and request order rely on it.)
+        self.eio.async_handlers = False
         self.transports = Transports(self.eio, fast_paths=self.fast_paths)
 
     def open_connection(self, eio_sid: str, writer: FrameWriter | None) -> Transport | None:
@@ -121,10 +127,6 @@ class FastHubServer(HubServer):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        # Decode each incoming packet right in Engine.IO's reader instead of
-        # in a task of its own: python-socketio still runs every event
-        # handler in a task, so one task per request is saved, not concurrency.
-        self.eio.async_handlers = False
         self._frame_writers: dict[str, FrameWriter] = {}
         self._answer_now: Answerer | None = None
         # Handler tasks started and not yet finished, per Engine.IO sid.
