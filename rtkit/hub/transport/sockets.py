@@ -33,16 +33,16 @@ def writer_idle(queue: asyncio.Queue[Any]) -> bool:
 class EngineIOTransport:
     """One python-engineio ``AsyncSocket`` as the hub's Transport."""
 
-    __slots__ = ("_fast", "_queue", "socket")
+    __slots__ = ("_fast", "_queue", "_socket")
 
     def __init__(self, socket: Any, *, fast_paths: bool) -> None:
-        self.socket = socket
+        self._socket = socket
         self._queue: asyncio.Queue[Any] = socket.queue
         self._fast = fast_paths
 
     @property
     def closed(self) -> bool:
-        return bool(self.socket.closed)
+        return bool(self._socket.closed)
 
     def depth(self) -> int:
         return self._queue.qsize()
