@@ -277,7 +277,7 @@ def _websocket_class(*, compress: bool, fast_paths: bool) -> type[Any]:
 # The Engine.IO method serve_websocket stands in for; a subclass's own
 # handler runs as given. serve_websocket follows python-engineio's loop as
 # of the versions pyproject.toml admits: re-check it when raising that range
-# (tests/contract/test_python_engineio.py fails when its source changes).
+# (tests/contract/test_python_engineio_contract.py fails when it changes).
 STOCK_HANDLER = AsyncSocket._websocket_handler
 
 

@@ -7,8 +7,8 @@ carrying a kernel token gets its user set here instead, the way
 ``check_xsrf_cookie`` and ``current_user`` read) and
 ``_token_authenticated`` (which ``IdentityProvider.is_token_authenticated``
 reads; a credential in a header cannot be forged cross-site, so Jupyter
-skips the XSRF check). tests/contract/test_jupyter_server.py checks both on
-a real handler. Imported by the Jupyter extension only.
+skips the XSRF check). tests/contract/test_jupyter_server_contract.py
+checks both on a real handler. Imported by the Jupyter extension only.
 """
 
 from __future__ import annotations
