@@ -16,6 +16,7 @@ from tornado import web
 from rtkit.errors import Unauthorized
 from rtkit.hosts.tornado import socketio_handler
 from rtkit.hub import Hub, Identity
+from rtkit.hub.transport.jupyter_handler import authenticate_by_header_token
 
 from ._auth import AUTH_RESOURCE, IDENTITY_KEY, KernelTokens, identity_for, rtkit_authorized
 
@@ -30,7 +31,8 @@ def socket_handler(
 ) -> type[JupyterHandler]:
     """The handler class for ``{base_url}rtkit/socket.io/``.
 
-    rtkit's tornado host handler (TCP_NODELAY, direct frame writes) with
+    rtkit's tornado host handler (TCP_NODELAY, direct frame writes unless
+    ``direct_writes`` or ``RTKIT_FAST_PATHS=0`` turns them off) with
     JupyterHandler's authentication in front: every request, polling or
     websocket, carries a Jupyter login (cookie or token) or a kernel token,
     passes the Authorizer for the ``rtkit`` resource and the server's origin
@@ -51,7 +53,7 @@ def socket_handler(
             else:
                 if not self.check_host():
                     raise web.HTTPError(403)
-                self.current_user = self._jupyter_current_user = User(
+                user = User(
                     username=kernel.user,
                     name=kernel.name,
                     display_name=kernel.name,
@@ -59,7 +61,7 @@ def socket_handler(
                     color=kernel.color,
                 )
                 # A header credential cannot be forged cross-site: no XSRF.
-                self._token_authenticated = True
+                authenticate_by_header_token(self, user)
             if not self._origin_allowed():
                 raise web.HTTPError(403, "cross-origin connection refused")
             identity = kernel if kernel is not None else await self._jupyter_identity()

@@ -1,5 +1,6 @@
-"""Web servers that mount a Hub. Only this package (and the Jupyter
-extension) knows aiohttp, tornado or ASGI."""
+"""Web servers that mount a Hub. Only this package, the Jupyter extension
+and the host-specific modules of :mod:`rtkit.hub.transport` (which only the
+host they serve imports) know aiohttp, tornado or ASGI."""
 
 from __future__ import annotations
 

@@ -2,7 +2,9 @@
 
 The hub knows nothing of its host. A host (``rtkit.hosts.aiohttp``, the
 Jupyter extension) builds it with the Socket.IO ``async_mode`` it serves,
-attaches ``hub.sio`` to its web application and calls ``start``/``stop``::
+attaches ``hub.sio`` to its web application and calls ``start``/``stop``.
+Everything that depends on python-socketio's or python-engineio's internals
+is in :mod:`rtkit.hub.transport`; this module uses its interface only::
 
     hub = Hub(HubConfig(secret="s3cret"), async_mode="aiohttp")
     async with hub:
@@ -21,7 +23,6 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import orjson
-import socketio
 
 from .. import __version__
 from ..config import HubConfig
@@ -61,9 +62,17 @@ from ..storage.url import store_from_url
 from .auth import AnonymousAuthenticator, Authenticator, Identity, TokenAuthenticator
 from .cluster import ClusterLink
 from .docs import SharedDocs
-from .fanout import FRAME_WRITER_KEY, FanOut, FrameWriter, websocket_text_frame, writer_idle
+from .fanout import FanOut
 from .limits import TokenBucket
 from .presence import PresenceRooms
+from .transport import (
+    FRAME_WRITER_KEY,
+    UNDECODABLE,
+    ConnectionRefused,
+    FrameWriter,
+    create_server,
+    fast_paths_enabled,
+)
 
 log = logging.getLogger(__name__)
 
@@ -75,140 +84,6 @@ MAX_RECOVERY = MAX_HISTORY_LIMIT
 _SUBSCRIBE_ATTEMPTS = 5
 
 Handler = Callable[["Connection", Any], Awaitable[dict[str, Any]]]
-# Answers a request on the spot, given (sid, [event, *args]); None: the
-# request takes the usual way (see _Server._handle_event).
-Answerer = Callable[[str, list[Any]], dict[str, Any] | None]
-
-
-class _OrjsonForSocketIO:
-    """The ``json`` module interface python-socketio asks for, on orjson.
-
-    Faster than the standard library, and strict: NaN or Infinity in a
-    payload is a bad request instead of something that reads back as null.
-    """
-
-    @staticmethod
-    def dumps(obj: Any, **_: Any) -> str:
-        return orjson.dumps(obj).decode()
-
-    @staticmethod
-    def loads(data: str | bytes, **_: Any) -> Any:
-        return orjson.loads(data)
-
-
-# The event name an undecodable request is delivered as (see _Packet).
-_UNDECODABLE = "\x00undecodable"
-
-
-class _Packet(socketio.packet.Packet):  # type: ignore[misc]
-    """python-socketio's packet, keeping requests that are not JSON answerable.
-
-    Stock clients can send arguments that are not JSON (Python's json module
-    writes NaN and Infinity). python-socketio would drop such a packet with a
-    logged traceback and leave the client waiting for its ack; decoded as the
-    event ``_UNDECODABLE`` instead, it gets a bad_request ack.
-    """
-
-    def decode(self, encoded_packet: Any) -> int:
-        try:
-            return int(super().decode(encoded_packet) or 0)
-        except orjson.JSONDecodeError as exc:
-            # Type, namespace and ack id are parsed before the JSON part.
-            if self.packet_type != socketio.packet.EVENT:
-                raise
-            self.data = [_UNDECODABLE, str(exc)]
-            return 0
-
-
-class _Server(socketio.AsyncServer):  # type: ignore[misc]
-    """python-socketio's server, writing acks straight to a connection's
-    transport when the host gave it a frame writer and Engine.IO's writer
-    task holds nothing unsent: that saves a task wake-up and a frame encode
-    per request, and keeps order with the fan-out's direct writes (both
-    only bypass a writer that is idle)."""
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.frame_writers: dict[str, FrameWriter] = {}
-        self.answer_now: Answerer | None = None
-        # Handler tasks started and not yet finished, per Engine.IO sid.
-        self._running: dict[str, int] = {}
-
-    async def _handle_event(
-        self, eio_sid: str, namespace: str | None, id: int | None, data: list[Any]
-    ) -> None:
-        # python-socketio runs every event handler in a task of its own. A
-        # request the hub can answer without waiting (a publish to the
-        # memory store) is answered right here instead: no task, no
-        # coroutine chain, and the ack leaves in the same turn of the loop.
-        # Only while none of the connection's earlier requests is still in
-        # a task, so that requests take effect in the order they were sent
-        # (a subscribe, then a publish that the subscriber must see).
-        namespace = namespace or "/"
-        sid = self.manager.sid_from_eio_sid(eio_sid, namespace)
-        if sid is None or not self.manager.is_connected(sid, namespace):
-            await super()._handle_event(eio_sid, namespace, id, data)  # it logs and drops
-            return
-        answer = self.answer_now
-        if answer is not None and namespace == NAMESPACE and eio_sid not in self._running:
-            ack = answer(sid, data)
-            if ack is not None:
-                if id is not None:
-                    await self._send_packet(
-                        eio_sid,
-                        self.packet_class(
-                            socketio.packet.ACK, namespace=namespace, id=id, data=[ack]
-                        ),
-                    )
-                return
-        if self.async_handlers:
-            # Counted here, where python-socketio creates the task without
-            # yielding first; _handle_event_internal uncounts it.
-            self._running[eio_sid] = self._running.get(eio_sid, 0) + 1
-        await super()._handle_event(eio_sid, namespace, id, data)
-
-    async def _handle_event_internal(
-        self, server: Any, sid: str, eio_sid: str, data: Any, namespace: str, id: int | None
-    ) -> None:
-        try:
-            await super()._handle_event_internal(server, sid, eio_sid, data, namespace, id)
-        finally:
-            if self.async_handlers and (left := self._running.get(eio_sid)) is not None:
-                if left > 1:
-                    self._running[eio_sid] = left - 1
-                else:
-                    del self._running[eio_sid]
-
-    async def _handle_eio_disconnect(self, eio_sid: str, reason: Any = None) -> None:
-        # A task cancelled before it started never uncounts itself.
-        self._running.pop(eio_sid, None)
-        await super()._handle_eio_disconnect(eio_sid, reason)
-
-    async def _send_packet(self, eio_sid: str, pkt: Any) -> None:
-        writer = self.frame_writers.get(eio_sid)
-        if writer is not None:
-            socket = self.eio.sockets.get(eio_sid)
-            if socket is not None and not socket.closed and writer_idle(socket.queue):
-                encoded = pkt.encode()
-                if isinstance(encoded, str) and writer(
-                    websocket_text_frame(("4" + encoded).encode())
-                ):
-                    return
-        await super()._send_packet(eio_sid, pkt)
-
-
-class _Refused(socketio.exceptions.ConnectionRefusedError):  # type: ignore[misc]
-    """A refused connect whose data is DESIGN's ``{"code", "message"}``.
-
-    socket.io-client (JavaScript) reads a connect error's payload as
-    ``{"message", "data"}`` and shows only those as ``err.message`` and
-    ``err.data``; python-socketio hands over the whole payload. Sending both
-    shapes at once gives every stock client the code.
-    """
-
-    def __init__(self, err: HubError) -> None:
-        super().__init__(err.message)
-        self.error_args = {**err.to_wire(), "data": err.to_wire()}
 
 
 @dataclass(slots=True)
@@ -256,7 +131,11 @@ class Hub:
                 assert tokens is not None  # HubConfig insists on a secret
                 authenticator = tokens
         self.authenticator = authenticator
-        self.sio = _Server(
+        # One switch for every fast path that relies on upstream internals
+        # (RTKIT_FAST_PATHS=0: public APIs only); hosts read it from here.
+        self.fast_paths = fast_paths_enabled()
+        self.sio = create_server(
+            fast_paths=self.fast_paths,
             async_mode=async_mode,
             ping_interval=config.ping_interval,
             ping_timeout=config.ping_timeout,
@@ -266,17 +145,11 @@ class Hub:
             cors_allowed_origins=config.cors_allowed_origins
             if config.cors_allowed_origins is not None
             else [],
-            json=_OrjsonForSocketIO,
-            serializer=_Packet,
             logger=False,
             engineio_logger=False,
         )
-        # Decode each incoming packet right in Engine.IO's reader instead of
-        # in a task of its own: python-socketio still runs every event
-        # handler in a task, so one task per request is saved, not concurrency.
-        self.sio.eio.async_handlers = False
         self.fanout = FanOut(
-            self.sio.eio.sockets,
+            self.sio.transports,
             on_slow=self._disconnect_slow,
             max_pending=config.limits.max_pending_packets,
             max_delay=config.max_coalesce_delay,
@@ -317,7 +190,7 @@ class Hub:
             else None
         )
         if self._append_now is not None:
-            self.sio.answer_now = self._answer_now
+            self.sio.answer_immediately(self._answer_now)
 
     # -- lifecycle ----------------------------------------------------------
 
@@ -436,21 +309,25 @@ class Hub:
                 raise Forbidden(f"user {identity.user!r} already has {limit} connections")
         except HubError as err:
             log.info("refused connection %s: %s", sid, err.message)
-            raise _Refused(err) from None
+            raise ConnectionRefused(err) from None
         except Exception:
             log.exception("authentication failed with an unexpected error")
-            raise _Refused(InternalError("authentication failed; see the hub log")) from None
+            raise ConnectionRefused(
+                InternalError("authentication failed; see the hub log")
+            ) from None
         limits = self.config.limits
+        eio_sid = self.sio.manager.eio_sid_from_sid(sid, NAMESPACE)
+        frame_writer: FrameWriter | None = environ.get(FRAME_WRITER_KEY)
+        if self.sio.open_connection(eio_sid, frame_writer) is None:
+            # Engine.IO dropped the socket while the hub authenticated it.
+            raise ConnectionRefused(Unavailable("disconnected while connecting"))
         self._connections[sid] = Connection(
             sid=sid,
-            eio_sid=self.sio.manager.eio_sid_from_sid(sid, NAMESPACE),
+            eio_sid=eio_sid,
             identity=identity,
             bucket=TokenBucket(limits.publish_rate, limits.publish_burst),
-            frame_writer=environ.get(FRAME_WRITER_KEY),
+            frame_writer=frame_writer,
         )
-        conn = self._connections[sid]
-        if conn.frame_writer is not None:
-            self.sio.frame_writers[conn.eio_sid] = conn.frame_writer
         self._per_user[identity.user] += 1
         log.debug("connected %s as %s", sid, identity.user)
         return True
@@ -459,7 +336,7 @@ class Hub:
         conn = self._connections.pop(sid, None)
         if conn is None:
             return
-        self.sio.frame_writers.pop(conn.eio_sid, None)
+        self.sio.close_connection(conn.eio_sid)
         for channel in conn.subscriptions:
             self.fanout.remove(channel, sid)
         self._per_user[conn.identity.user] -= 1
@@ -487,7 +364,7 @@ class Hub:
 
     async def _on_event(self, event: Any, sid: str, *args: Any) -> dict[str, Any]:
         handler = self._handlers.get(event) if isinstance(event, str) else None
-        if event == _UNDECODABLE:
+        if event == UNDECODABLE:
             detail = args[0] if args else "?"
             err = BadRequest(f"the request is not JSON ({detail}); NaN and Infinity are not JSON")
             return dict(error_ack(err))
@@ -519,8 +396,8 @@ class Hub:
 
     def _answer_now(self, sid: str, data: list[Any]) -> dict[str, Any] | None:
         """The ack of a publish to a store that appends without waiting
-        (:class:`~rtkit.storage.base.ImmediateChannelStore`), for _Server to send
-        without a task; None for any other request. The same checks and
+        (:class:`~rtkit.storage.base.ImmediateChannelStore`), for the server to
+        send without a task; None for any other request. The same checks and
         answers as _on_event with _publish, in the same order."""
         if len(data) != 2 or data[0] != PUBLISH:
             return None

@@ -3,9 +3,11 @@
 python-socketio's room emit creates one task per recipient and encodes the
 Engine.IO packet again for each of them; at a thousand subscribers that, not
 Python, is the cost. Here a batch of messages for a channel is encoded once
-into one ``messages`` packet, and the same packet object is put on every
-subscriber's Engine.IO send queue synchronously: no task, no await, no copy
-per recipient.
+into one ``messages`` packet (:mod:`rtkit.hub.transport.packets`), and the
+same packet object is queued on every subscriber's
+:class:`~rtkit.hub.transport.Transport` synchronously: no task, no await, no
+copy per recipient. Where the host gave a connection a frame writer and its
+transport is idle, the packet's prebuilt frame goes straight to the wire.
 
 Under load, deliveries coalesce: after a flush the next one waits about as
 long as the last one took (bounded by ``max_delay``), so the hub spends at
@@ -27,73 +29,38 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
-import orjson
-from engineio import packet as eio_packet
-from socketio import packet as sio_packet
-
-from ..protocol import MESSAGES, NAMESPACE, Message
+from ..protocol import Message
+from .transport import (
+    FRAME_WRITER_KEY,
+    EncodedPacket,
+    FrameWriter,
+    Transport,
+    encode_event,
+    encode_messages,
+    websocket_text_frame,
+)
 
 log = logging.getLogger(__name__)
 
-# '4' Engine.IO MESSAGE, '2' Socket.IO EVENT, then the namespace.
-_EVENT_PREFIX = f'42{NAMESPACE},["{MESSAGES}",['
-_EVENT_SUFFIX = "]]"
+# Re-exported: presence and shared docs encode their events with these and
+# deliver them through FanOut.send_to.
+__all__ = [
+    "FRAME_WRITER_KEY",
+    "FanOut",
+    "FrameWriter",
+    "encode_event",
+    "encode_messages",
+    "websocket_text_frame",
+]
 
 
-# Writes one complete websocket frame to a connection's transport, or
-# returns False when it cannot right now (closing, or its buffer is full).
-FrameWriter = Callable[[bytes], bool]
+class TransportLookup(Protocol):
+    """Finds a connection's transport by Engine.IO sid
+    (:class:`~rtkit.hub.transport.Transports`, or a dict in tests)."""
 
-# A connection's environ carries its FrameWriter under this key when the host
-# can offer one (rtkit.hosts.aiohttp does, for websocket connections).
-FRAME_WRITER_KEY = "rtkit.frame_writer"
-
-
-class _EncodedPacket(eio_packet.Packet):  # type: ignore[misc]
-    """An Engine.IO text packet encoded once and sent to many sockets."""
-
-    def __init__(self, encoded: str) -> None:
-        self.packet_type = eio_packet.MESSAGE
-        self.data = encoded[1:]
-        self.binary = False
-        self._encoded = encoded
-        self._frame: bytes | None = None
-
-    def encode(self, b64: bool = False) -> str:
-        return self._encoded
-
-    @property
-    def frame(self) -> bytes:
-        """The packet as one websocket text frame, built once."""
-        if self._frame is None:
-            self._frame = websocket_text_frame(self._encoded.encode())
-        return self._frame
-
-
-def websocket_text_frame(payload: bytes) -> bytes:
-    """An unmasked, final RFC 6455 text frame. Server-to-client frames carry
-    no mask, so every recipient can be sent the very same bytes."""
-    n = len(payload)
-    if n < 126:
-        header = bytes((0x81, n))
-    elif n < 1 << 16:
-        header = bytes((0x81, 126)) + n.to_bytes(2, "big")
-    else:
-        header = bytes((0x81, 127)) + n.to_bytes(8, "big")
-    return header + payload
-
-
-def writer_idle(queue: Any) -> bool:
-    """True when Engine.IO's writer task for this socket is parked waiting for
-    its queue, i.e. it holds no packet it has not written yet. Only then may
-    a frame go straight to the transport without overtaking anything (the
-    subscribe ack above all)."""
-    if not queue.empty():
-        return False
-    getters: Any = getattr(queue, "_getters", None) or ()
-    return any(not g.done() for g in getters)
+    def get(self, eio_sid: str, /) -> Transport | None: ...
 
 
 @dataclass(slots=True)
@@ -126,20 +93,20 @@ class _Channel:
 class FanOut:
     """Per-channel subscriber sets and the coalescing delivery loop.
 
-    ``sockets`` is the Engine.IO server's ``sockets`` mapping (eio_sid to
-    socket); ``on_slow`` is called with the sid of a subscriber whose send
-    queue is over ``max_pending`` packets (it cannot keep up).
+    ``transports`` finds each connection's transport by Engine.IO sid;
+    ``on_slow`` is called with the sid of a subscriber whose send queue is
+    over ``max_pending`` packets (it cannot keep up).
     """
 
     def __init__(
         self,
-        sockets: dict[str, Any],
+        transports: TransportLookup,
         *,
         on_slow: Callable[[str], None],
         max_pending: int = 2000,
         max_delay: float = 0.02,
     ) -> None:
-        self._sockets = sockets
+        self._transports = transports
         self._on_slow = on_slow
         self._max_pending = max_pending
         self._max_delay = max_delay
@@ -298,15 +265,14 @@ class FanOut:
         ch.recent.extend(batch)
 
     def _send(self, sub: _Subscriber, packets: list[Any]) -> bool:
-        socket = self._sockets.get(sub.eio_sid)
-        if socket is None or socket.closed:
+        transport = self._transports.get(sub.eio_sid)
+        if transport is None or transport.closed:
             return False
-        queue = socket.queue
         if (
             sub.writer is not None
             and len(packets) == 1
-            and isinstance(packets[0], _EncodedPacket)
-            and writer_idle(queue)
+            and isinstance(packets[0], EncodedPacket)
+            and transport.idle()
             and sub.writer(packets[0].frame)
         ):
             # The fast path: one shared frame straight onto the transport,
@@ -314,11 +280,11 @@ class FanOut:
             self.packets_sent += 1
             self.direct_writes += 1
             return True
-        if queue.qsize() >= self._max_pending:
+        if transport.depth() >= self._max_pending:
             self._on_slow(sub.sid)
             return False
         for pkt in packets:
-            queue.put_nowait(pkt)
+            transport.queue_packet(pkt)
         self.packets_sent += len(packets)
         return True
 
@@ -336,33 +302,3 @@ class FanOut:
             self._handle = None
         self._channels.clear()
         self._dirty.clear()
-
-
-def encode_event(event: str, payload: Any) -> list[Any]:
-    """The Engine.IO packets of one hub-to-client event, encoded once to be
-    sent to many connections with :meth:`FanOut.send_to`. Bytes anywhere in
-    ``payload`` travel as Socket.IO binary attachments."""
-    try:
-        body = orjson.dumps([event, payload]).decode()
-    except TypeError:
-        # orjson refuses bytes: this is the binary case.
-        pkt = sio_packet.Packet(sio_packet.EVENT, namespace=NAMESPACE, data=[event, payload])
-        encoded = pkt.encode()
-        parts = encoded if isinstance(encoded, list) else [encoded]
-        return [eio_packet.Packet(eio_packet.MESSAGE, p) for p in parts]
-    return [_EncodedPacket(f"42{NAMESPACE},{body}")]
-
-
-def encode_messages(batch: list[Message]) -> list[Any]:
-    """The Engine.IO packets of one ``messages`` event carrying ``batch``."""
-    if not any(isinstance(m.data, bytes | bytearray) for m in batch):
-        body = b",".join(orjson.dumps(m.envelope()) for m in batch).decode()
-        return [_EncodedPacket(_EVENT_PREFIX + body + _EVENT_SUFFIX)]
-    # Binary payloads travel as Socket.IO attachments; let python-socketio
-    # build those (rare path, still encoded once per batch).
-    pkt = sio_packet.Packet(
-        sio_packet.EVENT, namespace=NAMESPACE, data=[MESSAGES, [m.envelope() for m in batch]]
-    )
-    encoded = pkt.encode()
-    parts = encoded if isinstance(encoded, list) else [encoded]
-    return [eio_packet.Packet(eio_packet.MESSAGE, p) for p in parts]

@@ -10,12 +10,23 @@ from rtkit.hub.fanout import FanOut, encode_messages, websocket_text_frame
 from rtkit.protocol import Message
 
 
-class FakeSocket:
-    """Stands in for an Engine.IO socket: the fan-out only uses its queue."""
+class FakeTransport:
+    """A Transport (rtkit.hub.transport.base) without a wire: packets stay
+    queued until the test drains them, and it is never idle, so nothing
+    takes the direct-write path."""
 
     def __init__(self) -> None:
         self.queue: asyncio.Queue[Any] = asyncio.Queue()
         self.closed = False
+
+    def depth(self) -> int:
+        return self.queue.qsize()
+
+    def queue_packet(self, packet: Any) -> None:
+        self.queue.put_nowait(packet)
+
+    def idle(self) -> bool:
+        return False
 
     def drain(self) -> list[Any]:
         """The envelopes queued so far, decoded as a client would."""
@@ -48,8 +59,8 @@ def test_batches_encode_once_and_binary_uses_attachments() -> None:
 
 
 async def test_subscribers_get_each_message_once_in_order() -> None:
-    sockets = {"e1": FakeSocket(), "e2": FakeSocket()}
-    fanout = FanOut(sockets, on_slow=lambda sid: None)
+    transports = {"e1": FakeTransport(), "e2": FakeTransport()}
+    fanout = FanOut(transports, on_slow=lambda sid: None)
     assert fanout.add("c", "s1", "e1", cursor=0) == []
     for seq in (1, 2):
         fanout.push(msg(seq))
@@ -59,13 +70,13 @@ async def test_subscribers_get_each_message_once_in_order() -> None:
     fanout.push(msg(4))
     fanout.push(msg(3))
     fanout.flush()
-    assert [e["seq"] for e in sockets["e1"].drain()] == [1, 2, 3, 4]
-    assert [e["seq"] for e in sockets["e2"].drain()] == [3, 4]
+    assert [e["seq"] for e in transports["e1"].drain()] == [1, 2, 3, 4]
+    assert [e["seq"] for e in transports["e2"].drain()] == [3, 4]
 
 
 async def test_late_backlog_is_completed_from_recent_messages() -> None:
-    sockets = {"e1": FakeSocket(), "e2": FakeSocket()}
-    fanout = FanOut(sockets, on_slow=lambda sid: None)
+    transports = {"e1": FakeTransport(), "e2": FakeTransport()}
+    fanout = FanOut(transports, on_slow=lambda sid: None)
     fanout.add("c", "s1", "e1", cursor=0)
     for seq in (1, 2, 3):
         fanout.push(msg(seq))
@@ -75,11 +86,11 @@ async def test_late_backlog_is_completed_from_recent_messages() -> None:
     assert [m.seq for m in missing or []] == [2, 3]
     fanout.push(msg(4))
     fanout.flush()
-    assert [e["seq"] for e in sockets["e2"].drain()] == [4]
+    assert [e["seq"] for e in transports["e2"].drain()] == [4]
 
 
 async def test_unheard_channel_makes_a_late_subscriber_read_again() -> None:
-    fanout = FanOut({"e1": FakeSocket()}, on_slow=lambda sid: None)
+    fanout = FanOut({"e1": FakeTransport()}, on_slow=lambda sid: None)
     fanout.push(msg(1))  # nobody subscribed: nothing kept in memory
     assert fanout.add("c", "s1", "e1", cursor=0) is None
     assert fanout.add("c", "s1", "e1", cursor=1) == []
@@ -87,24 +98,24 @@ async def test_unheard_channel_makes_a_late_subscriber_read_again() -> None:
 
 async def test_a_subscriber_that_cannot_keep_up_is_reported() -> None:
     slow: list[str] = []
-    sockets = {"e1": FakeSocket()}
-    fanout = FanOut(sockets, on_slow=slow.append, max_pending=3)
+    transports = {"e1": FakeTransport()}
+    fanout = FanOut(transports, on_slow=slow.append, max_pending=3)
     fanout.add("c", "s1", "e1", cursor=0)
     for seq in range(1, 6):
         fanout.push(msg(seq))
         fanout.flush()
     assert slow == ["s1", "s1"]
-    assert sockets["e1"].queue.qsize() == 3
+    assert transports["e1"].depth() == 3
 
 
 async def test_the_next_message_on_an_idle_hub_goes_out_at_once() -> None:
-    sockets = {"e1": FakeSocket()}
-    fanout = FanOut(sockets, on_slow=lambda sid: None)
+    transports = {"e1": FakeTransport()}
+    fanout = FanOut(transports, on_slow=lambda sid: None)
     fanout.add("c", "s1", "e1", cursor=0)
     fanout.push(msg(1))  # no flush() call: delivered inside push
-    assert [e["seq"] for e in sockets["e1"].drain()] == [1]
+    assert [e["seq"] for e in transports["e1"].drain()] == [1]
     fanout.push(msg(3))  # out of order: waits for the flush that sorts
-    assert sockets["e1"].drain() == []
+    assert transports["e1"].drain() == []
     fanout.push(msg(2))
     fanout.flush()
-    assert [e["seq"] for e in sockets["e1"].drain()] == [2, 3]
+    assert [e["seq"] for e in transports["e1"].drain()] == [2, 3]

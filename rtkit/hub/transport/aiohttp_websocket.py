@@ -1,0 +1,291 @@
+"""The aiohttp host's websocket: python-engineio's, leaner and faster.
+
+python-engineio's aiohttp driver runs a websocket through its ``WebSocket``
+class (``engineio.async_drivers.aiohttp``), which the server looks up in its
+private ``_async`` table, and the socket's private ``_websocket_handler``
+loop. :func:`install_websocket` swaps in a subclass per server that
+
+- sets permessage-deflate as configured (aiohttp would otherwise compress
+  whenever a client offers it),
+- with the fast paths on, gives the hub a frame writer straight onto the
+  connection's asyncio transport (:class:`TransportFrameWriter`), and
+- with the fast paths on, reads with :func:`serve_websocket`, a copy of
+  ``AsyncSocket._websocket_handler``'s protocol steps without its per-packet
+  task and ``wait_for``. tests/contract pins the stock loop's source hash.
+
+With the fast paths off, python-engineio's own loop runs, reading through
+the driver's public ``wait`` (which closes on a frame that is not
+Engine.IO, as the fast path does), and every write goes through its writer
+task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from aiohttp import web
+from engineio import exceptions as eio_exceptions
+from engineio import packet as eio_packet
+from engineio.async_drivers import aiohttp as eio_aiohttp
+from engineio.async_socket import AsyncSocket
+
+from .base import FRAME_WRITER_KEY
+from .server import HubServer
+
+log = logging.getLogger(__name__)
+
+
+# Above this many bytes waiting in a connection's transport, fan-out stops
+# writing to it directly and lets Engine.IO's writer apply backpressure.
+DIRECT_WRITE_LIMIT = 1 << 20
+
+
+class TransportFrameWriter:
+    """Writes prebuilt websocket frames straight to a connection's transport
+    (see rtkit.hub.fanout: one shared frame for all subscribers)."""
+
+    __slots__ = ("_transport",)
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self._transport = transport
+
+    def __call__(self, frame: bytes) -> bool:
+        transport = self._transport
+        if transport.is_closing() or transport.get_write_buffer_size() > DIRECT_WRITE_LIMIT:
+            return False
+        transport.write(frame)
+        return True
+
+
+class _ReadDeadline:
+    """Engine.IO drops a websocket that sends nothing for ``ping_interval +
+    ping_timeout``. Stock python-engineio enforces that with a task and an
+    ``asyncio.wait_for`` around every single read; here one timer per
+    connection checks the time the current read started, and re-arms itself
+    until a read has lasted too long. Then it cancels the reading task, which
+    is parked in ``receive`` (the only place it waits while ``reading``)."""
+
+    __slots__ = ("_handle", "_limit", "_loop", "_task", "expired", "reading", "since")
+
+    def __init__(self, limit: float) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._task = asyncio.current_task()
+        self._limit = limit
+        self.since = self._loop.time()
+        self.reading = False
+        self.expired = False
+        self._handle = self._loop.call_at(self.since + limit, self._check)
+
+    def _check(self) -> None:
+        now = self._loop.time()
+        if not self.reading:
+            self._handle = self._loop.call_at(now + self._limit, self._check)
+        elif now - self.since >= self._limit and self._task is not None:
+            self.expired = True
+            self._task.cancel()
+        else:
+            self._handle = self._loop.call_at(self.since + self._limit, self._check)
+
+    def cancel(self) -> None:
+        self._handle.cancel()
+
+
+def decode_engineio(data: str | bytes) -> eio_packet.Packet | None:
+    """The Engine.IO packet in a websocket frame; None if it is not one."""
+    try:
+        pkt = eio_packet.Packet(encoded_packet=data)
+        if not 0 <= pkt.packet_type < len(eio_packet.packet_names):
+            raise ValueError(f"unknown packet type {pkt.packet_type}")
+    except (ValueError, IndexError, TypeError):
+        return None
+    return pkt
+
+
+async def serve_websocket(ws: Any, socket: AsyncSocket) -> None:
+    """Engine.IO's websocket transport for one connection: the same protocol
+    steps as python-engineio's ``AsyncSocket._websocket_handler`` (upgrade
+    probe, writer task, ping/pong, close, size limit, cleanup), without its
+    per-packet task and ``wait_for`` (see :class:`_ReadDeadline`). A MESSAGE
+    packet, which is nearly every packet, goes straight to the Socket.IO
+    server's handler with no Packet object: its payload needs no decoding at
+    the Engine.IO level. Everything else goes through the socket's own
+    ``receive``, so Engine.IO keeps its say over pings, upgrades and closes.
+    """
+    server = socket.server
+    max_size = server.max_http_buffer_size
+    sock: web.WebSocketResponse = ws._sock
+
+    async def receive() -> str | bytes | None:
+        # None: the connection is closed, failed, or sent a frame over the
+        # size limit (aiohttp refuses those with close code 1009).
+        msg = await sock.receive()
+        data = msg.data
+        if not isinstance(data, str | bytes) or len(data) > max_size:
+            return None
+        return data
+
+    if socket.connected:
+        # An upgrade from long-polling (engineio's steps, unchanged).
+        socket.upgrading = True
+        try:
+            data = await receive()
+            pkt = eio_packet.Packet(encoded_packet=data) if data is not None else None
+        except (OSError, ValueError):
+            pkt = None
+        if pkt is None or pkt.packet_type != eio_packet.PING or pkt.data != "probe":
+            server.logger.info("%s: Failed websocket upgrade, no PING packet", socket.sid)
+            socket.upgrading = False
+            return
+        await ws.send(eio_packet.Packet(eio_packet.PONG, data="probe").encode())
+        await socket.queue.put(eio_packet.Packet(eio_packet.NOOP))  # end poll
+        try:
+            data = await receive()
+            pkt = eio_packet.Packet(encoded_packet=data) if data is not None else None
+        except (OSError, ValueError):
+            pkt = None
+        if pkt is None or pkt.packet_type != eio_packet.UPGRADE:
+            socket.upgraded = False
+            server.logger.info(
+                "%s: Failed websocket upgrade, expected UPGRADE packet, received %s instead.",
+                socket.sid,
+                data,
+            )
+            socket.upgrading = False
+            return
+        socket.upgraded = True
+        socket.upgrading = False
+    else:
+        socket.connected = True
+        socket.upgraded = True
+
+    async def writer() -> None:
+        while True:
+            try:
+                packets = await socket.poll()
+            except eio_exceptions.QueueEmpty:
+                break
+            if not packets:  # the connection is closing
+                break
+            try:
+                for pkt in packets:
+                    await ws.send(pkt.encode())
+            except Exception:
+                break
+        await ws.close()
+
+    writer_task = asyncio.ensure_future(writer())
+    on_message = server.handlers.get("message")
+    # Engine.IO may be told to run its handlers in tasks: then let it.
+    direct = on_message is not None and not server.async_handlers
+    deadline = _ReadDeadline(server.ping_interval + server.ping_timeout)
+    loop = asyncio.get_running_loop()
+    try:
+        while True:
+            deadline.since = loop.time()
+            deadline.reading = True
+            try:
+                data = await receive()
+            except asyncio.CancelledError:
+                # Timed out, or the server is shutting down: either way stop
+                # reading and close the socket, as python-engineio does.
+                if deadline.expired and (task := asyncio.current_task()) is not None:
+                    task.uncancel()
+                break
+            except Exception:
+                break
+            finally:
+                deadline.reading = False
+            if data is None:
+                break
+            if direct and isinstance(data, str) and data[:1] == "4":
+                try:
+                    await on_message(socket.sid, data[1:])
+                except Exception as exc:
+                    # Handlers run in tasks or answer errors in acks, so this
+                    # is a packet Socket.IO cannot decode. It has no ack id
+                    # to answer; the connection carries on, as with stock
+                    # python-socketio, without a traceback for client garbage.
+                    # DEBUG: a client could send these as fast as it likes.
+                    log.debug("%s: ignored a packet Socket.IO cannot read (%r)", socket.sid, exc)
+                continue
+            pkt = decode_engineio(data)
+            if pkt is None:
+                # Not Engine.IO: nothing to answer it with, so close, as a
+                # protocol error warrants, instead of failing the handler.
+                log.info("closing %s: it sent a frame that is not Engine.IO", socket.sid)
+                break
+            try:
+                await socket.receive(pkt)
+            except eio_exceptions.UnknownPacketError:
+                pass
+            except eio_exceptions.SocketIsClosedError:
+                break
+            except Exception:
+                server.logger.exception("Unknown receive error")
+    finally:
+        deadline.cancel()
+        await socket.queue.put(None)  # unlock the writer task so it can exit
+        await writer_task
+        await socket.close(wait=False, abort=True, reason=server.reason.TRANSPORT_CLOSE)
+
+
+def _websocket_class(*, compress: bool, fast_paths: bool) -> type[Any]:
+    class WebSocket(eio_aiohttp.WebSocket):  # type: ignore[misc]
+        """python-engineio's aiohttp websocket with permessage-deflate as
+        configured (aiohttp would otherwise compress whenever offered), a
+        frame writer for the hub's fan-out, and a leaner read loop
+        (:func:`serve_websocket`); the last two with the fast paths only."""
+
+        async def __call__(self, environ: dict[str, Any]) -> web.WebSocketResponse:
+            request = environ["aiohttp.request"]
+            self._sock = web.WebSocketResponse(
+                max_msg_size=self.server.max_http_buffer_size, compress=compress
+            )
+            await self._sock.prepare(request)
+            if fast_paths and not compress and request.transport is not None:
+                environ[FRAME_WRITER_KEY] = TransportFrameWriter(request.transport)
+            self.environ = environ
+            socket = getattr(self.handler, "__self__", None)
+            if (
+                fast_paths
+                and isinstance(socket, AsyncSocket)
+                and self.handler.__func__ is STOCK_HANDLER
+            ):
+                await serve_websocket(self, socket)
+            else:
+                await self.handler(self)
+            return self._sock
+
+        async def wait(self) -> str | bytes:
+            # What python-engineio's own loop reads through (the fast path
+            # reads the socket itself). A frame that is not Engine.IO would
+            # fail that loop with a traceback, or be logged and kept; it is
+            # a protocol error, so end the connection as the fast path does:
+            # the loop takes OSError, as from a closed socket, and closes.
+            data: str | bytes = await super().wait()
+            if decode_engineio(data) is None:
+                sid = getattr(getattr(self.handler, "__self__", None), "sid", "?")
+                log.info("closing %s: it sent a frame that is not Engine.IO", sid)
+                raise OSError("not an Engine.IO packet")
+            return data
+
+    return WebSocket
+
+
+# The Engine.IO method serve_websocket stands in for; a subclass's own
+# handler runs as given. serve_websocket follows python-engineio's loop as
+# of the versions pyproject.toml admits: re-check it when raising that range
+# (tests/contract/test_python_engineio_contract.py fails when it changes).
+STOCK_HANDLER = AsyncSocket._websocket_handler
+
+
+def install_websocket(server: HubServer, *, compress: bool) -> None:
+    """Serve ``server``'s websockets on aiohttp with :func:`_websocket_class`.
+
+    A copy of the Engine.IO server's driver table: other Engine.IO servers
+    in the process keep the stock driver."""
+    eio = server.eio
+    websocket = _websocket_class(compress=compress, fast_paths=server.fast_paths)
+    eio._async = {**eio._async, "websocket": websocket}

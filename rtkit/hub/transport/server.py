@@ -1,0 +1,213 @@
+"""The hub's python-socketio server, and what it changes in python-socketio.
+
+:class:`HubServer` customises python-socketio through its constructor only
+(``json=``, ``serializer=``), plus two things tests/contract pins down:
+:class:`UndecodablePacket` relies on ``Packet.decode`` parsing the packet
+type before the JSON arguments, and :class:`ConnectionRefused` on a
+``ConnectionRefusedError``'s ``error_args`` being the connect error payload.
+
+:class:`FastHubServer` adds the fast paths, as overrides of four private
+methods of ``socketio.AsyncServer`` (``_handle_event``,
+``_handle_event_internal``, ``_handle_eio_disconnect``, ``_send_packet``):
+requests the hub can answer at once are answered without a task, and acks
+go straight to the wire when the connection's writer is idle.
+:func:`create_server` picks one by the fast-paths switch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+import socketio
+
+from ...errors import HubError
+from ...protocol import NAMESPACE
+from .base import FrameWriter, Transport
+from .packets import message_frame
+from .sockets import Transports
+
+# Answers a request on the spot, given (sid, [event, *args]); None: the
+# request takes the usual way (see FastHubServer._handle_event).
+Answerer = Callable[[str, list[Any]], dict[str, Any] | None]
+
+# The event name an undecodable request is delivered as (see UndecodablePacket).
+UNDECODABLE = "\x00undecodable"
+
+
+class OrjsonForSocketIO:
+    """The ``json`` module interface python-socketio asks for, on orjson.
+
+    Faster than the standard library, and strict: NaN or Infinity in a
+    payload is a bad request instead of something that reads back as null.
+    """
+
+    @staticmethod
+    def dumps(obj: Any, **_: Any) -> str:
+        return orjson.dumps(obj).decode()
+
+    @staticmethod
+    def loads(data: str | bytes, **_: Any) -> Any:
+        return orjson.loads(data)
+
+
+class UndecodablePacket(socketio.packet.Packet):  # type: ignore[misc]
+    """python-socketio's packet, keeping requests that are not JSON answerable.
+
+    Stock clients can send arguments that are not JSON (Python's json module
+    writes NaN and Infinity). python-socketio would drop such a packet with a
+    logged traceback and leave the client waiting for its ack; decoded as the
+    event ``UNDECODABLE`` instead, it gets a bad_request ack.
+    """
+
+    def decode(self, encoded_packet: Any) -> int:
+        try:
+            return int(super().decode(encoded_packet) or 0)
+        except orjson.JSONDecodeError as exc:
+            # Type, namespace and ack id are parsed before the JSON part.
+            if self.packet_type != socketio.packet.EVENT:
+                raise
+            self.data = [UNDECODABLE, str(exc)]
+            return 0
+
+
+class ConnectionRefused(socketio.exceptions.ConnectionRefusedError):  # type: ignore[misc]
+    """A refused connect whose data is DESIGN's ``{"code", "message"}``.
+
+    socket.io-client (JavaScript) reads a connect error's payload as
+    ``{"message", "data"}`` and shows only those as ``err.message`` and
+    ``err.data``; python-socketio hands over the whole payload. Sending both
+    shapes at once gives every stock client the code.
+    """
+
+    def __init__(self, err: HubError) -> None:
+        super().__init__(err.message)
+        self.error_args = {**err.to_wire(), "data": err.to_wire()}
+
+
+class HubServer(socketio.AsyncServer):  # type: ignore[misc]
+    """python-socketio's server with the hub's JSON and packet classes, and
+    the hub's connections as :class:`~rtkit.hub.transport.base.Transport`."""
+
+    fast_paths = False
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(json=OrjsonForSocketIO, serializer=UndecodablePacket, **kwargs)
+        # Decode each incoming packet right in Engine.IO's reader instead of
+        # in a task of its own: python-socketio still runs every event
+        # handler in a task, so one task per request is saved, not concurrency.
+        # (python-socketio 5 asks Engine.IO for this itself; said here because
+        # the aiohttp websocket's direct dispatch and request order rely on it.)
+        self.eio.async_handlers = False
+        self.transports = Transports(self.eio, fast_paths=self.fast_paths)
+
+    def open_connection(self, eio_sid: str, writer: FrameWriter | None) -> Transport | None:
+        """The transport of a connection the hub accepts (None: it is gone).
+        ``writer`` may write the connection's acks (with the fast paths)."""
+        return self.transports.open(eio_sid)
+
+    def close_connection(self, eio_sid: str) -> None:
+        self.transports.discard(eio_sid)
+
+    def answer_immediately(self, answer: Answerer) -> None:
+        """Let ``answer`` take requests before python-socketio starts a task
+        for them. python-socketio's public API has no such hook: only
+        :class:`FastHubServer` uses it, every request here takes a task."""
+
+
+class FastHubServer(HubServer):
+    """:class:`HubServer` answering what it can without a task, and writing
+    acks straight to a connection's transport when the host gave it a frame
+    writer and Engine.IO's writer task holds nothing unsent: that saves a
+    task wake-up and a frame encode per request, and keeps order with the
+    fan-out's direct writes (both only bypass a writer that is idle)."""
+
+    fast_paths = True
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._frame_writers: dict[str, FrameWriter] = {}
+        self._answer_now: Answerer | None = None
+        # Handler tasks started and not yet finished, per Engine.IO sid.
+        self._running: dict[str, int] = {}
+
+    def open_connection(self, eio_sid: str, writer: FrameWriter | None) -> Transport | None:
+        transport = super().open_connection(eio_sid, writer)
+        if transport is not None and writer is not None:
+            self._frame_writers[eio_sid] = writer
+        return transport
+
+    def close_connection(self, eio_sid: str) -> None:
+        super().close_connection(eio_sid)
+        self._frame_writers.pop(eio_sid, None)
+
+    def answer_immediately(self, answer: Answerer) -> None:
+        self._answer_now = answer
+
+    async def _handle_event(
+        self, eio_sid: str, namespace: str | None, id: int | None, data: list[Any]
+    ) -> None:
+        # python-socketio runs every event handler in a task of its own. A
+        # request the hub can answer without waiting (a publish to the
+        # memory store) is answered right here instead: no task, no
+        # coroutine chain, and the ack leaves in the same turn of the loop.
+        # Only while none of the connection's earlier requests is still in
+        # a task, so that requests take effect in the order they were sent
+        # (a subscribe, then a publish that the subscriber must see).
+        namespace = namespace or "/"
+        sid = self.manager.sid_from_eio_sid(eio_sid, namespace)
+        if sid is None or not self.manager.is_connected(sid, namespace):
+            await super()._handle_event(eio_sid, namespace, id, data)  # it logs and drops
+            return
+        answer = self._answer_now
+        if answer is not None and namespace == NAMESPACE and eio_sid not in self._running:
+            ack = answer(sid, data)
+            if ack is not None:
+                if id is not None:
+                    await self._send_packet(
+                        eio_sid,
+                        self.packet_class(
+                            socketio.packet.ACK, namespace=namespace, id=id, data=[ack]
+                        ),
+                    )
+                return
+        if self.async_handlers:
+            # Counted here, where python-socketio creates the task without
+            # yielding first; _handle_event_internal uncounts it.
+            self._running[eio_sid] = self._running.get(eio_sid, 0) + 1
+        await super()._handle_event(eio_sid, namespace, id, data)
+
+    async def _handle_event_internal(
+        self, server: Any, sid: str, eio_sid: str, data: Any, namespace: str, id: int | None
+    ) -> None:
+        try:
+            await super()._handle_event_internal(server, sid, eio_sid, data, namespace, id)
+        finally:
+            if self.async_handlers and (left := self._running.get(eio_sid)) is not None:
+                if left > 1:
+                    self._running[eio_sid] = left - 1
+                else:
+                    del self._running[eio_sid]
+
+    async def _handle_eio_disconnect(self, eio_sid: str, reason: Any = None) -> None:
+        # A task cancelled before it started never uncounts itself.
+        self._running.pop(eio_sid, None)
+        await super()._handle_eio_disconnect(eio_sid, reason)
+
+    async def _send_packet(self, eio_sid: str, pkt: Any) -> None:
+        writer = self._frame_writers.get(eio_sid)
+        if writer is not None:
+            transport = self.transports.get(eio_sid)
+            if transport is not None and not transport.closed and transport.idle():
+                encoded = pkt.encode()
+                if isinstance(encoded, str) and writer(message_frame(encoded)):
+                    return
+        await super()._send_packet(eio_sid, pkt)
+
+
+def create_server(*, fast_paths: bool, **kwargs: Any) -> HubServer:
+    """The hub's server: :class:`FastHubServer` with the fast paths on, else
+    :class:`HubServer`. ``kwargs`` go to ``socketio.AsyncServer``."""
+    cls = FastHubServer if fast_paths else HubServer
+    return cls(**kwargs)
