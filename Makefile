@@ -25,9 +25,10 @@ benchmarks/node_modules: benchmarks/package.json benchmarks/package-lock.json
 	npm ci --prefix benchmarks --no-audit --no-fund --silent
 	touch $@
 
-# The widgets' front-end: npm ci && esbuild into rtkit/widgets/static/ (a build
-# output; pip install runs the same step through hatch_build.py).
-WIDGETS_JS := rtkit/widgets/static/chart.js
+# The widgets' front-end: npm ci && esbuild into rtkit/widgets/static/widgets.js
+# (a build output; pip install runs the same step through hatch_build.py).
+# make test also type-checks its JSDoc with tsc (npm run check).
+WIDGETS_JS := rtkit/widgets/static/widgets.js
 $(WIDGETS_JS): rtkit/widgets/js/package.json rtkit/widgets/js/package-lock.json $(wildcard rtkit/widgets/js/src/*.js)
 	npm ci --prefix rtkit/widgets/js --no-audit --no-fund --silent
 	npm run --prefix rtkit/widgets/js --silent build
@@ -49,14 +50,18 @@ demo: $(BIN)/rtkit $(WIDGETS_JS)
 hub: $(BIN)/rtkit
 	$(BIN)/rtkit hub --allow-anonymous --port $(PORT)
 
-## Run the whole test suite (lint, types, unit and integration tests, notebooks).
+## Run the whole test suite (lint, types, unit, contract and integration tests,
+## the same without the transport's fast paths, notebooks).
 ## The notebooks find their hub through rtkit's pytest plugin (-p).
 test: machine setup
 	$(BIN)/ruff check rtkit jupyter_extension tests benchmarks scripts
 	$(BIN)/ruff format --check rtkit jupyter_extension tests benchmarks scripts
 	$(BIN)/mypy
+	npm run --prefix rtkit/widgets/js --silent check
 	$(BIN)/python scripts/lock.py check
 	$(BIN)/pytest
+	@echo "Again with the fast paths into library internals off (rtkit/hub/transport):"
+	RTKIT_FAST_PATHS=0 $(BIN)/pytest -m "not browser" -q
 	$(BIN)/pytest -p rtkit.pytest_plugin --nbval notebooks --nbval-sanitize-with notebooks/sanitize.cfg
 
 ## Re-resolve today's newest allowed versions into constraints.txt, then
