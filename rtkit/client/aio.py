@@ -20,7 +20,6 @@ talk to the hub only through it, never through each other.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 from typing import Any, TypedDict, Unpack
 
@@ -61,8 +60,8 @@ __all__ = [
     "connect",
 ]
 
-# The module-level names the client had before its parts moved out; the
-# unit tests of the ack and size rules still reach them here.
+# Also importable from here under their old names, which the unit tests
+# of the ack and size rules use.
 _check_ack = check_ack
 _encoded_size = encoded_size
 
@@ -106,13 +105,18 @@ class Client:
         # ``_transport`` is the seam unit tests use to run the client over a
         # fake connection; applications never pass it.
         url, token = resolve_target(url, token)
-        self._session = Session(url, token, SessionOptions(**options), _transport)
-        # Registration order is resume order: channels, rooms, documents,
-        # then the publishes queued meanwhile.
-        self._publisher = Publisher(self._session)
-        self._channels = Channels(self._session, self._publisher, self)
-        self._rooms = Rooms(self._session)
-        self._docs = Docs(self._session)
+        session = self._session = Session(url, token, SessionOptions(**options), _transport)
+        self._publisher = publisher = Publisher(session)
+        # Each registry registers its hooks with the session; hooks run in
+        # registration order. After a reconnect channels resubscribe, rooms
+        # rejoin and documents resync before the publishes queued meanwhile
+        # go out; a stopping client wakes flush() waiters, then fails publishes.
+        self._channels = Channels(session, publisher, self)
+        self._rooms = Rooms(session)
+        self._docs = Docs(session)
+        session.on_resume(publisher.wake)
+        session.on_disconnect(publisher.rewind)
+        session.on_failure(publisher.fail)
 
     def __repr__(self) -> str:
         session = self._session
@@ -213,8 +217,7 @@ class Client:
 
     def off(self, event: StateEvent, callback: Callable[..., Any]) -> None:
         """Undo :meth:`on`."""
-        with contextlib.suppress(KeyError, ValueError):
-            self._session.off_state(event, callback)
+        self._session.off_state(event, callback)
 
     async def wait_connected(self) -> None:
         """Return once connected (at once if connected now).

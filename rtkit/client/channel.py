@@ -139,7 +139,9 @@ class Publisher:
     """The client's publish outbox and the pump that sends it in call order.
 
     Publishes from every channel of a client share it, so they reach the hub
-    in the order their ``publish`` calls started, across reconnects too.
+    in the order their ``publish`` calls started, across reconnects too. The
+    client wires :meth:`wake`, :meth:`rewind` and :meth:`fail` to the
+    session's resume, disconnect and failure hooks.
     """
 
     def __init__(self, session: Session) -> None:
@@ -152,9 +154,6 @@ class Publisher:
         self._wake_pump = asyncio.Event()
         self.published = 0
         """Publishes acked by the hub."""
-        session.on_resume(self._wake_pump.set)
-        session.on_disconnect(self._rewind)
-        session.on_failure(self._fail_all)
 
     def __len__(self) -> int:
         """Publishes queued or in flight, not yet acked."""
@@ -265,7 +264,12 @@ class Publisher:
                 )
             )
 
-    def _rewind(self) -> None:
+    def wake(self) -> None:
+        """Let the pump look at the outbox again (a connection is up)."""
+        self._wake_pump.set()
+
+    def rewind(self) -> None:
+        """The connection dropped: everything unacked is to be sent again."""
         for item in self._outbox:
             if item.timer is not None:
                 item.timer.cancel()
@@ -275,7 +279,8 @@ class Publisher:
         # Everything not acked goes out again, first, on the next connection.
         self._outbox.rewind()
 
-    def _fail_all(self, exc: RtkitError) -> None:
+    def fail(self, exc: RtkitError) -> None:
+        """The client stopped: fail every pending publish with (a copy of) ``exc``."""
         for item in self._outbox.drain():
             if item.timer is not None:
                 item.timer.cancel()
