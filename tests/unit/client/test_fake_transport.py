@@ -13,7 +13,7 @@ import pytest
 from fake_hub import WAIT, FakeHub, envelope, member
 
 from rtkit.client import aio
-from rtkit.errors import OfflineQueueFull, Unauthorized
+from rtkit.errors import AckTimeout, OfflineQueueFull, Unauthorized
 from rtkit.protocol import SHARED_MAP
 
 
@@ -269,3 +269,25 @@ async def test_a_refused_token_stops_reconnecting(hub: FakeHub, client: aio.Clie
     with pytest.raises(Unauthorized):
         await client.wait_connected()
     assert hub.attempts == 2
+
+
+async def test_a_request_outlives_a_dropped_connection(hub: FakeHub, client: aio.Client) -> None:
+    reading = asyncio.ensure_future(client.channel("c").history(limit=2))
+    lost = await hub.request("history")
+    hub.drop()
+    await hub.reconnected(2)
+    again = await hub.request("history")
+    assert again.payload == lost.payload == {"channel": "c", "limit": 2}
+    again.ack(messages=[envelope("c", 1), envelope("c", 2)], seq=2, epoch="e1", complete=True)
+    async with asyncio.timeout(WAIT):
+        assert [msg.seq for msg in await reading] == [1, 2]
+
+
+async def test_unanswered_requests_time_out(hub: FakeHub) -> None:
+    async with aio.Client("http://hub.test:8765", _transport=hub.transport, ack_timeout=0.05) as c:
+        with pytest.raises(AckTimeout):
+            await c.channel("c").history()
+        with pytest.raises(AckTimeout, match="publish to 'c'"):
+            await c.channel("c").publish(1)
+        assert c.metrics.pending_publishes == 0
+        assert [(await hub.request()).event for _ in range(2)] == ["history", "publish"]
