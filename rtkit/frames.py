@@ -291,6 +291,8 @@ class LiveFrame:
         channel: str,
         window: int | str | Any = 1_000,
         columns: Sequence[str] | None = None,
+        *,
+        on_close: Callable[[], Any] | None = None,
     ) -> None:
         _pandas()  # fail early with the install hint
         self.channel = channel
@@ -305,7 +307,8 @@ class LiveFrame:
         self._cache: Any = None
         self._gap_pending = False
         self._closed = False
-        self._close: Callable[[], Any] | None = None
+        # What close() runs to unsubscribe, given by the channel that made the view.
+        self._close: Callable[[], Any] | None = on_close
         self.gaps: list[GapInfo] = []
         """The gaps seen so far (:class:`~rtkit.GapInfo`), oldest first."""
         self.received = 0

@@ -20,6 +20,11 @@ its I/O thread applies remote updates. pycrdt shares one "current
 transaction" per Doc between threads; :class:`ThreadSafeDoc` makes it
 per-thread, so each thread's transaction takes the Doc's lock and the two
 never mix.
+
+:class:`Docs` is the client's registry of documents: it routes the hub's
+``doc.update`` events to each document, marks them unsynced when a
+connection drops and syncs them again after every reconnect, all through
+the :class:`~rtkit.client._session.Session`.
 """
 
 from __future__ import annotations
@@ -27,19 +32,25 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Callable, Iterator, MutableMapping
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 import pycrdt
 
-from ..errors import AckTimeout, HubError, NotConnected, RateLimited, RtkitError, Unavailable
-from ..protocol import DOC_SYNC, DOC_UPDATE, SHARED_MAP
+from ..errors import (
+    AckTimeout,
+    HubError,
+    NotConnected,
+    RateLimited,
+    RtkitError,
+    Unavailable,
+    error_for_code,
+)
+from ..protocol import DOC_SYNC, DOC_UPDATE, SHARED_MAP, validate_name
+from ._session import ConnectionLost, Session
 
-if TYPE_CHECKING:
-    from .aio import Client
-
-__all__ = ["SharedChange", "SharedDoc", "ThreadSafeDoc"]
+__all__ = ["Docs", "SharedCallback", "SharedChange", "SharedDoc", "ThreadSafeDoc"]
 
 log = logging.getLogger(__name__)
 
@@ -108,8 +119,9 @@ class SharedDoc(MutableMapping[str, Any]):
     ``Array`` or ``Text`` values as live shared types.
     """
 
-    def __init__(self, client: Client, name: str) -> None:
-        self._client = client
+    def __init__(self, docs: Docs, name: str) -> None:
+        self._docs = docs
+        self._session = docs.session
         self.name = name
         self.doc: pycrdt.Doc[Any] = ThreadSafeDoc()
         """The pycrdt Doc: get other shared types with ``doc.get(name, type=...)``."""
@@ -131,6 +143,14 @@ class SharedDoc(MutableMapping[str, Any]):
         self._map_subscription = self.map.observe_deep(self._on_deep_change)
         self.updates_sent = 0
         self.updates_received = 0
+        docs.register(
+            self,
+            on_update=self._on_remote_update,
+            sync=self._sync,
+            is_open=self._is_open,
+            connection_lost=self._connection_lost,
+            wake=self._idle.set,
+        )
 
     def __repr__(self) -> str:
         state = "synced" if self._synced else "not synced"
@@ -200,7 +220,7 @@ class SharedDoc(MutableMapping[str, Any]):
         read-only token) if it refused an update.
         """
         while True:
-            self._client._check_usable()
+            self._session.check_usable()
             if self._error is not None:
                 raise _copy(self._error)
             if self._synced and not self._pending and not self._sending:
@@ -216,7 +236,7 @@ class SharedDoc(MutableMapping[str, Any]):
         self._synced = False
         self.doc.unobserve(self._doc_subscription)
         self.map.unobserve(self._map_subscription)
-        self._client._forget_doc(self)
+        self._docs.forget(self)
         self._idle.set()
 
     # -- internals, on the client's loop unless noted ----------------------
@@ -253,9 +273,9 @@ class SharedDoc(MutableMapping[str, Any]):
         self._kick()
 
     def _kick(self) -> None:
-        if self._synced and self._pending and not self._sending and self._client.connected:
+        if self._synced and self._pending and not self._sending and self._session.connected:
             self._sending = True
-            self._client._spawn(self._send_loop(), "doc-send", per_connection=True)
+            self._session.spawn(self._send_loop(), "doc-send", per_connection=True)
 
     async def _send_loop(self) -> None:
         attempt = 0
@@ -263,7 +283,7 @@ class SharedDoc(MutableMapping[str, Any]):
             while self._pending and self._synced and not self._closed:
                 batch = self._take_batch()
                 try:
-                    await self._client._request(
+                    await self._session.request(
                         DOC_UPDATE, {"doc": self.name, "update": batch}, wait=False
                     )
                 except NotConnected:
@@ -275,7 +295,7 @@ class SharedDoc(MutableMapping[str, Any]):
                         "rtkit: sending an update of %r failed (%s); retrying", self.name, exc
                     )
                     self._pending.insert(0, batch)
-                    await asyncio.sleep(self._client._backoff.delay(attempt))
+                    await asyncio.sleep(self._session.backoff.delay(attempt))
                     attempt += 1
                     continue
                 except HubError as exc:
@@ -320,7 +340,7 @@ class SharedDoc(MutableMapping[str, Any]):
         if changed is not None and self._observers and not self._closed:
             change = SharedChange(self.name, frozenset(changed))
             for callback in self._observers:
-                self._client._dispatch(callback, (change,), None)
+                self._session.dispatch(callback, (change,))
 
     def _on_remote_update(self, payload: dict[str, Any]) -> None:
         update = payload.get("update")
@@ -340,7 +360,7 @@ class SharedDoc(MutableMapping[str, Any]):
         self._sync_token += 1
         token = self._sync_token
         state_vector = self.doc.get_state()
-        await self._client._request(
+        await self._session.request(
             DOC_SYNC,
             {"doc": self.name, "state_vector": state_vector},
             on_ack=lambda ack: self._on_sync_ack(token, ack),
@@ -370,6 +390,86 @@ class SharedDoc(MutableMapping[str, Any]):
 
 
 def _copy(exc: HubError) -> HubError:
-    from ..errors import error_for_code
-
     return error_for_code(exc.code, exc.message)
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    doc: SharedDoc
+    on_update: Callable[[dict[str, Any]], None]
+    sync: Callable[[], Awaitable[None]]
+    is_open: Callable[[], bool]
+    connection_lost: Callable[[], None]
+    wake: Callable[[], None]
+
+
+class Docs:
+    """The client's shared documents by name, fed by the hub's ``doc.update`` events."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self._entries: dict[str, _Entry] = {}
+        session.on_event(DOC_UPDATE, self._on_doc_update)
+        session.on_resume(self._resync_all)
+        session.on_disconnect(self._connection_lost)
+        session.on_failure(self._wake_all)
+
+    async def open(self, name: str) -> SharedDoc:
+        """The document ``name``, synced if connected (see :meth:`rtkit.aio.Client.shared`)."""
+        self.session.check_usable()
+        validate_name(name, "doc", "shared")
+        entry = self._entries.get(name)
+        if entry is not None:
+            return entry.doc
+        doc = SharedDoc(self, name)  # registers itself
+        entry = self._entries[name]
+        if self.session.connected:
+            try:
+                await entry.sync()
+            except ConnectionLost:
+                pass  # syncs on reconnect
+            except BaseException:
+                self._entries.pop(name, None)
+                await doc.close()
+                raise
+        return doc
+
+    def register(
+        self,
+        doc: SharedDoc,
+        *,
+        on_update: Callable[[dict[str, Any]], None],
+        sync: Callable[[], Awaitable[None]],
+        is_open: Callable[[], bool],
+        connection_lost: Callable[[], None],
+        wake: Callable[[], None],
+    ) -> None:
+        """Route ``doc.name``'s updates to ``on_update``; run ``sync()`` after
+        each reconnect while ``is_open()``, ``connection_lost()`` when a
+        connection drops, and ``wake()`` when the client stops (so waiters
+        see why)."""
+        self._entries[doc.name] = _Entry(doc, on_update, sync, is_open, connection_lost, wake)
+
+    def forget(self, doc: SharedDoc) -> None:
+        """Stop routing updates to ``doc`` (it was closed)."""
+        entry = self._entries.get(doc.name)
+        if entry is not None and entry.doc is doc:
+            del self._entries[doc.name]
+
+    def _on_doc_update(self, payload: Any) -> None:
+        entry = self._entries.get(str(payload.get("doc"))) if isinstance(payload, dict) else None
+        if entry is not None:
+            entry.on_update(payload)
+
+    def _resync_all(self) -> None:
+        for name, entry in self._entries.items():
+            resume = self.session.resume(entry.sync, f"resync {name!r}", active=entry.is_open)
+            self.session.spawn(resume, "resync", per_connection=True)
+
+    def _connection_lost(self) -> None:
+        for entry in self._entries.values():
+            entry.connection_lost()
+
+    def _wake_all(self, exc: RtkitError) -> None:
+        for entry in self._entries.values():
+            entry.wake()

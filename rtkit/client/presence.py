@@ -9,29 +9,34 @@ so an application sees the same transitions as if it had stayed connected.
 Events are applied idempotently (a ``join`` of a known member is an update,
 a ``leave`` of an unknown one nothing), because the hub coalesces and a
 rejoin's member list may already include what an event says.
+
+:class:`Rooms` is the client's registry of rooms: it routes the hub's
+``presence`` events to each room and rejoins them after every reconnect,
+all through the :class:`~rtkit.client._session.Session`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from ..errors import ConfigurationError, NotConnected, NotFound
 from ..protocol import (
+    PRESENCE,
     PRESENCE_EVENTS,
     PRESENCE_JOIN,
     PRESENCE_LEAVE,
     PRESENCE_UPDATE,
     Member,
     parse_member,
+    validate_name,
 )
+from ._session import ConnectionLost, Session
 
-if TYPE_CHECKING:
-    from .aio import Client
-
-__all__ = ["MemberCallback", "Presence", "PresenceEvent"]
+__all__ = ["MemberCallback", "Presence", "PresenceEvent", "Rooms"]
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +71,9 @@ class Presence:
     member with ``connections == 2``, whose state is shared by both.
     """
 
-    def __init__(self, client: Client, room: str, state: dict[str, Any]) -> None:
-        self._client = client
+    def __init__(self, rooms: Rooms, room: str, state: dict[str, Any]) -> None:
+        self._rooms = rooms
+        self._session = rooms.session
         self.room = room
         self._state = dict(state)
         self._members: dict[str, Member] = {}
@@ -75,6 +81,7 @@ class Presence:
         self._active = True
         self._token = 0
         self._callbacks: dict[str, list[MemberCallback]] = {e: [] for e in PRESENCE_EVENTS}
+        rooms.register(self, on_event=self._on_event, join=self._join, active=self._is_active)
 
     def __repr__(self) -> str:
         return f"<rtkit.aio.Presence {self.room!r} members={len(self._members)}>"
@@ -116,10 +123,10 @@ class Presence:
             raise TypeError(f"state must be a dict, got {type(state).__name__}")
         self._check_active()
         self._state = _merge(self._state, state)
-        if not self._client.connected:
+        if not self._session.connected:
             return
         try:
-            await self._client._request(
+            await self._session.request(
                 PRESENCE_UPDATE, {"room": self.room, "state": state}, wait=False
             )
         except NotConnected:
@@ -133,10 +140,10 @@ class Presence:
             return
         self._active = False
         self._token += 1
-        self._client._forget_room(self)
-        if self._client.connected:
+        self._rooms.forget(self)
+        if self._session.connected:
             with contextlib.suppress(NotConnected, NotFound):
-                await self._client._request(PRESENCE_LEAVE, {"room": self.room}, wait=False)
+                await self._session.request(PRESENCE_LEAVE, {"room": self.room}, wait=False)
         self._members.clear()
 
     def _is_active(self) -> bool:
@@ -144,7 +151,7 @@ class Presence:
         return self._active
 
     def _check_active(self) -> None:
-        self._client._check_usable()
+        self._session.check_usable()
         if not self._active:
             raise RuntimeError(f"left room {self.room!r}; call hub.presence() to join again")
 
@@ -154,7 +161,7 @@ class Presence:
         """Join (or rejoin) on the current connection; raises the hub's refusal."""
         self._token += 1
         token = self._token
-        await self._client._request(
+        await self._session.request(
             PRESENCE_JOIN,
             {"room": self.room, "state": self._state},
             on_ack=lambda ack: self._on_join_ack(token, ack),
@@ -204,4 +211,86 @@ class Presence:
 
     def _fire(self, event: str, member: Member) -> None:
         for callback in self._callbacks[event]:
-            self._client._dispatch(callback, (member,), None)
+            self._session.dispatch(callback, (member,))
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    presence: Presence
+    on_event: Callable[[str, Member], None]
+    join: Callable[[], Awaitable[None]]
+    active: Callable[[], bool]
+
+
+class Rooms:
+    """The client's presence rooms by name, fed by the hub's ``presence`` events."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self._entries: dict[str, _Entry] = {}
+        session.on_event(PRESENCE, self._on_presence)
+        session.on_resume(self._rejoin_all)
+
+    def __contains__(self, room: object) -> bool:
+        return room in self._entries
+
+    async def join(self, room: str, state: dict[str, Any] | None) -> Presence:
+        """The :class:`Presence` of ``room``, joined (see :meth:`rtkit.aio.Client.presence`)."""
+        self.session.check_usable()
+        validate_name(room, "room", "presence")
+        if state is not None and not isinstance(state, dict):
+            raise TypeError(f"state must be a dict, got {type(state).__name__}")
+        existing = self._entries.get(room)
+        if existing is not None:
+            if state:
+                await existing.presence.update(state)
+            return existing.presence
+        Presence(self, room, state or {})  # registers itself
+        entry = self._entries[room]
+        if self.session.connected:
+            try:
+                await entry.join()
+            except ConnectionLost:
+                pass  # joins on reconnect
+            except BaseException:
+                self._entries.pop(room, None)
+                raise
+        return entry.presence
+
+    def register(
+        self,
+        presence: Presence,
+        *,
+        on_event: Callable[[str, Member], None],
+        join: Callable[[], Awaitable[None]],
+        active: Callable[[], bool],
+    ) -> None:
+        """Route ``presence.room``'s events to ``on_event``; run ``join()``
+        after each reconnect while ``active()``."""
+        self._entries[presence.room] = _Entry(presence, on_event, join, active)
+
+    def forget(self, presence: Presence) -> None:
+        """Stop routing events to ``presence`` (it left its room)."""
+        entry = self._entries.get(presence.room)
+        if entry is not None and entry.presence is presence:
+            del self._entries[presence.room]
+
+    def _on_presence(self, payload: Any) -> None:
+        if not isinstance(payload, dict):
+            return
+        entry = self._entries.get(str(payload.get("room")))
+        if entry is None:
+            return
+        event = payload.get("event")
+        try:
+            member = parse_member(payload.get("member"))
+        except ValueError as exc:
+            log.warning("rtkit: ignored a malformed presence event: %s", exc)
+            return
+        if event in PRESENCE_EVENTS:
+            entry.on_event(event, member)
+
+    def _rejoin_all(self) -> None:
+        for room, entry in self._entries.items():
+            resume = self.session.resume(entry.join, f"rejoin {room!r}", active=entry.active)
+            self.session.spawn(resume, "rejoin", per_connection=True)

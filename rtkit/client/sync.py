@@ -31,8 +31,10 @@ from anyio.from_thread import start_blocking_portal
 from ..errors import ClientClosed, NotConnected
 from ..protocol import Member
 from . import aio
+from ._session import StateEvent, resolve_target
 from ._types import ClientMetrics, Message
 from ._url import split_url
+from .channel import check_frame_args
 from .docs import SharedCallback
 from .presence import MemberCallback, PresenceEvent
 
@@ -106,7 +108,7 @@ class _Runner:
     def spawn(self, what: str, coro_fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
         """From the I/O thread: run ``coro_fn(*args)`` as a task of the client."""
         assert self.client is not None
-        self.client._spawn(_logged(what, coro_fn, *args), what)
+        self.client.session.spawn(_logged(what, coro_fn, *args), what)
 
     def shutdown(self) -> None:
         """Close the async client and stop the thread; idempotent, never hangs.
@@ -167,9 +169,9 @@ class Channel:
     >>> ch.subscribe(lambda msg: print(msg.seq, msg.data))
     """
 
-    def __init__(self, client: Client, channel: aio.Channel) -> None:
+    def __init__(self, client: Client, runner: _Runner, channel: aio.Channel) -> None:
         self._client = client  # a channel in use keeps its client open
-        self._runner = client._runner
+        self._runner = runner
         self.aio = channel
         """The async channel underneath, for ``async def`` callbacks."""
         self.name = channel.name
@@ -270,7 +272,7 @@ class Channel:
 
         >>> df = hub.channel("prices").history(limit=1000, as_frame=True)
         """
-        aio._check_frame_args(as_frame, columns)
+        check_frame_args(as_frame, columns)
         messages = self._runner.run("history", self.aio.history, since, before, limit)
         if not as_frame:
             return messages
@@ -297,19 +299,17 @@ class Channel:
         """
         from ..frames import LiveFrame
 
-        view = LiveFrame(self.name, window, columns)
+        def close() -> None:
+            self.off_gap(view.on_gap)  # else the channel keeps the closed view alive
+            self.unsubscribe(view.on_message)
+
+        view = LiveFrame(self.name, window, columns, on_close=close)
         self.on_gap(view.on_gap)
         try:
             self.subscribe(view.on_message, since=since)
         except BaseException:
             self.off_gap(view.on_gap)
             raise
-
-        def close() -> None:
-            self.off_gap(view.on_gap)  # else the channel keeps the closed view alive
-            self.unsubscribe(view.on_message)
-
-        view._close = close
         return view
 
     def publish_frame(self, df: Any, batch_rows: int | None = None) -> list[int]:
@@ -345,9 +345,9 @@ class Presence:
     ['Ada', 'Grace']
     """
 
-    def __init__(self, client: Client, presence: aio.Presence) -> None:
+    def __init__(self, client: Client, runner: _Runner, presence: aio.Presence) -> None:
         self._client = client  # a room in use keeps its client open
-        self._runner = client._runner
+        self._runner = runner
         self.aio = presence
         """The async object underneath, for ``async def`` callbacks."""
         self.room = presence.room
@@ -417,9 +417,9 @@ class SharedDoc(MutableMapping[str, Any]):
     >>> params.flush()          # optional: wait until the hub stored every edit
     """
 
-    def __init__(self, client: Client, doc: aio.SharedDoc) -> None:
+    def __init__(self, client: Client, runner: _Runner, doc: aio.SharedDoc) -> None:
         self._client = client
-        self._runner = client._runner
+        self._runner = runner
         self.aio = doc
         """The async object underneath."""
         self.name = doc.name
@@ -507,7 +507,7 @@ class Client:
         **options: Unpack[aio.ConnectOptions],
     ) -> None:
         # Fail on a bad URL here, before a thread is started for nothing.
-        url, token = aio._resolve(url, token)
+        url, token = resolve_target(url, token)
         split_url(url)
         runner = _Runner()
         try:
@@ -556,7 +556,9 @@ class Client:
         with self._lock:
             ch = self._channels.get(name)
             if ch is None:
-                ch = self._channels[name] = Channel(self, self._runner.call(self.aio.channel, name))
+                ch = self._channels[name] = Channel(
+                    self, self._runner, self._runner.call(self.aio.channel, name)
+                )
             return ch
 
     def presence(self, room: str, state: dict[str, Any] | None = None) -> Presence:
@@ -565,7 +567,7 @@ class Client:
         with self._lock:
             wrapper = self._rooms.get(room)
             if wrapper is None or wrapper.aio is not presence:
-                wrapper = self._rooms[room] = Presence(self, presence)
+                wrapper = self._rooms[room] = Presence(self, self._runner, presence)
             return wrapper
 
     def shared(self, name: str) -> SharedDoc:
@@ -574,17 +576,17 @@ class Client:
         with self._lock:
             wrapper = self._docs.get(name)
             if wrapper is None or wrapper.aio is not doc:
-                wrapper = self._docs[name] = SharedDoc(self, doc)
+                wrapper = self._docs[name] = SharedDoc(self, self._runner, doc)
             return wrapper
 
-    def on(self, event: aio.StateEvent, callback: Callable[..., Any]) -> Callable[..., Any]:
+    def on(self, event: StateEvent, callback: Callable[..., Any]) -> Callable[..., Any]:
         """Call ``callback`` on ``"connect"``, ``"disconnect"``, ``"reconnect"`` or ``"gap"``.
 
         See :meth:`rtkit.aio.Client.on`; callbacks run on the I/O thread.
         """
         return self._runner.call(self.aio.on, event, callback)
 
-    def off(self, event: aio.StateEvent, callback: Callable[..., Any]) -> None:
+    def off(self, event: StateEvent, callback: Callable[..., Any]) -> None:
         self._runner.call(self.aio.off, event, callback)
 
     def wait_connected(self, timeout: float | None = None) -> None:

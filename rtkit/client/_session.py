@@ -1,0 +1,745 @@
+"""The client session: one connection to the hub at a time, kept alive.
+
+Everything the client's features share lives here, behind a small
+package-internal API (the :class:`Session` methods without a leading
+underscore); :mod:`.channel`, :mod:`.presence` and :mod:`.docs` use that API
+and never each other's members:
+
+- the :class:`Transport` seam, the one object that speaks Socket.IO
+  (:class:`SocketIOTransport` wraps python-socketio's ``AsyncClient``; unit
+  tests plug in a fake). This module is the only one that knows
+  python-socketio;
+- connection and supervision: a fresh transport per connection whose
+  handlers carry the connection's generation (so a late event from a dead
+  socket is ignored), and a supervisor task that reconnects with jittered
+  exponential backoff. Socket.IO's own reconnection is off: a resume needs
+  more than a new socket;
+- request/ack with a time budget (:meth:`Session.request`), and a plain
+  emit for the publish pump, which keeps its own window and timers;
+- the hub-event registry (:meth:`Session.on_event`) and the hooks features
+  register for what to redo after a (re)connection, to reset when a
+  connection drops, and to fail when the client stops
+  (:meth:`Session.on_resume`, :meth:`Session.on_disconnect`,
+  :meth:`Session.on_failure`);
+- the callback dispatcher: application callbacks run one at a time, in the
+  order their events arrived (:meth:`Session.dispatch`);
+- task spawning into held sets, one living as long as the session, one as
+  long as the current connection (:meth:`Session.spawn`).
+
+Ack handlers and event handlers are plain functions on purpose: Engine.IO
+hands every incoming packet to its own task, and only code that runs before
+the first ``await`` of that task is guaranteed to see packets in arrival
+order. A subscribe ack is applied (backlog included) in that window, so no
+live message of the channel can overtake it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import itertools
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Final, Literal, Protocol
+
+import socketio
+
+from ..errors import (
+    AckTimeout,
+    BadRequest,
+    ClientClosed,
+    ConfigurationError,
+    Forbidden,
+    HubError,
+    InternalError,
+    NotConnected,
+    NotFound,
+    RtkitError,
+    TooLarge,
+    Unauthorized,
+    error_for_code,
+)
+from ..protocol import ERROR_CODES, NAMESPACE
+from ._backoff import Backoff
+from ._url import split_url
+
+__all__ = [
+    "STATE_EVENTS",
+    "ConnectionLost",
+    "Revocable",
+    "Session",
+    "SessionOptions",
+    "SocketIOTransport",
+    "StateEvent",
+    "Transport",
+    "TransportError",
+    "TransportFactory",
+    "check_ack",
+    "copy_error",
+    "resolve_target",
+]
+
+log = logging.getLogger(__name__)
+
+# python-socketio and python-engineio log every packet at INFO. They get a
+# logger of their own that stays at ERROR unless an application lowers it,
+# so turning on INFO for "rtkit" shows rtkit's lifecycle, not the wire.
+_wire_log = logging.getLogger("rtkit.client.wire")
+if _wire_log.level == logging.NOTSET:
+    _wire_log.setLevel(logging.ERROR)
+
+StateEvent = Literal["connect", "disconnect", "reconnect", "gap"]
+STATE_EVENTS: Final = ("connect", "disconnect", "reconnect", "gap")
+
+# Largest websocket message the client accepts: a shared document's first
+# sync carries the whole document in one binary attachment.
+MAX_INCOMING_MESSAGE: Final = 256 * 1024 * 1024
+
+# Callbacks waiting to run before the client says they are falling behind.
+_CALLBACK_BACKLOG_WARNING: Final = 10_000
+
+
+# -- the transport seam -------------------------------------------------------
+
+
+class TransportError(ConnectionError):
+    """The transport cannot send: its connection is going away."""
+
+
+class Transport(Protocol):
+    """One Socket.IO connection on the ``/rtkit`` namespace, as the session uses it.
+
+    A transport is used for one connection attempt and thrown away with it.
+    ``emit`` raises :class:`TransportError` when the connection is going
+    away, and ``TypeError``/``ValueError`` for a payload it cannot encode.
+    """
+
+    @property
+    def connected(self) -> bool: ...
+
+    def on(self, event: str, handler: Callable[..., Any]) -> None:
+        """Call ``handler(*args)`` for each ``event`` from the hub (also
+        ``"connect_error"`` and ``"disconnect"``)."""
+
+    async def connect(
+        self, origin: str, *, auth: dict[str, str], headers: dict[str, str], path: str
+    ) -> None:
+        """Connect, or raise why not."""
+
+    async def emit(self, event: str, payload: Any, callback: Callable[..., None]) -> None:
+        """Send ``event``; the hub's ack arrives as ``callback(*args)``."""
+
+    async def disconnect(self) -> None:
+        """Close the connection (also after a failed connect)."""
+
+
+TransportFactory = Callable[[float], Transport]
+"""Makes a transport for one connection attempt, given the connect timeout."""
+
+
+class SocketIOTransport:
+    """:class:`Transport` on python-socketio's ``AsyncClient``."""
+
+    def __init__(self, connect_timeout: float) -> None:
+        self._timeout = connect_timeout
+        self._sio = socketio.AsyncClient(
+            reconnection=False,
+            handle_sigint=False,
+            websocket_extra_options={"max_msg_size": MAX_INCOMING_MESSAGE},
+            logger=_wire_log,
+            engineio_logger=_wire_log,
+            request_timeout=connect_timeout,
+        )
+
+    @property
+    def connected(self) -> bool:
+        return bool(self._sio.connected)
+
+    def on(self, event: str, handler: Callable[..., Any]) -> None:
+        self._sio.on(event, handler, namespace=NAMESPACE)
+
+    async def connect(
+        self, origin: str, *, auth: dict[str, str], headers: dict[str, str], path: str
+    ) -> None:
+        await self._sio.connect(
+            origin,
+            auth=auth,
+            headers=headers,
+            transports=["websocket"],
+            namespaces=[NAMESPACE],
+            socketio_path=path,
+            wait_timeout=self._timeout,
+        )
+
+    async def emit(self, event: str, payload: Any, callback: Callable[..., None]) -> None:
+        try:
+            await self._sio.emit(event, payload, namespace=NAMESPACE, callback=callback)
+        except socketio.exceptions.SocketIOError as exc:
+            raise TransportError(str(exc)) from exc
+
+    async def disconnect(self) -> None:
+        await self._sio.disconnect()
+        # After a transport error python-engineio resets its state but
+        # leaves the aiohttp websocket open (a ResourceWarning later).
+        ws = getattr(self._sio.eio, "ws", None)
+        if ws is not None and not ws.closed:
+            await ws.close()
+
+
+# -- configuration and small shared pieces ------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SessionOptions:
+    """The checked form of :class:`rtkit.aio.ConnectOptions`."""
+
+    ack_timeout: float = 10.0
+    connect_timeout: float = 10.0
+    max_offline_queue: int = 10_000
+    reconnect_delay: float = 0.25
+    reconnect_delay_max: float = 10.0
+    max_in_flight: int = 256
+
+    def __post_init__(self) -> None:
+        if not self.ack_timeout > 0 or not self.connect_timeout > 0:
+            raise ConfigurationError("ack_timeout and connect_timeout must be positive")
+        if self.max_offline_queue < 1 or self.max_in_flight < 1:
+            raise ConfigurationError("max_offline_queue and max_in_flight must be at least 1")
+
+
+class ConnectionLost(NotConnected):
+    """The connection dropped before the hub answered (internal signal)."""
+
+
+class Revocable(Protocol):
+    """Whatever a dispatched callback belongs to; once inactive, it is skipped."""
+
+    active: bool
+
+
+def resolve_target(url: str | None, token: str | None) -> tuple[str, str | None]:
+    """The hub URL and token: the arguments, else ``$RTKIT_URL``/``$RTKIT_TOKEN``."""
+    if url is None:
+        url = os.environ.get("RTKIT_URL") or None
+        if url is None:
+            raise ConfigurationError(
+                "no hub URL: pass rtkit.connect(url=...) or set RTKIT_URL. "
+                "To start a hub on this machine run `rtkit hub --allow-anonymous` "
+                "and connect to http://127.0.0.1:8765"
+            )
+    if token is None:
+        token = os.environ.get("RTKIT_TOKEN") or None
+    return url, token or None
+
+
+def check_ack(event: str, args: tuple[Any, ...]) -> dict[str, Any]:
+    """The ``ok`` ack among an ack callback's ``args``; raises the hub's refusal."""
+    ack = args[0] if args else None
+    if not isinstance(ack, dict):
+        raise InternalError(f"{event}: the hub sent a malformed answer: {ack!r:.200}")
+    if ack.get("ok") is True:
+        return ack
+    err = ack.get("error")
+    if not isinstance(err, dict):
+        raise InternalError(f"{event}: the hub refused without saying why")
+    code = err.get("code")
+    raise error_for_code(str(code), str(err.get("message") or code))
+
+
+def copy_error(exc: RtkitError) -> RtkitError:
+    """A fresh instance of ``exc`` (raising one instance twice chains tracebacks)."""
+    if isinstance(exc, HubError):
+        return error_for_code(exc.code, exc.message)
+    return type(exc)(*exc.args)
+
+
+def _callable_name(fn: Callable[..., Any]) -> str:
+    return getattr(fn, "__qualname__", None) or repr(fn)
+
+
+async def _invoke(fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+    try:
+        result = fn(*args)
+        if inspect.isawaitable(result):
+            await result
+    except Exception:
+        # An application bug must not stop delivery to anyone else.
+        log.exception("rtkit: callback %s raised; the client carries on", _callable_name(fn))
+
+
+def _log_crash(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("rtkit: internal task %s crashed", task.get_name(), exc_info=task.exception())
+
+
+_Call = tuple[Callable[..., Any], tuple[Any, ...], Revocable | None]
+
+
+# -- the session --------------------------------------------------------------
+
+
+class Session:
+    """One hub, one connection at a time, and the hooks that resume over it.
+
+    Made (not opened) by :class:`rtkit.aio.Client`; features register their
+    event handlers and hooks before :meth:`open`. Everything runs on the
+    event loop that opened it.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        token: str | None,
+        options: SessionOptions,
+        transport_factory: TransportFactory = SocketIOTransport,
+    ) -> None:
+        self.url = url
+        self.token = token
+        self.origin, self.path = split_url(url)
+        self.options = options
+        self.backoff = Backoff(options.reconnect_delay, options.reconnect_delay_max)
+        self._new_transport = transport_factory
+        self._transport: Transport | None = None  # of the current connection
+        self._event_handlers: dict[str, Callable[[Any], None]] = {}
+        self._resume_hooks: list[Callable[[], None]] = []
+        self._disconnect_hooks: list[Callable[[], None]] = []
+        self._failure_hooks: list[Callable[[RtkitError], None]] = []
+        self._state_callbacks: dict[str, list[Callable[..., Any]]] = {e: [] for e in STATE_EVENTS}
+        self._inflight: set[asyncio.Future[dict[str, Any]]] = set()  # requests
+        self._generations = itertools.count(1)
+        self._generation = 0
+        self._connected = False
+        self._state: Literal["new", "opening", "open", "closed"] = "new"
+        self._failure: RtkitError | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()  # live as long as the session
+        self._conn_tasks: set[asyncio.Task[Any]] = set()  # live as long as a connection
+        self._calls: asyncio.Queue[_Call] = asyncio.Queue()
+        self._backlog_warn_at = _CALLBACK_BACKLOG_WARNING
+        self._online = asyncio.Event()
+        self._lost = asyncio.Event()
+        self.reconnects = 0
+
+    # -- state ------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        """True while a connection to the hub is up."""
+        return self._connected
+
+    @property
+    def state(self) -> str:
+        """``"new"``, ``"opening"``, ``"open"`` or ``"closed"``."""
+        return self._state
+
+    @property
+    def generation(self) -> int:
+        """Which connection is current; it changes with every (re)connection."""
+        return self._generation
+
+    def check_usable(self) -> None:
+        """Raise why the session cannot be used now (closed, failed, not open)."""
+        if self._failure is not None:
+            raise copy_error(self._failure)
+        if self._state == "closed":
+            raise ClientClosed("this client is closed; create a new one with rtkit.connect()")
+        if self._state != "open":
+            raise RuntimeError(
+                "this client is not open yet: use `await rtkit.aio.connect(...)` "
+                "or `async with rtkit.aio.Client(...)`"
+            )
+
+    async def wait_connected(self) -> None:
+        """Return once connected; raise instead when the session stops."""
+        while not self._connected:
+            self.check_usable()
+            await self._online.wait()
+            self.check_usable()
+
+    # -- registration -------------------------------------------------------
+
+    def on_event(self, event: str, handler: Callable[[Any], None]) -> None:
+        """Route the hub's ``event`` to ``handler(payload)``, on every connection.
+
+        The handler runs in the packet's own handler, before later packets."""
+        self._event_handlers[event] = handler
+
+    def on_resume(self, hook: Callable[[], None]) -> None:
+        """Call ``hook()`` after every (re)connection, in registration order."""
+        self._resume_hooks.append(hook)
+
+    def on_disconnect(self, hook: Callable[[], None]) -> None:
+        """Call ``hook()`` when a connection drops (before the reconnect starts)."""
+        self._disconnect_hooks.append(hook)
+
+    def on_failure(self, hook: Callable[[RtkitError], None]) -> None:
+        """Call ``hook(exc)`` when the session stops: closed, or refused for good."""
+        self._failure_hooks.append(hook)
+
+    def on_state(self, event: str, callback: Callable[..., Any]) -> None:
+        """Dispatch ``callback`` on a connection event (see :data:`STATE_EVENTS`)."""
+        if event not in self._state_callbacks:
+            raise ConfigurationError(
+                f"unknown event {event!r}; use one of {', '.join(STATE_EVENTS)}"
+            )
+        self._state_callbacks[event].append(callback)
+
+    def off_state(self, event: str, callback: Callable[..., Any]) -> None:
+        """Undo :meth:`on_state`; unknown callbacks are ignored."""
+        callbacks = self._state_callbacks.get(event)
+        if callbacks is not None and callback in callbacks:
+            callbacks.remove(callback)
+
+    # -- lifecycle ----------------------------------------------------------
+
+    async def open(self) -> None:
+        """Connect once; later disconnects reconnect on their own."""
+        if self._state != "new":
+            raise RuntimeError(f"this client is already {self._state}; open() runs once")
+        self._state = "opening"
+        try:
+            await self._connect_once()
+        except BaseException:
+            self._state = "closed"
+            raise
+        if self._closed():  # close() ran while we were connecting
+            transport, self._transport = self._transport, None
+            self._connected = False
+            await self._dispose(transport)
+            raise ClientClosed("the client was closed while connecting")
+        self._state = "open"
+        self.spawn(self._supervise(), "supervisor")
+        self.spawn(self._run_callbacks(), "callbacks")
+        log.info("rtkit: connected to %s", self.url)
+
+    def start(self) -> None:
+        """Run the resume hooks for the first connection (after :meth:`open`
+        and after the features started their own tasks)."""
+        self._after_connect(attempts=0)
+
+    async def close(self) -> None:
+        """Disconnect and stop; idempotent. Pending work fails with ClientClosed."""
+        if self._state == "closed":
+            return
+        was_open = self._state == "open"
+        self._state = "closed"
+        self._connected = False
+        self._online.set()  # wake waiters so they see the session is closed
+        current = asyncio.current_task()
+        tasks = [t for t in (*self._tasks, *self._conn_tasks) if t is not current]
+        for task in tasks:
+            task.cancel()
+        self._fail_pending(ClientClosed("the client was closed before the hub acked"))
+        transport, self._transport = self._transport, None
+        await self._dispose(transport)
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if was_open:
+            log.info("rtkit: closed the connection to %s", self.url)
+
+    def auth(self) -> dict[str, str]:
+        """The Socket.IO ``auth`` payload of the handshake."""
+        return {"token": self.token} if self.token else {}
+
+    def headers(self) -> dict[str, str]:
+        """The handshake's HTTP headers."""
+        # The token also goes in the handshake's Authorization header: a hub
+        # inside jupyter-server authenticates the HTTP request itself (a
+        # Jupyter token or a kernel token) before any Socket.IO packet.
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+
+    def connect_failure(self, refusals: list[Any], exc: Exception) -> RtkitError:
+        """The error for a failed connect: the hub's refusal, else unreachable."""
+        detail = str(exc) or type(exc).__name__
+        for data in refusals:
+            if not isinstance(data, dict):
+                continue
+            # {"code", "message"} per the protocol; python-socketio's
+            # ConnectionRefusedError nests extra data under "data".
+            inner = data.get("data")
+            body = inner if isinstance(inner, dict) and "code" in inner else data
+            code = body.get("code")
+            message = str(body.get("message") or data.get("message") or "connection refused")
+            if isinstance(code, str) and code in ERROR_CODES:
+                return error_for_code(code, message)
+            # A namespace refusal without a code is the hub's connect handler
+            # saying no: an authentication decision.
+            return Unauthorized(message)
+        if isinstance(exc, TimeoutError):
+            detail = f"no answer within {self.options.connect_timeout} s"
+        return NotConnected(
+            f"cannot connect to the rtkit hub at {self.url} ({detail}). Is it running? "
+            "Start one with `rtkit hub --allow-anonymous`, or point RTKIT_URL at a running hub"
+        )
+
+    async def _connect_once(self) -> None:
+        gen = next(self._generations)
+        refusals: list[Any] = []
+        timeout = self.options.connect_timeout
+        transport = self._new_transport(timeout)
+        transport.on("connect_error", lambda *args: refusals.extend(args))
+        transport.on("disconnect", partial(self._on_transport_disconnect, gen))
+        for event, handler in self._event_handlers.items():
+            transport.on(event, partial(self._on_transport_event, gen, handler))
+        try:
+            async with asyncio.timeout(timeout):
+                await transport.connect(
+                    self.origin, auth=self.auth(), headers=self.headers(), path=self.path
+                )
+            if not transport.connected:
+                raise TransportError("the connection dropped at once")
+        except Exception as exc:
+            await self._dispose(transport)
+            raise self.connect_failure(refusals, exc) from None
+        except BaseException:
+            await self._dispose(transport)
+            raise
+        self._transport = transport
+        self._generation = gen
+        self._connected = True
+        self._online.set()
+
+    async def _dispose(self, transport: Transport | None) -> None:
+        if transport is None:
+            return
+        try:
+            async with asyncio.timeout(self.options.connect_timeout):
+                await transport.disconnect()
+        except Exception:
+            log.debug("rtkit: error while closing a socket", exc_info=True)
+
+    def _on_transport_event(self, gen: int, handler: Callable[[Any], None], *args: Any) -> None:
+        if gen != self._generation or not self._connected:
+            return  # a late packet from a connection we already gave up on
+        try:
+            handler(args[0] if args else None)
+        except Exception:
+            log.exception("rtkit: error while handling a hub event")
+
+    def _on_transport_disconnect(self, gen: int, *args: Any) -> None:
+        if gen != self._generation or not self._connected or self._state != "open":
+            return
+        self._connection_lost(str(args[0]) if args else "unknown reason")
+
+    def _connection_lost(self, reason: str) -> None:
+        self._connected = False
+        self._online.clear()
+        for hook in self._disconnect_hooks:
+            hook()
+        for fut in self._inflight:
+            if not fut.done():
+                fut.set_exception(ConnectionLost("the connection dropped before the hub answered"))
+        for task in self._conn_tasks:
+            task.cancel()
+        log.warning("rtkit: lost the connection to %s (%s); reconnecting", self.url, reason)
+        self.emit_state("disconnect", reason)
+        self._lost.set()
+
+    async def _supervise(self) -> None:
+        while True:
+            await self._lost.wait()
+            self._lost.clear()
+            old, self._transport = self._transport, None
+            await self._dispose(old)
+            attempt = 0
+            while True:
+                await asyncio.sleep(self.backoff.delay(attempt))
+                attempt += 1
+                try:
+                    await self._connect_once()
+                except Unauthorized as exc:
+                    # A token the hub rejects will not improve by retrying.
+                    # (Forbidden is retried: "too many connections" lasts only
+                    # until the hub notices the connection that just died.)
+                    self._stop_for_good(exc)
+                    return
+                except RtkitError as exc:
+                    level = logging.INFO if attempt == 1 or attempt % 20 == 0 else logging.DEBUG
+                    log.log(level, "rtkit: reconnect attempt %d failed: %s", attempt, exc)
+                    continue
+                break
+            self.reconnects += 1
+            log.info("rtkit: reconnected to %s after %d attempt(s)", self.url, attempt)
+            self._after_connect(attempts=attempt)
+
+    def _after_connect(self, attempts: int) -> None:
+        for hook in self._resume_hooks:
+            hook()
+        if attempts:
+            self.emit_state("connect")
+            self.emit_state("reconnect", attempts)
+
+    def _stop_for_good(self, exc: RtkitError) -> None:
+        log.error("rtkit: the hub at %s refused to reconnect: %s; giving up", self.url, exc)
+        self._failure = exc
+        self._online.set()  # wake waiters so they see the failure
+        self._fail_pending(exc)
+
+    def _fail_pending(self, exc: RtkitError) -> None:
+        for hook in self._failure_hooks:
+            hook(exc)
+        for fut in self._inflight:
+            if not fut.done():
+                fut.set_exception(copy_error(exc))
+
+    def _closed(self) -> bool:
+        # A method, not an inline comparison: another task may close the
+        # session across an await, which type narrowing of ``_state`` cannot know.
+        return self._state == "closed"
+
+    # -- tasks --------------------------------------------------------------
+
+    def spawn(self, coro: Awaitable[Any], name: str, *, per_connection: bool = False) -> None:
+        """Run ``coro`` as a task held by the session (cancelled on close), or
+        with ``per_connection`` by the current connection (cancelled when it drops)."""
+        task = asyncio.ensure_future(coro)
+        task.set_name(f"rtkit-{name}")
+        holder = self._conn_tasks if per_connection else self._tasks
+        holder.add(task)
+        task.add_done_callback(holder.discard)
+        task.add_done_callback(_log_crash)
+
+    # -- requests -----------------------------------------------------------
+
+    async def emit(self, event: str, payload: Any, callback: Callable[..., None]) -> None:
+        """Send ``event`` on the current connection, the ack going to ``callback``.
+
+        Raises :class:`TransportError` when there is no usable connection,
+        ``TypeError``/``ValueError`` when the payload cannot be encoded.
+        """
+        transport = self._transport
+        if transport is None:
+            raise TransportError(f"{event}: not connected to {self.url}")
+        await transport.emit(event, payload, callback)
+
+    async def request(
+        self,
+        event: str,
+        payload: dict[str, Any],
+        *,
+        on_ack: Callable[[dict[str, Any]], None] | None = None,
+        wait: bool = True,
+    ) -> dict[str, Any]:
+        """Send one event and return its ``ok`` ack; raise its error otherwise.
+
+        ``on_ack`` runs inside the ack handler, before any packet that arrived
+        after the ack is handled. With ``wait`` the request waits for a
+        connection and is sent again if one drops, all within ``ack_timeout``;
+        without, it raises :class:`ConnectionLost` instead.
+        """
+        loop = asyncio.get_running_loop()
+        timeout = self.options.ack_timeout
+        deadline = loop.time() + timeout
+        while True:
+            self.check_usable()
+            if not self._connected:
+                if not wait:
+                    raise ConnectionLost(f"{event}: not connected to {self.url}")
+                try:
+                    async with asyncio.timeout_at(deadline):
+                        await self._online.wait()
+                except TimeoutError:
+                    raise NotConnected(
+                        f"{event}: not connected to {self.url} (still reconnecting)"
+                    ) from None
+                continue
+            fut: asyncio.Future[dict[str, Any]] = loop.create_future()
+            self._inflight.add(fut)
+            try:
+                await self.emit(event, payload, partial(self._on_request_ack, fut, event, on_ack))
+                async with asyncio.timeout_at(deadline):
+                    return await fut
+            except TimeoutError:
+                raise AckTimeout(f"{event}: the hub did not answer within {timeout} s") from None
+            except ConnectionLost:
+                if not wait:
+                    raise
+            except TransportError as exc:
+                # The socket is going away; its disconnect event is on its way.
+                if not wait:
+                    raise ConnectionLost(f"{event}: {exc}") from None
+                await asyncio.sleep(0.05)
+            finally:
+                self._inflight.discard(fut)
+
+    def _on_request_ack(
+        self,
+        fut: asyncio.Future[dict[str, Any]],
+        event: str,
+        on_ack: Callable[[dict[str, Any]], None] | None,
+        *args: Any,
+    ) -> None:
+        if fut.done():
+            return
+        try:
+            ack = check_ack(event, args)
+            if on_ack is not None:
+                on_ack(ack)
+        except RtkitError as exc:
+            fut.set_exception(exc)
+        except Exception as exc:
+            fut.set_exception(InternalError(f"{event}: could not use the hub's answer: {exc!r}"))
+        else:
+            fut.set_result(ack)
+
+    async def resume(
+        self,
+        request: Callable[[], Awaitable[Any]],
+        what: str,
+        *,
+        active: Callable[[], bool],
+        on_refused: Callable[[], None] | None = None,
+    ) -> None:
+        """Send a resubscribe, rejoin or resync request after a reconnect,
+        retrying what may pass later, for as long as ``active()`` (a room
+        left or a document closed meanwhile is not joined or synced again)."""
+        attempt = 0
+        while active():
+            try:
+                await request()
+                return
+            except ConnectionLost:
+                return  # the next connection tries again
+            except (Unauthorized, Forbidden, BadRequest, NotFound, TooLarge) as exc:
+                log.error("rtkit: the hub refused to %s: %s", what, exc)
+                if on_refused is not None:
+                    on_refused()
+                return
+            except (AckTimeout, HubError) as exc:
+                log.warning("rtkit: could not %s (%s); retrying", what, exc)
+                await asyncio.sleep(self.backoff.delay(attempt))
+                attempt += 1
+
+    # -- callbacks ----------------------------------------------------------
+
+    def dispatch(
+        self, fn: Callable[..., Any], args: tuple[Any, ...], owner: Revocable | None = None
+    ) -> None:
+        """Queue ``fn(*args)`` behind every callback queued before it; skipped
+        if ``owner`` is no longer active when its turn comes."""
+        self._calls.put_nowait((fn, args, owner))
+        backlog = self._calls.qsize()
+        if backlog >= self._backlog_warn_at:
+            log.warning(
+                "rtkit: %d callbacks are waiting to run: callbacks are slower than "
+                "the messages arriving (memory grows until they catch up)",
+                backlog,
+            )
+            self._backlog_warn_at = backlog * 2
+
+    def emit_state(self, event: str, *args: Any) -> None:
+        """Dispatch the callbacks registered for a connection event."""
+        for callback in self._state_callbacks[event]:
+            self.dispatch(callback, args)
+
+    async def _run_callbacks(self) -> None:
+        while self._state == "open":
+            fn, args, owner = await self._calls.get()
+            if self._calls.empty():
+                self._backlog_warn_at = _CALLBACK_BACKLOG_WARNING
+            if owner is None or owner.active:
+                await _invoke(fn, args)
+            # Idle here, hold no callback: an unsubscribed one (a closed
+            # frame() view, say) is then free to go.
+            del fn, args, owner
