@@ -293,7 +293,9 @@ def _run(coro: Coroutine[Any, Any, int]) -> int:
     return asyncio.run(runner())
 
 
-async def _hub(args: argparse.Namespace) -> int:
+def hub_config(args: argparse.Namespace) -> HubConfig:
+    """The HubConfig that ``rtkit hub`` runs with, from its parsed arguments
+    (also how rtkit's pytest plugin builds its in-process hubs)."""
     limits = Limits(
         max_payload_bytes=args.max_payload,
         publish_rate=args.publish_rate,
@@ -305,7 +307,7 @@ async def _hub(args: argparse.Namespace) -> int:
     origins: tuple[str, ...] | str | None = None
     if args.cors_origin:
         origins = "*" if "*" in args.cors_origin else tuple(args.cors_origin)
-    config = HubConfig(
+    return HubConfig(
         host=args.host,
         port=args.port,
         store=args.store,
@@ -319,6 +321,10 @@ async def _hub(args: argparse.Namespace) -> int:
         websocket_compression=args.compression,
         cors_allowed_origins=origins,
     )
+
+
+async def _hub(args: argparse.Namespace) -> int:
+    config = hub_config(args)
     try:
         if args.server == "tornado":
             from .hosts.tornado import serve
