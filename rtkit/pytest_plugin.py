@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -137,7 +138,7 @@ class InProcessHub:
     The arguments mean what they mean for :class:`HubProcess`: ``extra_args``
     are ``rtkit hub`` options, parsed by the CLI's own parser into the same
     HubConfig (only the aiohttp web server is offered). Without a ``port`` it
-    listens on one the OS picks, known once started.
+    listens on one the OS picks when it starts.
 
     >>> hub = InProcessHub(secret=SECRET, extra_args=["--max-subscriptions", "3"]).start()
     >>> rtkit.connect(hub.url, token)
@@ -189,11 +190,24 @@ class InProcessHub:
     def start(self, timeout: float = READY_TIMEOUT) -> InProcessHub:
         if self.running:
             raise RuntimeError("this hub is already running")
-        config = self.config()
+        # Bound here, so the port is known before the hub starts: its
+        # config and its log name the port clients reach it on.
+        listener = socket.socket()
+        try:
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind((self.host, self.port))
+            self.port = listener.getsockname()[1]
+            config = self.config()
+        except BaseException:
+            listener.close()
+            raise
         self._started.clear()
         self._error = None
         self._thread = threading.Thread(
-            target=asyncio.run, args=(self._serve(config),), name="rtkit-hub", daemon=True
+            target=asyncio.run,
+            args=(self._serve(config, listener),),
+            name=f"rtkit-hub-{self.port}",
+            daemon=True,
         )
         self._thread.start()
         if not self._started.wait(timeout):
@@ -204,7 +218,7 @@ class InProcessHub:
             raise RuntimeError("hub failed to start") from self._error
         return self
 
-    async def _serve(self, config: HubConfig) -> None:
+    async def _serve(self, config: HubConfig, listener: socket.socket) -> None:
         from aiohttp import web
 
         from .hosts.aiohttp import create_app
@@ -212,31 +226,29 @@ class InProcessHub:
 
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
+        runner: web.AppRunner | None = None
         try:
-            hub = Hub(config, async_mode="aiohttp")
             # What rtkit.hosts.aiohttp.serve does, minus gc.freeze(): that is
             # for a process the hub owns, and this one belongs to the tests.
             runner = web.AppRunner(
-                create_app(hub), handle_signals=False, access_log=None, shutdown_timeout=5.0
+                create_app(Hub(config, async_mode="aiohttp")),
+                handle_signals=False,
+                access_log=None,
+                shutdown_timeout=5.0,
             )
             await runner.setup()
-        except BaseException as exc:
+            await web.SockSite(runner, listener).start()
+        except Exception as exc:  # start() raises it, in the test's thread
             self._error = exc
-            self._started.set()
-            raise
-        try:
-            site = web.TCPSite(runner, config.host, config.port, reuse_address=True)
-            await site.start()
-            self.port = runner.addresses[0][1]
-            self._started.set()
-            await self._stop.wait()
-        except BaseException as exc:
-            if not self._started.is_set():
-                self._error = exc
-                self._started.set()
-            raise
         finally:
-            await runner.cleanup()
+            self._started.set()
+        try:
+            if self._error is None:
+                await self._stop.wait()
+        finally:
+            if runner is not None:
+                await runner.cleanup()
+            listener.close()
 
     def terminate(self, timeout: float = 15.0) -> int:
         """Stop the hub as SIGTERM stops ``rtkit hub`` (clients are told to

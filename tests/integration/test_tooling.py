@@ -146,6 +146,14 @@ def test_an_in_process_hub_only_runs_on_aiohttp() -> None:
         InProcessHub(extra_args=["--server", "tornado"]).start()
 
 
+def test_an_in_process_hub_that_cannot_start_says_why() -> None:
+    hub = InProcessHub(store="nowhere://")
+    with pytest.raises(RuntimeError, match="failed to start") as failed:
+        hub.start()
+    assert "nowhere://" in str(failed.value.__cause__)
+    assert not hub.running
+
+
 # -- limit defaults ---------------------------------------------------------
 
 
