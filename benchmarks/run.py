@@ -33,8 +33,6 @@ import json
 import os
 import platform
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -45,14 +43,13 @@ from typing import Any
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
+sys.path.insert(0, str(REPO))
+
+from results import write_head  # noqa: E402
+
+from rtkit._process import free_port, start_group, stop_group, wait_for_port  # noqa: E402
+
 HOST = "127.0.0.1"
-# Where the other benchmarks' sections of RESULTS.md begin: a full run keeps them.
-OTHER_SECTIONS = (
-    "<!-- jupyter-latency:start -->",
-    "<!-- docs_presence:begin -->",
-    "<!-- widgets-fps:begin -->",
-    "<!-- scaling:begin -->",
-)
 SERVER_NAMES = ("rtkit", "socketio", "node", "raw")
 PY_HOSTS = ("aiohttp", "tornado", "uvicorn")
 
@@ -121,12 +118,6 @@ class ServerSpec:
     argv: Callable[[int, Path], list[str]]  # (port, tmpdir) -> command line
     note: str = ""
     cwd: Path = REPO
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
 
 
 def server_env() -> dict[str, str]:
@@ -255,47 +246,30 @@ def running_server(spec: ServerSpec, tmp: Path, pin: bool) -> Iterator[tuple[int
     argv = spec.argv(port, tmp)
     preexec = (lambda: os.sched_setaffinity(0, {0})) if pin else None
     with open(logfile, "wb") as out:
-        proc = subprocess.Popen(
+        proc = start_group(
             argv,
             cwd=spec.cwd,
             env=server_env(),
             stdout=out,
             stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
             preexec_fn=preexec,
         )
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(
-                    f"{spec.label} exited with {proc.returncode} before listening: " + tail(logfile)
-                )
-            with contextlib.suppress(OSError), socket.create_connection((HOST, port), 0.5):
-                break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{spec.label} did not listen within 30 s: " + tail(logfile))
-            time.sleep(0.05)
+        try:
+            wait_for_port(port, proc, host=HOST, within=30)
+        except RuntimeError:
+            raise RuntimeError(
+                f"{spec.label} exited with {proc.returncode} before listening: " + tail(logfile)
+            ) from None
+        except TimeoutError:
+            raise RuntimeError(
+                f"{spec.label} did not listen within 30 s: " + tail(logfile)
+            ) from None
         yield port, proc.pid
         if proc.poll() is not None:
             raise RuntimeError(f"{spec.label} died during the run: " + tail(logfile))
     finally:
-        stop_group(proc)
-
-
-def stop_group(proc: subprocess.Popen[bytes]) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=5)
-    # Children that outlived the leader (if any) go too.
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
+        stop_group(proc, timeout=5)
 
 
 def tail(path: Path, lines: int = 5) -> str:
@@ -337,23 +311,22 @@ def run_loadgen(cfg: dict[str, Any], pin: bool) -> dict[str, Any]:
     hard = cfg["connectTimeout"] + cfg["warmup"] + cfg["duration"] + 2 * cfg["drainTimeout"] + 15
     cfg = {**cfg, "hardDeadline": hard}
     preexec = (lambda: os.sched_setaffinity(0, {1})) if pin else None
-    proc = subprocess.Popen(
+    proc = start_group(
         [node, str(BENCH_DIR / "loadgen.js"), json.dumps(cfg)],
         cwd=BENCH_DIR,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        start_new_session=True,
         preexec_fn=preexec,
     )
     try:
         out, err = proc.communicate(timeout=hard + 10)
     except subprocess.TimeoutExpired:
-        stop_group(proc)  # type: ignore[arg-type]
+        stop_group(proc, timeout=5)
         return {"ok": False, "error": "load generator timed out"}
     finally:
         if proc.poll() is None:
-            stop_group(proc)  # type: ignore[arg-type]
+            stop_group(proc, timeout=5)
     lines = [line for line in out.splitlines() if line.startswith("{")]
     if not lines:
         return {"ok": False, "error": f"no result (exit {proc.returncode}): {err.strip()[-500:]}"}
@@ -880,14 +853,8 @@ def write_report(
         f"Raw numbers: [{meta['json_name']}]({meta['json_name']}).",
         "",
     ]
-    # The other benchmarks record their own sections after this run's part
-    # of the file, in whatever order they first ran: keep everything from
-    # the first of their markers on.
-    old = path.read_text() if path.exists() else ""
-    found = [old.find(m) for m in OTHER_SECTIONS if m in old]
-    if found:
-        lines += [old[min(found) :].rstrip("\n"), ""]
-    path.write_text("\n".join(lines))
+    # The other benchmarks' sections after this part of the file stay.
+    write_head("\n".join(lines), path)
 
 
 # ---------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 
 from . import __version__
-from .config import DEFAULT_PORT, DEFAULT_STORE, HubConfig, Limits
+from .config import DEFAULT_LIMITS, DEFAULT_PORT, DEFAULT_STORE, HubConfig, Limits, hub_default
 from .errors import ConfigurationError, RtkitError
 from .hosts import SERVERS
 
@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
         "http://HOST:PORT/socket.io/ (namespace /rtkit). Health: /healthz, readiness: /readyz.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    hub.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    hub.add_argument("--host", default=hub_default("host"), help="address to listen on")
     hub.add_argument("--port", type=int, default=DEFAULT_PORT, help="port to listen on")
     hub.add_argument(
         "--store",
@@ -82,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="web server that hosts the hub",
     )
     limits = hub.add_argument_group("limits")
-    defaults = Limits()
+    defaults = DEFAULT_LIMITS
     limits.add_argument(
         "--max-payload",
         type=int,
@@ -121,25 +121,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tuning = hub.add_argument_group("tuning")
     tuning.add_argument(
-        "--ping-interval", type=float, default=25.0, help="seconds between heartbeats"
+        "--ping-interval",
+        type=float,
+        default=hub_default("ping_interval"),
+        help="seconds between heartbeats",
     )
     tuning.add_argument(
         "--ping-timeout",
         type=float,
-        default=20.0,
+        default=hub_default("ping_timeout"),
         help="seconds without a heartbeat answer before a client is dropped",
     )
     tuning.add_argument(
         "--presence-timeout",
         type=float,
-        default=None,
+        default=hub_default("presence_timeout"),
         help="seconds a presence member stays after its hub stops vouching for its "
         "connection (default: ping interval + ping timeout)",
     )
     tuning.add_argument(
         "--doc-compact-every",
         type=int,
-        default=500,
+        default=hub_default("doc_compact_every"),
         help="stored updates of a shared document before they are compacted into a snapshot",
     )
     tuning.add_argument(
@@ -290,7 +293,9 @@ def _run(coro: Coroutine[Any, Any, int]) -> int:
     return asyncio.run(runner())
 
 
-async def _hub(args: argparse.Namespace) -> int:
+def hub_config(args: argparse.Namespace) -> HubConfig:
+    """The HubConfig that ``rtkit hub`` runs with, from its parsed arguments
+    (also how rtkit's pytest plugin builds its in-process hubs)."""
     limits = Limits(
         max_payload_bytes=args.max_payload,
         publish_rate=args.publish_rate,
@@ -302,7 +307,7 @@ async def _hub(args: argparse.Namespace) -> int:
     origins: tuple[str, ...] | str | None = None
     if args.cors_origin:
         origins = "*" if "*" in args.cors_origin else tuple(args.cors_origin)
-    config = HubConfig(
+    return HubConfig(
         host=args.host,
         port=args.port,
         store=args.store,
@@ -316,6 +321,10 @@ async def _hub(args: argparse.Namespace) -> int:
         websocket_compression=args.compression,
         cors_allowed_origins=origins,
     )
+
+
+async def _hub(args: argparse.Namespace) -> int:
+    config = hub_config(args)
     try:
         if args.server == "tornado":
             from .hosts.tornado import serve

@@ -1,10 +1,16 @@
 """Plain, frozen configuration objects. Hosts (the CLI, the Jupyter extension)
-turn their own options into these; the core never sees traitlets or argv."""
+turn their own options into these; the core never sees traitlets or argv.
+
+The defaults written here are the only ones: ``rtkit hub``'s options and the
+Jupyter extension's traits take theirs from :data:`DEFAULT_LIMITS` and
+:func:`hub_default`, so a default changed here changes everywhere.
+"""
 
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
+from typing import Any
 
 from .errors import ConfigurationError
 
@@ -114,6 +120,25 @@ class HubConfig:
             raise ConfigurationError("presence_timeout must be positive")
         if self.presence_batch_delay < 0 or self.doc_compact_every < 1:
             raise ConfigurationError("presence_batch_delay must be >= 0 and doc_compact_every >= 1")
+
+
+#: A Limits with every default, for hosts that offer each cap as an option.
+DEFAULT_LIMITS = Limits()
+
+
+def hub_default(name: str) -> Any:
+    """The default of HubConfig's field ``name`` (e.g. ``"ping_interval"``),
+    for hosts that offer it as an option. A HubConfig cannot be built with
+    only defaults (it needs a secret or anonymous mode), hence a field
+    lookup rather than an instance."""
+    for f in fields(HubConfig):
+        if f.name == name:
+            if f.default is not MISSING:
+                return f.default
+            if f.default_factory is not MISSING:
+                return f.default_factory()
+            break
+    raise KeyError(f"HubConfig has no field {name!r} with a default")
 
 
 def is_loopback(host: str) -> bool:

@@ -26,8 +26,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ._process import free_port, start_group, stop_group
 from .client import aio
-from .deploy import free_port
 from .errors import ConfigurationError
 
 # Publishes kept unacked at once: enough to pipeline tens of thousands a second.
@@ -209,9 +209,7 @@ def run_demo(
     env = dict(os.environ, RTKIT_DEMO_CHANNEL=channel)
     env.pop("RTKIT_URL", None)  # the kernels get this server's hub
     env.pop("RTKIT_TOKEN", None)
-    lab = subprocess.Popen(
-        cmd, env=env, cwd=directory, stdin=subprocess.DEVNULL, start_new_session=True
-    )
+    lab = start_group(cmd, env=env, cwd=directory)
     try:
         _wait_ready(f"{base}rtkit/api/status?token={token}", lab, _READY_TIMEOUT)
         url = f"{base}lab/tree/02-live-data.ipynb?token={token}"
@@ -226,13 +224,7 @@ def run_demo(
     except KeyboardInterrupt:
         pass
     finally:
-        if lab.poll() is None:
-            lab.terminate()  # SIGINT would ask for confirmation
-            try:
-                lab.wait(20)
-            except subprocess.TimeoutExpired:
-                lab.kill()
-                lab.wait()
+        stop_group(lab, timeout=20)  # SIGTERM: SIGINT would ask for confirmation
     return 0
 
 

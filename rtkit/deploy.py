@@ -16,13 +16,14 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Sequence
 
+from ._process import free_port as free_port  # where rtkit.demo and benchmarks find it
+from ._process import start_group, stop_groups, wait_for_port
 from .errors import ConfigurationError
 
 __all__ = ["nginx_config", "run_cluster"]
@@ -86,25 +87,11 @@ http {{
 """
 
 
-def free_port() -> int:
-    """A loopback TCP port nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _wait_listening(port: int, proc: subprocess.Popen[bytes], within: float = 20.0) -> None:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise ConfigurationError(f"a process exited with {proc.returncode} while starting")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)  # polling a port: there is no event to wait on
-    raise ConfigurationError(f"nothing listens on port {port} after {within} s")
+def _wait_listening(port: int, proc: subprocess.Popen[bytes]) -> None:
+    try:
+        wait_for_port(port, proc, within=20.0)
+    except (RuntimeError, TimeoutError) as exc:
+        raise ConfigurationError(str(exc)) from None
 
 
 def run_cluster(hubs: int, port: int, store: str, hub_args: Sequence[str] = ()) -> int:
@@ -130,7 +117,7 @@ def run_cluster(hubs: int, port: int, store: str, hub_args: Sequence[str] = ()) 
             ports = [free_port() for _ in range(hubs)]
             for hub_port in ports:
                 cmd = [sys.executable, "-m", "rtkit", "hub", "--port", str(hub_port)]
-                procs.append(subprocess.Popen([*cmd, "--store", store, *hub_args]))
+                procs.append(start_group([*cmd, "--store", store, *hub_args]))
             for hub_port, proc in zip(ports, procs, strict=True):
                 _wait_listening(hub_port, proc)
             conf = os.path.join(workdir, "nginx.conf")
@@ -138,7 +125,7 @@ def run_cluster(hubs: int, port: int, store: str, hub_args: Sequence[str] = ()) 
                 f.write(
                     nginx_config(f"127.0.0.1:{port}", [f"127.0.0.1:{p}" for p in ports], workdir)
                 )
-            procs.append(subprocess.Popen([nginx, "-c", conf, "-p", workdir]))
+            procs.append(start_group([nginx, "-c", conf, "-p", workdir]))
             _wait_listening(port, procs[-1])
             print(
                 f"rtkit cluster: {hubs} hubs on ports {ports}, nginx on http://127.0.0.1:{port}",
@@ -147,12 +134,6 @@ def run_cluster(hubs: int, port: int, store: str, hub_args: Sequence[str] = ()) 
             while not stop and all(p.poll() is None for p in procs):
                 time.sleep(0.2)  # until a signal sets `stop` or a process exits
         finally:
-            for proc in reversed(procs):
-                if proc.poll() is None:
-                    proc.terminate()
-            for proc in procs:
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+            # nginx is asked first: it stops taking connections while the hubs drain theirs.
+            stop_groups(procs[::-1], timeout=10)
     return 0

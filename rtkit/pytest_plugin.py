@@ -1,4 +1,4 @@
-"""pytest fixtures for code that uses rtkit: real hub processes on free ports.
+"""pytest fixtures for code that uses rtkit: real hubs on free loopback ports.
 
 Not loaded by installing rtkit (it would change other projects' test runs):
 turn it on in a ``conftest.py`` with ``pytest_plugins = ["rtkit.pytest_plugin"]``
@@ -8,27 +8,54 @@ or with ``pytest -p rtkit.pytest_plugin``::
         with rtkit.connect(rt_hub.url) as hub:
             assert hub.channel("prices").publish({"px": 1}) == 1
 
-``rt_hub_factory(...)`` starts more hubs (a secret, a SQLite store, ...);
-every hub a test starts is stopped after it, killed if it does not stop.
+Two kinds of hub, with the same arguments (``store``, ``secret``,
+``extra_args`` as ``rtkit hub`` options) and the same ``url``, ``host``,
+``port``, ``start()``, ``terminate()`` and ``running``:
+
+- :class:`HubProcess` (``rt_hub``, ``rt_hub_factory``): a ``rtkit hub``
+  subprocess, for tests that kill it (``kill()``), restart it, read its
+  output (``log``) or need another web server (``--server``).
+- :class:`InProcessHub` (``rt_hub_inprocess``, ``rt_hub_inprocess_factory``):
+  the same hub on the aiohttp host, served by a thread of the test process
+  with its own event loop. It starts in milliseconds, its logs are captured
+  with the test's, and a debugger stops in it; sync and async clients alike
+  can use it, since it never shares the test's loop.
+
+Every hub a test starts is stopped after it (a process is killed if it does
+not stop).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
-import queue
-import signal
+import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pytest
 
-from .deploy import free_port as free_port  # for tests and benchmarks too
+from ._process import OutputLines, kill_group, start_group, stop_group
+from ._process import free_port as free_port  # for tests and benchmarks too
+from .config import HubConfig
 
 READY_TIMEOUT = 20.0
+
+
+def _hub_args(
+    host: str, port: int, store: str, secret: str | None, anonymous: bool, extra: Sequence[str]
+) -> list[str]:
+    """``rtkit hub``'s arguments, for a process or for the in-process parser."""
+    args = ["hub", "--host", host, "--port", str(port), "--store", store]
+    if secret:
+        args += ["--secret", secret]
+    if anonymous:
+        args.append("--allow-anonymous")
+    return args + list(extra)
 
 
 class HubProcess:
@@ -53,80 +80,48 @@ class HubProcess:
         self.env = env
         self.proc: subprocess.Popen[str] | None = None
         self.log: list[str] = []
-        self._lines: queue.Queue[str | None] = queue.Queue()
 
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
     def command(self) -> list[str]:
-        cmd = [sys.executable, "-m", "rtkit", "--log-level", "INFO", "hub"]
-        cmd += ["--host", self.host, "--port", str(self.port), "--store", self.store]
-        if self.secret:
-            cmd += ["--secret", self.secret]
-        if self.anonymous:
-            cmd.append("--allow-anonymous")
-        return cmd + self.extra_args
+        args = _hub_args(
+            self.host, self.port, self.store, self.secret, self.anonymous, self.extra_args
+        )
+        return [sys.executable, "-m", "rtkit", "--log-level", "INFO", *args]
 
     def start(self, timeout: float = READY_TIMEOUT) -> HubProcess:
         if self.proc is not None and self.proc.poll() is None:
             raise RuntimeError("this hub is already running")
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **(self.env or {})}
         env.pop("RTKIT_SECRET", None)
-        self.proc = subprocess.Popen(
-            self.command(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env=env,
-            start_new_session=True,
+        self.proc = start_group(
+            self.command(), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )
-        self._lines = queue.Queue()
-        threading.Thread(target=self._pump, args=(self.proc, self._lines), daemon=True).start()
-        deadline = time.monotonic() + timeout
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                self.kill()
-                raise TimeoutError(f"hub did not start in {timeout}s:\n" + "\n".join(self.log))
-            try:
-                line = self._lines.get(timeout=remaining)
-            except queue.Empty:
-                continue
-            if line is None:
-                raise RuntimeError("hub exited while starting:\n" + "\n".join(self.log))
-            if "rtkit hub listening on" in line:
-                return self
-
-    def _pump(self, proc: subprocess.Popen[str], lines: queue.Queue[str | None]) -> None:
-        assert proc.stdout is not None
-        # The pipe is closed here, once the hub has exited: left to the
-        # garbage collector it is a ResourceWarning (an error in our tests).
-        with proc.stdout:
-            for line in proc.stdout:
-                line = line.rstrip("\n")
-                self.log.append(line)
-                lines.put(line)
-        lines.put(None)
+        # One log across restarts: a test reads what every run printed.
+        output = OutputLines(self.proc, lines=self.log)
+        try:
+            output.wait_for("rtkit hub listening on", within=timeout)
+        except TimeoutError:
+            self.kill()
+            raise TimeoutError(
+                f"hub did not start in {timeout}s:\n" + "\n".join(self.log)
+            ) from None
+        except RuntimeError:
+            raise RuntimeError("hub exited while starting:\n" + "\n".join(self.log)) from None
+        return self
 
     def kill(self) -> None:
         """SIGKILL: the process dies with no chance to clean up."""
         if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
+            kill_group(self.proc)
 
     def terminate(self, timeout: float = 15.0) -> int:
         """SIGTERM and wait for a clean exit; returns the exit code."""
         if self.proc is None:
             return 0
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        return self.proc.returncode
+        return stop_group(self.proc, timeout)
 
     def restart(self) -> HubProcess:
         self.terminate()
@@ -135,6 +130,145 @@ class HubProcess:
     @property
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+
+class InProcessHub:
+    """The hub ``rtkit hub`` would run, served from a thread of this process.
+
+    The arguments mean what they mean for :class:`HubProcess`: ``extra_args``
+    are ``rtkit hub`` options, parsed by the CLI's own parser into the same
+    HubConfig (only the aiohttp web server is offered). Without a ``port`` it
+    listens on one the OS picks when it starts.
+
+    >>> hub = InProcessHub(secret=SECRET, extra_args=["--max-subscriptions", "3"]).start()
+    >>> rtkit.connect(hub.url, token)
+    >>> hub.terminate()
+    """
+
+    def __init__(
+        self,
+        *,
+        port: int | None = None,
+        store: str = "memory://",
+        secret: str | None = None,
+        anonymous: bool | None = None,
+        extra_args: Sequence[str] = (),
+    ) -> None:
+        self.host = "127.0.0.1"
+        self.port = port or 0
+        self.store = store
+        self.secret = secret
+        self.anonymous = anonymous if anonymous is not None else secret is None
+        self.extra_args = list(extra_args)
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._started = threading.Event()
+        self._error: BaseException | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def config(self) -> HubConfig:
+        """The HubConfig, built as ``rtkit hub`` builds it from its options."""
+        from .cli import build_parser, hub_config
+
+        args = build_parser().parse_args(
+            _hub_args(
+                self.host, self.port, self.store, self.secret, self.anonymous, self.extra_args
+            )
+        )
+        if args.server != "aiohttp":
+            raise ValueError("an in-process hub runs on aiohttp; use HubProcess for --server")
+        if "--secret" not in self.extra_args:
+            # The parser's default is $RTKIT_SECRET; a HubProcess drops it
+            # from the environment, so this hub ignores it as well.
+            args.secret = self.secret
+        return hub_config(args)
+
+    def start(self, timeout: float = READY_TIMEOUT) -> InProcessHub:
+        if self.running:
+            raise RuntimeError("this hub is already running")
+        # Bound here, so the port is known before the hub starts: its
+        # config and its log name the port clients reach it on.
+        listener = socket.socket()
+        try:
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind((self.host, self.port))
+            self.port = listener.getsockname()[1]
+            config = self.config()
+        except BaseException:
+            listener.close()
+            raise
+        self._started.clear()
+        self._error = None
+        self._thread = threading.Thread(
+            target=asyncio.run,
+            args=(self._serve(config, listener),),
+            name=f"rtkit-hub-{self.port}",
+            daemon=True,
+        )
+        self._thread.start()
+        if not self._started.wait(timeout):
+            self.terminate()
+            raise TimeoutError(f"hub did not start in {timeout}s")
+        if self._error is not None:
+            self._thread.join(timeout)
+            raise RuntimeError("hub failed to start") from self._error
+        return self
+
+    async def _serve(self, config: HubConfig, listener: socket.socket) -> None:
+        from aiohttp import web
+
+        from .hosts.aiohttp import create_app
+        from .hub import Hub
+
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        runner: web.AppRunner | None = None
+        try:
+            # What rtkit.hosts.aiohttp.serve does, minus gc.freeze(): that is
+            # for a process the hub owns, and this one belongs to the tests.
+            runner = web.AppRunner(
+                create_app(Hub(config, async_mode="aiohttp")),
+                handle_signals=False,
+                access_log=None,
+                shutdown_timeout=5.0,
+            )
+            await runner.setup()
+            await web.SockSite(runner, listener).start()
+        except Exception as exc:  # start() raises it, in the test's thread
+            self._error = exc
+        finally:
+            self._started.set()
+        try:
+            if self._error is None:
+                await self._stop.wait()
+        finally:
+            if runner is not None:
+                await runner.cleanup()
+            listener.close()
+
+    def terminate(self, timeout: float = 15.0) -> int:
+        """Stop the hub as SIGTERM stops ``rtkit hub`` (clients are told to
+        go, the store is flushed) and wait for it; returns 0 as a clean exit
+        of ``rtkit hub`` does."""
+        thread, loop, stop = self._thread, self._loop, self._stop
+        if thread is None:
+            return 0
+        if loop is not None and stop is not None and thread.is_alive():
+            # RuntimeError: the loop has closed, so the hub has stopped already.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(stop.set)
+        thread.join(timeout)
+        if thread.is_alive():
+            raise TimeoutError(f"the in-process hub did not stop within {timeout}s")
+        return 0
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
 
 
 @pytest.fixture
@@ -187,6 +321,29 @@ def rt_redis_prefix() -> Iterator[str]:
 def rt_hub(rt_hub_factory: Any) -> HubProcess:
     """An anonymous hub with the memory store, on a free loopback port."""
     hub: HubProcess = rt_hub_factory()
+    return hub
+
+
+@pytest.fixture
+def rt_hub_inprocess_factory() -> Iterator[Any]:
+    """Start in-process hubs with ``rt_hub_inprocess_factory(store=...,
+    secret=..., extra_args=[...])``, the arguments of ``rt_hub_factory``."""
+    started: list[InProcessHub] = []
+
+    def start(**kwargs: Any) -> InProcessHub:
+        hub = InProcessHub(**kwargs)
+        started.append(hub)
+        return hub.start()
+
+    yield start
+    for hub in started:
+        hub.terminate(timeout=10)
+
+
+@pytest.fixture
+def rt_hub_inprocess(rt_hub_inprocess_factory: Any) -> InProcessHub:
+    """An anonymous in-process hub with the memory store on a loopback port."""
+    hub: InProcessHub = rt_hub_inprocess_factory()
     return hub
 
 

@@ -24,10 +24,10 @@ from jupyter_server.extension.application import ExtensionApp
 from traitlets import Bool, Float, Int, Unicode
 
 from rtkit import __version__
-from rtkit.config import HubConfig, Limits
+from rtkit.config import DEFAULT_LIMITS, HubConfig, Limits, hub_default
 from rtkit.errors import ConfigurationError
 from rtkit.hub import Hub
-from rtkit.storage.base import Store
+from rtkit.storage.base import Retention, Store
 from rtkit.storage.url import store_from_url
 
 from ._auth import (
@@ -66,25 +66,52 @@ class RtkitExtension(ExtensionApp):
         Empty (the default): a SQLite file in Jupyter's data directory
         (rtkit/hub.db), so history survives a server restart.""",
     )
+    # Defaults come from rtkit's own config objects, as the CLI's do.
     retention_max_messages = Int(
-        10_000, config=True, help="Messages kept per channel (older ones are dropped)."
+        Retention().max_messages,
+        config=True,
+        help="Messages kept per channel (older ones are dropped).",
     )
     retention_max_age = Float(
-        24 * 3600.0, config=True, help="Seconds a message is kept in history."
+        Retention().max_age, config=True, help="Seconds a message is kept in history."
     )
     max_payload_bytes = Int(
-        256 * 1024, config=True, help="Largest message data in bytes (too_large above)."
+        DEFAULT_LIMITS.max_payload_bytes,
+        config=True,
+        help="Largest message data in bytes (too_large above).",
     )
     publish_rate = Float(
-        1000.0, config=True, help="Sustained publishes per second per connection (0: no cap)."
+        DEFAULT_LIMITS.publish_rate,
+        config=True,
+        help="Sustained publishes per second per connection (0: no cap).",
     )
-    publish_burst = Int(2000, config=True, help="Publish burst per connection (token bucket).")
-    max_subscriptions = Int(1000, config=True, help="Channels one connection may subscribe to.")
-    max_connections_per_user = Int(100, config=True, help="Concurrent connections per user.")
-    ping_interval = Float(25.0, config=True, help="Engine.IO heartbeat interval in seconds.")
-    ping_timeout = Float(20.0, config=True, help="Engine.IO heartbeat timeout in seconds.")
+    publish_burst = Int(
+        DEFAULT_LIMITS.publish_burst,
+        config=True,
+        help="Publish burst per connection (token bucket).",
+    )
+    max_subscriptions = Int(
+        DEFAULT_LIMITS.max_subscriptions,
+        config=True,
+        help="Channels one connection may subscribe to.",
+    )
+    max_connections_per_user = Int(
+        DEFAULT_LIMITS.max_connections_per_user,
+        config=True,
+        help="Concurrent connections per user.",
+    )
+    ping_interval = Float(
+        hub_default("ping_interval"),
+        config=True,
+        help="Engine.IO heartbeat interval in seconds.",
+    )
+    ping_timeout = Float(
+        hub_default("ping_timeout"),
+        config=True,
+        help="Engine.IO heartbeat timeout in seconds.",
+    )
     websocket_compression = Bool(
-        False,
+        hub_default("websocket_compression"),
         config=True,
         help="permessage-deflate on the hub's websockets (costs fan-out throughput).",
     )

@@ -1,4 +1,9 @@
-"""Fixtures for protocol-level tests against real hub processes."""
+"""Fixtures for protocol-level tests against real hubs.
+
+``shared_hub`` and ``secret_hub`` are in-process hubs (rtkit.pytest_plugin's
+InProcessHub), one per module; tests that kill, restart or read the output
+of a hub start a ``rtkit hub`` process with ``rt_hub_factory`` instead.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,7 @@ from typing import Any
 import pytest
 
 from rtkit.hub.auth import mint_token
-from rtkit.pytest_plugin import HubProcess
+from rtkit.pytest_plugin import InProcessHub
 
 from .helpers import RawClient
 
@@ -44,10 +49,10 @@ async def connect() -> AsyncIterator[Connect]:
 
 
 @pytest.fixture(scope="module")
-def shared_hub() -> Iterator[HubProcess]:
+def shared_hub() -> Iterator[InProcessHub]:
     """One anonymous memory hub for a whole module, for tests that each use
-    their own channels (starting a hub costs about half a second)."""
-    hub = HubProcess().start()
+    their own channels."""
+    hub = InProcessHub().start()
     try:
         yield hub
     finally:
@@ -55,9 +60,9 @@ def shared_hub() -> Iterator[HubProcess]:
 
 
 @pytest.fixture(scope="module")
-def secret_hub() -> Iterator[HubProcess]:
+def secret_hub() -> Iterator[InProcessHub]:
     """One hub that requires tokens signed with ``SECRET``."""
-    hub = HubProcess(secret=SECRET).start()
+    hub = InProcessHub(secret=SECRET).start()
     try:
         yield hub
     finally:

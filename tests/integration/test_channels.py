@@ -1,6 +1,6 @@
 """Channels over the wire: order, gap-free seqs, replay, history, idempotency.
 
-Every test drives real ``rtkit hub`` processes through a stock Socket.IO
+Every test drives a real hub (in-process, on a loopback port) through a stock Socket.IO
 client (see ``helpers.RawClient``) and checks DESIGN.md's guarantees on what
 reaches the socket.
 """
@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from rtkit.pytest_plugin import HubProcess
+from rtkit.pytest_plugin import InProcessHub
 
 from .conftest import Connect
 from .helpers import NS, RawClient, assert_error, assert_gap_free, assert_ok
@@ -25,15 +25,19 @@ from .helpers import NS, RawClient, assert_error, assert_gap_free, assert_ok
 
 @pytest.fixture(params=["memory", "sqlite"])
 def hub(
-    request: pytest.FixtureRequest, rt_hub_factory: Callable[..., HubProcess], tmp_path: Path
-) -> HubProcess:
+    request: pytest.FixtureRequest,
+    rt_hub_inprocess_factory: Callable[..., InProcessHub],
+    tmp_path: Path,
+) -> InProcessHub:
     """An anonymous hub on each store backend: the guarantees hold for both.
     No publish-rate cap: these tests publish as fast as the hub acks, and
     the cap has tests of its own (test_errors)."""
     uncapped = ["--publish-rate", "0"]
     if request.param == "sqlite":
-        return rt_hub_factory(store=f"sqlite:///{tmp_path / 'channels.db'}", extra_args=uncapped)
-    return rt_hub_factory(extra_args=uncapped)
+        return rt_hub_inprocess_factory(
+            store=f"sqlite:///{tmp_path / 'channels.db'}", extra_args=uncapped
+        )
+    return rt_hub_inprocess_factory(extra_args=uncapped)
 
 
 def _channel(prefix: str = "ch") -> str:
@@ -81,7 +85,7 @@ async def _publish_many(
     return [a for a in acks if a is not None]
 
 
-async def test_concurrent_publishers_gap_free_order(hub: HubProcess, connect: Connect) -> None:
+async def test_concurrent_publishers_gap_free_order(hub: InProcessHub, connect: Connect) -> None:
     """Three publishers at once, two subscribers: each subscriber gets seq
     1..900 exactly once and in order, and each publisher's messages keep its
     own publish order."""
@@ -125,7 +129,7 @@ async def test_concurrent_publishers_gap_free_order(hub: HubProcess, connect: Co
     assert subscribers[0].received[channel] == subscribers[1].received[channel]
 
 
-async def test_replay_since_then_live(hub: HubProcess, connect: Connect) -> None:
+async def test_replay_since_then_live(hub: InProcessHub, connect: Connect) -> None:
     channel = _channel("replay")
     pub = await connect(hub.url)
     acks = await _publish_many(pub, channel, 50, window=10, tag="p")
@@ -152,7 +156,7 @@ async def test_replay_since_then_live(hub: HubProcess, connect: Connect) -> None
     assert [m["seq"] for m in ack["messages"]] == list(range(1, 61))
 
 
-async def test_replay_edges(hub: HubProcess, connect: Connect) -> None:
+async def test_replay_edges(hub: InProcessHub, connect: Connect) -> None:
     """since=0 replays all; since=head replays nothing; a since from the
     future or another epoch is reported as not recovered."""
     channel = _channel("edges")
@@ -183,7 +187,7 @@ async def test_replay_edges(hub: HubProcess, connect: Connect) -> None:
     assert [e["seq"] for e in client.since_ack(channel)] == [*range(4, 13), 13]
 
 
-async def test_history_paging(hub: HubProcess, connect: Connect) -> None:
+async def test_history_paging(hub: InProcessHub, connect: Connect) -> None:
     channel = _channel("hist")
     client = await connect(hub.url)
     await _publish_many(client, channel, 60, window=20, tag="h")
@@ -234,7 +238,7 @@ async def test_history_paging(hub: HubProcess, connect: Connect) -> None:
     assert empty["messages"] == [] and empty["seq"] == 0
 
 
-async def test_subscribe_while_publishing(hub: HubProcess, connect: Connect) -> None:
+async def test_subscribe_while_publishing(hub: InProcessHub, connect: Connect) -> None:
     """20 clients subscribe at random moments while two publishers keep the
     channel busy: from each subscribe ack on, backlog plus live messages form
     one gap-free sequence up to the last publish."""
@@ -302,7 +306,7 @@ async def test_subscribe_while_publishing(hub: HubProcess, connect: Connect) -> 
             assert ack["seq"] == backlog[-1], "the ack's seq is not its backlog's last seq"
 
 
-async def test_idempotent_publish(hub: HubProcess, connect: Connect) -> None:
+async def test_idempotent_publish(hub: InProcessHub, connect: Connect) -> None:
     channel = _channel("idem")
     sub = await connect(hub.url)
     assert_ok(await sub.subscribe(channel))
@@ -344,7 +348,7 @@ async def test_idempotent_publish(hub: HubProcess, connect: Connect) -> None:
     assert history["messages"] == received
 
 
-async def test_unsubscribe_stops_delivery(hub: HubProcess, connect: Connect) -> None:
+async def test_unsubscribe_stops_delivery(hub: InProcessHub, connect: Connect) -> None:
     channel = _channel("unsub")
     sub = await connect(hub.url)
     pub = await connect(hub.url)
@@ -366,7 +370,7 @@ async def test_unsubscribe_stops_delivery(hub: HubProcess, connect: Connect) -> 
     assert [m["seq"] for m in ack["messages"]] == [6, 7, 8, 9, 10]
 
 
-async def test_binary_data_round_trip(hub: HubProcess, connect: Connect) -> None:
+async def test_binary_data_round_trip(hub: InProcessHub, connect: Connect) -> None:
     channel = _channel("bin")
     sub = await connect(hub.url)
     assert_ok(await sub.subscribe(channel))
@@ -383,7 +387,10 @@ async def test_binary_data_round_trip(hub: HubProcess, connect: Connect) -> None
 
 @pytest.mark.parametrize("backend", ["memory", "sqlite"])
 async def test_replay_beyond_retention_is_not_recovered(
-    rt_hub_factory: Callable[..., HubProcess], connect: Connect, tmp_path: Path, backend: str
+    rt_hub_inprocess_factory: Callable[..., InProcessHub],
+    connect: Connect,
+    tmp_path: Path,
+    backend: str,
 ) -> None:
     """A since older than what the store retains is answered with
     recovered=false (the client has a gap) and the newest messages."""
@@ -391,7 +398,7 @@ async def test_replay_beyond_retention_is_not_recovered(
         store = f"sqlite:///{tmp_path / 'retained.db'}?max_messages=10"
     else:
         store = "memory://?max_messages=10"
-    hub = rt_hub_factory(store=store)
+    hub = rt_hub_inprocess_factory(store=store)
     channel = _channel("retained")
     client = await connect(hub.url)
     await _publish_many(client, channel, 30, window=10)

@@ -21,7 +21,7 @@ import pytest
 import socketio
 
 from rtkit.hub.auth import TOKEN_LEEWAY, mint_token
-from rtkit.pytest_plugin import HubProcess
+from rtkit.pytest_plugin import InProcessHub
 
 from .conftest import SECRET, Connect, token
 from .helpers import NS, Bystander, RawClient, assert_error, assert_ok
@@ -95,7 +95,7 @@ BAD_REQUESTS = [
 
 @pytest.mark.parametrize(("event", "args"), BAD_REQUESTS)
 async def test_bad_request(
-    shared_hub: HubProcess, connect: Connect, event: str, args: tuple[Any, ...]
+    shared_hub: InProcessHub, connect: Connect, event: str, args: tuple[Any, ...]
 ) -> None:
     async with Bystander(shared_hub.url) as bystander:
         bad = await connect(shared_hub.url)
@@ -112,7 +112,7 @@ async def test_bad_request(
     assert shared_hub.running
 
 
-async def test_nan_is_a_bad_request(shared_hub: HubProcess, connect: Connect) -> None:
+async def test_nan_is_a_bad_request(shared_hub: InProcessHub, connect: Connect) -> None:
     """Python's json module writes NaN and Infinity, which are not JSON: the
     hub must answer such a request (bad_request), not drop it unanswered."""
     channel = _channel("nan")
@@ -130,7 +130,7 @@ async def test_nan_is_a_bad_request(shared_hub: HubProcess, connect: Connect) ->
 # -- not_found --------------------------------------------------------------
 
 
-async def test_not_found(shared_hub: HubProcess, connect: Connect) -> None:
+async def test_not_found(shared_hub: InProcessHub, connect: Connect) -> None:
     channel = _channel("nf")
     async with Bystander(shared_hub.url):
         client = await connect(shared_hub.url)
@@ -149,7 +149,7 @@ async def test_not_found(shared_hub: HubProcess, connect: Connect) -> None:
 # -- too_large --------------------------------------------------------------
 
 
-async def test_too_large(shared_hub: HubProcess, connect: Connect) -> None:
+async def test_too_large(shared_hub: InProcessHub, connect: Connect) -> None:
     channel = _channel("big")
     async with Bystander(shared_hub.url) as bystander:
         sub = await connect(shared_hub.url)
@@ -177,7 +177,7 @@ async def test_too_large(shared_hub: HubProcess, connect: Connect) -> None:
 
 
 async def test_oversized_frame_drops_only_that_connection(
-    shared_hub: HubProcess, connect: Connect
+    shared_hub: InProcessHub, connect: Connect
 ) -> None:
     """A frame over the transport's 1 MB limit cannot be answered: it closes
     that one connection, and everything else carries on."""
@@ -201,8 +201,10 @@ async def test_oversized_frame_drops_only_that_connection(
 # -- rate_limited -----------------------------------------------------------
 
 
-async def test_rate_limited(rt_hub_factory: Callable[..., HubProcess], connect: Connect) -> None:
-    hub = rt_hub_factory(extra_args=["--publish-rate", "50", "--publish-burst", "10"])
+async def test_rate_limited(
+    rt_hub_inprocess_factory: Callable[..., InProcessHub], connect: Connect
+) -> None:
+    hub = rt_hub_inprocess_factory(extra_args=["--publish-rate", "50", "--publish-burst", "10"])
     channel = _channel("flood")
     # The bystander stays under the rate: 20 publishes/s at most.
     async with Bystander(hub.url, interval=0.05) as bystander:
@@ -250,7 +252,7 @@ async def test_rate_limited(rt_hub_factory: Callable[..., HubProcess], connect: 
 # -- forbidden --------------------------------------------------------------
 
 
-async def test_forbidden_by_token_patterns(secret_hub: HubProcess, connect: Connect) -> None:
+async def test_forbidden_by_token_patterns(secret_hub: InProcessHub, connect: Connect) -> None:
     async with Bystander(secret_hub.url, token=token("bob")):
         carol = await connect(
             secret_hub.url,
@@ -281,9 +283,9 @@ async def test_forbidden_by_token_patterns(secret_hub: HubProcess, connect: Conn
 
 
 async def test_subscription_cap(
-    rt_hub_factory: Callable[..., HubProcess], connect: Connect
+    rt_hub_inprocess_factory: Callable[..., InProcessHub], connect: Connect
 ) -> None:
-    hub = rt_hub_factory(extra_args=["--max-subscriptions", "3"])
+    hub = rt_hub_inprocess_factory(extra_args=["--max-subscriptions", "3"])
     async with Bystander(hub.url):
         client = await connect(hub.url)
         names = [_channel(f"cap{i}") for i in range(4)]
@@ -342,7 +344,7 @@ def _forged_tokens() -> dict[str, dict[str, Any] | None]:
     }
 
 
-async def test_unauthorized_connect(secret_hub: HubProcess, connect: Connect) -> None:
+async def test_unauthorized_connect(secret_hub: InProcessHub, connect: Connect) -> None:
     async with Bystander(secret_hub.url, token=token("bob")) as bystander:
         for case, auth in _forged_tokens().items():
             client = RawClient(secret_hub.url, auth=auth, name=case)
@@ -360,7 +362,9 @@ async def test_unauthorized_connect(secret_hub: HubProcess, connect: Connect) ->
         await _still_served(good)
 
 
-async def test_token_expiring_during_the_session(secret_hub: HubProcess, connect: Connect) -> None:
+async def test_token_expiring_during_the_session(
+    secret_hub: InProcessHub, connect: Connect
+) -> None:
     """A token that expires while connected: requests get unauthorized acks,
     the connection stays up (the client reconnects with a fresh token)."""
     async with Bystander(secret_hub.url, token=token("bob")):
@@ -381,9 +385,9 @@ async def test_token_expiring_during_the_session(secret_hub: HubProcess, connect
 
 
 async def test_connections_per_user_cap(
-    rt_hub_factory: Callable[..., HubProcess], connect: Connect
+    rt_hub_inprocess_factory: Callable[..., InProcessHub], connect: Connect
 ) -> None:
-    hub = rt_hub_factory(secret=SECRET, extra_args=["--max-connections-per-user", "2"])
+    hub = rt_hub_inprocess_factory(secret=SECRET, extra_args=["--max-connections-per-user", "2"])
     async with Bystander(hub.url, token=token("bob")) as bystander:
         first = await connect(hub.url, token=token("alice"))
         second = await connect(hub.url, token=token("alice"))
@@ -428,7 +432,7 @@ async def test_connections_per_user_cap(
 # -- malformed traffic ------------------------------------------------------
 
 
-async def test_malformed_socketio_packets(shared_hub: HubProcess, connect: Connect) -> None:
+async def test_malformed_socketio_packets(shared_hub: InProcessHub, connect: Connect) -> None:
     """Garbage on a raw websocket does not crash the hub; Socket.IO-level
     garbage with an ack id gets a bad_request ack, and the connection keeps
     working; Engine.IO-level garbage drops only that connection."""

@@ -12,7 +12,7 @@ import pytest
 
 import rtkit
 import rtkit.aio
-from rtkit.pytest_plugin import HubProcess
+from rtkit.pytest_plugin import HubProcess, InProcessHub
 
 from .helpers import poll_until
 
@@ -33,9 +33,11 @@ def _frame(n: int) -> pd.DataFrame:
     )
 
 
-def test_publish_frame_round_trips_through_frame_and_history(rt_hub: HubProcess) -> None:
+def test_publish_frame_round_trips_through_frame_and_history(
+    rt_hub_inprocess: InProcessHub,
+) -> None:
     df = _frame(5_000)
-    with rtkit.connect(rt_hub.url) as pub, rtkit.connect(rt_hub.url) as sub:
+    with rtkit.connect(rt_hub_inprocess.url) as pub, rtkit.connect(rt_hub_inprocess.url) as sub:
         view = sub.channel("sensors").frame(window=3_000)
         seqs = pub.channel("sensors").publish_frame(df, batch_rows=700)
         assert seqs == list(range(1, 9))  # 5000 rows in batches of 700: 8 messages
@@ -129,8 +131,8 @@ def _check_selected(df: pd.DataFrame, messages: list[rtkit.Message]) -> None:
     assert df["nope"].isna().all()
 
 
-def test_history_as_frame_with_the_blocking_client(rt_hub: HubProcess) -> None:
-    with rtkit.connect(rt_hub.url) as hub:
+def test_history_as_frame_with_the_blocking_client(rt_hub_inprocess: InProcessHub) -> None:
+    with rtkit.connect(rt_hub_inprocess.url) as hub:
         rows, batches = hub.channel("rows"), hub.channel("batches")
         start = time.time()
         assert [rows.publish(row) for row in ROWS] == [1, 2, 3, 4]
@@ -153,8 +155,8 @@ def test_history_as_frame_with_the_blocking_client(rt_hub: HubProcess) -> None:
             rows.history(columns=["n"])  # type: ignore[call-overload]
 
 
-async def test_history_as_frame_with_the_async_client(rt_hub: HubProcess) -> None:
-    async with await rtkit.aio.connect(rt_hub.url) as hub:
+async def test_history_as_frame_with_the_async_client(rt_hub_inprocess: InProcessHub) -> None:
+    async with await rtkit.aio.connect(rt_hub_inprocess.url) as hub:
         rows, batches = hub.channel("rows"), hub.channel("batches")
         start = time.time()
         assert [await rows.publish(row) for row in ROWS] == [1, 2, 3, 4]
@@ -178,8 +180,8 @@ async def test_history_as_frame_with_the_async_client(rt_hub: HubProcess) -> Non
             await rows.history(columns=["n"])  # type: ignore[call-overload]
 
 
-def test_time_window_over_live_row_messages(rt_hub: HubProcess) -> None:
-    with rtkit.connect(rt_hub.url) as hub:
+def test_time_window_over_live_row_messages(rt_hub_inprocess: InProcessHub) -> None:
+    with rtkit.connect(rt_hub_inprocess.url) as hub:
         ch = hub.channel("ticks")
         view = ch.frame(window="300ms")
         first = ch.publish({"px": 0.0})
@@ -219,13 +221,13 @@ def test_a_lost_history_shows_in_the_frame(rt_hub_factory: Callable[..., HubProc
         view.close()
 
 
-def test_a_closed_view_is_released(rt_hub: HubProcess) -> None:
+def test_a_closed_view_is_released(rt_hub_inprocess: InProcessHub) -> None:
     """Closing a frame() view lets it go: the channel holds no callback of it
     (a gap callback used to stay behind and keep the closed view alive)."""
     import gc
     import weakref
 
-    with rtkit.connect(rt_hub.url) as hub:
+    with rtkit.connect(rt_hub_inprocess.url) as hub:
         channel = hub.channel("frames.release")
 
         def used_and_closed() -> weakref.ref[Any]:

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from rtkit.hub.auth import mint_token
-from rtkit.pytest_plugin import HubProcess
+from rtkit.pytest_plugin import InProcessHub
 
 from .conftest import SECRET, Connect, token
 from .helpers import assert_ok
@@ -65,9 +65,9 @@ async def _run_node(*args: str, env: dict[str, str], within: float = 60) -> dict
 
 
 async def test_js_client_uses_the_protocol(
-    rt_hub_factory: Callable[..., HubProcess], connect: Connect
+    rt_hub_inprocess_factory: Callable[..., InProcessHub], connect: Connect
 ) -> None:
-    hub = rt_hub_factory(secret=SECRET)
+    hub = rt_hub_inprocess_factory(secret=SECRET)
     channel = "js.protocol"
     count = 40
     watcher = await connect(hub.url, token=token("watcher"))
@@ -138,9 +138,9 @@ async def test_js_client_uses_the_protocol(
     assert envelopes[count + 1]["data"] == "after-replay"
 
 
-async def test_js_client_anonymous_hub(rt_hub: HubProcess) -> None:
+async def test_js_client_anonymous_hub(rt_hub_inprocess: InProcessHub) -> None:
     """Without a token, against an anonymous hub."""
-    summary = await _run_node(rt_hub.url, "anon.js", "5", env={"RTKIT_TOKEN": ""})
+    summary = await _run_node(rt_hub_inprocess.url, "anon.js", "5", env={"RTKIT_TOKEN": ""})
     assert summary.get("done") is True, summary.get("fatal")
     assert summary["problems"] == []
     assert summary["live"]["gapFree"] is True and summary["replay"]["gapFree"] is True

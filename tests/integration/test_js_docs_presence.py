@@ -18,7 +18,7 @@ import pycrdt
 import pytest
 
 import rtkit.aio
-from rtkit.pytest_plugin import HubProcess
+from rtkit.pytest_plugin import InProcessHub
 
 from .conftest import SECRET, token
 
@@ -36,9 +36,9 @@ pytestmark = [
 
 
 async def test_a_js_client_with_yjs_shares_presence_and_a_document(
-    rt_hub_factory: Any,
+    rt_hub_inprocess_factory: Any,
 ) -> None:
-    hub: HubProcess = rt_hub_factory(secret=SECRET)
+    hub: InProcessHub = rt_hub_inprocess_factory(secret=SECRET)
     py = await rtkit.aio.connect(hub.url, token("pyuser"))
     try:
         room = await py.presence("js.room", state={"from": "python"})

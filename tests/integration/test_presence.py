@@ -17,7 +17,7 @@ import pytest
 import rtkit
 import rtkit.aio
 from rtkit.protocol import member_id_for
-from rtkit.pytest_plugin import HubProcess
+from rtkit.pytest_plugin import HubProcess, InProcessHub
 
 from .conftest import SECRET, Connect, token
 from .helpers import WAIT_TIMEOUT, assert_error, assert_ok
@@ -28,12 +28,12 @@ FAST: dict[str, Any] = {"reconnect_delay": 0.05, "reconnect_delay_max": 0.3}
 
 
 @pytest.fixture(scope="module")
-def hub() -> Iterator[HubProcess]:
-    process = HubProcess(secret=SECRET, extra_args=HEARTBEAT).start()
+def hub() -> Iterator[InProcessHub]:
+    running = InProcessHub(secret=SECRET, extra_args=HEARTBEAT).start()
     try:
-        yield process
+        yield running
     finally:
-        process.terminate(timeout=5)
+        running.terminate(timeout=5)
 
 
 class Events:
@@ -66,11 +66,11 @@ class Events:
         return [(e, n, s) for e, u, n, s in self.seen if u == user]
 
 
-async def connect_as(hub: HubProcess, user: str, **grants: Any) -> rtkit.aio.Client:
+async def connect_as(hub: HubProcess | InProcessHub, user: str, **grants: Any) -> rtkit.aio.Client:
     return await rtkit.aio.connect(hub.url, token(user, **grants), **FAST)
 
 
-async def test_join_update_leave_reach_every_member_in_order(hub: HubProcess) -> None:
+async def test_join_update_leave_reach_every_member_in_order(hub: InProcessHub) -> None:
     ada, bob, cy = [await connect_as(hub, u) for u in ("ada", "bob", "cy")]
     try:
         room_a = await ada.presence("order", state={"status": "here"})
@@ -112,7 +112,7 @@ async def test_join_update_leave_reach_every_member_in_order(hub: HubProcess) ->
             await client.close()
 
 
-async def test_a_user_with_two_connections_is_one_member(hub: HubProcess) -> None:
+async def test_a_user_with_two_connections_is_one_member(hub: InProcessHub) -> None:
     watcher = await connect_as(hub, "watcher")
     tab1, tab2 = await connect_as(hub, "dora"), await connect_as(hub, "dora")
     try:
@@ -153,7 +153,7 @@ _MEMBER_SCRIPT = textwrap.dedent(
 )
 
 
-def _member_process(hub: HubProcess, user: str, room: str) -> subprocess.Popen[str]:
+def _member_process(hub: InProcessHub, user: str, room: str) -> subprocess.Popen[str]:
     proc = subprocess.Popen(
         [sys.executable, "-c", _MEMBER_SCRIPT, hub.url, token(user), room],
         stdout=subprocess.PIPE,
@@ -168,7 +168,7 @@ def _member_process(hub: HubProcess, user: str, room: str) -> subprocess.Popen[s
 @pytest.mark.slow
 @pytest.mark.parametrize("how", ["kill -9", "frozen"])
 async def test_a_member_whose_process_dies_disappears_within_the_timeout(
-    hub: HubProcess, how: str
+    hub: InProcessHub, how: str
 ) -> None:
     """kill -9 closes the process's sockets (the hub sees it at once); a frozen
     process (SIGSTOP) keeps them open and stops answering pings, which only
@@ -198,11 +198,11 @@ async def test_a_member_whose_process_dies_disappears_within_the_timeout(
 
 
 async def test_a_storm_of_joins_and_leaves_is_coalesced(
-    rt_hub_factory: Any, connect: Connect
+    rt_hub_inprocess_factory: Any, connect: Connect
 ) -> None:
     # Default heartbeat: a hundred handshakes at once on a busy machine can
     # delay a pong by more than a second.
-    hub: HubProcess = rt_hub_factory(secret=SECRET)
+    hub: InProcessHub = rt_hub_inprocess_factory(secret=SECRET)
     watcher = await connect_as(hub, "watcher")
     try:
         room = await watcher.presence("storm")
@@ -237,7 +237,7 @@ async def test_a_storm_of_joins_and_leaves_is_coalesced(
         await watcher.close()
 
 
-async def test_presence_requests_are_checked(hub: HubProcess, connect: Connect) -> None:
+async def test_presence_requests_are_checked(hub: InProcessHub, connect: Connect) -> None:
     limited = await connect(hub.url, token=token("lim", publish=["lab.*"], subscribe=["*"]))
     ack = await limited.call("presence.join", {"room": "secret.room"})
     assert "may not join" in assert_error(ack, "forbidden")
@@ -255,8 +255,12 @@ async def test_presence_requests_are_checked(hub: HubProcess, connect: Connect) 
     assert limited.connected
 
 
-async def test_a_full_room_refuses_new_members(rt_hub_factory: Any, connect: Connect) -> None:
-    small: HubProcess = rt_hub_factory(secret=SECRET, extra_args=["--max-room-members", "2"])
+async def test_a_full_room_refuses_new_members(
+    rt_hub_inprocess_factory: Any, connect: Connect
+) -> None:
+    small: InProcessHub = rt_hub_inprocess_factory(
+        secret=SECRET, extra_args=["--max-room-members", "2"]
+    )
     for user in ("a", "b"):
         client = await connect(small.url, token=token(user))
         assert_ok(await client.call("presence.join", {"room": "tiny"}))
@@ -291,7 +295,7 @@ async def test_members_rejoin_after_a_hub_restart(rt_hub_factory: Any) -> None:
         await bob.close()
 
 
-def test_blocking_presence_from_a_script(hub: HubProcess) -> None:
+def test_blocking_presence_from_a_script(hub: InProcessHub) -> None:
     with rtkit.connect(hub.url, token("sync-user")) as client:
         room = client.presence("blocking", state={"status": "idle"})
         assert [m.user for m in room.members] == ["sync-user"]

@@ -1,4 +1,5 @@
-"""Shared documents against real hub processes: sync, updates, limits,
+"""Shared documents against real hubs (in-process, or a process where one
+restarts): sync, updates, limits,
 compaction, and convergence of concurrent and offline edits."""
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from hypothesis import strategies as st
 
 import rtkit
 import rtkit.aio
-from rtkit.pytest_plugin import HubProcess
+from rtkit.pytest_plugin import HubProcess, InProcessHub
 
 from .conftest import SECRET, Connect, token
 from .helpers import NS, WAIT_TIMEOUT, assert_error, assert_ok, wait_until
@@ -33,9 +34,9 @@ def contents(doc: pycrdt.Doc[Any]) -> tuple[Any, Any, str]:
     )
 
 
-async def test_two_clients_share_a_map_an_array_and_text(rt_hub: HubProcess) -> None:
-    a = await rtkit.aio.connect(rt_hub.url, **FAST)
-    b = await rtkit.aio.connect(rt_hub.url, **FAST)
+async def test_two_clients_share_a_map_an_array_and_text(rt_hub_inprocess: InProcessHub) -> None:
+    a = await rtkit.aio.connect(rt_hub_inprocess.url, **FAST)
+    b = await rtkit.aio.connect(rt_hub_inprocess.url, **FAST)
     try:
         pa = await a.shared("params")
         pa["alpha"] = 0.5
@@ -66,8 +67,10 @@ async def test_two_clients_share_a_map_an_array_and_text(rt_hub: HubProcess) -> 
         await b.close()
 
 
-async def test_the_wire_protocol_with_a_stock_client(rt_hub: HubProcess, connect: Connect) -> None:
-    first, second = await connect(rt_hub.url), await connect(rt_hub.url)
+async def test_the_wire_protocol_with_a_stock_client(
+    rt_hub_inprocess: InProcessHub, connect: Connect
+) -> None:
+    first, second = await connect(rt_hub_inprocess.url), await connect(rt_hub_inprocess.url)
     heard: dict[str, list[Any]] = {"first": [], "second": []}
     for name, client in (("first", first), ("second", second)):
         client.sio.on("doc.update", heard[name].append, namespace=NS)
@@ -86,7 +89,7 @@ async def test_the_wire_protocol_with_a_stock_client(rt_hub: HubProcess, connect
     assert heard["first"] == []  # the sender is not echoed
 
     # A third client that syncs from its own state vector gets only what it lacks.
-    third = await connect(rt_hub.url)
+    third = await connect(rt_hub_inprocess.url)
     replica: pycrdt.Doc[Any] = pycrdt.Doc()
     ack = assert_ok(
         await third.call("doc.sync", {"doc": "wire", "state_vector": replica.get_state()})
@@ -100,8 +103,10 @@ async def test_the_wire_protocol_with_a_stock_client(rt_hub: HubProcess, connect
     assert ack["update"] == b"\x00\x00"
 
 
-async def test_doc_requests_are_checked(rt_hub_factory: Any, connect: Connect) -> None:
-    hub: HubProcess = rt_hub_factory(secret=SECRET, extra_args=["--max-payload", "1000"])
+async def test_doc_requests_are_checked(rt_hub_inprocess_factory: Any, connect: Connect) -> None:
+    hub: InProcessHub = rt_hub_inprocess_factory(
+        secret=SECRET, extra_args=["--max-payload", "1000"]
+    )
     reader = await connect(hub.url, token=token("reader", publish=[], subscribe=["*"]))
     assert_ok(await reader.call("doc.sync", {"doc": "team", "state_vector": b"\x00"}))
     update = b"\x01\x01\xd2\x85\xd8\xb0\x01\x00\x28\x01\x05state\x01k\x01\x77\x01v\x00"
@@ -162,8 +167,8 @@ async def test_compaction_keeps_load_bounded_and_state_durable(
         assert contents(blocking.shared("log").doc) == expected
 
 
-def test_the_blocking_client_edits_from_its_own_thread(rt_hub: HubProcess) -> None:
-    with rtkit.connect(rt_hub.url) as a, rtkit.connect(rt_hub.url) as b:
+def test_the_blocking_client_edits_from_its_own_thread(rt_hub_inprocess: InProcessHub) -> None:
+    with rtkit.connect(rt_hub_inprocess.url) as a, rtkit.connect(rt_hub_inprocess.url) as b:
         pa, pb = a.shared("notes"), b.shared("notes")
         arrived = threading.Event()
         pb.observe(lambda change: arrived.set() if "owner" in change.keys else None)

@@ -14,7 +14,7 @@ from typing import Any
 import aiohttp
 import socketio
 
-from rtkit.pytest_plugin import HubProcess
+from rtkit.pytest_plugin import InProcessHub
 
 from .conftest import Connect
 from .helpers import ACK_TIMEOUT, NS, WAIT_TIMEOUT, Bystander, assert_ok, wait_until
@@ -66,9 +66,9 @@ class RawWebsocket:
 
 
 async def test_a_client_that_stops_answering_pings_is_dropped(
-    rt_hub_factory: Callable[..., HubProcess],
+    rt_hub_inprocess_factory: Callable[..., InProcessHub],
 ) -> None:
-    hub = rt_hub_factory(extra_args=HEARTBEAT)
+    hub = rt_hub_inprocess_factory(extra_args=HEARTBEAT)
     raw = await RawWebsocket.open(hub.url)
     try:
         took = await raw.closed_within(4 * (PING_INTERVAL + PING_TIMEOUT))
@@ -80,9 +80,9 @@ async def test_a_client_that_stops_answering_pings_is_dropped(
 
 
 async def test_an_idle_client_that_answers_pings_stays(
-    rt_hub_factory: Callable[..., HubProcess], connect: Connect
+    rt_hub_inprocess_factory: Callable[..., InProcessHub], connect: Connect
 ) -> None:
-    hub = rt_hub_factory(extra_args=HEARTBEAT)
+    hub = rt_hub_inprocess_factory(extra_args=HEARTBEAT)
     channel = _channel("idle")
     idle = await connect(hub.url)
     assert_ok(await idle.subscribe(channel))
@@ -94,7 +94,7 @@ async def test_an_idle_client_that_answers_pings_stays(
     await idle.wait_for_seq(channel, 1)
 
 
-async def test_upgrade_from_long_polling(shared_hub: HubProcess) -> None:
+async def test_upgrade_from_long_polling(shared_hub: InProcessHub) -> None:
     channel = _channel("upgrade")
     sio = socketio.AsyncClient(reconnection=False)
     received: asyncio.Queue[Any] = asyncio.Queue()
@@ -115,7 +115,7 @@ async def test_upgrade_from_long_polling(shared_hub: HubProcess) -> None:
 
 
 async def test_a_frame_that_is_not_engine_io_closes_only_that_connection(
-    shared_hub: HubProcess, connect: Connect
+    shared_hub: InProcessHub, connect: Connect
 ) -> None:
     async with Bystander(shared_hub.url) as bystander:
         for garbage in ("", "x", "9{}", "-1", json.dumps({"a": 1})):
@@ -132,7 +132,7 @@ async def test_a_frame_that_is_not_engine_io_closes_only_that_connection(
 
 
 async def test_requests_sent_back_to_back_take_effect_in_order(
-    shared_hub: HubProcess,
+    shared_hub: InProcessHub,
 ) -> None:
     """A subscribe and then a publish sent without waiting for the first
     ack: the subscriber gets its own message (the publish must not overtake

@@ -16,7 +16,7 @@ import traitlets
 
 import rtkit
 import rtkit.aio
-from rtkit.pytest_plugin import HubProcess
+from rtkit.pytest_plugin import InProcessHub
 from rtkit.widgets import PresenceBar, link
 
 from .conftest import token
@@ -45,7 +45,7 @@ class Values:
 
 
 @pytest.fixture
-def two(shared_hub: HubProcess) -> Iterator[tuple[rtkit.Client, rtkit.Client]]:
+def two(shared_hub: InProcessHub) -> Iterator[tuple[rtkit.Client, rtkit.Client]]:
     with rtkit.connect(shared_hub.url) as a, rtkit.connect(shared_hub.url) as b:
         yield a, b
 
@@ -194,7 +194,7 @@ def test_link_refuses_what_it_cannot_bind(two: tuple[rtkit.Client, rtkit.Client]
     assert params["day"] is None
 
 
-async def test_link_works_with_the_async_client(shared_hub: HubProcess) -> None:
+async def test_link_works_with_the_async_client(shared_hub: InProcessHub) -> None:
     name = doc_name()
     a = await rtkit.aio.connect(shared_hub.url)
     b = await rtkit.aio.connect(shared_hub.url)
@@ -240,7 +240,7 @@ def names(content: dict[str, Any]) -> list[tuple[str, int]]:
 
 
 def test_presence_bar_relays_the_kernel_members(
-    secret_hub: HubProcess, monkeypatch: pytest.MonkeyPatch
+    secret_hub: InProcessHub, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     room = f"team.{uuid.uuid4().hex[:8]}"
     with (
@@ -282,7 +282,7 @@ def test_presence_bar_checks_its_arguments() -> None:
 
 
 def test_presence_bar_relay_leaves_a_room_its_client_had_left(
-    secret_hub: HubProcess, monkeypatch: pytest.MonkeyPatch
+    secret_hub: InProcessHub, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     room = f"team.{uuid.uuid4().hex[:8]}"
     with (

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 import rtkit
-from rtkit.pytest_plugin import HubProcess
+from rtkit.pytest_plugin import InProcessHub
 from rtkit.widgets import LiveChart, StatusBadge
 from rtkit.widgets._base import RELAY_RATE
 
@@ -32,11 +32,11 @@ class Recorder:
 
 
 def test_relay_coalesces_a_fast_channel(
-    rt_hub_factory: Callable[..., HubProcess], monkeypatch: pytest.MonkeyPatch
+    rt_hub_inprocess_factory: Callable[..., InProcessHub], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     total = 3_000
     # As fast as the hub acks, past the default per-connection publish rate.
-    fast = rt_hub_factory(extra_args=["--publish-rate", "0"])
+    fast = rt_hub_inprocess_factory(extra_args=["--publish-rate", "0"])
     with rtkit.connect(fast.url) as hub:
         chart = LiveChart(hub.channel("relay.fast"), series=["i"], mode="relay")
         sent = Recorder()

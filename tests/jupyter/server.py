@@ -6,12 +6,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import queue
-import signal
 import subprocess
 import sys
-import threading
-import time
 import urllib.error
 import urllib.request
 import uuid
@@ -21,7 +17,7 @@ from typing import Any
 
 import aiohttp
 
-from rtkit.pytest_plugin import free_port
+from rtkit._process import OutputLines, free_port, kill_group, start_group, stop_group
 
 START_TIMEOUT = 60.0
 EXECUTE_TIMEOUT = 60.0
@@ -47,8 +43,8 @@ class JupyterServer:
         self.extra_args = extra_args or []
         self.root = home / "root"
         self.proc: subprocess.Popen[str] | None = None
-        self.log: list[str] = []
-        self._log_changed = threading.Condition()
+        self.log: list[str] = []  # every run's output, restarts included
+        self._output: OutputLines | None = None
         self.cookies = CookieJar()
         for sub in ("root", "data", "runtime", "config"):
             (home / sub).mkdir(parents=True, exist_ok=True)
@@ -105,61 +101,45 @@ class JupyterServer:
     def start(self, timeout: float = START_TIMEOUT) -> JupyterServer:
         if self.running:
             raise RuntimeError("this server is already running")
-        self.proc = subprocess.Popen(
+        self.proc = start_group(
             self.command(),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
             env=self.env(),
             cwd=self.root,
-            start_new_session=True,
         )
-        lines: queue.Queue[str | None] = queue.Queue()
-        threading.Thread(target=self._pump, args=(self.proc, lines), daemon=True).start()
-        deadline = time.monotonic() + timeout
+        self._output = OutputLines(self.proc, lines=self.log)
         # Ready when rtkit says its hub runs (the extension starts after the
         # server listens); then the status API must answer.
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                self.kill()
-                raise TimeoutError(f"jupyter server not ready in {timeout}s:\n{self.output()}")
-            try:
-                line = lines.get(timeout=remaining)
-            except queue.Empty:
-                continue
-            if line is None:
-                raise RuntimeError(f"jupyter server exited while starting:\n{self.output()}")
-            if "rtkit" in line and "hub at" in line:
-                break
+        try:
+            self._output.wait_for(lambda line: "rtkit" in line and "hub at" in line, timeout)
+        except TimeoutError:
+            self.kill()
+            raise TimeoutError(
+                f"jupyter server not ready in {timeout}s:\n{self.output()}"
+            ) from None
+        except RuntimeError:
+            raise RuntimeError(f"jupyter server exited while starting:\n{self.output()}") from None
         status = self.get_json("rtkit/api/status")
         assert status["state"] == "running", status
         return self
-
-    def _pump(self, proc: subprocess.Popen[str], lines: queue.Queue[str | None]) -> None:
-        assert proc.stdout is not None
-        with proc.stdout:
-            for line in proc.stdout:
-                with self._log_changed:
-                    self.log.append(line.rstrip("\n"))
-                    self._log_changed.notify_all()
-                lines.put(line)
-        lines.put(None)
 
     async def wait_for_log(self, *texts: str, within: float = 10.0) -> None:
         """Wait until the server has logged a line containing every one of
         ``texts`` (its output reaches us through a pipe, a little after the
         fact, even once the process has exited)."""
-
-        def seen() -> bool:
-            return any(all(t in line for t in texts) for line in self.log)
-
-        def wait() -> bool:
-            with self._log_changed:
-                return self._log_changed.wait_for(seen, timeout=within)
-
-        if not await asyncio.to_thread(wait):
-            raise AssertionError(f"no log line with {texts!r} in {within}s:\n{self.output()}")
+        output = self._output
+        assert output is not None, "the server was never started"
+        try:
+            # since=0: any run's lines, the ones before a restart too.
+            await asyncio.to_thread(
+                output.wait_for, lambda line: all(t in line for t in texts), within, since=0
+            )
+        except (TimeoutError, RuntimeError):
+            raise AssertionError(
+                f"no log line with {texts!r} in {within}s:\n{self.output()}"
+            ) from None
 
     def output(self) -> str:
         return "\n".join(self.log[-200:])
@@ -172,18 +152,11 @@ class JupyterServer:
         """SIGTERM (jupyter's clean shutdown: extensions, then kernels)."""
         if self.proc is None:
             return 0
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        return self.proc.returncode
+        return stop_group(self.proc, timeout)
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
+            kill_group(self.proc)
 
     def restart(self) -> JupyterServer:
         self.stop()
