@@ -19,7 +19,6 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, Mapping
-from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import orjson
@@ -59,8 +58,9 @@ from ..protocol import (
 )
 from ..storage.base import Appended, ImmediateChannelStore, SharedStore, Store
 from ..storage.url import store_from_url
-from .auth import AnonymousAuthenticator, Authenticator, Identity, TokenAuthenticator
+from .auth import AnonymousAuthenticator, Authenticator, TokenAuthenticator
 from .cluster import ClusterLink
+from .connection import Connection
 from .docs import SharedDocs
 from .fanout import FanOut
 from .limits import TokenBucket
@@ -84,17 +84,6 @@ MAX_RECOVERY = MAX_HISTORY_LIMIT
 _SUBSCRIBE_ATTEMPTS = 5
 
 Handler = Callable[["Connection", Any], Awaitable[dict[str, Any]]]
-
-
-@dataclass(slots=True)
-class Connection:
-    sid: str
-    eio_sid: str
-    identity: Identity
-    bucket: TokenBucket
-    frame_writer: FrameWriter | None = None
-    connected_at: float = field(default_factory=time.time)
-    subscriptions: set[str] = field(default_factory=set)
 
 
 @contextlib.contextmanager

@@ -43,7 +43,7 @@ from ..storage.base import DocRecord, Store
 from .fanout import FanOut, encode_event
 
 if TYPE_CHECKING:
-    from .core import Connection
+    from .connection import Connection
 
 log = logging.getLogger(__name__)
 

@@ -54,7 +54,7 @@ from ..storage.base import PresenceChange, Store
 from .fanout import FanOut, encode_event
 
 if TYPE_CHECKING:
-    from .core import Connection
+    from .connection import Connection
 
 log = logging.getLogger(__name__)
 

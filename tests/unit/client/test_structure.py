@@ -4,8 +4,8 @@
   allowed only on ``self``/``cls`` inside the class that defines ``_name``.
   The session module may also use private names of third-party objects (it
   is the one place that knows python-socketio), never the client's own.
-- The modules import each other without cycles, counting imports made only
-  for type checking.
+- (That its modules import each other without cycles is checked with the
+  hub's and storage's, in tests/unit/test_import_structure.py.)
 - Only the session module imports python-socketio or python-engineio.
 """
 
@@ -144,73 +144,6 @@ def test_the_check_sees_a_reach_into_another_object() -> None:
     assert "_client" in names_defined_by(cls)
     assert "sample.py:5: self._client._request" in found
     assert "sample.py:6: self._client._spawn" in found
-
-
-def module_imports(module: str, tree: ast.Module, known: set[str]) -> set[str]:
-    """The package's modules that ``module`` imports, type-only imports included."""
-    found: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom):
-            if node.level == 1:
-                if node.module is None:  # from . import x
-                    found.update(a.name for a in node.names if a.name in known)
-                    if any(a.name not in known for a in node.names):
-                        found.add("__init__")
-                else:
-                    found.add(node.module.split(".")[0])
-            elif node.level == 0 and node.module and node.module.startswith("rtkit.client"):
-                parts = node.module.split(".")
-                found.add(parts[2] if len(parts) > 2 else "__init__")
-            elif node.level == 2 and node.module and node.module.split(".")[0] == "client":
-                parts = node.module.split(".")
-                found.add(parts[1] if len(parts) > 1 else "__init__")
-        elif isinstance(node, ast.Import):
-            for alias in node.names:
-                parts = alias.name.split(".")
-                if parts[:2] == ["rtkit", "client"]:
-                    found.add(parts[2] if len(parts) > 2 else "__init__")
-    found.discard(module)
-    return found & known
-
-
-def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
-    visiting: list[str] = []
-    done: set[str] = set()
-
-    def visit(node: str) -> list[str] | None:
-        if node in visiting:
-            return [*visiting[visiting.index(node) :], node]
-        if node in done:
-            return None
-        visiting.append(node)
-        for target in sorted(graph[node]):
-            cycle = visit(target)
-            if cycle is not None:
-                return cycle
-        visiting.pop()
-        done.add(node)
-        return None
-
-    for start in sorted(graph):
-        cycle = visit(start)
-        if cycle is not None:
-            return cycle
-    return None
-
-
-def test_no_import_cycles() -> None:
-    trees = modules()
-    known = set(trees)
-    graph = {module: module_imports(module, tree, known) for module, tree in trees.items()}
-    assert graph["aio"] >= {"_session", "channel", "presence", "docs"}
-    assert find_cycle(graph) is None, " -> ".join(find_cycle(graph) or [])
-
-
-def test_the_cycle_check_counts_type_only_imports() -> None:
-    source = "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .aio import Client\n"
-    imports = module_imports("channel", ast.parse(source), {"aio", "channel"})
-    assert imports == {"aio"}
-    assert find_cycle({"aio": {"channel"}, "channel": imports}) == ["aio", "channel", "aio"]
 
 
 @pytest.mark.parametrize("library", ["socketio", "engineio"])

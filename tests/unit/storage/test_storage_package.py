@@ -1,9 +1,8 @@
-"""The package surface, its import structure, and the URL that picks a backend."""
+"""The package surface and the URL that picks a backend (its import structure:
+tests/unit/test_import_structure.py)."""
 
 from __future__ import annotations
 
-import ast
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -72,77 +71,3 @@ def test_dedup_cache_forgets_expired_and_surplus_keys() -> None:
 
 
 # -- import structure -----------------------------------------------------------
-
-STORAGE = Path(rtkit.storage.__file__).parent
-BACKENDS = ("memory", "sqlite", "redis")
-
-
-def _module_names() -> dict[str, Path]:
-    names: dict[str, Path] = {}
-    for path in STORAGE.rglob("*.py"):
-        parts = ["rtkit", "storage", *path.relative_to(STORAGE).with_suffix("").parts]
-        if parts[-1] == "__init__":
-            parts.pop()
-        names[".".join(parts)] = path
-    return names
-
-
-def storage_import_graph() -> dict[str, set[str]]:
-    """Module -> the modules of rtkit.storage it imports, anywhere in it
-    (module level, inside functions, and under ``if TYPE_CHECKING:``)."""
-    modules = _module_names()
-    graph: dict[str, set[str]] = {}
-    for name, path in modules.items():
-        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-        targets: set[str] = set()
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            if isinstance(node, ast.Import):
-                targets.update(alias.name for alias in node.names)
-            elif isinstance(node, ast.ImportFrom):
-                base = node.module or ""
-                if node.level:
-                    base = importlib.util.resolve_name("." * node.level + base, package)
-                for alias in node.names:
-                    # "from pkg import mod" imports the module pkg.mod, not just pkg.
-                    sub = f"{base}.{alias.name}"
-                    targets.add(sub if sub in modules else base)
-        graph[name] = {t for t in targets if t in modules and t != name}
-    return graph
-
-
-def test_no_import_cycles_in_storage() -> None:
-    graph = storage_import_graph()
-    # The walk sees real edges (or it would pass on nothing).
-    assert "rtkit.storage.base" in graph["rtkit.storage.memory.channels"]
-    assert "rtkit.storage.memory" in graph["rtkit.storage"]  # under TYPE_CHECKING
-    done: set[str] = set()
-
-    def visit(name: str, path: list[str]) -> None:
-        if name in path:
-            cycle = [*path[path.index(name) :], name]
-            pytest.fail("import cycle: " + " -> ".join(cycle))
-        if name in done:
-            return
-        for target in sorted(graph[name]):
-            visit(target, [*path, name])
-        done.add(name)
-
-    for name in sorted(graph):
-        visit(name, [])
-
-
-def test_backends_import_no_other_backend() -> None:
-    graph = storage_import_graph()
-
-    def backend_of(name: str) -> str | None:
-        parts = name.split(".")
-        return parts[2] if len(parts) > 2 and parts[2] in BACKENDS else None
-
-    for name, targets in graph.items():
-        if name in {"rtkit.storage", "rtkit.storage.url"}:
-            continue  # they pick a backend by its name, lazily
-        own = backend_of(name)
-        # A backend may import only itself and shared modules; a shared module
-        # serves every backend and imports none.
-        foreign = sorted(t for t in targets if backend_of(t) not in {None, own})
-        assert not foreign, f"{name} imports {foreign}"

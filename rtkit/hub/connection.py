@@ -1,0 +1,24 @@
+"""One client connection as the hub sees it: who it is, what it may still
+publish, what it subscribes to, and how frames reach its socket. The core
+creates it on connect; presence and shared documents take it as the caller
+of a request."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from .auth import Identity
+from .limits import TokenBucket
+from .transport import FrameWriter
+
+
+@dataclass(slots=True)
+class Connection:
+    sid: str
+    eio_sid: str
+    identity: Identity
+    bucket: TokenBucket
+    frame_writer: FrameWriter | None = None
+    connected_at: float = field(default_factory=time.time)
+    subscriptions: set[str] = field(default_factory=set)
