@@ -28,14 +28,13 @@ class LocalFeed:
     >>> feed.deliver(message)  # what the backend's append does
     """
 
+    # A plain attribute, not a property: the hub reads it on every request.
+    up = True
+
     def __init__(self) -> None:
         # The sink's bound ``stored``, looked up once: the backends call it
         # on every append, and None (no hub attached) costs one test.
         self.deliver: Callable[[Message], None] | None = None
-
-    @property
-    def up(self) -> bool:
-        return True
 
     async def start(self, sink: FeedSink) -> None:
         if self.deliver is not None:

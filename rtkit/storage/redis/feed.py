@@ -60,13 +60,10 @@ class RedisFeed:
         self._resync = False
         self._tasks: list[asyncio.Task[Any]] = []
         self._up = asyncio.Event()
-        self._is_up = False
+        # A plain attribute, not a property: the hub reads it on every request.
+        self.up = False
         self.outages = 0
         self.messages_read = 0
-
-    @property
-    def up(self) -> bool:
-        return self._is_up
 
     # -- lifecycle ----------------------------------------------------------
 
@@ -91,7 +88,7 @@ class RedisFeed:
 
     def status(self) -> dict[str, Any] | None:
         return {
-            "up": self._is_up,
+            "up": self.up,
             "outages": self.outages,
             "watched": len(self._last),
             "messages_read": self.messages_read,
@@ -160,9 +157,9 @@ class RedisFeed:
     # -- what the announcements tell (AnnouncementListener) ------------------
 
     def link_state(self, up: bool) -> None:
-        if up == self._is_up:
+        if up == self.up:
             return
-        self._is_up = up
+        self.up = up
         assert self._sink is not None  # started
         if up:
             log.info("shared store link is up; catching up on %d channels", len(self._last))
