@@ -4,7 +4,13 @@ The hub knows nothing of its host. A host (``rtkit.hosts.aiohttp``, the
 Jupyter extension) builds it with the Socket.IO ``async_mode`` it serves,
 attaches ``hub.sio`` to its web application and calls ``start``/``stop``.
 Everything that depends on python-socketio's or python-engineio's internals
-is in :mod:`rtkit.hub.transport`; this module uses its interface only::
+is in :mod:`rtkit.hub.transport`; this module uses its interface only.
+
+A publish is checked, appended and answered with its seq here; the message
+reaches subscribers only through the store's feed and
+:mod:`rtkit.hub.delivery`, the same way for every backend. The fan-out
+(:mod:`.fanout`), presence (:mod:`.presence`) and shared documents
+(:mod:`.docs`) live in their own modules. A host runs the hub so::
 
     hub = Hub(HubConfig(secret="s3cret"), async_mode="aiohttp")
     async with hub:
@@ -56,11 +62,11 @@ from ..protocol import (
     parse_subscribe,
     parse_unsubscribe,
 )
-from ..storage.base import Appended, ImmediateChannelStore, SharedStore, Store
+from ..storage.base import Appended, ImmediateChannelStore, Store
 from ..storage.url import store_from_url
 from .auth import AnonymousAuthenticator, Authenticator, TokenAuthenticator
-from .cluster import ClusterLink
 from .connection import Connection
+from .delivery import HubDelivery
 from .docs import SharedDocs
 from .fanout import FanOut
 from .limits import TokenBucket
@@ -146,13 +152,10 @@ class Hub:
         self._connections: dict[str, Connection] = {}
         self.presence = PresenceRooms(config, self.store, self.fanout, self._connections)
         self.docs = SharedDocs(config, self.store, self.fanout, self._connections)
-        # With a store shared by several hubs, messages reach the fan-out
-        # through the store's feed (one order for every hub), not from here.
-        self.cluster = (
-            ClusterLink(self.store, self.fanout, self.presence, self.docs)
-            if isinstance(self.store, SharedStore)
-            else None
-        )
+        # Stored messages reach the fan-out only through the store's feed
+        # (with a shared store: one order for every hub), never from here.
+        self.feed = self.store.feed
+        self.delivery = HubDelivery(self.fanout, self.presence, self.docs)
         self._per_user: Counter[str] = Counter()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._state: Literal["new", "running", "stopping", "stopped"] = "new"
@@ -175,7 +178,7 @@ class Hub:
         # (An isinstance check against a Protocol is slow: done once, here.)
         self._append_now = (
             self.store.channels.append_now
-            if isinstance(self.store.channels, ImmediateChannelStore) and self.cluster is None
+            if isinstance(self.store.channels, ImmediateChannelStore)
             else None
         )
         if self._append_now is not None:
@@ -187,8 +190,7 @@ class Hub:
         if self._state != "new":
             raise RuntimeError(f"Hub.start() called on a hub that is {self._state}")
         await self.store.open()
-        if self.cluster is not None:
-            await self.cluster.start()
+        await self.feed.start(self.delivery)
         self.presence.start()
         self._started_at = time.time()
         self._state = "running"
@@ -221,8 +223,7 @@ class Hub:
                 )
         await self.presence.stop()
         await self.docs.stop()
-        if self.cluster is not None:
-            await self.cluster.stop()
+        await self.feed.stop()
         self.fanout.close()
         for task in list(self._tasks):
             task.cancel()
@@ -249,7 +250,7 @@ class Hub:
     @property
     def ready(self) -> bool:
         """Running, and (with a shared store) connected to it."""
-        return self.running and (self.cluster is None or self.cluster.up)
+        return self.running and self.feed.up
 
     async def status(self) -> dict[str, Any]:
         """A JSON-ready snapshot for health and status endpoints.
@@ -278,7 +279,7 @@ class Hub:
             },
             "presence": self.presence.status(),
             "shared_docs": self.docs.status(),
-            **({"cluster": self.cluster.status()} if self.cluster is not None else {}),
+            **({"cluster": link} if (link := self.feed.status()) is not None else {}),
         }
 
     def _spawn(self, coro: Awaitable[Any]) -> None:
@@ -368,17 +369,22 @@ class Hub:
                 raise Unauthorized("not connected")
             self._check_request(conn)
             return await handler(conn, args[0])
-        except HubError as err:
-            log.debug("%s from %s refused: %s", event, sid, err.message)
-            return dict(error_ack(err))
-        except Exception:
-            log.exception("%s from %s failed", event, sid)
-            return dict(error_ack(InternalError(f"{event} failed inside the hub; see its log")))
+        except Exception as exc:
+            return self._refusal(event, sid, exc)
+
+    def _refusal(self, event: str, sid: str, exc: Exception) -> dict[str, Any]:
+        """The error ack of a request that raised ``exc`` (call it from an
+        ``except`` block: an unexpected error logs its traceback)."""
+        if isinstance(exc, HubError):
+            log.debug("%s from %s refused: %s", event, sid, exc.message)
+            return dict(error_ack(exc))
+        log.exception("%s from %s failed", event, sid)
+        return dict(error_ack(InternalError(f"{event} failed inside the hub; see its log")))
 
     def _check_request(self, conn: Connection) -> None:
         if self._state != "running":
             raise Unavailable("the hub is shutting down; retry after reconnecting")
-        if self.cluster is not None and not self.cluster.up:
+        if not self.feed.up:
             raise Unavailable("the hub lost its shared store; retry shortly")
         if conn.identity.expired():
             raise Unauthorized("the token has expired: reconnect with a fresh token")
@@ -386,8 +392,9 @@ class Hub:
     def _answer_now(self, sid: str, data: list[Any]) -> dict[str, Any] | None:
         """The ack of a publish to a store that appends without waiting
         (:class:`~rtkit.storage.base.ImmediateChannelStore`), for the server to
-        send without a task; None for any other request. The same checks and
-        answers as _on_event with _publish, in the same order."""
+        send without a task; None for any other request. The checks, the
+        answer and the refusals are _on_event's and _publish's own, in the
+        same order; only the append does not wait."""
         if len(data) != 2 or data[0] != PUBLISH:
             return None
         conn = self._connections.get(sid)
@@ -407,12 +414,8 @@ class Hub:
                     dedup_window=self.config.dedup_window,
                 )
             return self._published(appended)
-        except HubError as err:
-            log.debug("%s from %s refused: %s", PUBLISH, sid, err.message)
-            return dict(error_ack(err))
-        except Exception:
-            log.exception("%s from %s failed", PUBLISH, sid)
-            return dict(error_ack(InternalError(f"{PUBLISH} failed inside the hub; see its log")))
+        except Exception as exc:
+            return self._refusal(PUBLISH, sid, exc)
 
     def _publish_request(self, conn: Connection, payload: Any) -> PublishRequest:
         req = parse_publish(payload)
@@ -439,9 +442,10 @@ class Hub:
         return self._published(appended)
 
     def _published(self, appended: Appended) -> dict[str, Any]:
+        """The ack of a stored publish. The message itself reaches
+        subscribers through the store's feed (for the memory store, before
+        append_now returned), so the ack is queued after it."""
         msg = appended.message
-        if not appended.duplicate and self.cluster is None:
-            self.fanout.push(msg)
         ack: dict[str, Any] = {"ok": True, "seq": msg.seq, "ts": msg.ts}
         if appended.duplicate:
             ack["duplicate"] = True
@@ -479,8 +483,9 @@ class Hub:
             self.fanout.remove(channel, conn.sid)
             conn.subscriptions.discard(channel)
 
-        if self.cluster is not None:
-            await self.cluster.watch(channel)
+        # From here on every message stored reaches the fan-out; the backlog
+        # read below covers what came before.
+        await self.feed.watch(channel)
         recovered = True
         if req.since is not None:
             rng = await self.store.channels.read(channel, since=req.since, limit=MAX_RECOVERY + 1)

@@ -14,6 +14,9 @@ What lives where:
   :mod:`.lifecycle`: what several backends share;
 - :mod:`.presence`: the presence rules, and presence in this process's
   memory for the embedded backends;
+- :mod:`.feed`: the feed of the embedded backends, which delivers each
+  message as it is stored (every store has a ``feed``: the one way stored
+  messages reach the hub);
 - :mod:`.memory`, :mod:`.sqlite`, :mod:`.redis`: the backends, each a
   package with a module per concern. No backend imports another.
 

@@ -19,14 +19,18 @@ keeps its Broker and PresenceManager apart:
   updates stored since.
 
 :class:`Store` is what the hub holds: ``url``, ``open``/``close`` for the
-resources the three share (a database file, a Redis client), and the three
-as ``store.channels``, ``store.presence`` and ``store.docs``.
-:class:`SharedStore` adds the feed through which several hub processes hear
-about each other's changes.
+resources the three share (a database file, a Redis client), the three as
+``store.channels``, ``store.presence`` and ``store.docs``, and
+``store.feed``, a :class:`Feed`: the one way stored messages reach the hub's
+:class:`FeedSink`. Every backend has one, so a message takes the same path
+from "stored" to "delivered" whatever keeps it, as every centrifuge broker
+calls the node's HandlePublication. A store decides where a message is
+kept, never how it reaches subscribers.
 
 Where the rest lives: :mod:`rtkit.storage.url` builds a store from its URL;
 :mod:`.ids`, :mod:`.dedup`, :mod:`.ranges`, :mod:`.codec` and
-:mod:`.presence` hold what several backends share; each backend is a
+:mod:`.presence` hold what several backends share, and :mod:`.feed` the
+feed of the embedded backends; each backend is a
 package (:mod:`.memory`, :mod:`.sqlite`, :mod:`.redis`) with a module per
 concern. No backend imports another.
 """
@@ -274,6 +278,11 @@ class Store(Protocol):
         """Shared documents."""
         ...
 
+    @property
+    def feed(self) -> Feed:
+        """How newly stored messages reach the hub."""
+        ...
+
     async def open(self) -> None:
         """Acquire resources (files, connections). Called once before use."""
 
@@ -282,36 +291,67 @@ class Store(Protocol):
 
 
 class FeedSink(Protocol):
-    """What a shared store tells a hub about changes other hubs made."""
+    """Where a store's feed delivers: the hub side of the one delivery path.
 
-    def feed_state(self, up: bool) -> None:
-        """The link to the shared store went away (False) or is back (True);
-        announcements may have been missed while it was away."""
+    ``stored`` is the only way a message reaches subscribers, whichever
+    backend stored it and whichever hub published it.
+    """
 
-    def feed_seq(self, channel: str, seq: int) -> None:
-        """Message ``seq`` of a watched channel was stored (by any hub)."""
+    def stored(self, message: Message) -> None:
+        """``message`` was stored (once per message, in seq order per channel)."""
 
-    def feed_presence(self, change: PresenceChange) -> None:
-        """Another hub changed a room."""
+    def presence_changed(self, change: PresenceChange) -> None:
+        """Another hub changed a room (shared stores only)."""
 
-    def feed_doc(self, name: str, update: bytes) -> None:
-        """Another hub stored an update of a shared document."""
+    def doc_updated(self, name: str, update: bytes) -> None:
+        """Another hub stored an update of a shared document (shared stores only)."""
+
+    def state(self, up: bool) -> None:
+        """The link to a shared store went away (False) or is back (True)."""
+
+    def subscribers(self, channel: str) -> int:
+        """How many here follow ``channel``; a feed may stop watching a
+        channel nobody follows."""
+        ...
 
 
 @runtime_checkable
-class SharedStore(Store, Protocol):
-    """A store several hub processes use at once (Redis). Each hub watches
-    the channels its clients subscribe to and runs the feed, which tells it
-    about messages, presence changes and document updates from any hub."""
+class Feed(Protocol):
+    """How a store's newly stored messages reach a :class:`FeedSink`.
+
+    The embedded stores feed the sink from ``append`` itself, before it
+    returns (:class:`rtkit.storage.feed.LocalFeed`); a shared store (Redis)
+    reads what any hub stored and feeds it in the store's order.
+
+    >>> await store.feed.start(sink)
+    >>> await store.feed.watch("prices")  # before reading a subscriber's backlog
+    >>> await store.feed.stop()
+    """
+
+    @property
+    def up(self) -> bool:
+        """Whether stored messages reach the sink now (False while a shared
+        store is out of reach)."""
+        ...
+
+    async def start(self, sink: FeedSink) -> None:
+        """Deliver to ``sink`` from now on (after ``Store.open``)."""
+        ...
+
+    async def stop(self) -> None:
+        """Stop delivering (before ``Store.close``)."""
+        ...
 
     async def watch(self, channel: str) -> None:
-        """Announcements of ``channel`` reach the feed from when this returns."""
+        """From when this returns, every message of ``channel`` stored later
+        reaches the sink."""
         ...
 
     async def unwatch(self, channel: str) -> None:
-        """Stop announcing ``channel`` to this hub."""
+        """``channel``'s messages need not reach the sink any more."""
         ...
 
-    async def run_feed(self, sink: FeedSink) -> None:
-        """Deliver announcements until cancelled, reconnecting as needed."""
+    def status(self) -> dict[str, Any] | None:
+        """A JSON-ready snapshot of the link to a shared store; None for an
+        embedded store, which has no link."""
         ...

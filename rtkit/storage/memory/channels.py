@@ -11,6 +11,7 @@ from typing import Any
 
 from ..base import Appended, Message, Range, Retention
 from ..dedup import MAX_DEDUP_KEYS, DedupCache, Key
+from ..feed import LocalFeed
 from ..ids import new_epoch, new_message_id
 from ..lifecycle import Lifecycle
 from ..ranges import trim_selection
@@ -31,18 +32,21 @@ class MemoryChannels:
 
     A channel gets a new epoch when this process first touches it; its
     messages live in a deque bounded by ``retention.max_messages`` and are
-    aged out by ``retention.max_age`` as they are appended and read.
+    aged out by ``retention.max_age`` as they are appended and read. Each
+    newly stored message goes to ``feed`` before ``append_now`` returns.
     """
 
     def __init__(
         self,
         life: Lifecycle,
         retention: Retention,
+        feed: LocalFeed,
         *,
         clock: Callable[[], float] = time.time,
         max_dedup_keys: int = MAX_DEDUP_KEYS,
     ) -> None:
         self._life = life
+        self._feed = feed
         self.retention = retention
         self._clock = clock
         self._channels: dict[str, _Channel] = {}
@@ -115,6 +119,9 @@ class MemoryChannels:
             messages.popleft()
         if key is not None:
             self._dedup.put(key, (seq, ts), ts, dedup_window)
+        deliver = self._feed.deliver
+        if deliver is not None:
+            deliver(msg)
         return Appended(msg)
 
     def _first(self, key: Key, first: tuple[int, float], data: Any) -> Message:

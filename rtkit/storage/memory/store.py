@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 from ..base import Retention
 from ..dedup import MAX_DEDUP_KEYS
+from ..feed import LocalFeed
 from ..lifecycle import Lifecycle
 from ..presence import LocalPresence
 from .channels import MemoryChannels
@@ -37,6 +38,9 @@ class MemoryStore:
     1
     >>> await store.close()
 
+    A message is delivered to ``store.feed``'s sink (the hub) as it is
+    appended, before ``append`` returns.
+
     ``clock`` gives "now" for age-based retention on ``read`` (``append`` uses
     its ``ts`` argument). Message data is kept by reference: do not mutate it
     after appending.
@@ -52,8 +56,9 @@ class MemoryStore:
         self.url = "memory://"
         self.retention = retention
         self._life = Lifecycle()
+        self.feed = LocalFeed()
         self.channels = MemoryChannels(
-            self._life, retention, clock=clock, max_dedup_keys=max_dedup_keys
+            self._life, retention, self.feed, clock=clock, max_dedup_keys=max_dedup_keys
         )
         self.presence = LocalPresence()
         self.docs = MemoryDocs(self._life)

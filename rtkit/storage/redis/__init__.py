@@ -10,7 +10,10 @@ channels, so a load balancer needs no sticky sessions.
 - :mod:`.presence`: rooms as hashes, changed in optimistic transactions by
   the rules of :mod:`rtkit.storage.presence`;
 - :mod:`.docs`: shared documents as a stream of updates plus a snapshot;
-- :mod:`.feed`: the pub/sub link that tells a hub what other hubs stored.
+- :mod:`.announcements`: the pub/sub link that tells a hub what any hub
+  stored, and other hubs' presence changes and document updates;
+- :mod:`.feed`: :class:`RedisFeed`, the store's feed: reads what the
+  announcements tell from the stream and delivers it in seq order.
 
 Needs the ``redis`` extra: ``pip install 'rtkit[redis]'``; redis-py is
 imported when a store opens, not when this package is.
@@ -18,6 +21,7 @@ imported when a store opens, not when this package is.
 
 from __future__ import annotations
 
+from .announcements import RedisAnnouncements
 from .channels import RedisChannels
 from .connection import RedisConnection, import_redis
 from .docs import RedisDocs
@@ -26,6 +30,7 @@ from .presence import RedisPresence
 from .store import RedisStore
 
 __all__ = [
+    "RedisAnnouncements",
     "RedisChannels",
     "RedisConnection",
     "RedisDocs",

@@ -1,11 +1,19 @@
-"""How one hub hears about what other hubs stored in the same Redis.
+"""The Redis store's feed: every message any hub stored in a watched
+channel, delivered to this hub's sink in the store's seq order.
 
-A hub subscribes to the ``n`` pub/sub channel of the channels its clients
-follow only (``watch``/``unwatch``) and reads the messages from the stream;
-a missed announcement (a pub/sub reconnect) shows as a seq gap that the hub
-fills from the stream before delivering. Presence changes and document
-updates come on ``<prefix>events``, one channel for all, each tagged with
-the ``origin`` of the hub that made it so that a hub skips its own.
+A message never reaches subscribers straight from the local publish: so
+there is one order for every hub, the store's. An announcement (from
+:mod:`.announcements`) only says "seq N exists"; the pump here reads every
+message after the last one delivered up to N from the stream and hands
+them to :meth:`FeedSink.stored <rtkit.storage.base.FeedSink.stored>` in seq
+order. A lost announcement (the link to Redis dropped) is therefore just a
+bigger read on the next one, and after a reconnect every watched channel is
+read up to its head. A channel nobody here follows any more is unwatched
+by a periodic sweep.
+
+While the link is down the feed is not ``up``: the hub is not ready
+(``/readyz`` 503) and answers requests with ``unavailable``; its clients
+stay connected and resume once it is back.
 """
 
 from __future__ import annotations
@@ -13,129 +21,226 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from typing import Any
 
-import orjson
-
-from ...protocol import parse_member
+from ...errors import Unavailable
 from ..base import FeedSink, PresenceChange
-from .connection import RedisConnection, import_redis
+from .announcements import RedisAnnouncements
+from .channels import RedisChannels
 
-__all__ = ["RedisFeed"]
+__all__ = ["READ_BATCH", "UNWATCH_AFTER", "RedisFeed"]
 
 log = logging.getLogger(__name__)
 
+# Most messages one store read delivers.
+READ_BATCH = 1000
+# A channel nobody here subscribes to stays watched this long (a subscribe in
+# progress has watched it but not yet joined the fan-out).
+UNWATCH_AFTER = 10.0
+
 
 class RedisFeed:
-    """The announcements of one Redis URL and prefix, delivered to a
-    :class:`~rtkit.storage.base.FeedSink` over a pub/sub link of its own."""
+    """A :class:`~rtkit.storage.base.Feed` over a Redis store's announcements.
 
-    def __init__(self, conn: RedisConnection) -> None:
-        self._conn = conn
-        self._watched: set[str] = set()
-        # SUBSCRIBEs sent and not yet confirmed, by pub/sub channel name.
-        self._confirm: dict[bytes, asyncio.Future[None]] = {}
-        self._pubsub: Any = None
-        self._feed_lock = asyncio.Lock()
+    >>> await store.feed.start(sink)     # waits until the link is up
+    >>> await store.feed.watch("prices")  # before reading a subscriber's backlog
+    >>> await store.feed.stop()
+    """
 
-    async def watch(self, channel: str, within: float = 5.0) -> None:
-        """Receive ``channel``'s announcements from now on (once this returns:
-        Redis has confirmed the subscription, so nothing published later is
-        missed). Without a link to Redis it raises ConnectionError."""
-        async with self._feed_lock:
-            if channel in self._watched:
-                return
-            if self._pubsub is None:
-                raise ConnectionError("the link to Redis is down")
-            name = self._conn.notify_channel(channel)
-            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self._confirm[name.encode()] = fut
-            self._watched.add(channel)
+    def __init__(self, announcements: RedisAnnouncements, channels: RedisChannels) -> None:
+        self._announcements = announcements
+        self._channels = channels
+        self._sink: FeedSink | None = None
+        self._last: dict[str, int] = {}  # watched channel -> last seq delivered
+        self._target: dict[str, int] = {}  # channel -> highest seq announced
+        self._watching: dict[str, asyncio.Future[None]] = {}
+        self._watched_at: dict[str, float] = {}
+        self._wake = asyncio.Event()
+        self._resync = False
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._up = asyncio.Event()
+        # A plain attribute, not a property: the hub reads it on every request.
+        self.up = False
+        self.outages = 0
+        self.messages_read = 0
+
+    # -- lifecycle ----------------------------------------------------------
+
+    async def start(self, sink: FeedSink, within: float = 10.0) -> None:
+        """Deliver to ``sink``; returns once the link to Redis is up."""
+        if self._sink is not None:
+            raise RuntimeError("RedisFeed.start() on a feed that already has a sink")
+        self._sink = sink
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(self._announcements.run(self), name="rtkit redis announcements"),
+            loop.create_task(self._pump(), name="rtkit redis feed pump"),
+            loop.create_task(self._sweep(), name="rtkit redis feed sweep"),
+        ]
+        await asyncio.wait_for(self._up.wait(), within)
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+
+    def status(self) -> dict[str, Any] | None:
+        return {
+            "up": self.up,
+            "outages": self.outages,
+            "watched": len(self._last),
+            "messages_read": self.messages_read,
+        }
+
+    # -- subscriptions ------------------------------------------------------
+
+    async def watch(self, channel: str) -> None:
+        """Make sure ``channel``'s messages reach the sink. When this
+        returns, every message stored later will be delivered; read the
+        subscriber's backlog after it."""
+        self._watched_at[channel] = time.monotonic()
+        if channel in self._last:
+            return
+        pending = self._watching.get(channel)
+        if pending is not None:
+            await asyncio.shield(pending)
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._watching[channel] = fut
+        try:
             try:
-                await self._pubsub.subscribe(name)
-                await asyncio.wait_for(asyncio.shield(fut), within)
-            except BaseException:
-                self._watched.discard(channel)
-                self._confirm.pop(name.encode(), None)
-                raise
+                await self._announcements.watch(channel)
+                head, _ = await self._channels.head(channel)
+            except Exception as exc:
+                raise Unavailable(f"the shared store could not follow {channel!r}: {exc}") from None
+            self._last[channel] = head
+            if self._target.get(channel, 0) > head:
+                self._wake.set()
+            fut.set_result(None)
+        except BaseException as exc:
+            fut.set_exception(exc)
+            # Mark it retrieved: the waiters (if any) see it themselves.
+            fut.exception()
+            with contextlib.suppress(Exception):
+                await self._announcements.unwatch(channel)
+            raise
+        finally:
+            del self._watching[channel]
 
     async def unwatch(self, channel: str) -> None:
-        async with self._feed_lock:
-            if channel not in self._watched:
-                return
-            self._watched.discard(channel)
-            if self._pubsub is not None:
-                with contextlib.suppress(Exception):
-                    await self._pubsub.unsubscribe(self._conn.notify_channel(channel))
+        """Stop delivering ``channel`` (the sweep does this for channels
+        nobody here follows)."""
+        self._last.pop(channel, None)
+        self._target.pop(channel, None)
+        self._watched_at.pop(channel, None)
+        await self._announcements.unwatch(channel)
 
-    async def run(self, sink: FeedSink, *, max_backoff: float = 2.0) -> None:
-        """Deliver announcements to ``sink`` until cancelled, reconnecting
-        with backoff; ``sink.feed_state`` hears when the link goes and returns."""
-        aioredis = import_redis()
-        from redis.exceptions import RedisError
-
-        backoff = 0.05
-        notify_prefix = self._conn.prefix.encode()
-        events = self._conn.events
+    async def _sweep(self) -> None:
+        assert self._sink is not None  # started
+        sink = self._sink
         while True:
-            client = self._conn.client()
-            pubsub = client.pubsub()
-            try:
-                async with self._feed_lock:
-                    channels = [self._conn.notify_channel(c) for c in self._watched]
-                    await pubsub.subscribe(events, *channels)
-                    # Wait for every confirmation: from here on nothing is missed.
-                    confirmed = 0
-                    while confirmed < len(channels) + 1:
-                        msg = await pubsub.get_message(timeout=1.0)
-                        if msg is None:
-                            raise ConnectionError("no subscribe confirmation from Redis")
-                        if msg["type"] == "subscribe":
-                            confirmed += 1
-                    self._pubsub = pubsub
-                backoff = 0.05
-                sink.feed_state(True)
-                while True:
-                    msg = await pubsub.get_message(timeout=1.0)
-                    if msg is None:
-                        continue
-                    if msg["type"] == "subscribe":
-                        fut = self._confirm.pop(msg["channel"], None)
-                        if fut is not None and not fut.done():
-                            fut.set_result(None)
-                        continue
-                    if msg["type"] != "message":
-                        continue
-                    chan: bytes = msg["channel"]
-                    if chan == events.encode():
-                        self._dispatch_event(msg["data"], sink)
-                    elif chan.startswith(notify_prefix) and chan.endswith(b"}:n"):
-                        name = chan[len(notify_prefix) + 1 : -3].decode()
-                        sink.feed_seq(name, int(msg["data"]))
-            except (RedisError, OSError, ConnectionError, aioredis.ConnectionError) as exc:
-                log.warning("redis feed lost (%s); reconnecting in %.2f s", exc, backoff)
-            finally:
-                self._pubsub = None
-                for fut in self._confirm.values():
-                    if not fut.done():
-                        fut.set_exception(ConnectionError("the link to Redis dropped"))
-                        fut.exception()  # retrieved by the waiter, if still there
-                self._confirm.clear()
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()
-                with contextlib.suppress(Exception):
-                    await client.aclose()
-            sink.feed_state(False)
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, max_backoff)
+            await asyncio.sleep(UNWATCH_AFTER / 2)
+            cutoff = time.monotonic() - UNWATCH_AFTER
+            for channel in list(self._last):
+                if (
+                    sink.subscribers(channel) == 0
+                    and self._watched_at.get(channel, 0) < cutoff
+                    and channel not in self._watching
+                ):
+                    try:
+                        await self.unwatch(channel)
+                    except Exception:
+                        log.warning("could not unwatch %r; it is dropped on reconnect", channel)
 
-    def _dispatch_event(self, raw: bytes, sink: FeedSink) -> None:
-        header, _, body = raw.partition(b"\n")
-        event = orjson.loads(header)
-        if event.get("o") == self._conn.origin:
+    # -- what the announcements tell (AnnouncementListener) ------------------
+
+    def link_state(self, up: bool) -> None:
+        if up == self.up:
             return
-        if event["k"] == "d":
-            sink.feed_doc(event["doc"], body)
-        elif event["k"] == "p":
-            member = parse_member(event["member"])
-            sink.feed_presence(PresenceChange(event["room"], event["event"], member))
+        self.up = up
+        assert self._sink is not None  # started
+        if up:
+            log.info("shared store link is up; catching up on %d channels", len(self._last))
+            self._up.set()
+            self._resync = True
+            self._wake.set()
+        else:
+            self.outages += 1
+            self._up.clear()
+            log.warning("shared store link is down: this hub is not ready until it is back")
+        self._sink.state(up)
+
+    def announced(self, channel: str, seq: int) -> None:
+        if seq > self._target.get(channel, 0):
+            self._target[channel] = seq
+            self._wake.set()
+
+    def presence_changed(self, change: PresenceChange) -> None:
+        assert self._sink is not None  # started
+        self._sink.presence_changed(change)
+
+    def doc_updated(self, name: str, update: bytes) -> None:
+        assert self._sink is not None  # started
+        self._sink.doc_updated(name, update)
+
+    # -- delivery -----------------------------------------------------------
+
+    async def _pump(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            try:
+                if self._resync:
+                    self._resync = False
+                    for channel in list(self._last):
+                        head, _ = await self._channels.head(channel)
+                        self.announced(channel, head)
+                for channel in list(self._target):
+                    await self._catch_up(channel)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                # The store is away; the link's reconnect resyncs everything.
+                log.warning("reading announced messages failed (%s); retrying", exc)
+                self._resync = True
+                await asyncio.sleep(0.2)
+                self._wake.set()
+
+    async def _catch_up(self, channel: str) -> None:
+        target = self._target.pop(channel, 0)
+        last = self._last.get(channel)
+        if last is None or target <= last:
+            return
+        try:
+            rng = await self._channels.read(channel, since=last, limit=READ_BATCH)
+        except BaseException:
+            self.announced(channel, target)
+            raise
+        if self._last.get(channel) != last:
+            return  # unwatched meanwhile
+        if rng.seq < last:
+            log.warning("%r restarted in the store (head %d < %d)", channel, rng.seq, last)
+            self._last[channel] = rng.seq
+            return
+        if not rng.complete:
+            log.warning(
+                "%r: messages after seq %d are no longer retained; subscribers here "
+                "have a gap (they recover it on resubscribing)",
+                channel,
+                last,
+            )
+            last = rng.messages[0].seq - 1 if rng.messages else rng.seq
+        assert self._sink is not None  # started
+        stored = self._sink.stored
+        for msg in rng.messages:
+            if msg.seq > last:
+                stored(msg)
+                last = msg.seq
+                self.messages_read += 1
+        self._last[channel] = last
+        if rng.seq > last:
+            self.announced(channel, rng.seq)
+        elif target > last:
+            self.announced(channel, target)

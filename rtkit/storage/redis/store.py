@@ -5,7 +5,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from ..base import FeedSink, Retention
+from ..base import Retention
+from .announcements import RedisAnnouncements
 from .channels import RedisChannels
 from .connection import RedisConnection
 from .docs import RedisDocs
@@ -42,7 +43,9 @@ class RedisStore:
         self.channels = RedisChannels(self._conn, retention, clock=clock)
         self.presence = RedisPresence(self._conn)
         self.docs = RedisDocs(self._conn)
-        self._feed = RedisFeed(self._conn)
+        # Every hub's messages reach this hub's subscribers through the feed,
+        # in the store's order.
+        self.feed = RedisFeed(RedisAnnouncements(self._conn), self.channels)
 
     async def __aenter__(self) -> RedisStore:
         await self.open()
@@ -60,16 +63,3 @@ class RedisStore:
         self._conn.life.state = "closed"
         await self.channels.wait_written()
         await self._conn.release()
-
-    # -- the feed other hubs' changes arrive by (SharedStore) -----------------
-
-    async def watch(self, channel: str, within: float = 5.0) -> None:
-        """See :meth:`RedisFeed.watch <rtkit.storage.redis.feed.RedisFeed.watch>`."""
-        await self._feed.watch(channel, within)
-
-    async def unwatch(self, channel: str) -> None:
-        await self._feed.unwatch(channel)
-
-    async def run_feed(self, sink: FeedSink, *, max_backoff: float = 2.0) -> None:
-        """See :meth:`RedisFeed.run <rtkit.storage.redis.feed.RedisFeed.run>`."""
-        await self._feed.run(sink, max_backoff=max_backoff)

@@ -21,6 +21,9 @@
   write throughput about 4x in measurements. It is only read in bulk at
   ``open``; past ``max_dedup_keys`` keys the oldest are forgotten, as in the
   memory store.
+- **Delivery.** ``append`` hands its newly stored message to the store's
+  :class:`~rtkit.storage.feed.LocalFeed` when its transaction committed,
+  right before returning; a duplicate is never delivered again.
 - **Retention** is enforced on every read (count and age) but rows are
   deleted periodically by the writer, never on the publish path. Both tables
   are rowid tables filled in time order, so expired rows are a rowid prefix
@@ -43,6 +46,7 @@ from ...errors import BadRequest, ConfigurationError, Unavailable
 from ..base import Appended, Message, Range, Retention
 from ..codec import decode_data, encode_data
 from ..dedup import MAX_DEDUP_KEYS, DedupCache, Key
+from ..feed import LocalFeed
 from ..ids import new_epoch, new_message_id
 from ..ranges import trim_selection
 from .database import SQLiteDatabase
@@ -112,6 +116,7 @@ class SQLiteChannels:
         self,
         db: SQLiteDatabase,
         retention: Retention,
+        feed: LocalFeed,
         *,
         clock: Callable[[], float] = time.time,
         prune_interval: float = 10.0,
@@ -120,6 +125,7 @@ class SQLiteChannels:
         if prune_interval <= 0:
             raise ConfigurationError("prune_interval must be positive")
         self._db = db
+        self._feed = feed
         self.retention = retention
         self._clock = clock
         self._prune_interval = prune_interval
@@ -242,7 +248,13 @@ class SQLiteChannels:
         if key is not None:
             self._inflight[key] = []
         self._wakeup.set()
-        return await fut
+        appended = await fut
+        # Delivered in the appender's own turn, as the message is acked: a
+        # cancelled append is neither acked nor delivered.
+        deliver = self._feed.deliver
+        if deliver is not None:
+            deliver(appended.message)
+        return appended
 
     async def read(
         self,

@@ -13,6 +13,7 @@ import anyio.to_thread
 
 from ..base import Retention
 from ..dedup import MAX_DEDUP_KEYS
+from ..feed import LocalFeed
 from ..presence import LocalPresence
 from .channels import SQLiteChannels
 from .database import SQLiteDatabase
@@ -32,6 +33,9 @@ class SQLiteStore:
     ...     appended = await store.channels.append(
     ...         "prices", {"px": 1.0}, sender="ann", msg_id="m1", ts=time.time(), dedup_window=300
     ...     )
+
+    A message is delivered to ``store.feed``'s sink (the hub) once it is
+    committed, before ``append`` returns.
 
     ``synchronous`` is ``"NORMAL"`` (survives a killed process) or ``"FULL"``
     (survives power loss, slower). ``clock`` gives "now" for age-based
@@ -54,9 +58,11 @@ class SQLiteStore:
         self.synchronous = self._db.synchronous
         self.url = "sqlite:///" + self.path
         self.retention = retention
+        self.feed = LocalFeed()
         self.channels = SQLiteChannels(
             self._db,
             retention,
+            self.feed,
             clock=clock,
             prune_interval=prune_interval,
             max_dedup_keys=max_dedup_keys,
