@@ -69,6 +69,7 @@ test: machine setup
 lock: $(BIN)/rtkit
 	$(BIN)/python scripts/lock.py write
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $(BIN)/rtkit
 
 bench: $(BIN)/rtkit benchmarks/node_modules
 	$(BIN)/python benchmarks/run.py
