@@ -34,7 +34,7 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import pytest
@@ -274,16 +274,22 @@ class InProcessHub:
 @pytest.fixture
 def rt_hub_factory() -> Iterator[Any]:
     """Start hubs with ``rt_hub_factory(store=..., secret=..., extra_args=[...])``."""
-    started: list[HubProcess] = []
+    yield from _hubs_stopped_after(HubProcess, stop_timeout=5)
 
-    def start(**kwargs: Any) -> HubProcess:
-        hub = HubProcess(**kwargs)
+
+def _hubs_stopped_after(kind: Callable[..., Any], stop_timeout: float) -> Iterator[Any]:
+    """A factory fixture's body: ``start(**kwargs)`` builds a hub of ``kind``
+    and starts it; every hub started is stopped once the test is over."""
+    started: list[Any] = []
+
+    def start(**kwargs: Any) -> Any:
+        hub = kind(**kwargs)
         started.append(hub)
         return hub.start()
 
     yield start
     for hub in started:
-        hub.terminate(timeout=5)
+        hub.terminate(timeout=stop_timeout)
 
 
 # The Redis that Redis-backed tests use; each test keeps to its own key prefix.
@@ -328,16 +334,7 @@ def rt_hub(rt_hub_factory: Any) -> HubProcess:
 def rt_hub_inprocess_factory() -> Iterator[Any]:
     """Start in-process hubs with ``rt_hub_inprocess_factory(store=...,
     secret=..., extra_args=[...])``, the arguments of ``rt_hub_factory``."""
-    started: list[InProcessHub] = []
-
-    def start(**kwargs: Any) -> InProcessHub:
-        hub = InProcessHub(**kwargs)
-        started.append(hub)
-        return hub.start()
-
-    yield start
-    for hub in started:
-        hub.terminate(timeout=10)
+    yield from _hubs_stopped_after(InProcessHub, stop_timeout=10)
 
 
 @pytest.fixture
