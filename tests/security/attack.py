@@ -22,7 +22,7 @@ import time
 from typing import Any
 from urllib.parse import urlsplit
 
-from tests.integration import helpers
+from integration import helpers  # tests/ is on sys.path under pytest
 
 # What a user would call "still served": every publish acked and delivered
 # within this many seconds, even while the hub is under attack.
