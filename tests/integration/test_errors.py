@@ -333,8 +333,12 @@ def _forged_tokens() -> dict[str, dict[str, Any] | None]:
         "token null": {"token": None},
         "token not a string": {"token": 12345},
         "garbage": {"token": "not-a-jwt"},
-        "other secret": {"token": mint_token("another-secret-0123456789abcdef-xyz", "mallory")},
-        "expired": {"token": mint_token(SECRET, "mallory", now=now - 100, ttl=10)},
+        "other secret": {"token": mint_token(
+            "another-secret-0123456789abcdef-xyz", "mallory", publish=["*"], subscribe=["*"]
+        )},
+        "expired": {"token": mint_token(
+            SECRET, "mallory", publish=["*"], subscribe=["*"], now=now - 100, ttl=10
+        )},
         "alg none": {"token": jwt.encode(claims, key=None, algorithm="none")},
         "no sub": {"token": jwt.encode({"exp": int(now) + 60}, SECRET, algorithm="HS256")},
         "no exp": {"token": jwt.encode({"sub": "mallory"}, SECRET, algorithm="HS256")},
@@ -370,7 +374,7 @@ async def test_token_expiring_during_the_session(
     async with Bystander(secret_hub.url, token=token("bob")):
         # exp was 3 s ago: still inside the hub's leeway at connect, past it
         # about 2 s later.
-        short = mint_token(SECRET, "erin", now=time.time() - 13, ttl=10)
+        short = token("erin", now=time.time() - 13, ttl=10)
         exp = jwt.decode(short, options={"verify_signature": False})["exp"]
         client = await connect(secret_hub.url, token=short)
         channel = _channel("exp")

@@ -45,7 +45,7 @@ def test_kernel_tokens_die_with_their_server() -> None:
 def test_other_tokens_signed_with_the_secret_are_no_kernel_tokens() -> None:
     tokens = KernelTokens(ttl=60)
     with pytest.raises(Unauthorized, match="kernel token"):
-        tokens.verify(mint_token(tokens.secret, "mallory"))
+        tokens.verify(mint_token(tokens.secret, "mallory", publish=["*"], subscribe=["*"]))
 
 
 def test_expired_kernel_token() -> None:
