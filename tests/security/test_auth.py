@@ -14,8 +14,8 @@ import time
 import uuid
 from typing import Any
 
-import jwt
 import pytest
+import socketio
 
 from rtkit.hub.auth import TOKEN_LEEWAY, mint_token
 from tests.integration.helpers import RawClient, assert_error, assert_ok
@@ -61,10 +61,12 @@ async def test_subscribe_only_token_cannot_publish(rt_hub_factory: Any) -> None:
     async with Bystander(hub.url, token=every_channel("bystander")) as bystander:
         writer = await RawClient(hub.url, token=every_channel("ann")).connect()
         readers = [
-            await RawClient(hub.url, token=cli_token("--user", "bob", "--subscribe", "test.*"))
-            .connect(),
-            await RawClient(hub.url, token=mint_token(SECRET, "bob", subscribe=["test.*"]))
-            .connect(),
+            await RawClient(
+                hub.url, token=cli_token("--user", "bob", "--subscribe", "test.*")
+            ).connect(),
+            await RawClient(
+                hub.url, token=mint_token(SECRET, "bob", subscribe=["test.*"])
+            ).connect(),
         ]
         channel = f"test.{uuid.uuid4().hex[:8]}"
         try:
@@ -93,3 +95,87 @@ async def test_subscribe_only_token_cannot_publish(rt_hub_factory: Any) -> None:
     bystander.check()
     # A handful of refused requests: anything past noise would be a leak.
     assert rss_mb(hub) - before < 20
+
+
+# -- item 6: an expired token ends its connection ------------------------------
+
+
+def expiring_token(user: str, *, in_seconds: float = 2.0) -> str:
+    """A token every channel that the hub accepts now and that runs out about
+    ``in_seconds`` from now (its exp is already past, inside the hub's leeway)."""
+    issued = time.time() - TOKEN_LEEWAY - 10 + in_seconds
+    return every_channel(user, now=issued, ttl=10)
+
+
+async def test_expired_token_ends_its_connection(rt_hub_factory: Any) -> None:
+    """Connections whose token expires used to keep receiving messages,
+    presence and document updates and stay room members; only new requests
+    were refused. Now the hub ends each one at its token's expiry, saying
+    why (a ``closing`` event, unauthorized), and the room forgets them."""
+    hub = rt_hub_factory(secret=SECRET)
+    room, doc, channel = (f"{kind}.{uuid.uuid4().hex[:8]}" for kind in ("room", "doc", "ch"))
+    async with Bystander(hub.url, token=every_channel("bystander")) as bystander:
+        observer = await RawClient(hub.url, token=every_channel("observer")).connect()
+        assert_ok(await observer.call("presence.join", {"room": room}))
+        before = rss_mb(hub)
+        expiring: list[RawClient] = []
+        closing: list[Any] = []
+        try:
+            for i in range(40):
+                client = RawClient(hub.url, token=expiring_token(f"temp{i}", in_seconds=3))
+                client.sio.on("closing", closing.append, namespace="/rtkit")
+                expiring.append(await client.connect())
+                assert_ok(await client.subscribe(channel))
+                assert_ok(await client.call("presence.join", {"room": room}))
+                assert_ok(await client.call("doc.sync", {"doc": doc}))
+            members = assert_ok(await observer.call("presence.list", {"room": room}))["members"]
+            assert len(members) == 41
+            for client in expiring:
+                await client.wait_disconnected(within=10)
+            assert len(closing) == 40
+            assert all(c["code"] == "unauthorized" and "expired" in c["message"] for c in closing)
+            # The room keeps only the live member, at once (no presence timeout).
+            members = assert_ok(await observer.call("presence.list", {"room": room}))["members"]
+            assert [m["user"] for m in members] == ["observer"]
+            # Nothing more reaches them: they are gone, and a reconnect with the
+            # same token is refused.
+            seq = assert_ok(await observer.publish(channel, {"after": True}))["seq"]
+            assert all(c.last_seq(channel) < seq for c in expiring)
+            with pytest.raises(socketio.exceptions.ConnectionError):
+                await expiring[0].connect()
+            assert "expired" in str(expiring[0].connect_errors[-1])
+            await keep_serving(bystander)
+        finally:
+            for client in (observer, *expiring):
+                await client.close()
+    bystander.check()
+    # 40 connections that came and went: their state is gone with them
+    # (measured: about +3 MiB on a fixed hub, from allocator noise).
+    assert rss_mb(hub) - before < 25
+
+
+async def test_client_reports_an_expired_token_instead_of_reconnecting(
+    rt_hub_factory: Any,
+) -> None:
+    """rtkit's own client, told its token expired, stops with Unauthorized
+    and does not retry the same token in a loop."""
+    import rtkit.aio
+    from rtkit.errors import Unauthorized
+
+    hub = rt_hub_factory(secret=SECRET)
+    async with Bystander(hub.url, token=every_channel("bystander")) as bystander:
+        client = await rtkit.aio.connect(hub.url, expiring_token("kate", in_seconds=2))
+        try:
+            disconnected = asyncio.Event()
+            client.on("disconnect", lambda *_: disconnected.set())
+            await asyncio.wait_for(disconnected.wait(), 10)
+            # It stops: waiting for a connection raises the hub's reason.
+            with pytest.raises(Unauthorized, match="expired"):
+                await asyncio.wait_for(client.wait_connected(), 10)
+            assert client.metrics.reconnects == 0
+            await keep_serving(bystander)
+        finally:
+            await client.close()
+    bystander.check()
+    refused = [line for line in hub.log if "refused connection" in line]
+    assert not refused, refused  # it did not try again with the same token

@@ -31,7 +31,10 @@ async def test_token_round_trip_carries_user_and_patterns() -> None:
         ({"token": 42}, "token is required"),
         ({"token": "not-a-jwt"}, "invalid token"),
         ({"token": mint_token(OTHER_SECRET, "mallory", subscribe=["*"])}, "signature is invalid"),
-        ({"token": mint_token(SECRET, "bob", subscribe=["*"], ttl=10, now=time.time() - 100)}, "expired"),
+        (
+            {"token": mint_token(SECRET, "bob", subscribe=["*"], ttl=10, now=time.time() - 100)},
+            "expired",
+        ),
     ],
 )
 async def test_bad_tokens_are_refused_with_a_reason(auth: object, fragment: str) -> None:
