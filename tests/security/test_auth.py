@@ -179,3 +179,118 @@ async def test_client_reports_an_expired_token_instead_of_reconnecting(
     bystander.check()
     refused = [line for line in hub.log if "refused connection" in line]
     assert not refused, refused  # it did not try again with the same token
+
+
+# -- item 12: a kernel token ends with its kernel ------------------------------
+
+
+class JupyterClient(RawClient):
+    """A RawClient for the hub inside a jupyter server: the server token on
+    the handshake's HTTP request, the hub under the server's base_url."""
+
+    def __init__(self, server: Any, **kwargs: Any) -> None:
+        super().__init__(server.url, **kwargs)
+        self.server = server
+
+    async def connect(self, within: float = 10.0) -> JupyterClient:
+        self._disconnected = asyncio.Event()
+        await self.sio.connect(
+            f"http://127.0.0.1:{self.server.port}",
+            headers={"Authorization": f"token {self.server.token}"},
+            namespaces=["/rtkit"],
+            transports=["websocket"],
+            socketio_path=f"{self.server.base_url}rtkit/socket.io",
+            wait_timeout=within,
+        )
+        return self
+
+
+class JupyterBystander(Bystander):
+    """The bystander, logged in to a jupyter server with its token."""
+
+    def __init__(self, server: Any) -> None:
+        super().__init__(server.url)
+        self.server = server
+
+    async def __aenter__(self) -> JupyterBystander:
+        self.publisher = await JupyterClient(self.server, name="bystander-pub").connect()
+        self.subscriber = await JupyterClient(self.server, name="bystander-sub").connect()
+        assert_ok(await self.subscriber.subscribe(self.channel))
+        self._task = asyncio.create_task(self._run())
+        return self
+
+
+@pytest.mark.jupyter
+@pytest.mark.parametrize("ending", ["shutdown", "restart", "cull"])
+async def test_kernel_token_ends_with_its_kernel(ending: str, tmp_path: Any) -> None:
+    """A kernel's RTKIT_TOKEN used to stay good for 30 days after the kernel
+    was gone. Now shutting the kernel down, the culler, or a restart revokes
+    it: connections made with it end (closing: unauthorized), it connects no
+    more, and a restarted kernel gets a new token that works."""
+    import rtkit.aio
+    from rtkit.errors import NotConnected, Unauthorized
+    from tests.jupyter.server import JupyterServer, Kernel
+
+    extra = (
+        # Cull a kernel idle for 2 s, checking every second.
+        ["--MappingKernelManager.cull_idle_timeout=2", "--MappingKernelManager.cull_interval=1"]
+        if ending == "cull"
+        else []
+    )
+    server = JupyterServer(tmp_path / "jupyter", extra_args=extra).start()
+    try:
+        async with JupyterBystander(server) as bystander:
+            kernel = Kernel.start(server)
+            read_token = "import os; print(os.environ['RTKIT_TOKEN'])"
+            token = (await kernel.execute(read_token)).strip()
+            before = rss_mb(server)
+            # What a script (or anyone holding the token) does with it.
+            script = await rtkit.aio.connect(server.hub_url, token=token)
+            try:
+                dropped = asyncio.Event()
+                script.on("disconnect", lambda *_: dropped.set())
+                assert await script.channel("k.before").publish(1) >= 1
+                # (The REST calls block: in a thread, so the bystander runs on.)
+                if ending == "shutdown":
+                    await asyncio.to_thread(kernel.shutdown)
+                elif ending == "restart":
+                    status, _ = await asyncio.to_thread(
+                        server.request, f"api/kernels/{kernel.id}/restart", method="POST"
+                    )
+                    assert status == 200
+                # (cull: the culler does it on its own within a few seconds)
+                await asyncio.wait_for(dropped.wait(), 15)
+                with pytest.raises(Unauthorized, match="revoked"):
+                    await asyncio.wait_for(script.wait_connected(), 15)
+                assert script.metrics.reconnects == 0
+            finally:
+                await script.close()
+            # Refused at the handshake's HTTP request, before Socket.IO.
+            status, _ = await asyncio.to_thread(
+                server.request,
+                "rtkit/socket.io/?EIO=4&transport=polling",
+                token=None,
+                headers={"Authorization": f"Bearer {token}"},
+                cookies=False,
+            )
+            assert status == 403
+            with pytest.raises((Unauthorized, NotConnected)):
+                await rtkit.aio.connect(server.hub_url, token=token)
+            if ending == "restart":
+                new_token = (await kernel.execute(read_token)).strip()
+                assert new_token != token
+                out = await kernel.execute(
+                    "import rtkit\n"
+                    "hub = rtkit.connect()\n"
+                    "print(hub.channel('k.after').publish('again'))\n"
+                    "hub.close()\n"
+                )
+                assert out.strip() == "1"
+                await asyncio.to_thread(kernel.shutdown)
+            await keep_serving(bystander)
+        bystander.check()
+        # One kernel token revoked: a few bytes in the revocation list (the
+        # kernel's own start and stop move the server's RSS by a few MiB).
+        assert rss_mb(server) - before < 30
+    finally:
+        server.stop()
