@@ -156,7 +156,10 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=None,
         metavar="ORIGIN",
-        help="browser origin allowed to connect (repeatable; '*' for any)",
+        help="browser origin allowed to connect besides the hub's own, e.g. JupyterLab's "
+        "http://localhost:8888 for widgets talking to this hub directly (repeatable; '*' "
+        "for any). Without it, pages from other origins are refused; clients that send "
+        "no Origin (Python, scripts) are not affected",
     )
 
     token = sub.add_parser(

@@ -187,6 +187,9 @@ class RtkitExtension(ExtensionApp):
             ping_interval=self.ping_interval,
             ping_timeout=self.ping_timeout,
             websocket_compression=self.websocket_compression,
+            # The socket handler applies Jupyter's own Origin rules
+            # (allow_origin, allow_origin_pat) before the hub sees a request.
+            check_origin=False,
         )
         self.hub = Hub(
             self.hub_config,

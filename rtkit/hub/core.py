@@ -71,6 +71,7 @@ from .delivery import HubDelivery
 from .docs import SharedDocs
 from .fanout import FanOut
 from .limits import TokenBucket
+from .origins import OriginCheck
 from .presence import PresenceRooms
 from .transport import (
     FRAME_WRITER_KEY,
@@ -106,6 +107,18 @@ def _append_errors() -> Iterator[None]:
         raise Unavailable(f"the store could not take the message: {exc}") from None
 
 
+def _origin_rule(config: HubConfig) -> Any:
+    """python-engineio's cors_allowed_origins for ``config``: ``[]`` turns
+    its check off (the host checks), ``"*"`` allows any origin, else the
+    hub's own origin and the configured ones."""
+    if not config.check_origin:
+        return []
+    origins = config.cors_allowed_origins
+    if origins == "*" or (isinstance(origins, tuple) and "*" in origins):
+        return "*"
+    return OriginCheck((origins,) if isinstance(origins, str) else (origins or ()))
+
+
 class Hub:
     """Channels with history, replay and idempotent publish over Socket.IO."""
 
@@ -138,9 +151,7 @@ class Hub:
             # Engine.IO drops a connection whose frame exceeds this; keep it
             # well above the payload cap so oversize publishes get too_large.
             max_http_buffer_size=1_000_000,
-            cors_allowed_origins=config.cors_allowed_origins
-            if config.cors_allowed_origins is not None
-            else [],
+            cors_allowed_origins=_origin_rule(config),
             logger=False,
             engineio_logger=False,
         )

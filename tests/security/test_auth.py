@@ -8,10 +8,16 @@ hub's resident memory against a stated bound.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
+import http.server
 import subprocess
 import sys
+import threading
 import time
 import uuid
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -294,3 +300,100 @@ async def test_kernel_token_ends_with_its_kernel(ending: str, tmp_path: Any) -> 
         assert rss_mb(server) - before < 30
     finally:
         server.stop()
+
+
+# -- item 3: same origin by default --------------------------------------------
+
+SOCKET_IO_JS = Path(__file__).parents[1] / "js/node_modules/socket.io-client/dist/socket.io.min.js"
+
+# What a page from another site runs: connect to the hub, read a channel's
+# history and publish to it; the outcome, per transport, as a string.
+ATTACK_PAGE = """<!doctype html><script src="socket.io.min.js"></script>
+<script>
+function attempt(hub, transport) {
+  return new Promise((resolve) => {
+    const options = {transports: [transport], reconnection: false, timeout: 5000};
+    const socket = io(hub + "/rtkit", options);
+    const done = (outcome) => { socket.close(); resolve(outcome); };
+    socket.on("connect_error", (err) => done("refused: " + err.message));
+    socket.on("connect", () => {
+      socket.emit("history", {channel: "secrets"}, (ack) => {
+        socket.emit("publish", {channel: "secrets", data: "from " + location.origin},
+          (pub) => done("connected: history " + ack.ok + ", publish " + pub.ok));
+      });
+    });
+    setTimeout(() => done("timeout"), 8000);
+  });
+}
+</script>"""
+
+
+@contextlib.contextmanager
+def page_server(root: Path) -> Iterator[str]:
+    """A static web server for ``root`` on another loopback port: another origin."""
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+
+    class Quiet(http.server.ThreadingHTTPServer):
+        def handle_error(self, request: Any, client_address: Any) -> None:
+            pass
+
+    with Quiet(("127.0.0.1", 0), handler) as server:
+        server.RequestHandlerClass.log_message = lambda *args: None  # type: ignore[method-assign]
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            yield f"http://127.0.0.1:{server.server_address[1]}"
+        finally:
+            server.shutdown()
+            thread.join(5)
+
+
+def browser_attempts(page_url: str, hub_url: str) -> dict[str, str]:
+    """Open the page in headless Chromium; what each transport's attempt got."""
+    from tests.jupyter.lab import chromium
+
+    with chromium() as browser:
+        page = browser.new_page()
+        page.goto(f"{page_url}/attack.html")
+        return {
+            transport: page.evaluate("([hub, t]) => attempt(hub, t)", [hub_url, transport])
+            for transport in ("websocket", "polling")
+        }
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("allowed", [False, True], ids=["default", "cors-origin"])
+async def test_pages_from_other_origins_are_refused(
+    allowed: bool, rt_hub_factory: Any, tmp_path: Path
+) -> None:
+    """With no --cors-origin the hub passed [] to python-engineio (Origin
+    checks off): a page from another origin opened a websocket to an
+    anonymous hub on 127.0.0.1, read history and published. Now only the
+    hub's own origin is allowed unless --cors-origin names the page's, and the
+    hub logs which option would allow a refused one."""
+    (tmp_path / "attack.html").write_text(ATTACK_PAGE)
+    (tmp_path / "socket.io.min.js").write_bytes(SOCKET_IO_JS.read_bytes())
+    with page_server(tmp_path) as page_url:
+        extra = ["--cors-origin", page_url] if allowed else []
+        hub = rt_hub_factory(extra_args=extra)  # anonymous, on loopback
+        before = rss_mb(hub)
+        async with Bystander(hub.url) as bystander:
+            outcome = await asyncio.to_thread(browser_attempts, page_url, hub.url)
+            await keep_serving(bystander)
+        bystander.check()
+    if allowed:
+        assert outcome == dict.fromkeys(outcome, "connected: history true, publish true")
+    else:
+        assert all(o.startswith("refused") for o in outcome.values()), outcome
+        line = f"refused a browser connection from origin {page_url}"
+        deadline = time.monotonic() + 5
+        while not any(line in entry for entry in hub.log):
+            assert time.monotonic() < deadline, "\n".join(hub.log[-20:])
+            await asyncio.sleep(0.05)
+        hint = next(entry for entry in hub.log if line in entry)
+        assert f"--cors-origin {page_url}" in hint
+        # One line per origin, not one per attempt.
+        assert sum(line in entry for entry in hub.log) == 1
+    # Two handshakes from a page: nothing to keep (Chromium runs in its own
+    # process; the hub's RSS moves by allocator noise only).
+    assert rss_mb(hub) - before < 20
