@@ -156,14 +156,19 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=None,
         metavar="ORIGIN",
-        help="browser origin allowed to connect (repeatable; '*' for any)",
+        help="browser origin allowed to connect besides the hub's own, e.g. JupyterLab's "
+        "http://localhost:8888 for widgets talking to this hub directly (repeatable; '*' "
+        "for any). Without it, pages from other origins are refused; clients that send "
+        "no Origin (Python, scripts) are not affected",
     )
 
     token = sub.add_parser(
         "token",
         help="mint a signed token for a user",
-        description="Print a token (JWT, HS256) for USER. Without --publish/--subscribe "
-        "the token grants every channel; patterns are globs such as 'prices.*'.",
+        description="Print a token (JWT, HS256) for USER. It grants only the channels "
+        "named: no --publish, no publishing (and the same for --subscribe). Patterns "
+        "are globs such as 'prices.*'; every channel is an explicit '*' "
+        "(--publish '*' --subscribe '*').",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     token.add_argument(
@@ -346,17 +351,24 @@ async def _hub(args: argparse.Namespace) -> int:
 
 
 def _token(args: argparse.Namespace) -> int:
-    from .hub.auth import ALL_CHANNELS, mint_token
+    from .hub.auth import mint_token
 
     if not args.secret:
         print("rtkit token: give --secret or set RTKIT_SECRET (the hub's secret)", file=sys.stderr)
+        return 2
+    if not args.publish and not args.subscribe:
+        print(
+            "rtkit token: name the channels the token grants, e.g. --publish 'lab.*' "
+            "--subscribe '*'; for every channel pass --publish '*' --subscribe '*'",
+            file=sys.stderr,
+        )
         return 2
     print(
         mint_token(
             args.secret,
             args.user,
-            publish=args.publish or ALL_CHANNELS,
-            subscribe=args.subscribe or ALL_CHANNELS,
+            publish=args.publish or (),
+            subscribe=args.subscribe or (),
             ttl=args.ttl,
             name=args.name,
         )

@@ -78,7 +78,13 @@ class HubConfig:
     # Under load the fan-out waits this share of its own last run time before
     # running again, so publishes keep flowing and deliveries coalesce.
     max_coalesce_delay: float = 0.02
+    # Browser origins allowed to connect besides the hub's own (None: only
+    # its own; "*": any). Requests without an Origin header (non-browser
+    # clients) are not checked.
     cors_allowed_origins: tuple[str, ...] | str | None = None
+    # False when the host checks Origin itself before the hub sees a request
+    # (the Jupyter extension, with Jupyter's allow_origin rules).
+    check_origin: bool = True
     # Presence: a connection's membership lapses this many seconds after its
     # hub last vouched for it (hubs refresh their live connections every third
     # of it), so members of a killed hub leave even when the store is shared.

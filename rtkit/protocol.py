@@ -40,6 +40,10 @@ DOC_UPDATE: Final = "doc.update"
 MESSAGES: Final = "messages"
 PRESENCE: Final = "presence"
 # DOC_UPDATE also goes hub -> client: another client's update of a synced doc.
+# Sent just before the hub ends a connection, with {"code", "message"} saying
+# why (e.g. unauthorized: the token has expired or was revoked): Socket.IO's
+# DISCONNECT packet carries no reason a client could show.
+CLOSING: Final = "closing"
 
 CLIENT_EVENTS: Final = frozenset(
     {

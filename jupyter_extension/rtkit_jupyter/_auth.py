@@ -10,8 +10,9 @@ of the Engine.IO handshake (see ``_handlers``), before any Socket.IO packet:
   resource.
 - **Kernel tokens**: short JWTs this server signs with a secret that lives
   only in its memory, handed to the kernels it starts (``RTKIT_TOKEN``). They
-  name the user the kernel acts for and die with the server process. They are
-  no Jupyter credential: Jupyter's REST API refuses them.
+  name the user the kernel acts for and die with their kernel (revoked when it
+  shuts down, is culled or restarts) and with the server process. They are no
+  Jupyter credential: Jupyter's REST API refuses them.
 
 The handler puts the resulting :class:`~rtkit.hub.auth.Identity` in the
 Engine.IO environ; :class:`JupyterAuthenticator` (the hub's plug-in) takes it
@@ -25,6 +26,7 @@ import hmac
 import os
 import secrets
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
@@ -32,7 +34,14 @@ from typing import Any
 import jwt
 
 from rtkit.errors import Unauthorized
-from rtkit.hub.auth import ALL_CHANNELS, TOKEN_ALGORITHM, Identity, TokenAuthenticator, color_for
+from rtkit.hub.auth import (
+    ALL_CHANNELS,
+    TOKEN_ALGORITHM,
+    TOKEN_LEEWAY,
+    Identity,
+    TokenAuthenticator,
+    color_for,
+)
 
 # The Engine.IO environ key under which the handler passes the identity.
 IDENTITY_KEY = "rtkit_jupyter.identity"
@@ -41,6 +50,9 @@ AUTH_RESOURCE = "rtkit"
 # A claim that marks a kernel token, so that no other token signed with the
 # same secret could pass for one.
 _KIND = "rtkit-kernel"
+# Identity.extra key holding a kernel token's id (its "jti" claim), so that the
+# hub can end the connections made with a token when it is revoked.
+TOKEN_ID = "token_id"
 
 
 def initials_of(name: str) -> str:
@@ -101,10 +113,13 @@ def server_user() -> tuple[str, str]:
 
 
 class KernelTokens:
-    """Mints and verifies the kernel tokens of one server process.
+    """Mints, verifies and revokes the kernel tokens of one server process.
 
     >>> tokens = KernelTokens(ttl=3600)
-    >>> identity = tokens.verify(tokens.mint(identity_for("ada")))
+    >>> token = tokens.mint(identity_for("ada"))
+    >>> identity = tokens.verify(token)
+    >>> tokens.bind("kernel-id", token)
+    >>> tokens.revoke_kernel("kernel-id")  # verify(token) raises Unauthorized now
     """
 
     def __init__(self, *, ttl: float) -> None:
@@ -113,6 +128,11 @@ class KernelTokens:
         self.secret = secrets.token_urlsafe(32)
         self.ttl = ttl
         self._verifier = TokenAuthenticator(self.secret)
+        self._by_kernel: dict[str, str] = {}  # kernel id -> its current token
+        # Revoked token ids -> when the token would have expired anyway; an
+        # entry goes once that time has passed, so the list stays as small as
+        # the number of kernels ended within one ttl.
+        self._revoked: dict[str, float] = {}
 
     def mint(self, identity: Identity, *, now: float | None = None) -> str:
         issued = int(now if now is not None else time.time())
@@ -123,26 +143,71 @@ class KernelTokens:
             "initials": identity.extra.get("initials"),
             "iat": issued,
             "exp": issued + int(self.ttl),
+            "jti": uuid.uuid4().hex,
             "kind": _KIND,
             "rtkit": {"publish": list(identity.publish), "subscribe": list(identity.subscribe)},
         }
         return jwt.encode(claims, self.secret, algorithm=TOKEN_ALGORITHM)
 
     def verify(self, token: str) -> Identity:
-        """The identity a kernel token names; Unauthorized if it is not one."""
+        """The identity a kernel token names; Unauthorized if it is not one
+        or was revoked."""
         identity = self._verifier.verify(token)
         # The signature is valid (verify raised otherwise): read the rest.
         claims = jwt.decode(token, options={"verify_signature": False})
         if claims.get("kind") != _KIND:
             raise Unauthorized("not an rtkit kernel token")
+        token_id = str(claims.get("jti") or "")
+        if not token_id or token_id in self._revoked:
+            raise Unauthorized(
+                "this kernel token was revoked: its kernel has shut down or restarted "
+                "(a running kernel finds its current token in RTKIT_TOKEN)"
+            )
         return replace(
             identity,
             extra={
                 "initials": str(claims.get("initials") or initials_of(identity.name)),
                 "avatar_url": None,
                 "kind": "kernel",
+                TOKEN_ID: token_id,
             },
         )
+
+    def bind(self, kernel_id: str, token: str) -> None:
+        """Record ``token`` as the one kernel ``kernel_id`` runs with."""
+        self._by_kernel[kernel_id] = token
+
+    def rotate(self, kernel_id: str) -> tuple[str, str] | None:
+        """A new token for a kernel that restarts, with its old identity; the
+        old one is revoked. ``(new token, revoked token id)``, or None for a
+        kernel this server gave no token (or whose token no longer verifies)."""
+        old = self._by_kernel.get(kernel_id)
+        if old is None:
+            return None
+        try:
+            identity = self.verify(old)
+        except Unauthorized:
+            self.revoke_kernel(kernel_id)
+            return None
+        new = self.mint(identity)
+        self._by_kernel[kernel_id] = new
+        return new, self.revoke(old)
+
+    def revoke_kernel(self, kernel_id: str) -> str | None:
+        """Revoke the token of a kernel that is gone; its token id, if any."""
+        token = self._by_kernel.pop(kernel_id, None)
+        return self.revoke(token) if token is not None else None
+
+    def revoke(self, token: str) -> str:
+        """Revoke one token; its token id."""
+        claims = jwt.decode(token, options={"verify_signature": False})
+        now = time.time()
+        for token_id, until in list(self._revoked.items()):
+            if until < now:
+                del self._revoked[token_id]
+        token_id = str(claims.get("jti") or "")
+        self._revoked[token_id] = float(claims.get("exp", now)) + TOKEN_LEEWAY
+        return token_id
 
     @staticmethod
     def looks_like_one(token: str) -> bool:

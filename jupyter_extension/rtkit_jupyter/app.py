@@ -25,12 +25,13 @@ from traitlets import Bool, Float, Int, Unicode
 
 from rtkit import __version__
 from rtkit.config import DEFAULT_LIMITS, HubConfig, Limits, hub_default
-from rtkit.errors import ConfigurationError
+from rtkit.errors import ConfigurationError, Unauthorized
 from rtkit.hub import Hub
 from rtkit.storage.base import Retention, Store
 from rtkit.storage.url import store_from_url
 
 from ._auth import (
+    TOKEN_ID,
     JupyterAuthenticator,
     KernelTokens,
     identity_for,
@@ -129,10 +130,14 @@ class RtkitExtension(ExtensionApp):
         server by another address (remote kernels, containers).""",
     )
     kernel_token_ttl = Float(
-        30 * 24 * 3600.0,
+        7 * 24 * 3600.0,
         config=True,
-        help="""Lifetime of a kernel token in seconds. Tokens also stop working
-        when the server stops: the key that signs them is never stored.""",
+        help="""Lifetime of a kernel token in seconds, a backstop: a kernel's
+        token is revoked (and its connections ended) when the kernel shuts down,
+        is culled or restarts (a restarted kernel gets a new one), and every
+        token stops working when the server stops (the key that signs them is
+        never stored). A kernel running longer than this loses its rtkit
+        connection until it is restarted.""",
     )
     direct_writes = Bool(
         True,
@@ -182,6 +187,9 @@ class RtkitExtension(ExtensionApp):
             ping_interval=self.ping_interval,
             ping_timeout=self.ping_timeout,
             websocket_compression=self.websocket_compression,
+            # The socket handler applies Jupyter's own Origin rules
+            # (allow_origin, allow_origin_pat) before the hub sees a request.
+            check_origin=False,
         )
         self.hub = Hub(
             self.hub_config,
@@ -363,10 +371,14 @@ class RtkitExtension(ExtensionApp):
             if not self.kernel_url:
                 return
         start: Callable[..., Awaitable[str]] = km.start_kernel
+        shutdown: Callable[..., Awaitable[Any]] = km.shutdown_kernel
+        restart: Callable[..., Awaitable[Any]] = km.restart_kernel
         app = self
+        tokens = self.kernel_tokens
 
         async def start_kernel(*args: Any, **kwargs: Any) -> str:
             kernel_id = kwargs.get("kernel_id")
+            token = None
             if kernel_id is None or kernel_id not in km:
                 env = dict(kwargs.get("env") or os.environ)
                 handler, user = _requesting()
@@ -375,11 +387,48 @@ class RtkitExtension(ExtensionApp):
                 if user is None or await rtkit_authorized(handler, user, "read"):
                     can_publish = user is None or await rtkit_authorized(handler, user, "write")
                     env.update(app.kernel_environment(user, can_publish=can_publish))
+                    token = env["RTKIT_TOKEN"]
                 kwargs["env"] = env
-            return await start(*args, **kwargs)
+            try:
+                kernel_id = await start(*args, **kwargs)
+            except BaseException:
+                if token is not None:
+                    tokens.revoke(token)
+                raise
+            if token is not None:
+                tokens.bind(kernel_id, token)
+            return kernel_id
 
-        # Assigning to a method is the point here (see the docstring).
+        # A kernel's token ends with it: shut down (by a user or the culler,
+        # which call this same method) or restarted (a new process, a new token).
+        async def shutdown_kernel(kernel_id: str, *args: Any, **kwargs: Any) -> Any:
+            app._revoked(tokens.revoke_kernel(kernel_id), f"kernel {kernel_id} shut down")
+            return await shutdown(kernel_id, *args, **kwargs)
+
+        async def restart_kernel(kernel_id: str, *args: Any, **kwargs: Any) -> Any:
+            rotated = tokens.rotate(kernel_id)
+            if rotated is not None:
+                new_token, old_id = rotated
+                # jupyter_client's documented way to change a kernel's env for
+                # its next start (restart keeps the launch arguments).
+                km.get_kernel(kernel_id).update_env(env={"RTKIT_TOKEN": new_token})
+                app._revoked(old_id, f"kernel {kernel_id} restarted")
+            return await restart(kernel_id, *args, **kwargs)
+
+        # Assigning to methods is the point here (see the docstring).
         km.start_kernel = start_kernel  # type: ignore[method-assign]
+        km.shutdown_kernel = shutdown_kernel  # type: ignore[method-assign]
+        km.restart_kernel = restart_kernel  # type: ignore[method-assign]
+
+    def _revoked(self, token_id: str | None, why: str) -> None:
+        """End the hub connections made with a revoked kernel token."""
+        if token_id is None:
+            return
+        ended = self.hub.disconnect_where(
+            lambda identity: identity.extra.get(TOKEN_ID) == token_id,
+            Unauthorized(f"the kernel token was revoked: {why}"),
+        )
+        self.log.info("rtkit: %s; revoked its token, ending %d connection(s)", why, ended)
 
 
 def _requesting() -> tuple[Any, User | None]:

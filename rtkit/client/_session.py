@@ -62,7 +62,7 @@ from ..errors import (
     Unauthorized,
     error_for_code,
 )
-from ..protocol import ERROR_CODES, NAMESPACE
+from ..protocol import CLOSING, ERROR_CODES, NAMESPACE
 from ._backoff import Backoff
 from ._url import split_url
 
@@ -314,6 +314,8 @@ class Session:
         self._connected = False
         self._state: Literal["new", "opening", "open", "closed"] = "new"
         self._failure: RtkitError | None = None
+        # Why the hub said it was ending the current connection (CLOSING).
+        self._closing: RtkitError | None = None
         self._tasks: set[asyncio.Task[Any]] = set()  # live as long as the session
         self._conn_tasks: set[asyncio.Task[Any]] = set()  # live as long as a connection
         self._calls: asyncio.Queue[_Call] = asyncio.Queue()
@@ -480,6 +482,7 @@ class Session:
         transport = self._new_transport(timeout)
         transport.on("connect_error", lambda *args: refusals.extend(args))
         transport.on("disconnect", partial(self._on_transport_disconnect, gen))
+        transport.on(CLOSING, partial(self._on_closing, gen))
         for event, handler in self._event_handlers.items():
             transport.on(event, partial(self._on_transport_event, gen, handler))
         try:
@@ -497,6 +500,7 @@ class Session:
             raise
         self._transport = transport
         self._generation = gen
+        self._closing = None
         self._connected = True
         self._online.set()
 
@@ -516,6 +520,11 @@ class Session:
             handler(args[0] if args else None)
         except Exception:
             log.exception("rtkit: error while handling a hub event")
+
+    def _on_closing(self, gen: int, *args: Any) -> None:
+        body = args[0] if args else None
+        if gen == self._generation and isinstance(body, dict) and body.get("code") in ERROR_CODES:
+            self._closing = error_for_code(body["code"], str(body.get("message") or "closing"))
 
     def _on_transport_disconnect(self, gen: int, *args: Any) -> None:
         if gen != self._generation or not self._connected or self._state != "open":
@@ -542,6 +551,11 @@ class Session:
             self._lost.clear()
             old, self._transport = self._transport, None
             await self._dispose(old)
+            if isinstance(self._closing, Unauthorized):
+                # The hub ended the connection because its token expired or
+                # was revoked: reconnecting with the same token cannot help.
+                self._stop_for_good(self._closing)
+                return
             attempt = 0
             while True:
                 await asyncio.sleep(self.backoff.delay(attempt))

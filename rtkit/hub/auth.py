@@ -5,7 +5,9 @@ A connection presents ``auth = {"token": "<JWT>"}``. Tokens are HS256 JWTs::
     {"sub": "alice", "name": "Alice", "exp": 1767225600,
      "rtkit": {"publish": ["prices.*"], "subscribe": ["*"]}}
 
-Patterns are shell-style globs (``fnmatch``) over channel names. Hosts that
+Patterns are shell-style globs (``fnmatch``) over channel names. A token
+grants only what it names: without a "publish" list it may not publish, and
+every channel takes an explicit ``"*"``. Hosts that
 have their own notion of identity (the Jupyter extension) plug in another
 :class:`Authenticator`.
 """
@@ -45,8 +47,9 @@ class Identity:
     user: str
     name: str = ""
     color: str = ""
-    publish: tuple[str, ...] = ALL_CHANNELS
-    subscribe: tuple[str, ...] = ALL_CHANNELS
+    # Nothing unless named: whoever builds an Identity says what it grants.
+    publish: tuple[str, ...] = ()
+    subscribe: tuple[str, ...] = ()
     expires_at: float | None = None  # unix seconds
     anonymous: bool = False
     extra: Mapping[str, Any] = field(default_factory=dict)
@@ -139,22 +142,30 @@ class AnonymousAuthenticator:
         user = auth.get("user") if isinstance(auth, Mapping) else None
         if not isinstance(user, str) or not user or len(user) > 64:
             user = "anonymous"
-        return Identity(user=user, name=user, color=color_for(user), anonymous=True)
+        return Identity(
+            user=user,
+            name=user,
+            color=color_for(user),
+            publish=ALL_CHANNELS,
+            subscribe=ALL_CHANNELS,
+            anonymous=True,
+        )
 
 
 def mint_token(
     secret: str,
     user: str,
     *,
-    publish: Iterable[str] = ALL_CHANNELS,
-    subscribe: Iterable[str] = ALL_CHANNELS,
+    publish: Iterable[str] = (),
+    subscribe: Iterable[str] = (),
     ttl: float = 24 * 3600,
     name: str | None = None,
     now: float | None = None,
 ) -> str:
-    """Sign a token for ``user``.
+    """Sign a token for ``user`` that grants the channel patterns named, and
+    nothing else: every channel takes an explicit ``"*"``.
 
-    >>> token = mint_token(secret, "alice", publish=["prices.*"], ttl=3600)
+    >>> token = mint_token(secret, "alice", publish=["prices.*"], subscribe=["*"], ttl=3600)
     """
     if len(secret.encode()) < MIN_SECRET_BYTES:
         raise ConfigurationError(f"a token secret must be at least {MIN_SECRET_BYTES} bytes")
@@ -162,12 +173,13 @@ def mint_token(
         raise ConfigurationError("a token needs a user name")
     if ttl <= 0:
         raise ConfigurationError("ttl must be positive")
+    publish, subscribe = list(publish), list(subscribe)
     issued = int(now if now is not None else time.time())
     claims: dict[str, Any] = {
         "sub": user,
         "iat": issued,
         "exp": issued + int(ttl),
-        "rtkit": {"publish": list(publish), "subscribe": list(subscribe)},
+        "rtkit": {"publish": publish, "subscribe": subscribe},
     }
     if name:
         claims["name"] = name

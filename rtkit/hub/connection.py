@@ -5,6 +5,7 @@ of a request."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field
 
@@ -22,3 +23,6 @@ class Connection:
     frame_writer: FrameWriter | None = None
     connected_at: float = field(default_factory=time.time)
     subscriptions: set[str] = field(default_factory=set)
+    # Ends the connection when its credential does (token expiry); cancelled
+    # on disconnect. One timer handle per connection, nothing else.
+    expiry: asyncio.TimerHandle | None = None

@@ -42,6 +42,7 @@ from ..errors import (
     Unavailable,
 )
 from ..protocol import (
+    CLOSING,
     DOC_SYNC,
     DOC_UPDATE,
     HISTORY,
@@ -64,12 +65,13 @@ from ..protocol import (
 )
 from ..storage.base import Appended, ImmediateChannelStore, Store
 from ..storage.url import store_from_url
-from .auth import AnonymousAuthenticator, Authenticator, TokenAuthenticator
+from .auth import AnonymousAuthenticator, Authenticator, Identity, TokenAuthenticator
 from .connection import Connection
 from .delivery import HubDelivery
 from .docs import SharedDocs
 from .fanout import FanOut
 from .limits import TokenBucket
+from .origins import OriginCheck
 from .presence import PresenceRooms
 from .transport import (
     FRAME_WRITER_KEY,
@@ -105,6 +107,18 @@ def _append_errors() -> Iterator[None]:
         raise Unavailable(f"the store could not take the message: {exc}") from None
 
 
+def _origin_rule(config: HubConfig) -> Any:
+    """python-engineio's cors_allowed_origins for ``config``: ``[]`` turns
+    its check off (the host checks), ``"*"`` allows any origin, else the
+    hub's own origin and the configured ones."""
+    if not config.check_origin:
+        return []
+    origins = config.cors_allowed_origins
+    if origins == "*" or (isinstance(origins, tuple) and "*" in origins):
+        return "*"
+    return OriginCheck((origins,) if isinstance(origins, str) else (origins or ()))
+
+
 class Hub:
     """Channels with history, replay and idempotent publish over Socket.IO."""
 
@@ -137,9 +151,7 @@ class Hub:
             # Engine.IO drops a connection whose frame exceeds this; keep it
             # well above the payload cap so oversize publishes get too_large.
             max_http_buffer_size=1_000_000,
-            cors_allowed_origins=config.cors_allowed_origins
-            if config.cors_allowed_origins is not None
-            else [],
+            cors_allowed_origins=_origin_rule(config),
             logger=False,
             engineio_logger=False,
         )
@@ -311,13 +323,19 @@ class Hub:
         if self.sio.open_connection(eio_sid, frame_writer) is None:
             # Engine.IO dropped the socket while the hub authenticated it.
             raise ConnectionRefused(Unavailable("disconnected while connecting"))
-        self._connections[sid] = Connection(
+        conn = self._connections[sid] = Connection(
             sid=sid,
             eio_sid=eio_sid,
             identity=identity,
             bucket=TokenBucket(limits.publish_rate, limits.publish_burst),
             frame_writer=frame_writer,
         )
+        if identity.expires_at is not None:
+            # The connection ends with its token, not just its requests: at
+            # expiry it leaves its rooms and stops getting messages.
+            loop = asyncio.get_running_loop()
+            left = max(0.0, identity.expires_at - time.time())
+            conn.expiry = loop.call_at(loop.time() + left, self._expire, sid)
         self._per_user[identity.user] += 1
         log.debug("connected %s as %s", sid, identity.user)
         return True
@@ -326,6 +344,8 @@ class Hub:
         conn = self._connections.pop(sid, None)
         if conn is None:
             return
+        if conn.expiry is not None:
+            conn.expiry.cancel()
         self.sio.close_connection(conn.eio_sid)
         for channel in conn.subscriptions:
             self.fanout.remove(channel, sid)
@@ -349,6 +369,38 @@ class Hub:
             self.fanout.remove(channel, sid)
         conn.subscriptions.clear()
         self._spawn(self.sio.disconnect(sid, namespace=NAMESPACE))
+
+    def _expire(self, sid: str) -> None:
+        conn = self._connections.get(sid)
+        if conn is None:
+            return
+        log.info("disconnecting %s (%s): its token has expired", sid, conn.identity.user)
+        self._end(conn, Unauthorized("the token has expired: reconnect with a fresh token"))
+
+    def disconnect_where(self, match: Callable[[Identity], bool], error: HubError) -> int:
+        """End every connection whose identity ``match``es (a host revoking a
+        credential), telling each client ``error``; returns how many."""
+        ended = [conn for conn in self._connections.values() if match(conn.identity)]
+        for conn in ended:
+            self._end(conn, error)
+        return len(ended)
+
+    def _end(self, conn: Connection, error: HubError) -> None:
+        """Stop deliveries to ``conn`` now, tell its client why (the CLOSING
+        event), then disconnect it: it leaves its rooms and documents."""
+        for channel in conn.subscriptions:
+            self.fanout.remove(channel, conn.sid)
+        conn.subscriptions.clear()
+        self.docs.disconnected(conn.sid)
+
+        async def end() -> None:
+            with contextlib.suppress(Exception):
+                await self.sio.emit(
+                    CLOSING, dict(error_ack(error)["error"]), to=conn.sid, namespace=NAMESPACE
+                )
+            await self.sio.disconnect(conn.sid, namespace=NAMESPACE)
+
+        self._spawn(end())
 
     # -- requests -----------------------------------------------------------
 

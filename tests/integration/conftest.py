@@ -23,7 +23,10 @@ Connect = Callable[..., Awaitable[RawClient]]
 
 
 def token(user: str = "alice", **kwargs: Any) -> str:
-    """A token for the ``secret_hub`` (every channel unless told otherwise)."""
+    """A token for the ``secret_hub`` (every channel unless told otherwise:
+    a token grants only what it names, so "every channel" is an explicit '*')."""
+    kwargs.setdefault("publish", ["*"])
+    kwargs.setdefault("subscribe", ["*"])
     return mint_token(SECRET, user, **kwargs)
 
 

@@ -41,7 +41,16 @@ async def test_token_grants_what_it_says() -> None:
     identity = TokenAuthenticator(SECRET).verify(out.stdout.strip())
     assert identity.user == "ada"
     assert identity.can_publish("lab.temps") and not identity.can_publish("prices")
-    assert identity.can_subscribe("anything")
+    # Only what it names: no --subscribe, no subscribing.
+    assert not identity.can_subscribe("lab.temps")
+
+
+def test_token_with_only_subscribe_is_read_only() -> None:
+    out = rtkit_cli("token", "--secret", SECRET, "--user", "bob", "--subscribe", "test.*")
+    assert out.returncode == 0, out.stderr
+    identity = TokenAuthenticator(SECRET).verify(out.stdout.strip())
+    assert identity.can_subscribe("test.a") and not identity.can_subscribe("prod")
+    assert not identity.can_publish("test.a") and not identity.can_publish("prod")
 
 
 @pytest.mark.parametrize(
@@ -52,6 +61,7 @@ async def test_token_grants_what_it_says() -> None:
         (["hub", "--secret", "short"], "at least 32 bytes"),
         (["hub", "--allow-anonymous", "--store", "mongodb://x"], "unknown store URL"),
         (["token", "--user", "ada"], "--secret"),
+        (["token", "--secret", SECRET, "--user", "ada"], "--publish '*' --subscribe '*'"),
     ],
 )
 def test_misconfiguration_fails_fast_with_a_hint(args: list[str], message: str) -> None:

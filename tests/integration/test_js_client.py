@@ -79,7 +79,9 @@ async def test_js_client_uses_the_protocol(
         str(count),
         env={
             "RTKIT_TOKEN": token("jsuser", publish=["js.*"], subscribe=["js.*"]),
-            "RTKIT_BAD_TOKEN": mint_token("not-the-hub-secret-0123456789abcdef", "jsuser"),
+            "RTKIT_BAD_TOKEN": mint_token(
+                "not-the-hub-secret-0123456789abcdef", "jsuser", publish=["*"], subscribe=["*"]
+            ),
         },
     )
     assert summary.get("done") is True, summary.get("fatal")

@@ -128,13 +128,14 @@ async def test_kernel_publishes_as_the_jupyter_user(jupyter: JupyterServer) -> N
 
 
 async def test_kernel_token_connects_a_script(jupyter: JupyterServer) -> None:
+    """While its kernel runs (the token is revoked when the kernel ends)."""
     kernel = Kernel.start(jupyter)
     try:
         kernel_token = (await kernel.execute("import os; print(os.environ['RTKIT_TOKEN'])")).strip()
+        async with await rtkit.aio.connect(jupyter.hub_url, token=kernel_token) as hub:
+            assert await hub.channel("ext.script").publish("hi") == 1
     finally:
         kernel.shutdown()
-    async with await rtkit.aio.connect(jupyter.hub_url, token=kernel_token) as hub:
-        assert await hub.channel("ext.script").publish("hi") == 1
     body = json.dumps(jupyter.get_json("rtkit/api/status"))
     assert "ext.script" in body
 

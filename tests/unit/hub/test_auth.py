@@ -30,8 +30,11 @@ async def test_token_round_trip_carries_user_and_patterns() -> None:
         ({}, "token is required"),
         ({"token": 42}, "token is required"),
         ({"token": "not-a-jwt"}, "invalid token"),
-        ({"token": mint_token(OTHER_SECRET, "mallory")}, "signature is invalid"),
-        ({"token": mint_token(SECRET, "bob", ttl=10, now=time.time() - 100)}, "expired"),
+        ({"token": mint_token(OTHER_SECRET, "mallory", subscribe=["*"])}, "signature is invalid"),
+        (
+            {"token": mint_token(SECRET, "bob", subscribe=["*"], ttl=10, now=time.time() - 100)},
+            "expired",
+        ),
     ],
 )
 async def test_bad_tokens_are_refused_with_a_reason(auth: object, fragment: str) -> None:
@@ -66,3 +69,15 @@ def test_minting_checks_its_inputs() -> None:
         mint_token(SECRET, "")
     with pytest.raises(ConfigurationError):
         mint_token(SECRET, "alice", ttl=0)
+
+
+def test_a_token_grants_only_what_it_names() -> None:
+    """A read-only token is read-only; every channel takes an explicit '*'."""
+    verifier = TokenAuthenticator(SECRET)
+    reader = verifier.verify(mint_token(SECRET, "bob", subscribe=["test.*"]))
+    assert reader.can_subscribe("test.x") and not reader.can_subscribe("other")
+    assert not reader.can_publish("test.x") and not reader.can_publish("other")
+    writer = verifier.verify(mint_token(SECRET, "ann", publish=["out"]))
+    assert writer.can_publish("out") and not writer.can_subscribe("out")
+    everything = verifier.verify(mint_token(SECRET, "cy", publish=["*"], subscribe=["*"]))
+    assert everything.can_publish("any.thing") and everything.can_subscribe("any.thing")

@@ -45,7 +45,7 @@ def test_kernel_tokens_die_with_their_server() -> None:
 def test_other_tokens_signed_with_the_secret_are_no_kernel_tokens() -> None:
     tokens = KernelTokens(ttl=60)
     with pytest.raises(Unauthorized, match="kernel token"):
-        tokens.verify(mint_token(tokens.secret, "mallory"))
+        tokens.verify(mint_token(tokens.secret, "mallory", publish=["*"], subscribe=["*"]))
 
 
 def test_expired_kernel_token() -> None:
@@ -77,3 +77,32 @@ def test_read_only_users_subscribe_but_do_not_publish() -> None:
     reader = identity_for("eve", can_publish=False)
     assert not reader.can_publish("x")
     assert reader.can_subscribe("x")
+
+
+def test_a_kernel_token_ends_with_its_kernel() -> None:
+    tokens = KernelTokens(ttl=60)
+    first = tokens.mint(identity_for("ada"))
+    tokens.bind("k1", first)
+    assert tokens.verify(first).extra["token_id"]
+    rotated = tokens.rotate("k1")  # a restart: a new token, the old one revoked
+    assert rotated is not None
+    second, old_id = rotated
+    assert old_id != tokens.verify(second).extra["token_id"]
+    with pytest.raises(Unauthorized, match="revoked"):
+        tokens.verify(first)
+    assert tokens.verify(second).user == "ada"
+    assert tokens.revoke_kernel("k1") is not None  # shut down
+    with pytest.raises(Unauthorized, match="revoked"):
+        tokens.verify(second)
+    assert tokens.revoke_kernel("k1") is None
+    assert tokens.rotate("unknown") is None
+
+
+def test_the_revocation_list_forgets_tokens_that_expired_anyway() -> None:
+    tokens = KernelTokens(ttl=60)
+    for i in range(50):
+        tokens.bind(f"old{i}", tokens.mint(identity_for("ada"), now=0))
+        tokens.revoke_kernel(f"old{i}")
+    tokens.bind("new", tokens.mint(identity_for("ada")))
+    tokens.revoke_kernel("new")
+    assert len(tokens._revoked) == 1
