@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass, field
 
 from .auth import Identity
-from .limits import TokenBucket
+from .limits import UNLIMITED, TokenBucket
 from .transport import FrameWriter
 
 
@@ -22,3 +22,5 @@ class Connection:
     frame_writer: FrameWriter | None = None
     connected_at: float = field(default_factory=time.time)
     subscriptions: set[str] = field(default_factory=set)
+    # Reads (history, subscribe, presence.list, doc.sync); the hub sets it at connect.
+    reads: TokenBucket = UNLIMITED

@@ -89,6 +89,10 @@ MAX_RECOVERY = MAX_HISTORY_LIMIT
 # Attempts to line up a subscriber's backlog with live delivery.
 _SUBSCRIBE_ATTEMPTS = 5
 
+# Requests charged to a connection's read budget (Limits.read_rate): each
+# costs a store query and an ack.
+_READS = frozenset({SUBSCRIBE, HISTORY, PRESENCE_LIST, DOC_SYNC})
+
 Handler = Callable[["Connection", Any], Awaitable[dict[str, Any]]]
 
 
@@ -317,6 +321,7 @@ class Hub:
             identity=identity,
             bucket=TokenBucket(limits.publish_rate, limits.publish_burst),
             frame_writer=frame_writer,
+            reads=TokenBucket(limits.read_rate, limits.read_burst),
         )
         self._per_user[identity.user] += 1
         log.debug("connected %s as %s", sid, identity.user)
@@ -368,6 +373,8 @@ class Hub:
             if conn is None:
                 raise Unauthorized("not connected")
             self._check_request(conn)
+            if event in _READS:
+                conn.reads.take_or_refuse("reads")
             return await handler(conn, args[0])
         except Exception as exc:
             return self._refusal(event, sid, exc)
