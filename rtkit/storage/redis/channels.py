@@ -37,6 +37,11 @@ from .connection import RedisConnection
 
 __all__ = ["RedisChannels"]
 
+# Reads in flight at once. Each holds one of redis-py's pooled connections
+# (100 by default, shared with presence and documents); over that, redis-py
+# raises instead of waiting, so a burst of reads waits here instead.
+MAX_CONCURRENT_READS = 32
+
 _APPEND = """
 if KEYS[4] ~= '' then
   local first = redis.call('GET', KEYS[4])
@@ -107,6 +112,7 @@ class RedisChannels:
         self._clock = clock
         conn.add_script("append", _APPEND)
         self._salt = ""  # channel epochs are derived from it (see open)
+        self._reading = asyncio.Semaphore(MAX_CONCURRENT_READS)
         # Appends wait here in call order and go to Redis in pipelines, one
         # pipeline at a time: Redis runs them in that order, so concurrent
         # appends get seqs in call order (a connection pool would not).
@@ -234,7 +240,7 @@ class RedisChannels:
         log_key = self._key(channel, "log")
         hi = "+" if before is None else f"{before - 1}-0"
         candidate = self._epoch_of(channel, self._clock())
-        async with self._conn.redis.pipeline(transaction=True) as pipe:
+        async with self._reading, self._conn.redis.pipeline(transaction=True) as pipe:
             pipe.get(self._key(channel, "seq"))
             pipe.get(self._key(channel, "epoch"))
             pipe.xrange(log_key, "-", "+", count=1)
@@ -273,7 +279,7 @@ class RedisChannels:
     async def head(self, channel: str) -> tuple[int, str]:
         # Read only: a channel without keys reports the epoch its first
         # append will store, and nothing is written for asking.
-        async with self._conn.redis.pipeline(transaction=True) as pipe:
+        async with self._reading, self._conn.redis.pipeline(transaction=True) as pipe:
             pipe.get(self._key(channel, "seq"))
             pipe.get(self._key(channel, "epoch"))
             seq, epoch = await pipe.execute()
