@@ -46,6 +46,7 @@ class _Channel:
     messages: deque[Message] = field(default_factory=deque)
     sizes: deque[int] = field(default_factory=deque)  # payload bytes, one per message
     nbytes: int = 0
+    last_ts: float = 0.0  # of the newest message, kept or not
 
 
 def payload_size(data: Any) -> int:
@@ -176,6 +177,7 @@ class MemoryChannels:
         ch = self._channels.get(channel) or self._new_channel(channel, self._clock())
         ch.seq = seq = ch.seq + 1
         msg = Message(channel, seq, ts, msg_id, sender, data)
+        ch.last_ts = ts
         size = payload_size(data)
         ch.messages.append(msg)
         ch.sizes.append(size)
@@ -258,11 +260,9 @@ class MemoryChannels:
         follows), so the store holds what it retains, not every name ever used."""
         self._last_sweep = now
         cutoff = now - self.retention.max_age
-        gone = [
-            name
-            for name, ch in self._channels.items()
-            if not ch.messages or ch.messages[-1].ts < cutoff
-        ]
+        # By the time of the newest message, not by what is kept: a channel
+        # the total cap emptied keeps counting its seqs until it expires.
+        gone = [name for name, ch in self._channels.items() if ch.last_ts < cutoff]
         for name in gone:
             ch = self._channels[name]
             self._expire(ch, now)
@@ -273,15 +273,15 @@ class MemoryChannels:
 
     def _shrink(self) -> None:
         """Over ``max_total_bytes``: drop the oldest messages of the biggest
-        channels (never a channel's newest) down to the low-water mark."""
+        channels down to the low-water mark."""
         target = int(self.max_total_bytes * _LOW_WATER)
-        heap = [(-ch.nbytes, name) for name, ch in self._channels.items() if len(ch.messages) > 1]
+        heap = [(-ch.nbytes, name) for name, ch in self._channels.items() if ch.messages]
         heapq.heapify(heap)
         while self.total_bytes > target and heap:
             _, name = heapq.heappop(heap)
             ch = self._channels[name]
             self._drop_oldest(ch)
-            if len(ch.messages) > 1:
+            if ch.messages:
                 heapq.heappush(heap, (-ch.nbytes, name))
         if not self.shrinks:
             log.warning(
