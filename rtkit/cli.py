@@ -102,6 +102,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="publishes allowed in a burst above the rate",
     )
     limits.add_argument(
+        "--read-rate",
+        type=float,
+        default=defaults.read_rate,
+        help="reads (history, subscribe, presence.list, doc.sync) per second per connection "
+        "(0: no limit)",
+    )
+    limits.add_argument(
+        "--read-burst",
+        type=int,
+        default=defaults.read_burst,
+        help="reads allowed in a burst above the rate",
+    )
+    limits.add_argument(
         "--max-subscriptions",
         type=int,
         default=defaults.max_subscriptions,
@@ -305,6 +318,8 @@ def hub_config(args: argparse.Namespace) -> HubConfig:
         max_payload_bytes=args.max_payload,
         publish_rate=args.publish_rate,
         publish_burst=args.publish_burst,
+        read_rate=args.read_rate,
+        read_burst=args.read_burst,
         max_subscriptions=args.max_subscriptions,
         max_connections_per_user=args.max_connections_per_user,
         max_room_members=args.max_room_members,

@@ -38,6 +38,13 @@ class Limits:
     max_presence_state_bytes: int = 4096
     # Shared documents one connection may keep in sync at once.
     max_docs: int = 100
+    # Reads (history, subscribe, presence.list, doc.sync) per second per
+    # connection, a token bucket like publishes: a read costs the hub a store
+    # query and an ack, so it has a budget too. The burst covers a client
+    # resubscribing to max_subscriptions channels and resyncing max_docs
+    # documents after a reconnect.
+    read_rate: float = 200.0
+    read_burst: int = 2000
 
     def __post_init__(self) -> None:
         if min(self.max_room_members, self.max_rooms, self.max_docs) < 1:
@@ -50,6 +57,8 @@ class Limits:
             raise ConfigurationError("max_payload_bytes must be between 1 and 900000")
         if self.publish_rate < 0 or self.publish_burst < 1:
             raise ConfigurationError("publish_rate must be >= 0 and publish_burst >= 1")
+        if self.read_rate < 0 or self.read_burst < 1:
+            raise ConfigurationError("read_rate must be >= 0 and read_burst >= 1")
 
 
 @dataclass(frozen=True, slots=True)

@@ -88,6 +88,10 @@ ERROR_CODES: Final = frozenset(
 CHANNEL_NAME_RE: Final = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:@/\-]{0,199}")
 MAX_CLIENT_ID_LENGTH: Final = 128
 MAX_HISTORY_LIMIT: Final = 10_000
+# The largest seq on the wire: the largest integer a JavaScript client holds
+# exactly, far inside what every store can hold (SQLite INTEGER and Redis
+# stream ids are 64-bit), so that ``since + 1`` and its kin never overflow one.
+MAX_SEQ: Final = 2**53 - 1
 
 
 class ErrorBody(TypedDict):
@@ -256,6 +260,8 @@ def _optional_seq(obj: dict[str, Any], key: str, event: str, *, minimum: int = 0
         raise BadRequest(f"{event}: {key!r} must be an integer, got {_kind(value)}")
     if value < minimum:
         raise BadRequest(f"{event}: {key!r} must be >= {minimum}, got {value}")
+    if value > MAX_SEQ:
+        raise BadRequest(f"{event}: {key!r} must be <= {MAX_SEQ} (2**53 - 1), got {value}")
     return value
 
 

@@ -76,6 +76,11 @@ class RtkitExtension(ExtensionApp):
     retention_max_age = Float(
         Retention().max_age, config=True, help="Seconds a message is kept in history."
     )
+    retention_max_bytes = Int(
+        Retention().max_bytes,
+        config=True,
+        help="Payload bytes kept per channel (the oldest messages are dropped first).",
+    )
     max_payload_bytes = Int(
         DEFAULT_LIMITS.max_payload_bytes,
         config=True,
@@ -90,6 +95,17 @@ class RtkitExtension(ExtensionApp):
         DEFAULT_LIMITS.publish_burst,
         config=True,
         help="Publish burst per connection (token bucket).",
+    )
+    read_rate = Float(
+        DEFAULT_LIMITS.read_rate,
+        config=True,
+        help="Reads (history, subscribe, presence.list, doc.sync) per second per connection "
+        "(0: no cap).",
+    )
+    read_burst = Int(
+        DEFAULT_LIMITS.read_burst,
+        config=True,
+        help="Read burst per connection (token bucket).",
     )
     max_subscriptions = Int(
         DEFAULT_LIMITS.max_subscriptions,
@@ -181,6 +197,8 @@ class RtkitExtension(ExtensionApp):
                 max_payload_bytes=self.max_payload_bytes,
                 publish_rate=self.publish_rate,
                 publish_burst=self.publish_burst,
+                read_rate=self.read_rate,
+                read_burst=self.read_burst,
                 max_subscriptions=self.max_subscriptions,
                 max_connections_per_user=self.max_connections_per_user,
             ),
@@ -296,6 +314,7 @@ class RtkitExtension(ExtensionApp):
         query = dict(parse_qsl(query_string))
         query.setdefault("max_messages", str(self.retention_max_messages))
         query.setdefault("max_age", f"{self.retention_max_age:g}")
+        query.setdefault("max_bytes", str(self.retention_max_bytes))
         return f"{base}?{urlencode(query)}"
 
     def _lock_file(self, db: Path) -> bool:

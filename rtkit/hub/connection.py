@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass, field
 
 from .auth import Identity
-from .limits import TokenBucket
+from .limits import UNLIMITED, TokenBucket
 from .transport import FrameWriter
 
 
@@ -26,3 +26,5 @@ class Connection:
     # Ends the connection when its credential does (token expiry); cancelled
     # on disconnect. One timer handle per connection, nothing else.
     expiry: asyncio.TimerHandle | None = None
+    # Reads (history, subscribe, presence.list, doc.sync); the hub sets it at connect.
+    reads: TokenBucket = UNLIMITED

@@ -91,6 +91,10 @@ MAX_RECOVERY = MAX_HISTORY_LIMIT
 # Attempts to line up a subscriber's backlog with live delivery.
 _SUBSCRIBE_ATTEMPTS = 5
 
+# Requests charged to a connection's read budget (Limits.read_rate): each
+# costs a store query and an ack.
+_READS = frozenset({SUBSCRIBE, HISTORY, PRESENCE_LIST, DOC_SYNC})
+
 Handler = Callable[["Connection", Any], Awaitable[dict[str, Any]]]
 
 
@@ -329,6 +333,7 @@ class Hub:
             identity=identity,
             bucket=TokenBucket(limits.publish_rate, limits.publish_burst),
             frame_writer=frame_writer,
+            reads=TokenBucket(limits.read_rate, limits.read_burst),
         )
         if identity.expires_at is not None:
             # The connection ends with its token, not just its requests: at
@@ -420,6 +425,8 @@ class Hub:
             if conn is None:
                 raise Unauthorized("not connected")
             self._check_request(conn)
+            if event in _READS:
+                conn.reads.take_or_refuse("reads")
             return await handler(conn, args[0])
         except Exception as exc:
             return self._refusal(event, sid, exc)

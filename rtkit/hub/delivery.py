@@ -51,3 +51,6 @@ class HubDelivery:
 
     def subscribers(self, channel: str) -> int:
         return self._fanout.subscriber_count(channel)
+
+    def forget(self, channel: str) -> bool:
+        return self._fanout.forget(channel)

@@ -162,6 +162,14 @@ class FanOut:
             self._unheard[channel] = ch.delivered
         return True
 
+    def forget(self, channel: str) -> bool:
+        """Forget the last seq of a channel nobody here follows (its store
+        forgot it, and its seqs start over); False if someone follows it."""
+        if channel in self._channels:
+            return False
+        self._unheard.pop(channel, None)
+        return True
+
     def subscriber_count(self, channel: str) -> int:
         ch = self._channels.get(channel)
         return len(ch.subscribers) if ch else 0

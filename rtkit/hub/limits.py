@@ -46,3 +46,7 @@ class TokenBucket:
         """:meth:`take`, or :class:`RateLimited` saying the rate and when to retry."""
         if not self.take():
             raise RateLimited(f"over {self._rate:g} {what}/s; retry in {self.retry_after():.3f} s")
+
+
+#: A bucket that never refuses (rate 0), shared: it keeps no state.
+UNLIMITED = TokenBucket(0, 1)

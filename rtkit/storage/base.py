@@ -73,12 +73,22 @@ class Range:
 
 @dataclass(frozen=True, slots=True)
 class Retention:
+    """What a channel keeps: its newest ``max_messages`` messages, none older
+    than ``max_age`` seconds, and (oldest dropped first) no more than
+    ``max_bytes`` of payload (encoded JSON or raw bytes; the newest message
+    is always kept). A channel whose messages have all expired is forgotten
+    unless someone follows it, so what a store holds is bounded by what it
+    retains, never by what was read."""
+
     max_messages: int = 10_000  # per channel
     max_age: float = 24 * 3600.0  # seconds
+    max_bytes: int = 64 * 1024 * 1024  # per channel
 
     def __post_init__(self) -> None:
-        if self.max_messages < 1 or self.max_age <= 0:
-            raise ConfigurationError("retention needs max_messages >= 1 and max_age > 0")
+        if self.max_messages < 1 or self.max_age <= 0 or self.max_bytes < 1:
+            raise ConfigurationError(
+                "retention needs max_messages >= 1, max_age > 0 and max_bytes >= 1"
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -312,6 +322,13 @@ class FeedSink(Protocol):
     def subscribers(self, channel: str) -> int:
         """How many here follow ``channel``; a feed may stop watching a
         channel nobody follows."""
+        ...
+
+    def forget(self, channel: str) -> bool:
+        """The store wants to forget ``channel`` (its messages all expired; a
+        later publish starts it over at seq 1 under a new epoch). True when
+        nobody here follows it, and the hub then forgets it too; False keeps
+        it in the store."""
         ...
 
 

@@ -35,14 +35,22 @@ class LocalFeed:
         # The sink's bound ``stored``, looked up once: the backends call it
         # on every append, and None (no hub attached) costs one test.
         self.deliver: Callable[[Message], None] | None = None
+        self._sink: FeedSink | None = None
 
     async def start(self, sink: FeedSink) -> None:
         if self.deliver is not None:
             raise RuntimeError("LocalFeed.start() on a feed that already has a sink")
         self.deliver = sink.stored
+        self._sink = sink
 
     async def stop(self) -> None:
         self.deliver = None
+        self._sink = None
+
+    def forget(self, channel: str) -> bool:
+        """Whether the store may forget ``channel`` (see
+        :meth:`~rtkit.storage.base.FeedSink.forget`); True with no sink."""
+        return self._sink is None or self._sink.forget(channel)
 
     async def watch(self, channel: str) -> None:
         """Nothing to do: every message stored here is delivered."""

@@ -2,9 +2,11 @@
 
 ``store_from_url("memory://")``, ``store_from_url("sqlite:///path/to.db")``,
 ``store_from_url("redis://127.0.0.1:6379/0?prefix=team:")`` (shared by many
-hubs). Query parameters set retention: ``?max_messages=10000&max_age=3600``;
-``sqlite`` also takes ``synchronous=normal|full``, ``redis`` takes
-``prefix=`` and passes the rest to redis-py.
+hubs). Query parameters set retention per channel:
+``?max_messages=10000&max_age=3600&max_bytes=67108864``; ``memory`` also
+takes ``max_total_bytes=`` (all channels together), ``sqlite`` takes
+``synchronous=normal|full``, ``redis`` takes ``prefix=`` and passes the rest
+to redis-py.
 
 Backends are imported only when their URL is used, so that naming a memory
 store never imports sqlite3 or redis.
@@ -27,9 +29,11 @@ def store_from_url(url: str) -> Store:
     retention = parse_retention(params, url)
     if parts.scheme == "memory":
         from .memory import MemoryStore
+        from .memory.channels import MAX_TOTAL_BYTES
 
+        total = _int_option(params, "max_total_bytes", MAX_TOTAL_BYTES, url)
         _no_extra(params, url)
-        return MemoryStore(retention=retention)
+        return MemoryStore(retention=retention, max_total_bytes=total)
     if parts.scheme == "sqlite":
         from .sqlite import SQLiteStore
 
@@ -52,13 +56,14 @@ def store_from_url(url: str) -> Store:
 
 
 def parse_retention(params: dict[str, str], url: str) -> Retention:
-    """Take ``max_messages`` and ``max_age`` out of ``params`` (defaults
-    where absent)."""
+    """Take ``max_messages``, ``max_age`` and ``max_bytes`` out of ``params``
+    (defaults where absent)."""
     default = Retention()
     try:
         return Retention(
             max_messages=int(params.pop("max_messages", default.max_messages)),
             max_age=float(params.pop("max_age", default.max_age)),
+            max_bytes=int(params.pop("max_bytes", default.max_bytes)),
         )
     except ValueError as exc:
         raise ConfigurationError(f"bad retention in store URL {url!r}: {exc}") from None
@@ -77,6 +82,16 @@ def _redis_store(url: str, params: dict[str, str], retention: Retention) -> Stor
         base += "?" + urlencode(params)
         params.clear()
     return RedisStore(base, prefix=prefix, retention=retention)
+
+
+def _int_option(params: dict[str, str], name: str, default: int, url: str) -> int:
+    try:
+        value = int(params.pop(name, default))
+    except ValueError:
+        raise ConfigurationError(f"bad {name} in store URL {url!r}: not an integer") from None
+    if value < 1:
+        raise ConfigurationError(f"{name} in store URL {url!r} must be >= 1")
+    return value
 
 
 def _no_extra(params: dict[str, str], url: str) -> None:

@@ -11,7 +11,7 @@ from ..dedup import MAX_DEDUP_KEYS
 from ..feed import LocalFeed
 from ..lifecycle import Lifecycle
 from ..presence import LocalPresence
-from .channels import MemoryChannels
+from .channels import MAX_TOTAL_BYTES, MemoryChannels
 from .docs import MemoryDocs
 
 __all__ = ["MemoryStore"]
@@ -23,8 +23,8 @@ class MemoryStore:
     """Channels, history, idempotency keys, presence and shared documents in
     this process's memory.
 
-    History and idempotency keys vanish with the process. Each channel gets
-    a new ``epoch`` when this process first touches it, so clients that
+    History and idempotency keys vanish with the process. Each channel's
+    ``epoch`` is derived from a salt this process draws, so clients that
     reconnect to a restarted hub see the epoch change and know their
     ``since`` means nothing here. Fast and simple; ``channels.append`` never
     yields to the event loop, so concurrent appends get seqs in call order.
@@ -42,8 +42,9 @@ class MemoryStore:
     appended, before ``append`` returns.
 
     ``clock`` gives "now" for age-based retention on ``read`` (``append`` uses
-    its ``ts`` argument). Message data is kept by reference: do not mutate it
-    after appending.
+    its ``ts`` argument). ``max_total_bytes`` bounds the payload bytes kept
+    over all channels (see :class:`~rtkit.storage.memory.channels.MemoryChannels`).
+    Message data is kept by reference: do not mutate it after appending.
     """
 
     def __init__(
@@ -52,13 +53,19 @@ class MemoryStore:
         *,
         clock: Callable[[], float] = time.time,
         max_dedup_keys: int = MAX_DEDUP_KEYS,
+        max_total_bytes: int = MAX_TOTAL_BYTES,
     ) -> None:
         self.url = "memory://"
         self.retention = retention
         self._life = Lifecycle()
         self.feed = LocalFeed()
         self.channels = MemoryChannels(
-            self._life, retention, self.feed, clock=clock, max_dedup_keys=max_dedup_keys
+            self._life,
+            retention,
+            self.feed,
+            clock=clock,
+            max_dedup_keys=max_dedup_keys,
+            max_total_bytes=max_total_bytes,
         )
         self.presence = LocalPresence()
         self.docs = MemoryDocs(self._life)
@@ -75,7 +82,11 @@ class MemoryStore:
         if self._life.state != "new":
             raise RuntimeError(f"MemoryStore.open() on a store that is {self._life.state}")
         self._life.state = "open"
-        log.info("memory store open (retention %s)", self.retention)
+        log.info(
+            "memory store open (retention %s, at most %d payload bytes in all)",
+            self.retention,
+            self.channels.max_total_bytes,
+        )
 
     async def close(self) -> None:
         """Drop everything. Idempotent."""

@@ -6,13 +6,20 @@ Per channel (``<prefix>{<channel>}:...``, see
 
     seq     INCR counter, the channel's head
     epoch   changes when the counter restarts
-    log     a stream, entry id ``<seq>-0``, MAXLEN ~
-    id:<sender>:<msg id>   idempotency key, PX window
+    log     a stream, entry id ``<seq>-0``, trimmed to max_messages and max_bytes
+    bytes   payload bytes in ``log``
+    id:<len(sender)>:<sender>:<msg id>   idempotency key, PX window
     n       pub/sub channel: the seq of each new message
 
 The script checks the idempotency key, numbers, stores and announces a
 message, so every hub sees one order: Redis runs scripts one at a time, and
-PUBLISH order is seq order.
+PUBLISH order is seq order. The sender's length in the idempotency key keeps
+``("ann", "b:1")`` and ``("ann:b", "1")`` apart.
+
+A channel's keys lapse together ``max_age`` after its last message. Reads
+create none of them: a channel without keys reports seq 0 and the epoch its
+first append will store, derived from a salt kept in ``<prefix>epoch-salt``
+(:func:`~rtkit.storage.ids.channel_epoch`).
 """
 
 from __future__ import annotations
@@ -24,11 +31,16 @@ from typing import Any
 
 from ..base import Appended, Message, Range, Retention
 from ..codec import decode_data, encode_data
-from ..ids import new_epoch, new_message_id
+from ..ids import channel_epoch, new_epoch, new_message_id
 from ..ranges import trim_selection
 from .connection import RedisConnection
 
 __all__ = ["RedisChannels"]
+
+# Reads in flight at once. Each holds one of redis-py's pooled connections
+# (100 by default, shared with presence and documents); over that, redis-py
+# raises instead of waiting, so a burst of reads waits here instead.
+MAX_CONCURRENT_READS = 32
 
 _APPEND = """
 if KEYS[4] ~= '' then
@@ -44,9 +56,37 @@ if not epoch then
   epoch = ARGV[1]
   redis.call('SET', KEYS[3], epoch)
 end
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[7], seq .. '-0',
+redis.call('XADD', KEYS[2], seq .. '-0',
   't', ARGV[2], 'i', ARGV[3], 's', ARGV[4], 'k', ARGV[5], 'd', ARGV[6])
-for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ARGV[9]) end
+-- Exact trimming, oldest first, to max_messages and max_bytes (the newest
+-- entry stays, however big); ~ trimming would leave the byte count unknown.
+local total = redis.call('INCRBY', KEYS[5], string.len(ARGV[6]))
+local count = redis.call('XLEN', KEYS[2])
+local max_n, max_b = tonumber(ARGV[7]), tonumber(ARGV[11])
+if count > max_n or total > max_b then
+  local from = '-'
+  local keep = nil
+  while count > 1 and (count > max_n or total > max_b) and not keep do
+    local batch = redis.call('XRANGE', KEYS[2], from, '+', 'COUNT', 100)
+    if #batch == 0 then break end
+    for _, entry in ipairs(batch) do
+      if count <= 1 or (count <= max_n and total <= max_b) then
+        keep = entry[1]
+        break
+      end
+      local fields = entry[2]
+      for j = 1, #fields, 2 do
+        if fields[j] == 'd' then total = total - string.len(fields[j + 1]) end
+      end
+      count = count - 1
+      from = '(' .. entry[1]
+    end
+  end
+  if not keep then keep = seq .. '-0' end
+  redis.call('XTRIM', KEYS[2], 'MINID', keep)
+  redis.call('SET', KEYS[5], total)
+end
+for _, i in ipairs({1, 2, 3, 5}) do redis.call('PEXPIRE', KEYS[i], ARGV[9]) end
 if KEYS[4] ~= '' then
   -- Kept a little past the window: the window counts in message time.
   redis.call('SET', KEYS[4], seq .. ':' .. ARGV[2], 'PX', ARGV[8] + 60000)
@@ -71,11 +111,23 @@ class RedisChannels:
         self.retention = retention
         self._clock = clock
         conn.add_script("append", _APPEND)
+        self._salt = ""  # channel epochs are derived from it (see open)
+        self._reading = asyncio.Semaphore(MAX_CONCURRENT_READS)
         # Appends wait here in call order and go to Redis in pipelines, one
         # pipeline at a time: Redis runs them in that order, so concurrent
         # appends get seqs in call order (a connection pool would not).
         self._appends: list[tuple[list[Any], list[Any], asyncio.Future[Any]]] = []
         self._writer: asyncio.Task[None] | None = None
+
+    async def open(self) -> None:
+        """Read (or make) the salt every hub on this prefix derives epochs from."""
+        key = f"{self._conn.prefix}epoch-salt"
+        await self._conn.redis.set(key, new_epoch() + new_epoch(), nx=True)
+        salt = await self._conn.redis.get(key)
+        self._salt = salt.decode()
+
+    def _epoch_of(self, channel: str, now: float) -> str:
+        return channel_epoch(self._salt, channel, now, self.retention.max_age)
 
     async def wait_written(self) -> None:
         """Until the appends already handed to the writer are answered."""
@@ -100,15 +152,17 @@ class RedisChannels:
         if msg_id is None:
             msg_id = new_message_id()
         elif dedup_window > 0:
-            dedup_key = self._key(channel, f"id:{sender}:{msg_id}")
+            # Length-prefixed: no sender and id can spell another pair's key.
+            dedup_key = self._key(channel, f"id:{len(sender)}:{sender}:{msg_id}")
         keys = [
             self._key(channel, "seq"),
             self._key(channel, "log"),
             self._key(channel, "epoch"),
             dedup_key,
+            self._key(channel, "bytes"),
         ]
         args = [
-            new_epoch(),
+            self._epoch_of(channel, ts),
             repr(ts),
             msg_id,
             sender,
@@ -118,6 +172,7 @@ class RedisChannels:
             max(1, int(dedup_window * 1000)),
             int(self.retention.max_age * 1000),
             self._conn.notify_channel(channel),
+            self.retention.max_bytes,
         ]
         life = self._conn.life
         if life.state != "open":
@@ -184,10 +239,10 @@ class RedisChannels:
     ) -> Range:
         log_key = self._key(channel, "log")
         hi = "+" if before is None else f"{before - 1}-0"
-        candidate = new_epoch()
-        async with self._conn.redis.pipeline(transaction=True) as pipe:
+        candidate = self._epoch_of(channel, self._clock())
+        async with self._reading, self._conn.redis.pipeline(transaction=True) as pipe:
             pipe.get(self._key(channel, "seq"))
-            self._epoch(pipe, channel, candidate)
+            pipe.get(self._key(channel, "epoch"))
             pipe.xrange(log_key, "-", "+", count=1)
             if (before is not None and before <= 1) or 0 in (last, limit):
                 pipe.echo("empty")
@@ -221,21 +276,13 @@ class RedisChannels:
             trim_selection(aged, since=since, limit=limit, last=last), head, epoch, complete
         )
 
-    def _epoch(self, pipe: Any, channel: str, candidate: str) -> None:
-        # The epoch is made by whoever needs it first, reader or writer; it
-        # lapses with the channel's other keys (then the seq restarts too).
-        pipe.set(
-            self._key(channel, "epoch"),
-            candidate,
-            nx=True,
-            get=True,
-            px=int(self.retention.max_age * 1000),
-        )
-
     async def head(self, channel: str) -> tuple[int, str]:
-        candidate = new_epoch()
-        async with self._conn.redis.pipeline(transaction=True) as pipe:
+        # Read only: a channel without keys reports the epoch its first
+        # append will store, and nothing is written for asking.
+        async with self._reading, self._conn.redis.pipeline(transaction=True) as pipe:
             pipe.get(self._key(channel, "seq"))
-            self._epoch(pipe, channel, candidate)
+            pipe.get(self._key(channel, "epoch"))
             seq, epoch = await pipe.execute()
-        return int(seq or 0), epoch.decode() if epoch else candidate
+        if epoch:
+            return int(seq or 0), epoch.decode()
+        return int(seq or 0), self._epoch_of(channel, self._clock())

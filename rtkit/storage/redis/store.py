@@ -56,6 +56,7 @@ class RedisStore:
 
     async def open(self) -> None:
         await self._conn.open()
+        await self.channels.open()
 
     async def close(self) -> None:
         if self._conn.life.state == "closed":

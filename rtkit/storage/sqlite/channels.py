@@ -27,7 +27,13 @@
 - **Retention** is enforced on every read (count and age) but rows are
   deleted periodically by the writer, never on the publish path. Both tables
   are rowid tables filled in time order, so expired rows are a rowid prefix
-  and need no index on ``ts``.
+  and need no index on ``ts``. The per-channel byte cap is applied by the
+  same periodic prune. A channel whose messages have all gone is then
+  forgotten (its row deleted) unless the hub has subscribers to it.
+- **Reads create nothing.** A channel gets its row with its first message;
+  until then reads report seq 0 and the epoch the first append will store,
+  derived from a salt kept in the ``settings`` table
+  (:func:`~rtkit.storage.ids.channel_epoch`).
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable
 from typing import Any, Final
@@ -47,7 +54,7 @@ from ..base import Appended, Message, Range, Retention
 from ..codec import decode_data, encode_data
 from ..dedup import MAX_DEDUP_KEYS, DedupCache, Key
 from ..feed import LocalFeed
-from ..ids import new_epoch, new_message_id
+from ..ids import channel_epoch, new_message_id
 from ..ranges import trim_selection
 from .database import SQLiteDatabase
 
@@ -70,6 +77,14 @@ _PRUNE_PREFIX: Final = """DELETE FROM {table} WHERE rowid < coalesce(
     (SELECT rowid FROM {table} WHERE ts >= ? ORDER BY rowid LIMIT 1),
     (SELECT max(rowid) + 1 FROM {table}))"""
 _SELECT_COLUMNS: Final = "SELECT seq, ts, id, sender, kind, data FROM messages"
+# The newest seq of a channel whose messages, counted from the newest, are
+# over the byte cap: it and everything older go.
+_OVER_BYTES: Final = """SELECT seq FROM (
+    SELECT seq, sum(length(CAST(data AS BLOB))) OVER (ORDER BY seq DESC) AS total
+    FROM messages WHERE channel = ?)
+    WHERE total > ? ORDER BY seq DESC LIMIT 1"""
+_EMPTY_CHANNELS: Final = """SELECT name FROM channels
+    WHERE NOT EXISTS (SELECT 1 FROM messages WHERE messages.channel = channels.name)"""
 
 
 def _check_utf8(text: str) -> None:
@@ -133,6 +148,8 @@ class SQLiteChannels:
         # Event-loop side.
         self._channels: dict[str, _Channel] = {}
         self._unsaved: dict[str, str] = {}  # channels (-> epoch) not yet in the database
+        self._drop: set[str] = set()  # channels to delete from the database
+        self._salt = ""  # channel epochs are derived from it (see load_sync)
         self._dedup: DedupCache[tuple[int, float]] = DedupCache(max_dedup_keys)
         # Keys queued but not committed -> futures of duplicates waiting on them.
         self._inflight: dict[Key, list[asyncio.Future[Appended]]] = {}
@@ -145,6 +162,8 @@ class SQLiteChannels:
         self._heads: dict[str, int] = {}
         self._touched: set[str] = set()
         self._last_prune = 0.0
+        self._scan_empty = True  # look for channels without messages at the next prune
+        self._empty_found: list[str] = []  # what the last prune found, for the event loop
 
     # -- lifecycle, driven by the store -------------------------------------
 
@@ -155,6 +174,13 @@ class SQLiteChannels:
         :meth:`start`. In the writer thread, once the database is open."""
         conn = self._db.wconn
         assert conn is not None
+        conn.execute(
+            "INSERT OR IGNORE INTO settings (name, value) VALUES ('epoch_salt', ?)",
+            (uuid.uuid4().hex,),
+        )
+        self._salt = conn.execute(
+            "SELECT value FROM settings WHERE name = 'epoch_salt'"
+        ).fetchone()[0]
         channels = conn.execute("SELECT name, epoch, head FROM channels").fetchall()
         # The newest keys, newest first; pruning keeps the table to the window.
         keys = conn.execute(
@@ -188,12 +214,15 @@ class SQLiteChannels:
             # Shielded: a cancelled close() must not cut a commit short.
             await asyncio.shield(self._flusher)
 
+    def _epoch(self, name: str) -> str:
+        return channel_epoch(self._salt, name, self._clock(), self.retention.max_age)
+
     def _channel(self, name: str) -> _Channel:
         ch = self._channels.get(name)
         if ch is None:
-            # The epoch is fixed the first time anyone looks at a channel
-            # (even a read), and saved with the next transaction.
-            ch = self._channels[name] = _Channel(new_epoch())
+            # The epoch reads reported while the channel had no row, saved
+            # with this first message's transaction.
+            ch = self._channels[name] = _Channel(self._epoch(name))
             self._unsaved[name] = ch.epoch
             self._wakeup.set()
         return ch
@@ -272,7 +301,11 @@ class SQLiteChannels:
         given and the newest otherwise.
         """
         self._db.check_open()
-        epoch = self._channel(channel).epoch
+        ch = self._channels.get(channel)
+        if ch is None:
+            # No row: nothing to read, and nothing to create for asking.
+            return Range([], 0, self._epoch(channel), since is None or since == 0)
+        epoch = ch.epoch
         messages, head, complete = await anyio.to_thread.run_sync(
             self._read_sync, channel, since, before, limit, last, limiter=self._db.read_limiter
         )
@@ -281,7 +314,9 @@ class SQLiteChannels:
     async def head(self, channel: str) -> tuple[int, str]:
         """The channel's latest committed seq (0 if none) and its epoch."""
         self._db.check_open()
-        ch = self._channel(channel)
+        ch = self._channels.get(channel)
+        if ch is None:
+            return 0, self._epoch(channel)
         return ch.head, ch.epoch
 
     async def prune(self) -> None:
@@ -310,8 +345,11 @@ class SQLiteChannels:
     async def _flush_loop(self) -> None:
         while True:
             self._wakeup.clear()
-            if self._queue or self._unsaved:
-                if await self._flush_batch() or self._queue:
+            if self._queue or self._unsaved or self._drop:
+                if await self._flush_batch():
+                    self._forget_empty()
+                    continue
+                if self._queue:
                     continue
                 # The database refused even the bookkeeping: retry on new work
                 # or after a pause, rather than spin on a broken disk.
@@ -325,6 +363,23 @@ class SQLiteChannels:
                     await self._wakeup.wait()
             except TimeoutError:
                 await self._idle()
+                self._forget_empty()
+
+    def _forget_empty(self) -> None:
+        """Forget the channels the last prune found without messages, unless
+        someone follows them; their rows go with the next transaction."""
+        found, self._empty_found = self._empty_found, []
+        if not found or self._queue or self._open_batch:
+            return  # an append may be queued for one: the next prune finds them again
+        for name in found:
+            ch = self._channels.get(name)
+            if ch is None or name in self._unsaved or not self._feed.forget(name):
+                continue
+            del self._channels[name]
+            self._drop.add(name)
+        if self._drop:
+            log.debug("sqlite store %s: forgetting %d channels", self._db.path, len(self._drop))
+            self._wakeup.set()
 
     async def _idle(self) -> None:
         # Nothing to write for a while: messages and keys still age out.
@@ -342,17 +397,20 @@ class SQLiteChannels:
         if rows is self._open_batch:
             self._open_batch = None
         unsaved, self._unsaved = self._unsaved, {}
+        drop, self._drop = self._drop, set()
         try:
             seqs, heads = await anyio.to_thread.run_sync(
                 self._write_sync,
                 rows,
                 unsaved,
+                drop,
                 self._dedup.max_window,
                 limiter=self._db.write_limiter,
             )
         except Exception as exc:  # one failed batch must not stop the flusher
             log.exception("sqlite store %s: writing %d messages failed", self._db.path, len(rows))
             self._unsaved = unsaved | self._unsaved  # channels are retried with the next batch
+            self._drop = drop | self._drop
             self._fail(rows, exc)
             return False
         if self._queue:
@@ -412,7 +470,7 @@ class SQLiteChannels:
     # -- writer thread ------------------------------------------------------
 
     def _write_sync(
-        self, rows: list[_Row], unsaved: dict[str, str], max_window: float
+        self, rows: list[_Row], unsaved: dict[str, str], drop: set[str], max_window: float
     ) -> tuple[list[int], dict[str, int]]:
         """Store a batch in one transaction; returns its seqs and each channel's new head."""
         conn = self._db.wconn
@@ -424,9 +482,15 @@ class SQLiteChannels:
         keys: list[tuple[str, str, str, int, float]] = []
         conn.execute("BEGIN IMMEDIATE")
         try:
+            if drop:
+                # First: a forgotten channel published to again in this batch
+                # starts over with a new row.
+                conn.executemany("DELETE FROM channels WHERE name = ?", [(n,) for n in drop])
             for channel, _, kind, payload, sender, msg_id, ts, key, _, _ in rows:
                 seq = new.get(channel)
-                seq = (heads.get(channel, 0) if seq is None else seq) + 1
+                if seq is None:
+                    seq = 0 if channel in drop else heads.get(channel, 0)
+                seq += 1
                 new[channel] = seq
                 seqs.append(seq)
                 messages.append((channel, seq, ts, msg_id, sender, kind, payload))
@@ -450,6 +514,9 @@ class SQLiteChannels:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
+        for name in drop:
+            heads.pop(name, None)
+            self._touched.discard(name)
         heads.update(new)
         self._touched.update(new)
         # The batch is committed: a failing prune must not fail its appends.
@@ -481,12 +548,22 @@ class SQLiteChannels:
                     counted += conn.execute(
                         "DELETE FROM messages WHERE channel = ? AND seq <= ?", (name, head - keep)
                     ).rowcount
+                over = conn.execute(_OVER_BYTES, (name, self.retention.max_bytes)).fetchone()
+                if over is not None:
+                    # The newest message stays, however big.
+                    counted += conn.execute(
+                        "DELETE FROM messages WHERE channel = ? AND seq <= ?",
+                        (name, min(over[0], head - 1)),
+                    ).rowcount
             keys = 0
             # The largest window seen in this process; unknown (0) keeps every key.
             if max_window > 0:
                 keys = conn.execute(
                     _PRUNE_PREFIX.format(table="dedup"), (now - max_window,)
                 ).rowcount
+            if aged or counted or self._scan_empty:
+                self._empty_found = [row[0] for row in conn.execute(_EMPTY_CHANNELS)]
+                self._scan_empty = False
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:

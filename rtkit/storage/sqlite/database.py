@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 #: ``PRAGMA user_version`` of the schema this module writes. Bump it and add a
 #: step to ``MIGRATIONS`` to change the schema.
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 
 MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
     1: (
@@ -69,6 +69,14 @@ MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
             data BLOB NOT NULL
         )""",
         "CREATE INDEX IF NOT EXISTS doc_updates_by_doc ON doc_updates (doc, id)",
+    ),
+    # Settings of the database itself, e.g. the salt that channel epochs
+    # are derived from (stable across restarts, unlike a memory store's).
+    3: (
+        """CREATE TABLE IF NOT EXISTS settings (
+            name  TEXT PRIMARY KEY,
+            value TEXT NOT NULL
+        ) WITHOUT ROWID""",
     ),
 }
 

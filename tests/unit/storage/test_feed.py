@@ -46,6 +46,9 @@ class RecordingSink:
     def subscribers(self, channel: str) -> int:
         return 1  # keep every watched channel watched
 
+    def forget(self, channel: str) -> bool:
+        return False  # every channel is followed
+
     async def wait_for(self, count: int, within: float = 10.0) -> None:
         async with asyncio.timeout(within):
             while len(self.messages) < count:
