@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass, field
 
 from .auth import Identity
-from .limits import TokenBucket
+from .limits import ByteBucket, TokenBucket
 from .transport import FrameWriter
 
 
@@ -22,3 +22,5 @@ class Connection:
     frame_writer: FrameWriter | None = None
     connected_at: float = field(default_factory=time.time)
     subscriptions: set[str] = field(default_factory=set)
+    # Bytes of publishes and document updates (Limits.publish_bytes_rate).
+    byte_bucket: ByteBucket = field(default_factory=lambda: ByteBucket(0, 1))
