@@ -81,6 +81,36 @@ async def served(bystander: Bystander, at_least: int = 5, within: float = 10.0) 
         await asyncio.sleep(bystander.interval)
 
 
+class JupyterBystander(Bystander):
+    """A Bystander on the hub inside a jupyter server (its Socket.IO path,
+    the Jupyter token on the HTTP request)."""
+
+    def __init__(self, server: Any) -> None:
+        super().__init__(server.hub_url, token=server.token)
+        self.server = server
+
+    async def _client(self, name: str) -> RawClient:
+        client = RawClient(self.url, name=name)
+        client._disconnected = asyncio.Event()
+        await client.sio.connect(
+            f"http://127.0.0.1:{self.server.port}",
+            socketio_path=f"{self.server.base_url.strip('/')}/rtkit/socket.io",
+            namespaces=["/rtkit"],
+            transports=["websocket"],
+            headers={"Authorization": f"token {self.server.token}"},
+            wait_timeout=10,
+        )
+        return client
+
+    async def __aenter__(self) -> JupyterBystander:
+        self.publisher = await self._client("bystander-pub")
+        self.subscriber = await self._client("bystander-sub")
+        ack = await self.subscriber.subscribe(self.channel)
+        assert ack["ok"], ack
+        self._task = asyncio.create_task(self._run())
+        return self
+
+
 async def test_publishes_draw_on_a_byte_quota(rt_hub_factory: Any, store: str) -> None:
     hub = _start(rt_hub_factory, store)
     blob = "x" * (PAYLOAD - 2)  # a JSON string of PAYLOAD bytes
@@ -252,20 +282,22 @@ async def test_the_hub_never_shows_the_redis_password(
 
 
 @pytest.mark.jupyter
-def test_jupyter_never_shows_the_redis_password(
+async def test_jupyter_never_shows_the_redis_password(
     tmp_path: Path, redis_with_password: tuple[str, str]
 ) -> None:
-    """The status API and the server's log (the standalone test above has
-    the bystander: the store is the same code inside Jupyter)."""
+    """The status API and the server's whole log."""
     from tests.jupyter.server import JupyterServer
 
     url, password = redis_with_password
     server = JupyterServer(tmp_path / "jupyter", extra_args=[f"--RtkitExtension.store={url}"])
     server.start()
     try:
-        before = rss_mb(server)
-        status = server.get_json("rtkit/api/status")
-        grown = rss_mb(server) - before
+        async with JupyterBystander(server) as bystander:
+            before = rss_mb(server)
+            status = await asyncio.to_thread(server.get_json, "rtkit/api/status")
+            grown = rss_mb(server) - before
+            await served(bystander)
+        bystander.check()
     finally:
         server.stop()
     assert status["store"].startswith("redis://default:***@"), status["store"]
@@ -273,3 +305,47 @@ def test_jupyter_never_shows_the_redis_password(
     assert "default:***@" in server.output()
     assert password not in server.output()
     assert grown < 20, f"server RSS grew {grown:.0f} MiB"  # a status read: nothing to grow
+
+
+@pytest.mark.jupyter
+async def test_a_jupyter_user_cannot_set_an_unsafe_color(tmp_path: Path) -> None:
+    """Jupyter lets each user PATCH their own color (/api/me); the identity
+    rtkit builds from it keeps only a safe one."""
+    from tests.jupyter.server import JupyterServer
+
+    server = JupyterServer(tmp_path / "jupyter").start()
+    try:
+        async with JupyterBystander(server) as bystander:
+            before = rss_mb(server)
+            status, body = await asyncio.to_thread(
+                server.request, "api/me", method="PATCH", body={"color": INJECTION}
+            )
+            assert status == 200 and body["identity"]["color"] == INJECTION, (status, body)
+            user = body["identity"]["username"]
+            # The same Jupyter user (token and login cookie) joins a room.
+            mallory = RawClient(server.hub_url, name="mallory")
+            mallory._disconnected = asyncio.Event()
+            await mallory.sio.connect(
+                f"http://127.0.0.1:{server.port}",
+                socketio_path=f"{server.base_url.strip('/')}/rtkit/socket.io",
+                namespaces=["/rtkit"],
+                transports=["websocket"],
+                headers={
+                    "Authorization": f"token {server.token}",
+                    "Cookie": server.cookie_header(),
+                },
+                wait_timeout=10,
+            )
+            joined = await mallory.call("presence.join", {"room": "team"})
+            await mallory.close()
+            grown = rss_mb(server) - before
+            await served(bystander)
+        bystander.check()
+    finally:
+        server.stop()
+    assert joined["ok"], joined
+    member = joined["member"]
+    assert member["user"] == user
+    assert member["color"] == color_for(user), member
+    # One join: nothing to grow (measured +0-1 MiB); 20 MiB is noise.
+    assert grown < 20, f"server RSS grew {grown:.0f} MiB"
