@@ -127,6 +127,30 @@ def build_parser() -> argparse.ArgumentParser:
         help="concurrent connections of one token user",
     )
     limits.add_argument(
+        "--publish-bytes-rate",
+        type=float,
+        default=defaults.publish_bytes_rate,
+        help="bytes of publishes and document updates per second per connection (0: no limit)",
+    )
+    limits.add_argument(
+        "--publish-bytes-burst",
+        type=int,
+        default=defaults.publish_bytes_burst,
+        help="bytes allowed in a burst above --publish-bytes-rate",
+    )
+    limits.add_argument(
+        "--max-doc-bytes",
+        type=int,
+        default=defaults.max_doc_bytes,
+        help="largest stored size of a shared document in bytes",
+    )
+    limits.add_argument(
+        "--max-name-chars",
+        type=int,
+        default=defaults.max_name_chars,
+        help="longest presence display name in characters",
+    )
+    limits.add_argument(
         "--max-room-members",
         type=int,
         default=defaults.max_room_members,
@@ -323,6 +347,10 @@ def hub_config(args: argparse.Namespace) -> HubConfig:
         max_subscriptions=args.max_subscriptions,
         max_connections_per_user=args.max_connections_per_user,
         max_room_members=args.max_room_members,
+        publish_bytes_rate=args.publish_bytes_rate,
+        publish_bytes_burst=args.publish_bytes_burst,
+        max_doc_bytes=args.max_doc_bytes,
+        max_name_chars=args.max_name_chars,
     )
     origins: tuple[str, ...] | str | None = None
     if args.cors_origin:
@@ -357,9 +385,11 @@ async def _hub(args: argparse.Namespace) -> int:
             f"--server {args.server} needs {exc.name}: pip install {exc.name}"
         ) from None
 
+    from .storage.url import redact_url
+
     def ready(url: str) -> None:
         # Tests and scripts wait for this line.
-        print(f"rtkit hub listening on {url} (store {config.store})", flush=True)
+        print(f"rtkit hub listening on {url} (store {redact_url(config.store)})", flush=True)
 
     await serve(config, ready=ready)
     return 0

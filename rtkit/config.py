@@ -45,6 +45,19 @@ class Limits:
     # documents after a reconnect.
     read_rate: float = 200.0
     read_burst: int = 2000
+    # Bytes of message data and document updates one connection may send per
+    # second, sustained, and in a burst above that (0 disables). The burst
+    # holds a few dozen full-size payloads; the rate is far above what a
+    # person or a feed of small messages sends, and bounds what one
+    # connection can make the store (and every subscriber) take.
+    publish_bytes_rate: float = 2 * 1024 * 1024
+    publish_bytes_burst: int = 8 * 1024 * 1024
+    # A shared document's stored size (snapshot + updates): an update that
+    # would take it over is refused with too_large. Every subscriber holds
+    # the whole document, and a sync sends all of it at once.
+    max_doc_bytes: int = 16 * 1024 * 1024
+    # A presence member's display name, in characters (longer ones are cut).
+    max_name_chars: int = 64
 
     def __post_init__(self) -> None:
         if min(self.max_room_members, self.max_rooms, self.max_docs) < 1:
@@ -59,6 +72,15 @@ class Limits:
             raise ConfigurationError("publish_rate must be >= 0 and publish_burst >= 1")
         if self.read_rate < 0 or self.read_burst < 1:
             raise ConfigurationError("read_rate must be >= 0 and read_burst >= 1")
+        if self.publish_bytes_rate < 0:
+            raise ConfigurationError("publish_bytes_rate must be >= 0 (0: no byte quota)")
+        if self.publish_bytes_rate > 0 and self.publish_bytes_burst < self.max_payload_bytes:
+            # Else a full-size payload could never be sent.
+            raise ConfigurationError("publish_bytes_burst must be at least max_payload_bytes")
+        if self.max_doc_bytes < self.max_payload_bytes:
+            raise ConfigurationError("max_doc_bytes must be at least max_payload_bytes")
+        if self.max_name_chars < 1:
+            raise ConfigurationError("max_name_chars must be >= 1")
 
 
 @dataclass(frozen=True, slots=True)

@@ -115,9 +115,12 @@ def run_cluster(hubs: int, port: int, store: str, hub_args: Sequence[str] = ()) 
     with tempfile.TemporaryDirectory(prefix="rtkit-cluster-") as workdir:
         try:
             ports = [free_port() for _ in range(hubs)]
+            # The store URL may hold a password: pass it in the environment,
+            # which other users cannot read, rather than in argv, which ps shows.
+            env = {**os.environ, "RTKIT_STORE": store}
             for hub_port in ports:
                 cmd = [sys.executable, "-m", "rtkit", "hub", "--port", str(hub_port)]
-                procs.append(start_group([*cmd, "--store", store, *hub_args]))
+                procs.append(start_group([*cmd, *hub_args], env=env))
             for hub_port, proc in zip(ports, procs, strict=True):
                 _wait_listening(hub_port, proc)
             conf = os.path.join(workdir, "nginx.conf")

@@ -33,6 +33,7 @@ from typing import Any
 
 import jwt
 
+from rtkit.config import DEFAULT_LIMITS
 from rtkit.errors import Unauthorized
 from rtkit.hub.auth import (
     ALL_CHANNELS,
@@ -42,6 +43,7 @@ from rtkit.hub.auth import (
     TokenAuthenticator,
     color_for,
 )
+from rtkit.hub.presence import safe_color, safe_name
 
 # The Engine.IO environ key under which the handler passes the identity.
 IDENTITY_KEY = "rtkit_jupyter.identity"
@@ -71,13 +73,19 @@ def identity_for(
     can_publish: bool = True,
     expires_at: float | None = None,
     kind: str = "jupyter",
+    max_name_chars: int = DEFAULT_LIMITS.max_name_chars,
 ) -> Identity:
-    """The hub identity of a Jupyter user (or of a kernel acting for one)."""
-    display = name or username
+    """The hub identity of a Jupyter user (or of a kernel acting for one).
+
+    Jupyter users may set their own name, initials and color (PATCH /api/me),
+    and others' browsers show them: they are made safe here, as the hub does
+    for every member (:func:`~rtkit.hub.presence.safe_color`)."""
+    display = safe_name(name, username, max_name_chars)
+    initials = safe_name(initials, "", 4) if initials else None
     return Identity(
         user=username,
         name=display,
-        color=color or color_for(username),
+        color=safe_color(color, username),
         publish=ALL_CHANNELS if can_publish else (),
         subscribe=ALL_CHANNELS,
         expires_at=expires_at,

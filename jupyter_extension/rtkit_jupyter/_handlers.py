@@ -95,6 +95,7 @@ def socket_handler(
                 color=user.color,
                 avatar_url=user.avatar_url,
                 can_publish=await rtkit_authorized(self, user, "write"),
+                max_name_chars=hub.config.limits.max_name_chars,
             )
 
         def _origin_allowed(self) -> bool:

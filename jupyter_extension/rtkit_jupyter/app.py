@@ -28,7 +28,7 @@ from rtkit.config import DEFAULT_LIMITS, HubConfig, Limits, hub_default
 from rtkit.errors import ConfigurationError, Unauthorized
 from rtkit.hub import Hub
 from rtkit.storage.base import Retention, Store
-from rtkit.storage.url import store_from_url
+from rtkit.storage.url import redact_url, store_from_url
 
 from ._auth import (
     TOKEN_ID,
@@ -106,6 +106,26 @@ class RtkitExtension(ExtensionApp):
         DEFAULT_LIMITS.read_burst,
         config=True,
         help="Read burst per connection (token bucket).",
+    )
+    publish_bytes_rate = Float(
+        DEFAULT_LIMITS.publish_bytes_rate,
+        config=True,
+        help="Bytes of publishes and document updates per second per connection (0: no cap).",
+    )
+    publish_bytes_burst = Int(
+        DEFAULT_LIMITS.publish_bytes_burst,
+        config=True,
+        help="Byte burst per connection above publish_bytes_rate (token bucket).",
+    )
+    max_doc_bytes = Int(
+        DEFAULT_LIMITS.max_doc_bytes,
+        config=True,
+        help="Largest stored size of a shared document in bytes (too_large above).",
+    )
+    max_name_chars = Int(
+        DEFAULT_LIMITS.max_name_chars,
+        config=True,
+        help="Longest presence display name in characters (longer ones are cut).",
     )
     max_subscriptions = Int(
         DEFAULT_LIMITS.max_subscriptions,
@@ -201,6 +221,10 @@ class RtkitExtension(ExtensionApp):
                 read_burst=self.read_burst,
                 max_subscriptions=self.max_subscriptions,
                 max_connections_per_user=self.max_connections_per_user,
+                publish_bytes_rate=self.publish_bytes_rate,
+                publish_bytes_burst=self.publish_bytes_burst,
+                max_doc_bytes=self.max_doc_bytes,
+                max_name_chars=self.max_name_chars,
             ),
             ping_interval=self.ping_interval,
             ping_timeout=self.ping_timeout,
@@ -245,7 +269,7 @@ class RtkitExtension(ExtensionApp):
             __version__,
             self._server.base_url,
             HUB_PATH,
-            self.hub.store.url,
+            redact_url(self.hub.store.url),
         )
 
     async def stop_extension(self) -> None:
@@ -354,6 +378,7 @@ class RtkitExtension(ExtensionApp):
                 color=user.color,
                 can_publish=can_publish,
                 kind="kernel",
+                max_name_chars=self.max_name_chars,
             )
         else:
             username, display = server_user()

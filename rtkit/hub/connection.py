@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass, field
 
 from .auth import Identity
-from .limits import UNLIMITED, TokenBucket
+from .limits import UNLIMITED, ByteBucket, TokenBucket
 from .transport import FrameWriter
 
 
@@ -28,3 +28,5 @@ class Connection:
     expiry: asyncio.TimerHandle | None = None
     # Reads (history, subscribe, presence.list, doc.sync); the hub sets it at connect.
     reads: TokenBucket = UNLIMITED
+    # Bytes of publishes and document updates (Limits.publish_bytes_rate).
+    byte_bucket: ByteBucket = field(default_factory=lambda: ByteBucket(0, 1))

@@ -64,13 +64,13 @@ from ..protocol import (
     parse_unsubscribe,
 )
 from ..storage.base import Appended, ImmediateChannelStore, Store
-from ..storage.url import store_from_url
+from ..storage.url import redact_url, store_from_url
 from .auth import AnonymousAuthenticator, Authenticator, Identity, TokenAuthenticator
 from .connection import Connection
 from .delivery import HubDelivery
 from .docs import SharedDocs
 from .fanout import FanOut
-from .limits import TokenBucket
+from .limits import ByteBucket, TokenBucket
 from .origins import OriginCheck
 from .presence import PresenceRooms
 from .transport import (
@@ -210,7 +210,7 @@ class Hub:
         self.presence.start()
         self._started_at = time.time()
         self._state = "running"
-        log.info("rtkit hub %s started (store %s)", __version__, self.store.url)
+        log.info("rtkit hub %s started (store %s)", __version__, redact_url(self.store.url))
         if isinstance(self.authenticator, AnonymousAuthenticator):
             log.warning(
                 "ANONYMOUS MODE: anyone who can reach %s:%s may publish and subscribe "
@@ -282,7 +282,7 @@ class Hub:
         return {
             "version": __version__,
             "state": self._state,
-            "store": self.store.url,
+            "store": redact_url(self.store.url),
             "uptime": time.time() - self._started_at if self._started_at else 0.0,
             "connections": len(self._connections),
             "users": len(self._per_user),
@@ -334,6 +334,7 @@ class Hub:
             bucket=TokenBucket(limits.publish_rate, limits.publish_burst),
             frame_writer=frame_writer,
             reads=TokenBucket(limits.read_rate, limits.read_burst),
+            byte_bucket=ByteBucket(limits.publish_bytes_rate, limits.publish_bytes_burst),
         )
         if identity.expires_at is not None:
             # The connection ends with its token, not just its requests: at
@@ -481,7 +482,9 @@ class Hub:
         if not conn.identity.can_publish(req.channel):
             raise Forbidden(f"{conn.identity.user!r} may not publish to {req.channel!r}")
         conn.bucket.take_or_refuse("publishes")
-        self._check_size(req.data)
+        size = self._check_size(req.data)
+        # Charged after the size check: a refused payload costs no quota.
+        conn.byte_bucket.take_or_refuse(size, "publish")
         return req
 
     async def _publish(self, conn: Connection, payload: Any) -> dict[str, Any]:
@@ -510,7 +513,8 @@ class Hub:
             ack["duplicate"] = True
         return ack
 
-    def _check_size(self, data: Any) -> None:
+    def _check_size(self, data: Any) -> int:
+        """The payload's size in bytes; too_large over max_payload_bytes."""
         cap = self.config.limits.max_payload_bytes
         if isinstance(data, bytes | bytearray):
             size = len(data)
@@ -523,6 +527,7 @@ class Hub:
                 ) from None
         if size > cap:
             raise TooLarge(f"publish: payload is {size} bytes, over the {cap}-byte limit")
+        return size
 
     async def _subscribe(self, conn: Connection, payload: Any) -> dict[str, Any]:
         req = parse_subscribe(payload)

@@ -60,6 +60,14 @@ class _OpenDoc:
     subscribers: dict[str, None] = field(default_factory=dict)  # sids, in order
     inflight: int = 0  # updates applied here and not yet stored
     compacting: bool = False
+    # Bytes the store holds for it (snapshot + updates), as Limits.max_doc_bytes
+    # counts them; updates in flight are counted from before they are applied.
+    size: int = 0
+
+
+def stored_size(record: DocRecord) -> int:
+    """A stored document's size in bytes: its snapshot and updates."""
+    return len(record.snapshot or b"") + sum(len(u) for u in record.updates)
 
 
 def build_doc(record: DocRecord, name: str = "") -> pycrdt.Doc[Any]:
@@ -142,11 +150,24 @@ class SharedDocs:
         req = parse_doc_update(payload)
         if not conn.identity.can_publish(req.doc):
             raise Forbidden(f"{conn.identity.user!r} may not write document {req.doc!r}")
+        size = len(req.update)
         cap = self._limits.max_payload_bytes
-        if len(req.update) > cap:
-            raise TooLarge(f"doc.update: the update is {len(req.update)} bytes, over {cap}")
+        if size > cap:
+            raise TooLarge(f"doc.update: the update is {size} bytes, over {cap}")
         conn.bucket.take_or_refuse()
+        conn.byte_bucket.take_or_refuse(size, "doc.update")
         od = await self._open(req.doc)
+        doc_cap = self._limits.max_doc_bytes
+        if od.size + size > doc_cap:
+            self._maybe_evict(od)
+            raise TooLarge(
+                f"doc.update: document {req.doc!r} would grow to {od.size + size} bytes, "
+                f"over the hub's {doc_cap}-byte cap (max_doc_bytes, rtkit hub --max-doc-bytes); "
+                "the update was not applied: start a new document or ask the operator"
+            )
+        # Counted before the await, so concurrent updates cannot all pass the cap.
+        od.size += size
+        stored = False
         od.inflight += 1
         try:
             await self._apply(od, req.update)
@@ -160,8 +181,11 @@ class SharedDocs:
                 if isinstance(exc, HubError):
                     raise
                 raise Unavailable(f"the store could not take the update: {exc}") from None
+            stored = True
         finally:
             od.inflight -= 1
+            if not stored:
+                od.size = max(0, od.size - size)
         self.updates_stored += 1
         self._broadcast(od, req.update, skip=conn.sid)
         if count >= self._config.doc_compact_every and not od.compacting:
@@ -176,6 +200,7 @@ class SharedDocs:
         od = self._docs.get(name)
         if od is None:
             return
+        od.size += len(update)
         try:
             od.doc.apply_update(update)
         except Exception:
@@ -242,7 +267,7 @@ class SharedDocs:
                 doc = await anyio.to_thread.run_sync(build_doc, record, name)
             else:
                 doc = build_doc(record, name)
-            od = self._docs[name] = _OpenDoc(name, doc)
+            od = self._docs[name] = _OpenDoc(name, doc, size=stored_size(record))
             log.debug("doc %r loaded (%d updates after the snapshot)", name, len(record.updates))
             return od
 
@@ -251,6 +276,7 @@ class SharedDocs:
         try:
             record = await self._store.docs.load(od.name)
             od.doc = await anyio.to_thread.run_sync(build_doc, record, od.name)
+            od.size = stored_size(record)
         except Exception:
             log.exception("doc %r: reloading failed; keeping the copy in memory", od.name)
 
@@ -265,6 +291,9 @@ class SharedDocs:
             if record.updates:
                 snapshot = await anyio.to_thread.run_sync(_encode_state, record, od.name)
                 await self._store.docs.compact(od.name, snapshot, record.last_id)
+                # The updates it replaced shrink to the snapshot; any stored
+                # since stay counted.
+                od.size = max(0, od.size - stored_size(record) + len(snapshot))
                 self.compactions += 1
                 log.debug(
                     "doc %r compacted %d updates into a %d-byte snapshot",

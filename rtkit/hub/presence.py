@@ -34,7 +34,9 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import re
 import time
+import unicodedata
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -51,6 +53,7 @@ from ..protocol import (
     parse_presence_update,
 )
 from ..storage.base import PresenceChange, Store
+from .auth import color_for
 from .fanout import FanOut, encode_event
 
 if TYPE_CHECKING:
@@ -60,6 +63,45 @@ log = logging.getLogger(__name__)
 
 # [member existed before this batch, its latest change, order of its first change]
 _Slot = list[Any]
+
+# The colors a member may have: hex colors, and a theme's CSS variable by name
+# (JupyterLab names collaborator colors var(--jp-collaborator-color1)). Front
+# ends put the color into a style property, so anything else (';', url(),
+# expressions) is replaced, never passed on.
+_SAFE_COLOR = re.compile(
+    r"#(?:[0-9a-fA-F]{3,4}|[0-9a-fA-F]{6}|[0-9a-fA-F]{8})"
+    r"|var\(--[A-Za-z0-9_-]{1,64}\)"
+    r"|[A-Za-z]{3,24}"  # a color keyword: red, rebeccapurple
+)
+
+
+def safe_color(color: str | None, user: str) -> str:
+    """``color`` if it is a hex color, a keyword or ``var(--name)``, else the user's
+    derived color (:func:`~rtkit.hub.auth.color_for`).
+
+    >>> safe_color("#1f77b4", "ann"), safe_color("red;position:fixed", "ann") == color_for("ann")
+    ('#1f77b4', True)
+    """
+    if color and _SAFE_COLOR.fullmatch(color):
+        return color
+    return color_for(user)
+
+
+def safe_name(name: str | None, user: str, max_chars: int) -> str:
+    r"""A display name fit to show others: control and format characters
+    (bidi overrides, zero-width joiners) removed, whitespace runs made one
+    space, cut to ``max_chars``; the user id when nothing is left.
+
+    >>> safe_name("  Ann  Lee\u202e ", "ann", 64)
+    'Ann Lee'
+    """
+    text = "".join(
+        " " if ch.isspace() else ch
+        for ch in (name or "")
+        if ch.isspace() or not unicodedata.category(ch).startswith("C")
+    )
+    text = " ".join(text.split())[:max_chars].strip()
+    return text or user[:max_chars]
 
 
 class PresenceRooms:
@@ -135,11 +177,19 @@ class PresenceRooms:
         if req.room not in rooms and len(rooms) >= self._limits.max_rooms:
             raise Forbidden(f"room limit reached ({self._limits.max_rooms} rooms per connection)")
         self._take(conn)
+        # Name and color come from a token or the host's identity provider,
+        # which may let users set them: others' front ends show them, so they
+        # are made safe here, where members are built.
+        color = safe_color(identity.color, identity.user)
+        if color != identity.color and identity.color:
+            log.debug(
+                "presence: %s's color %.40r is not a safe CSS color", identity.user, identity.color
+            )
         member = Member(
             member_id_for(identity.user),
             identity.user,
-            identity.name or identity.user,
-            identity.color,
+            safe_name(identity.name, identity.user, self._limits.max_name_chars),
+            color,
             req.state,
             0,
         )

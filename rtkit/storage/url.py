@@ -18,8 +18,9 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 from ..errors import ConfigurationError
 from .base import Retention, Store
+from .redact import redact_url
 
-__all__ = ["parse_retention", "store_from_url"]
+__all__ = ["parse_retention", "redact_url", "store_from_url"]
 
 
 def store_from_url(url: str) -> Store:
@@ -41,7 +42,7 @@ def store_from_url(url: str) -> Store:
         path = parts.path[1:] if parts.path.startswith("/") else parts.path
         if parts.netloc or not path:
             raise ConfigurationError(
-                f"bad SQLite URL {url!r}: use sqlite:///relative/path.db or sqlite:////abs/path.db"
+                f"bad SQLite URL {redact_url(url)!r}: use sqlite:///relative/path.db or sqlite:////abs/path.db"
             )
         synchronous = params.pop("synchronous", "normal").upper()
         if synchronous not in {"NORMAL", "FULL"}:
@@ -51,7 +52,7 @@ def store_from_url(url: str) -> Store:
     if parts.scheme in {"redis", "rediss"}:
         return _redis_store(url, params, retention)
     raise ConfigurationError(
-        f"unknown store URL {url!r}: use memory://, sqlite:///path.db or redis://host:port/0"
+        f"unknown store URL {redact_url(url)!r}: use memory://, sqlite:///path.db or redis://host:port/0"
     )
 
 
@@ -66,7 +67,7 @@ def parse_retention(params: dict[str, str], url: str) -> Retention:
             max_bytes=int(params.pop("max_bytes", default.max_bytes)),
         )
     except ValueError as exc:
-        raise ConfigurationError(f"bad retention in store URL {url!r}: {exc}") from None
+        raise ConfigurationError(f"bad retention in store URL {redact_url(url)!r}: {exc}") from None
 
 
 def _redis_store(url: str, params: dict[str, str], retention: Retention) -> Store:
@@ -96,4 +97,6 @@ def _int_option(params: dict[str, str], name: str, default: int, url: str) -> in
 
 def _no_extra(params: dict[str, str], url: str) -> None:
     if params:
-        raise ConfigurationError(f"unknown option(s) {sorted(params)} in store URL {url!r}")
+        raise ConfigurationError(
+            f"unknown option(s) {sorted(params)} in store URL {redact_url(url)!r}"
+        )

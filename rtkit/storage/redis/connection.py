@@ -14,6 +14,7 @@ from typing import Any
 
 from ...errors import ConfigurationError
 from ..lifecycle import Lifecycle
+from ..redact import redact_url
 
 __all__ = ["RedisConnection", "import_redis"]
 
@@ -76,7 +77,7 @@ class RedisConnection:
             self.scripts[name] = self._r.register_script(body)
         await self._r.ping()
         self.life.state = "open"
-        log.info("redis store open (%s, prefix %r)", self.url, self.prefix)
+        log.info("redis store open (%s, prefix %r)", redact_url(self.url), self.prefix)
 
     async def release(self) -> None:
         """Close the client (the lifecycle is already ``closed``)."""

@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable
 
 from ..base import Retention
+from ..redact import redact_url
 from .announcements import RedisAnnouncements
 from .channels import RedisChannels
 from .connection import RedisConnection
@@ -35,7 +36,8 @@ class RedisStore:
         retention: Retention = Retention(),  # noqa: B008 - frozen
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.url = redis_url
+        # What logs and status show; only the connection holds the password.
+        self.url = redact_url(redis_url)
         self.prefix = prefix
         self.retention = retention
         self._conn = RedisConnection(redis_url, prefix)

@@ -37,13 +37,18 @@ function hashColor(text) {
   return FALLBACK_COLORS[h % FALLBACK_COLORS.length];
 }
 
+// The colors a member may have (as the hub allows them, rtkit/hub/presence.py):
+// hex, a keyword, or a theme variable by name. Anything else is someone
+// else's CSS and is never put into a style.
+const SAFE_COLOR = /^(?:#(?:[0-9a-fA-F]{3,4}|[0-9a-fA-F]{6}|[0-9a-fA-F]{8})|var\(--[A-Za-z0-9_-]{1,64}\)|[A-Za-z]{3,24})$/;
+
 // Jupyter names colors as CSS variables of JupyterLab's theme; give them a
 // fallback so the avatar keeps a color in other front-ends too.
 /** @param {Member} member */
 function cssColor(member) {
-  const color = member.color || "";
-  if (!color) return hashColor(member.user);
-  if (color.startsWith("var(") && !color.includes(",")) return `${color.slice(0, -1)}, ${hashColor(member.user)})`;
+  const color = typeof member.color === "string" ? member.color : "";
+  if (!SAFE_COLOR.test(color)) return hashColor(member.user);
+  if (color.startsWith("var(")) return `${color.slice(0, -1)}, ${hashColor(member.user)})`;
   return color;
 }
 
@@ -53,7 +58,10 @@ function cssColor(member) {
  */
 function describe(member, isMe) {
   const parts = [member.name || member.user];
+  // A display name is the member's own choice and may copy someone else's;
+  // the user id beside it is what the hub authenticated.
   if (isMe) parts[0] += " (you)";
+  else if (member.name && member.name !== member.user) parts[0] += ` (@${member.user})`;
   const n = member.connections || 1;
   parts.push(n === 1 ? "1 connection" : `${n} connections`);
   const status = member.state && member.state.status;
@@ -101,8 +109,10 @@ export function render({ model, el }) {
         a.style.cssText =
           "display:inline-flex;align-items:center;justify-content:center;width:26px;height:26px;" +
           "border-radius:50%;color:#fff;font-weight:600;font-size:11px;cursor:default;" +
-          `background:${cssColor(m)};` +
           (isMe ? "box-shadow:0 0 0 2px #fff,0 0 0 3px #888;" : "");
+        // One property, set on its own: a value it cannot parse is ignored,
+        // it can never add other declarations.
+        a.style.backgroundColor = cssColor(m);
         return a;
       }),
     );
