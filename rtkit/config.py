@@ -38,6 +38,9 @@ class Limits:
     max_presence_state_bytes: int = 4096
     # Shared documents one connection may keep in sync at once.
     max_docs: int = 100
+    # Binary attachments one Socket.IO packet may announce (rtkit's events
+    # carry one or two); more, or more than 1 MB of them, closes the socket.
+    max_attachments: int = 4
 
     def __post_init__(self) -> None:
         if min(self.max_room_members, self.max_rooms, self.max_docs) < 1:
@@ -50,6 +53,8 @@ class Limits:
             raise ConfigurationError("max_payload_bytes must be between 1 and 900000")
         if self.publish_rate < 0 or self.publish_burst < 1:
             raise ConfigurationError("publish_rate must be >= 0 and publish_burst >= 1")
+        if self.max_attachments < 1:
+            raise ConfigurationError("max_attachments must be >= 1")
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +95,15 @@ class HubConfig:
     # A shared document's stored updates are compacted into one snapshot
     # after this many, so loading it does not get slower without bound.
     doc_compact_every: int = 500
+    # An Engine.IO session that has not joined the hub's namespace (sent
+    # its Socket.IO CONNECT and been accepted) within this many seconds is
+    # closed; an address may hold this many such sessions at once (0: no
+    # cap), further handshakes from it are refused with HTTP 401.
+    connect_timeout: float = 10.0
+    max_pending_per_address: int = 100
+    # Proxies (e.g. the nginx of `rtkit cluster`) whose X-Forwarded-For
+    # names the client address for max_pending_per_address.
+    trusted_proxies: tuple[str, ...] = ()
 
     @property
     def presence_expiry(self) -> float:
@@ -120,6 +134,10 @@ class HubConfig:
             raise ConfigurationError("presence_timeout must be positive")
         if self.presence_batch_delay < 0 or self.doc_compact_every < 1:
             raise ConfigurationError("presence_batch_delay must be >= 0 and doc_compact_every >= 1")
+        if self.connect_timeout <= 0 or self.max_pending_per_address < 0:
+            raise ConfigurationError(
+                "connect_timeout must be positive and max_pending_per_address >= 0"
+            )
 
 
 #: A Limits with every default, for hosts that offer each cap as an option.

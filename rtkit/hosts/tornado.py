@@ -21,6 +21,7 @@ hub's :class:`~rtkit.hub.auth.Authenticator` receives) through the attribute
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -52,6 +53,22 @@ def socketio_handler(hub: Hub, *, direct_writes: bool = True) -> type[WebSocketH
     )
 
     class Handler(base):  # type: ignore[misc]
+        async def get(self, *args: Any, **kwargs: Any) -> None:
+            # tornado answers a websocket upgrade before Engine.IO sees the
+            # request, so an address over its cap of sessions still joining
+            # is refused here, as Engine.IO refuses a handshake (HTTP 401).
+            environ = {
+                "tornado.handler": self,
+                "HTTP_X_FORWARDED_FOR": self.request.headers.get("X-Forwarded-For", ""),
+            }
+            refused = hub.sio.guard.refusal(environ)
+            if refused is not None:
+                self.set_status(401)
+                self.set_header("Content-Type", "application/json")
+                self.finish(json.dumps(refused))
+                return
+            await super().get(*args, **kwargs)
+
         async def open(self, *args: Any, **kwargs: Any) -> None:
             self.set_nodelay(True)
             await super().open(*args, **kwargs)

@@ -55,11 +55,16 @@ class RawSocket:
         path: str = "/socket.io/",
         headers: dict[str, str] | None = None,
         rcvbuf: int = 4096,
+        source: str | None = None,
     ) -> RawSocket:
+        """``source``: the local address to connect from (e.g. another
+        loopback address, 127.0.0.2, to stand for a second client host)."""
         parts = urlsplit(url)
         host, port = parts.hostname or "127.0.0.1", parts.port or 80
         sock = socket.socket()
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        if source is not None:
+            sock.bind((source, 0))
         sock.setblocking(False)
         await asyncio.get_running_loop().sock_connect(sock, (host, port))
         reader, writer = await asyncio.open_connection(sock=sock, limit=2**20)
