@@ -85,6 +85,7 @@ def bounded_packet_class(
             "max_attachments": max_attachments,
             "max_attachment_bytes": max_attachment_bytes,
             "__doc__": base.__doc__,
+            "__module__": base.__module__,
         },
     )
 

@@ -62,6 +62,11 @@ class UndecodablePacket(BoundedPacket):
     event ``UNDECODABLE`` instead, it gets a bad_request ack.
     """
 
+    # python-socketio sets this on the server's packet class (a subclass
+    # with the server's attachment caps); said here too so the class decodes
+    # as the hub does on its own.
+    json = OrjsonForSocketIO
+
     def decode(self, encoded_packet: Any) -> int:
         try:
             return int(super().decode(encoded_packet) or 0)
