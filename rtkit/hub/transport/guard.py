@@ -234,7 +234,14 @@ class SessionGuard:
         except Exception as exc:
             # Event handlers run in tasks of their own (or answer errors in
             # acks), so what gets here is a packet python-socketio could not
-            # take: nothing to answer it with, so close the socket.
+            # take, with no ack id to answer. From a connection the hub has
+            # accepted it is ignored, as stock python-socketio does, only
+            # without the traceback (a bad request never disconnects a
+            # client); buffering past the caps, or anything before the
+            # namespace CONNECT, closes the socket.
+            if eio_sid not in self._pending and not isinstance(exc, ProtocolViolation):
+                log.debug("%s: ignored a packet Socket.IO cannot read (%r)", eio_sid, exc)
+                return
             reason = exc.message if isinstance(exc, HubError) else f"{type(exc).__name__}: {exc}"
             violations.info(
                 "closing %s (%s): protocol violation: %s",
