@@ -31,6 +31,7 @@ from tornado.websocket import WebSocketHandler
 
 from ..config import HubConfig
 from ..hub import Hub
+from ..hub.transport.guard import decode_engineio, violations
 from ..hub.transport.tornado_stream import install_translate_request
 from . import freeze_startup_objects
 
@@ -68,6 +69,19 @@ def socketio_handler(hub: Hub, *, direct_writes: bool = True) -> type[WebSocketH
                 self.finish(json.dumps(refused))
                 return
             await super().get(*args, **kwargs)
+
+        async def on_message(self, message: str | bytes) -> None:
+            # python-engineio's loop fails on a frame that is not Engine.IO
+            # with a traceback (per frame, or once, leaving the socket open);
+            # it is a protocol violation: close, with one rate-limited line.
+            if decode_engineio(message) is None:
+                violations.info(
+                    "closing a websocket from %s: it sent a frame that is not Engine.IO",
+                    self.request.remote_ip,
+                )
+                self.close(1002, "not an Engine.IO packet")
+                return
+            await super().on_message(message)
 
         async def open(self, *args: Any, **kwargs: Any) -> None:
             self.set_nodelay(True)

@@ -72,6 +72,10 @@ def lines(hub: Any, needle: str) -> list[str]:
     return [line for line in list(hub.log) if needle in line]
 
 
+def violations(hub: Any) -> list[str]:
+    return lines(hub, "protocol violation") + lines(hub, "not Engine.IO")
+
+
 # -- item 2: binary attachments -----------------------------------------------
 
 
@@ -129,25 +133,26 @@ async def test_junk_before_connect_logs_a_line_not_a_traceback_per_frame(
         await send_until_closed(sock, 2000, b"\x00junk" * 20)
         await sock.wait_closed(within=10)
         await sock.close()
-        # Then 40 sockets with one junk frame each (binary, or a text
-        # message Socket.IO cannot parse): one line each at most, and the
+        # Then 40 sockets with one junk frame each (binary, a text message
+        # Socket.IO cannot parse, or a frame that is not Engine.IO): one
+        # line each at most, and the
         # hub-wide rate limit keeps even that bounded.
         for n in range(40):
             other = await RawSocket.open(hub.url, source=ATTACKER)
-            if n % 2:
+            if n % 3 == 0:
                 await other.send_binary(b"\xff" * 64)
-            else:
+            elif n % 3 == 1:
                 await other.send_text("4Z not socket.io")
+            else:
+                await other.send_text("9 not even Engine.IO")
             await other.wait_closed(within=10)
             await other.close()
         grown = rss_mb(hub) - before
         await keep_serving(bystander)
         # The log is read by a thread: wait for the lines that must be there.
-        await wait_until(
-            lambda: len(lines(hub, "protocol violation")) >= 10, 5, "the violation lines"
-        )
+        await wait_until(lambda: len(violations(hub)) >= 10, 5, "the violation lines")
     bystander.check()
-    violation_lines = lines(hub, "protocol violation")
+    violation_lines = violations(hub)
     assert not lines(hub, "Traceback"), lines(hub, "Traceback")[:3]
     # 41 sockets closed within seconds: at most the limiter's burst of 10
     # lines per 10 s window gets out (two windows at most in this test).

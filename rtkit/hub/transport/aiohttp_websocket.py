@@ -32,7 +32,7 @@ from engineio.async_drivers import aiohttp as eio_aiohttp
 from engineio.async_socket import AsyncSocket
 
 from .base import FRAME_WRITER_KEY
-from .guard import violations
+from .guard import decode_engineio, violations
 from .server import HubServer
 
 log = logging.getLogger(__name__)
@@ -91,17 +91,6 @@ class _ReadDeadline:
 
     def cancel(self) -> None:
         self._handle.cancel()
-
-
-def decode_engineio(data: str | bytes) -> eio_packet.Packet | None:
-    """The Engine.IO packet in a websocket frame; None if it is not one."""
-    try:
-        pkt = eio_packet.Packet(encoded_packet=data)
-        if not 0 <= pkt.packet_type < len(eio_packet.packet_names):
-            raise ValueError(f"unknown packet type {pkt.packet_type}")
-    except (ValueError, IndexError, TypeError):
-        return None
-    return pkt
 
 
 async def serve_websocket(ws: Any, socket: AsyncSocket) -> None:

@@ -32,6 +32,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import socketio
+from engineio import packet as eio_packet
 
 from ...errors import BadRequest, HubError
 
@@ -148,6 +149,17 @@ def client_address(environ: Mapping[str, Any], trusted_proxies: frozenset[str]) 
             except ValueError:
                 pass
     return peer
+
+
+def decode_engineio(data: str | bytes) -> eio_packet.Packet | None:
+    """The Engine.IO packet in a websocket frame; None if it is not one."""
+    try:
+        pkt = eio_packet.Packet(encoded_packet=data)
+        if not 0 <= pkt.packet_type < len(eio_packet.packet_names):
+            raise ValueError(f"unknown packet type {pkt.packet_type}")
+    except (ValueError, IndexError, TypeError):
+        return None
+    return pkt
 
 
 Handler = Callable[..., Awaitable[Any]]
