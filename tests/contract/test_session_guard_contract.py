@@ -97,3 +97,10 @@ def test_the_tornado_handler_upgrades_before_engineio_sees_the_request() -> None
     handler = eio_tornado.get_tornado_handler(engineio.AsyncServer(async_mode="tornado"))
     assert "handle_request" in inspect.getsource(handler.open), GUARD
     assert "super().get" in inspect.getsource(handler.get), GUARD
+
+
+def test_the_tornado_handler_queues_every_message_for_the_engineio_loop() -> None:
+    # rtkit.hosts.tornado checks each frame in on_message before it reaches
+    # python-engineio's loop, which fails on a frame that is not Engine.IO.
+    handler = eio_tornado.get_tornado_handler(engineio.AsyncServer(async_mode="tornado"))
+    assert "receive_queue.put" in inspect.getsource(handler.on_message), GUARD
