@@ -100,7 +100,7 @@ class HubConfig:
     # closed; an address may hold this many such sessions at once (0: no
     # cap), further handshakes from it are refused with HTTP 401.
     connect_timeout: float = 10.0
-    max_pending_per_address: int = 100
+    max_pending_per_address: int = 128
     # Proxies (e.g. the nginx of `rtkit cluster`) whose X-Forwarded-For
     # names the client address for max_pending_per_address.
     trusted_proxies: tuple[str, ...] = ()
