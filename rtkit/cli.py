@@ -156,6 +156,31 @@ def build_parser() -> argparse.ArgumentParser:
         default=defaults.max_room_members,
         help="members (users) per presence room",
     )
+    limits.add_argument(
+        "--max-attachments",
+        type=int,
+        default=defaults.max_attachments,
+        help="binary attachments one Socket.IO packet may announce (more closes the socket)",
+    )
+    limits.add_argument(
+        "--connect-timeout",
+        type=float,
+        default=hub_default("connect_timeout"),
+        help="seconds a new connection has to complete its Socket.IO CONNECT",
+    )
+    limits.add_argument(
+        "--max-pending-per-address",
+        type=int,
+        default=hub_default("max_pending_per_address"),
+        help="connections from one address still completing their CONNECT (0: no cap)",
+    )
+    limits.add_argument(
+        "--trusted-proxy",
+        action="append",
+        default=None,
+        metavar="ADDRESS",
+        help="proxy whose X-Forwarded-For names the client address (repeatable)",
+    )
     tuning = hub.add_argument_group("tuning")
     tuning.add_argument(
         "--ping-interval",
@@ -351,6 +376,7 @@ def hub_config(args: argparse.Namespace) -> HubConfig:
         publish_bytes_burst=args.publish_bytes_burst,
         max_doc_bytes=args.max_doc_bytes,
         max_name_chars=args.max_name_chars,
+        max_attachments=args.max_attachments,
     )
     origins: tuple[str, ...] | str | None = None
     if args.cors_origin:
@@ -368,6 +394,9 @@ def hub_config(args: argparse.Namespace) -> HubConfig:
         doc_compact_every=args.doc_compact_every,
         websocket_compression=args.compression,
         cors_allowed_origins=origins,
+        connect_timeout=args.connect_timeout,
+        max_pending_per_address=args.max_pending_per_address,
+        trusted_proxies=tuple(args.trusted_proxy or ()),
     )
 
 

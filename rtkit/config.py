@@ -58,6 +58,9 @@ class Limits:
     max_doc_bytes: int = 16 * 1024 * 1024
     # A presence member's display name, in characters (longer ones are cut).
     max_name_chars: int = 64
+    # Binary attachments one Socket.IO packet may announce (rtkit's events
+    # carry one or two); more, or more than 1 MB of them, closes the socket.
+    max_attachments: int = 4
 
     def __post_init__(self) -> None:
         if min(self.max_room_members, self.max_rooms, self.max_docs) < 1:
@@ -81,6 +84,8 @@ class Limits:
             raise ConfigurationError("max_doc_bytes must be at least max_payload_bytes")
         if self.max_name_chars < 1:
             raise ConfigurationError("max_name_chars must be >= 1")
+        if self.max_attachments < 1:
+            raise ConfigurationError("max_attachments must be >= 1")
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +132,15 @@ class HubConfig:
     # A shared document's stored updates are compacted into one snapshot
     # after this many, so loading it does not get slower without bound.
     doc_compact_every: int = 500
+    # An Engine.IO session that has not joined the hub's namespace (sent
+    # its Socket.IO CONNECT and been accepted) within this many seconds is
+    # closed; an address may hold this many such sessions at once (0: no
+    # cap), further handshakes from it are refused with HTTP 401.
+    connect_timeout: float = 10.0
+    max_pending_per_address: int = 128
+    # Proxies (e.g. the nginx of `rtkit cluster`) whose X-Forwarded-For
+    # names the client address for max_pending_per_address.
+    trusted_proxies: tuple[str, ...] = ()
 
     @property
     def presence_expiry(self) -> float:
@@ -157,6 +171,10 @@ class HubConfig:
             raise ConfigurationError("presence_timeout must be positive")
         if self.presence_batch_delay < 0 or self.doc_compact_every < 1:
             raise ConfigurationError("presence_batch_delay must be >= 0 and doc_compact_every >= 1")
+        if self.connect_timeout <= 0 or self.max_pending_per_address < 0:
+            raise ConfigurationError(
+                "connect_timeout must be positive and max_pending_per_address >= 0"
+            )
 
 
 #: A Limits with every default, for hosts that offer each cap as an option.

@@ -120,6 +120,9 @@ def run_cluster(hubs: int, port: int, store: str, hub_args: Sequence[str] = ()) 
             env = {**os.environ, "RTKIT_STORE": store}
             for hub_port in ports:
                 cmd = [sys.executable, "-m", "rtkit", "hub", "--port", str(hub_port)]
+                # Every client reaches the hubs through nginx on 127.0.0.1:
+                # its X-Forwarded-For names the client for per-address caps.
+                cmd += ["--trusted-proxy", "127.0.0.1"]
                 procs.append(start_group([*cmd, *hub_args], env=env))
             for hub_port, proc in zip(ports, procs, strict=True):
                 _wait_listening(hub_port, proc)

@@ -137,6 +137,23 @@ class RtkitExtension(ExtensionApp):
         config=True,
         help="Concurrent connections per user.",
     )
+    max_attachments = Int(
+        DEFAULT_LIMITS.max_attachments,
+        config=True,
+        help="Binary attachments one Socket.IO packet may announce; more closes the socket.",
+    )
+    connect_timeout = Float(
+        hub_default("connect_timeout"),
+        config=True,
+        help="Seconds a new connection has to complete its Socket.IO CONNECT.",
+    )
+    max_pending_per_address = Int(
+        hub_default("max_pending_per_address"),
+        config=True,
+        help="""Connections from one address still completing their CONNECT (0: no
+        cap). The address is tornado's remote_ip (behind a proxy, set the server's
+        trust_xheaders).""",
+    )
     ping_interval = Float(
         hub_default("ping_interval"),
         config=True,
@@ -225,7 +242,10 @@ class RtkitExtension(ExtensionApp):
                 publish_bytes_burst=self.publish_bytes_burst,
                 max_doc_bytes=self.max_doc_bytes,
                 max_name_chars=self.max_name_chars,
+                max_attachments=self.max_attachments,
             ),
+            connect_timeout=self.connect_timeout,
+            max_pending_per_address=self.max_pending_per_address,
             ping_interval=self.ping_interval,
             ping_timeout=self.ping_timeout,
             websocket_compression=self.websocket_compression,

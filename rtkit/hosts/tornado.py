@@ -21,6 +21,7 @@ hub's :class:`~rtkit.hub.auth.Authenticator` receives) through the attribute
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -30,6 +31,7 @@ from tornado.websocket import WebSocketHandler
 
 from ..config import HubConfig
 from ..hub import Hub
+from ..hub.transport.guard import decode_engineio, violations
 from ..hub.transport.tornado_stream import install_translate_request
 from . import freeze_startup_objects
 
@@ -52,6 +54,35 @@ def socketio_handler(hub: Hub, *, direct_writes: bool = True) -> type[WebSocketH
     )
 
     class Handler(base):  # type: ignore[misc]
+        async def get(self, *args: Any, **kwargs: Any) -> None:
+            # tornado answers a websocket upgrade before Engine.IO sees the
+            # request, so an address over its cap of sessions still joining
+            # is refused here, as Engine.IO refuses a handshake (HTTP 401).
+            environ = {
+                "tornado.handler": self,
+                "HTTP_X_FORWARDED_FOR": self.request.headers.get("X-Forwarded-For", ""),
+            }
+            refused = hub.sio.guard.refusal(environ)
+            if refused is not None:
+                self.set_status(401)
+                self.set_header("Content-Type", "application/json")
+                self.finish(json.dumps(refused))
+                return
+            await super().get(*args, **kwargs)
+
+        async def on_message(self, message: str | bytes) -> None:
+            # python-engineio's loop fails on a frame that is not Engine.IO
+            # with a traceback (per frame, or once, leaving the socket open);
+            # it is a protocol violation: close, with one rate-limited line.
+            if decode_engineio(message) is None:
+                violations.info(
+                    "closing a websocket from %s: it sent a frame that is not Engine.IO",
+                    self.request.remote_ip,
+                )
+                self.close(1002, "not an Engine.IO packet")
+                return
+            await super().on_message(message)
+
         async def open(self, *args: Any, **kwargs: Any) -> None:
             self.set_nodelay(True)
             await super().open(*args, **kwargs)

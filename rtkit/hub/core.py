@@ -158,6 +158,10 @@ class Hub:
             cors_allowed_origins=_origin_rule(config),
             logger=False,
             engineio_logger=False,
+            max_attachments=config.limits.max_attachments,
+            connect_timeout=config.connect_timeout,
+            max_pending_per_address=config.max_pending_per_address,
+            trusted_proxies=frozenset(config.trusted_proxies),
         )
         self.fanout = FanOut(
             self.sio.transports,

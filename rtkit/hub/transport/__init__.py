@@ -15,6 +15,9 @@ asyncio. What lives where:
   the asyncio ``Queue._getters`` idle check of direct writes).
 - ``server``: the ``socketio.AsyncServer`` subclasses; the fast one overrides
   four private methods to answer without a task and write acks directly.
+- ``guard``: python-socketio's Engine.IO handlers wrapped to close sockets
+  that break the protocol (with bounded binary attachments) or never join
+  the namespace, and to cap sessions still joining per address.
 - ``aiohttp_websocket``: the aiohttp host's websocket (python-engineio's
   reader loop without its per-packet task, and a direct frame writer).
 - ``tornado_stream``: the tornado host's environ hook and direct frame

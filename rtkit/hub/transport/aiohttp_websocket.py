@@ -32,6 +32,7 @@ from engineio.async_drivers import aiohttp as eio_aiohttp
 from engineio.async_socket import AsyncSocket
 
 from .base import FRAME_WRITER_KEY
+from .guard import decode_engineio, violations
 from .server import HubServer
 
 log = logging.getLogger(__name__)
@@ -90,17 +91,6 @@ class _ReadDeadline:
 
     def cancel(self) -> None:
         self._handle.cancel()
-
-
-def decode_engineio(data: str | bytes) -> eio_packet.Packet | None:
-    """The Engine.IO packet in a websocket frame; None if it is not one."""
-    try:
-        pkt = eio_packet.Packet(encoded_packet=data)
-        if not 0 <= pkt.packet_type < len(eio_packet.packet_names):
-            raise ValueError(f"unknown packet type {pkt.packet_type}")
-    except (ValueError, IndexError, TypeError):
-        return None
-    return pkt
 
 
 async def serve_websocket(ws: Any, socket: AsyncSocket) -> None:
@@ -209,12 +199,14 @@ async def serve_websocket(ws: Any, socket: AsyncSocket) -> None:
                     # python-socketio, without a traceback for client garbage.
                     # DEBUG: a client could send these as fast as it likes.
                     log.debug("%s: ignored a packet Socket.IO cannot read (%r)", socket.sid, exc)
+                if socket.closed:
+                    break  # closed for a protocol violation (see guard.SessionGuard)
                 continue
             pkt = decode_engineio(data)
             if pkt is None:
                 # Not Engine.IO: nothing to answer it with, so close, as a
                 # protocol error warrants, instead of failing the handler.
-                log.info("closing %s: it sent a frame that is not Engine.IO", socket.sid)
+                violations.info("closing %s: it sent a frame that is not Engine.IO", socket.sid)
                 break
             try:
                 await socket.receive(pkt)
@@ -267,7 +259,7 @@ def _websocket_class(*, compress: bool, fast_paths: bool) -> type[Any]:
             data: str | bytes = await super().wait()
             if decode_engineio(data) is None:
                 sid = getattr(getattr(self.handler, "__self__", None), "sid", "?")
-                log.info("closing %s: it sent a frame that is not Engine.IO", sid)
+                violations.info("closing %s: it sent a frame that is not Engine.IO", sid)
                 raise OSError("not an Engine.IO packet")
             return data
 

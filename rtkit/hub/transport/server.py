@@ -25,6 +25,7 @@ import socketio
 from ...errors import HubError
 from ...protocol import NAMESPACE
 from .base import FrameWriter, Transport
+from .guard import BoundedPacket, SessionGuard, bounded_packet_class
 from .packets import message_frame
 from .sockets import Transports
 
@@ -52,7 +53,7 @@ class OrjsonForSocketIO:
         return orjson.loads(data)
 
 
-class UndecodablePacket(socketio.packet.Packet):  # type: ignore[misc]
+class UndecodablePacket(BoundedPacket):
     """python-socketio's packet, keeping requests that are not JSON answerable.
 
     Stock clients can send arguments that are not JSON (Python's json module
@@ -60,6 +61,11 @@ class UndecodablePacket(socketio.packet.Packet):  # type: ignore[misc]
     logged traceback and leave the client waiting for its ack; decoded as the
     event ``UNDECODABLE`` instead, it gets a bad_request ack.
     """
+
+    # python-socketio sets this on the server's packet class (a subclass
+    # with the server's attachment caps); said here too so the class decodes
+    # as the hub does on its own.
+    json = OrjsonForSocketIO
 
     def decode(self, encoded_packet: Any) -> int:
         try:
@@ -92,8 +98,23 @@ class HubServer(socketio.AsyncServer):  # type: ignore[misc]
 
     fast_paths = False
 
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(json=OrjsonForSocketIO, serializer=UndecodablePacket, **kwargs)
+    def __init__(
+        self,
+        *,
+        max_attachments: int = 4,
+        connect_timeout: float = 10.0,
+        max_pending_per_address: int = 0,
+        trusted_proxies: frozenset[str] = frozenset(),
+        **kwargs: Any,
+    ) -> None:
+        # One packet's attachments may add up to one frame's worth: what a
+        # client could send as a single message anyway.
+        packet_class = bounded_packet_class(
+            UndecodablePacket,
+            max_attachments=max_attachments,
+            max_attachment_bytes=kwargs.get("max_http_buffer_size", 1_000_000),
+        )
+        super().__init__(json=OrjsonForSocketIO, serializer=packet_class, **kwargs)
         # Decode each incoming packet right in Engine.IO's reader instead of
         # in a task of its own: python-socketio still runs every event
         # handler in a task, so one task per request is saved, not concurrency.
@@ -101,14 +122,24 @@ class HubServer(socketio.AsyncServer):  # type: ignore[misc]
         # the aiohttp websocket's direct dispatch and request order rely on it.)
         self.eio.async_handlers = False
         self.transports = Transports(self.eio, fast_paths=self.fast_paths)
+        self.guard = SessionGuard(
+            self.eio,
+            connect_timeout=connect_timeout,
+            max_pending_per_address=max_pending_per_address,
+            trusted_proxies=trusted_proxies,
+        )
 
     def open_connection(self, eio_sid: str, writer: FrameWriter | None) -> Transport | None:
         """The transport of a connection the hub accepts (None: it is gone).
         ``writer`` may write the connection's acks (with the fast paths)."""
+        self.guard.joined(eio_sid)
         return self.transports.open(eio_sid)
 
     def close_connection(self, eio_sid: str) -> None:
         self.transports.discard(eio_sid)
+        # The Engine.IO session may outlive its namespace connection (a
+        # namespace DISCONNECT): it must join again within the deadline.
+        self.guard.left(eio_sid)
 
     def answer_immediately(self, answer: Answerer) -> None:
         """Let ``answer`` take requests before python-socketio starts a task
