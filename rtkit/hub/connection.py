@@ -5,6 +5,7 @@ of a request."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field
 
@@ -22,3 +23,8 @@ class Connection:
     frame_writer: FrameWriter | None = None
     connected_at: float = field(default_factory=time.time)
     subscriptions: set[str] = field(default_factory=set)
+    # Requests being answered now (capped by Limits.max_requests_in_flight).
+    in_flight: int = 0
+    # Held by a request whose ack may be large, from its wait for the send
+    # budget until its ack is queued: one such ack is built at a time.
+    large_ack: asyncio.Lock = field(default_factory=asyncio.Lock)
