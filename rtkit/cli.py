@@ -143,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-requests-in-flight",
         type=int,
         default=defaults.max_requests_in_flight,
-        help="requests of one connection answered at once (rate_limited above)",
+        help="requests of one connection answered at once, publishes aside (rate_limited above)",
     )
     tuning = hub.add_argument_group("tuning")
     tuning.add_argument(

@@ -43,8 +43,9 @@ class Limits:
     # messages); a history ack that would be larger carries what fits and
     # `more: true`, and the Python client asks for the rest.
     max_ack_bytes: int = 4 * 1024 * 1024
-    # Requests of one connection being answered at once; more are refused
-    # with rate_limited right away (no store access, nothing queued).
+    # Requests of one connection being answered at once (publishes aside:
+    # the publish rate bounds those); more are refused with rate_limited
+    # right away (no store access, nothing queued).
     max_requests_in_flight: int = 32
     # Presence: members per room (one per user, whatever its connections),
     # rooms one connection may join, and a member's state as compact JSON.

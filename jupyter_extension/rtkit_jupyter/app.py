@@ -121,7 +121,7 @@ class RtkitExtension(ExtensionApp):
     max_requests_in_flight = Int(
         DEFAULT_LIMITS.max_requests_in_flight,
         config=True,
-        help="Requests of one connection answered at once (rate_limited above).",
+        help="Requests of one connection answered at once, publishes aside (rate_limited above).",
     )
     ping_interval = Float(
         hub_default("ping_interval"),

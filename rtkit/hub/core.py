@@ -376,6 +376,10 @@ class Hub:
             if conn is None:
                 raise Unauthorized("not connected")
             self._check_request(conn)
+            if event == PUBLISH:
+                # Publishes have their own budget (the publish rate's bucket)
+                # and clients pipeline them (the Python client up to 256).
+                return await handler(conn, args[0])
             limit = self.config.limits.max_requests_in_flight
             if conn.in_flight >= limit:
                 # Refused before anything is read or built: a client that
