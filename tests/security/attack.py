@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import os
 import socket
 import struct
@@ -106,8 +107,10 @@ class RawSocket:
         else:
             head += bytes([0x80 | 127]) + struct.pack("!Q", n)
         mask = os.urandom(4)
-        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload)) if n < 4096 else _mask(
-            payload, mask
+        masked = (
+            bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+            if n < 4096
+            else _mask(payload, mask)
         )
         return head + mask + masked
 
@@ -167,10 +170,8 @@ class RawSocket:
 
     async def close(self) -> None:
         self.writer.close()
-        try:
+        with contextlib.suppress(ConnectionError, OSError):
             await self.writer.wait_closed()
-        except (ConnectionError, OSError):
-            pass
 
 
 def _mask(payload: bytes, mask: bytes) -> bytes:
@@ -201,7 +202,9 @@ class Bystander:
 
     async def __aenter__(self) -> Bystander:
         self.publisher = await RawClient(self.url, token=self.token, name="bystander-pub").connect()
-        self.subscriber = await RawClient(self.url, token=self.token, name="bystander-sub").connect()
+        self.subscriber = await RawClient(
+            self.url, token=self.token, name="bystander-sub"
+        ).connect()
         ack = await self.subscriber.subscribe(self.channel)
         assert ack["ok"], ack
         self._task = asyncio.create_task(self._run())
@@ -219,13 +222,11 @@ class Bystander:
                 else:
                     self.acked.append(ack["seq"])
                     await self.subscriber.wait_for_seq(self.channel, ack["seq"], within=10)
-            except Exception as exc:  # noqa: BLE001 - recorded for check()
+            except Exception as exc:  # recorded for check()
                 self.errors.append(f"publish {n}: {exc!r}")
             self.slowest = max(self.slowest, time.monotonic() - started)
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), self.interval)
-            except TimeoutError:
-                pass
 
     async def __aexit__(self, *exc: object) -> None:
         self._stop.set()
