@@ -181,6 +181,32 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="ADDRESS",
         help="proxy whose X-Forwarded-For names the client address (repeatable)",
     )
+    limits.add_argument(
+        "--max-pending-bytes",
+        type=int,
+        default=defaults.max_pending_bytes,
+        help="bytes a connection may leave unread before large acks wait and "
+        "deliveries drop it as a slow consumer",
+    )
+    limits.add_argument(
+        "--slow-consumer-timeout",
+        type=float,
+        default=defaults.slow_consumer_timeout,
+        help="seconds a request waits for its connection to read before the "
+        "connection is dropped as a slow consumer",
+    )
+    limits.add_argument(
+        "--max-ack-bytes",
+        type=int,
+        default=defaults.max_ack_bytes,
+        help="largest history or subscribe backlog in one ack (history pages on)",
+    )
+    limits.add_argument(
+        "--max-requests-in-flight",
+        type=int,
+        default=defaults.max_requests_in_flight,
+        help="requests of one connection answered at once, publishes aside (rate_limited above)",
+    )
     tuning = hub.add_argument_group("tuning")
     tuning.add_argument(
         "--ping-interval",
@@ -377,6 +403,10 @@ def hub_config(args: argparse.Namespace) -> HubConfig:
         max_doc_bytes=args.max_doc_bytes,
         max_name_chars=args.max_name_chars,
         max_attachments=args.max_attachments,
+        max_pending_bytes=args.max_pending_bytes,
+        slow_consumer_timeout=args.slow_consumer_timeout,
+        max_ack_bytes=args.max_ack_bytes,
+        max_requests_in_flight=args.max_requests_in_flight,
     )
     origins: tuple[str, ...] | str | None = None
     if args.cors_origin:

@@ -31,6 +31,22 @@ class Limits:
     # A subscriber whose socket has this many packets not yet written is too
     # slow to follow; it is disconnected and resumes with `since` when it can.
     max_pending_packets: int = 2000
+    # The same in bytes, for acks and deliveries alike: a request whose ack
+    # may be large (history, subscribe, doc.sync) waits until the socket has
+    # fewer than this many bytes unwritten before it reads anything, and a
+    # connection that stays over it for slow_consumer_timeout seconds is
+    # disconnected (it resumes with `since`). A delivery finding it over is
+    # disconnected at once, as with max_pending_packets.
+    max_pending_bytes: int = 16 * 1024 * 1024
+    slow_consumer_timeout: float = 30.0
+    # Largest history or subscribe backlog in one ack (JSON bytes of its
+    # messages); a history ack that would be larger carries what fits and
+    # `more: true`, and the Python client asks for the rest.
+    max_ack_bytes: int = 4 * 1024 * 1024
+    # Requests of one connection being answered at once (publishes aside:
+    # the publish rate bounds those); more are refused with rate_limited
+    # right away (no store access, nothing queued).
+    max_requests_in_flight: int = 32
     # Presence: members per room (one per user, whatever its connections),
     # rooms one connection may join, and a member's state as compact JSON.
     max_room_members: int = 1000
@@ -71,6 +87,13 @@ class Limits:
             # Engine.IO refuses frames over 1 MB by dropping the connection;
             # stay below so an oversize publish gets a too_large ack instead.
             raise ConfigurationError("max_payload_bytes must be between 1 and 900000")
+        if self.max_ack_bytes < self.max_payload_bytes + 4096:
+            # One message (with its envelope) must always fit in an ack.
+            raise ConfigurationError("max_ack_bytes must be at least max_payload_bytes + 4096")
+        if self.max_pending_bytes < 1 or self.max_requests_in_flight < 1:
+            raise ConfigurationError("max_pending_bytes and max_requests_in_flight must be >= 1")
+        if self.slow_consumer_timeout <= 0:
+            raise ConfigurationError("slow_consumer_timeout must be positive")
         if self.publish_rate < 0 or self.publish_burst < 1:
             raise ConfigurationError("publish_rate must be >= 0 and publish_burst >= 1")
         if self.read_rate < 0 or self.read_burst < 1:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
-from typing import Any, Final, Literal, TypedDict
+from typing import Any, Final, Literal, NotRequired, TypedDict
 
 import orjson
 
@@ -184,6 +184,11 @@ class HistoryAck(TypedDict):
     messages: list[Envelope]
     seq: int
     epoch: str
+    complete: bool  # False: 'since' asked for messages no longer retained
+    # True when the range asked for holds more than fits in one ack: the ack
+    # carries the part nearest 'since' (else the newest); ask again from
+    # where it stops. Absent otherwise.
+    more: NotRequired[bool]
 
 
 class ConnectError(TypedDict):

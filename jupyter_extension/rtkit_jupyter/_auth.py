@@ -41,7 +41,6 @@ from rtkit.hub.auth import (
     TOKEN_LEEWAY,
     Identity,
     TokenAuthenticator,
-    color_for,
 )
 from rtkit.hub.presence import safe_color, safe_name
 

@@ -154,6 +154,29 @@ class RtkitExtension(ExtensionApp):
         cap). The address is tornado's remote_ip (behind a proxy, set the server's
         trust_xheaders).""",
     )
+    max_pending_bytes = Int(
+        DEFAULT_LIMITS.max_pending_bytes,
+        config=True,
+        help="""Bytes a connection may leave unread: above it, history, subscribe
+        and doc.sync wait before reading anything, and deliveries drop the
+        connection as a slow consumer (it resumes with since).""",
+    )
+    slow_consumer_timeout = Float(
+        DEFAULT_LIMITS.slow_consumer_timeout,
+        config=True,
+        help="Seconds a request waits for its connection to read before the "
+        "connection is dropped as a slow consumer.",
+    )
+    max_ack_bytes = Int(
+        DEFAULT_LIMITS.max_ack_bytes,
+        config=True,
+        help="Largest history or subscribe backlog in one ack (history pages on).",
+    )
+    max_requests_in_flight = Int(
+        DEFAULT_LIMITS.max_requests_in_flight,
+        config=True,
+        help="Requests of one connection answered at once, publishes aside (rate_limited above).",
+    )
     ping_interval = Float(
         hub_default("ping_interval"),
         config=True,
@@ -243,6 +266,10 @@ class RtkitExtension(ExtensionApp):
                 max_doc_bytes=self.max_doc_bytes,
                 max_name_chars=self.max_name_chars,
                 max_attachments=self.max_attachments,
+                max_pending_bytes=self.max_pending_bytes,
+                slow_consumer_timeout=self.slow_consumer_timeout,
+                max_ack_bytes=self.max_ack_bytes,
+                max_requests_in_flight=self.max_requests_in_flight,
             ),
             connect_timeout=self.connect_timeout,
             max_pending_per_address=self.max_pending_per_address,

@@ -100,6 +100,9 @@ MAX_INCOMING_MESSAGE: Final = 256 * 1024 * 1024
 
 # Callbacks waiting to run before the client says they are falling behind.
 _CALLBACK_BACKLOG_WARNING: Final = 10_000
+# Resubscribes, rejoins and resyncs sent at once after a reconnect: the hub
+# answers more than its in-flight cap (32 by default) with rate_limited.
+_RESUME_CONCURRENCY: Final = 8
 
 
 # -- the transport seam -------------------------------------------------------
@@ -309,6 +312,7 @@ class Session:
         self._failure_hooks: list[Callable[[RtkitError], None]] = []
         self._state_callbacks: dict[str, list[Callable[..., Any]]] = {e: [] for e in STATE_EVENTS}
         self._inflight: set[asyncio.Future[dict[str, Any]]] = set()  # requests
+        self._resuming = asyncio.Semaphore(_RESUME_CONCURRENCY)
         self._generations = itertools.count(1)
         self._generation = 0
         self._connected = False
@@ -711,7 +715,10 @@ class Session:
         attempt = 0
         while active():
             try:
-                await request()
+                async with self._resuming:
+                    if not active():
+                        return
+                    await request()
                 return
             except ConnectionLost:
                 return  # the next connection tries again

@@ -34,6 +34,7 @@ import orjson
 from ..errors import AckTimeout, InternalError, NotFound, RtkitError, TooLarge
 from ..protocol import (
     HISTORY,
+    MAX_HISTORY_LIMIT,
     MESSAGES,
     PUBLISH,
     SUBSCRIBE,
@@ -568,6 +569,8 @@ class Channel:
 
         ``since=N`` returns messages after seq N, ``before=M`` those before
         seq M, ``limit`` caps the count (the hub applies its own cap too).
+        The hub answers a long range in pages of a bounded size; this asks
+        for every page and returns the whole range.
 
         ``as_frame=True`` returns a pandas DataFrame instead (needs
         ``rtkit[pandas]``), built like :meth:`frame`'s: indexed by hub time
@@ -584,6 +587,21 @@ class Channel:
         parse_history(req)
         ack = await self._session.request(HISTORY, req)
         messages = [parse_envelope(env) for env in ack.get("messages") or ()]
+        # An ack carries a bounded number of bytes; with "more" it holds only
+        # the part of the range nearest 'since' (else the newest part): ask
+        # for the rest until the range, or the count asked for, is complete.
+        wanted = limit if limit is not None else MAX_HISTORY_LIMIT
+        while ack.get("more") and messages and len(messages) < wanted:
+            if since is not None:
+                req["since"] = messages[-1].seq
+            else:
+                req["before"] = messages[0].seq
+            req["limit"] = wanted - len(messages)
+            ack = await self._session.request(HISTORY, req)
+            page = [parse_envelope(env) for env in ack.get("messages") or ()]
+            if not page:
+                break
+            messages = messages + page if since is not None else page + messages
         if not as_frame:
             return messages
         from ..frames import decode_messages

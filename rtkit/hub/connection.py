@@ -30,3 +30,8 @@ class Connection:
     reads: TokenBucket = UNLIMITED
     # Bytes of publishes and document updates (Limits.publish_bytes_rate).
     byte_bucket: ByteBucket = field(default_factory=lambda: ByteBucket(0, 1))
+    # Requests being answered now (capped by Limits.max_requests_in_flight).
+    in_flight: int = 0
+    # Held by a request whose ack may be large, from its wait for the send
+    # budget until its ack is queued: one such ack is built at a time.
+    large_ack: asyncio.Lock = field(default_factory=asyncio.Lock)

@@ -37,6 +37,7 @@ from ..errors import (
     HubError,
     InternalError,
     NotFound,
+    RateLimited,
     TooLarge,
     Unauthorized,
     Unavailable,
@@ -72,10 +73,12 @@ from .docs import SharedDocs
 from .fanout import FanOut
 from .limits import ByteBucket, TokenBucket
 from .origins import OriginCheck
+from .pages import Page, read_backward, read_forward
 from .presence import PresenceRooms
 from .transport import (
     FRAME_WRITER_KEY,
     UNDECODABLE,
+    WRITE_BUFFERED_KEY,
     ConnectionRefused,
     FrameWriter,
     create_server,
@@ -90,6 +93,9 @@ log = logging.getLogger(__name__)
 MAX_RECOVERY = MAX_HISTORY_LIMIT
 # Attempts to line up a subscriber's backlog with live delivery.
 _SUBSCRIBE_ATTEMPTS = 5
+# Requests whose ack may be large: each waits for the connection's send
+# budget before it reads anything, one at a time per connection.
+_LARGE_ACKS = frozenset({HISTORY, SUBSCRIBE, DOC_SYNC})
 
 # Requests charged to a connection's read budget (Limits.read_rate): each
 # costs a store query and an ack.
@@ -167,6 +173,7 @@ class Hub:
             self.sio.transports,
             on_slow=self._disconnect_slow,
             max_pending=config.limits.max_pending_packets,
+            max_pending_bytes=config.limits.max_pending_bytes,
             max_delay=config.max_coalesce_delay,
         )
         self._connections: dict[str, Connection] = {}
@@ -328,7 +335,8 @@ class Hub:
         limits = self.config.limits
         eio_sid = self.sio.manager.eio_sid_from_sid(sid, NAMESPACE)
         frame_writer: FrameWriter | None = environ.get(FRAME_WRITER_KEY)
-        if self.sio.open_connection(eio_sid, frame_writer) is None:
+        buffered = environ.get(WRITE_BUFFERED_KEY)
+        if self.sio.open_connection(eio_sid, frame_writer, buffered) is None:
             # Engine.IO dropped the socket while the hub authenticated it.
             raise ConnectionRefused(Unavailable("disconnected while connecting"))
         conn = self._connections[sid] = Connection(
@@ -432,9 +440,49 @@ class Hub:
             self._check_request(conn)
             if event in _READS:
                 conn.reads.take_or_refuse("reads")
-            return await handler(conn, args[0])
+            if event == PUBLISH:
+                # Publishes have their own budget (the publish rate's bucket)
+                # and clients pipeline them (the Python client up to 256).
+                return await handler(conn, args[0])
+            limit = self.config.limits.max_requests_in_flight
+            if conn.in_flight >= limit:
+                # Refused before anything is read or built: a client that
+                # sends without waiting for acks cannot pile up work here.
+                raise RateLimited(
+                    f"{limit} requests of this connection are still being answered; "
+                    "wait for their acks before sending more"
+                )
+            conn.in_flight += 1
+            try:
+                if event not in _LARGE_ACKS:
+                    return await handler(conn, args[0])
+                async with conn.large_ack:
+                    await self._wait_for_send_budget(conn)
+                    # The ack is queued right after the handler returns,
+                    # without yielding: the next waiter counts its bytes.
+                    return await handler(conn, args[0])
+            finally:
+                conn.in_flight -= 1
         except Exception as exc:
             return self._refusal(event, sid, exc)
+
+    async def _wait_for_send_budget(self, conn: Connection) -> None:
+        """Return once the connection has taken enough of what it was sent
+        for another large ack; a connection that does not read for
+        ``slow_consumer_timeout`` is disconnected as a slow consumer."""
+        limits = self.config.limits
+        transport = self.sio.transports.get(conn.eio_sid)
+        if transport is None or transport.closed:
+            raise Unavailable("disconnected")
+        if await transport.wait_below(limits.max_pending_bytes, limits.slow_consumer_timeout):
+            if self._connections.get(conn.sid) is not conn:
+                raise Unavailable("disconnected")
+            return
+        self._disconnect_slow(conn.sid)
+        raise Unavailable(
+            f"the connection has not read what the hub sent it for "
+            f"{limits.slow_consumer_timeout:g} s; read acks and events, then reconnect"
+        )
 
     def _refusal(self, event: str, sid: str, exc: Exception) -> dict[str, Any]:
         """The error ack of a request that raised ``exc`` (call it from an
@@ -554,15 +602,37 @@ class Hub:
         # From here on every message stored reaches the fan-out; the backlog
         # read below covers what came before.
         await self.feed.watch(channel)
+        # A backlog that does not fit in one ack (max_ack_bytes) is handled
+        # like one over MAX_RECOVERY: the newest messages that fit, and
+        # recovered=false, so the client knows it has a gap.
         recovered = True
+        max_bytes = self.config.limits.max_ack_bytes
+        rng: Page | None
         if req.since is not None:
-            rng = await self.store.channels.read(channel, since=req.since, limit=MAX_RECOVERY + 1)
+            rng = await read_forward(
+                self.store.channels,
+                channel,
+                since=req.since,
+                before=None,
+                limit=MAX_RECOVERY + 1,
+                max_bytes=max_bytes,
+            )
             same_epoch = req.epoch is None or req.epoch == rng.epoch
-            if not (rng.complete and same_epoch and len(rng.messages) <= MAX_RECOVERY):
+            if not (
+                rng.complete and same_epoch and not rng.more and len(rng.messages) <= MAX_RECOVERY
+            ):
                 recovered = False
-                rng = await self.store.channels.read(channel, last=MAX_RECOVERY)
+                rng = await read_backward(
+                    self.store.channels,
+                    channel,
+                    before=None,
+                    limit=MAX_RECOVERY,
+                    max_bytes=max_bytes,
+                )
         elif req.history:
-            rng = await self.store.channels.read(channel, last=req.history)
+            rng = await read_backward(
+                self.store.channels, channel, before=None, limit=req.history, max_bytes=max_bytes
+            )
         else:
             rng = None
             head, epoch = await self.store.channels.head(channel)
@@ -608,16 +678,34 @@ class Hub:
         if not conn.identity.can_subscribe(req.channel):
             raise Forbidden(f"{conn.identity.user!r} may not read {req.channel!r}")
         limit = req.limit or MAX_HISTORY_LIMIT
-        if req.since is None and req.before is None:
-            rng = await self.store.channels.read(req.channel, last=limit)
-        else:
-            rng = await self.store.channels.read(
-                req.channel, since=req.since, before=req.before, limit=limit
+        max_bytes = self.config.limits.max_ack_bytes
+        if req.since is None:
+            page = await read_backward(
+                self.store.channels,
+                req.channel,
+                before=req.before,
+                limit=limit,
+                max_bytes=max_bytes,
             )
-        return {
+        else:
+            page = await read_forward(
+                self.store.channels,
+                req.channel,
+                since=req.since,
+                before=req.before,
+                limit=limit,
+                max_bytes=max_bytes,
+            )
+        ack: dict[str, Any] = {
             "ok": True,
-            "messages": [m.envelope() for m in rng.messages],
-            "seq": rng.seq,
-            "epoch": rng.epoch,
-            "complete": rng.complete,
+            "messages": [m.envelope() for m in page.messages],
+            "seq": page.seq,
+            "epoch": page.epoch,
+            "complete": page.complete,
         }
+        if page.more:
+            # Only part of the range fits in one ack (max_ack_bytes): the
+            # part nearest 'since' if given, else the newest. The client
+            # asks again from where this one stops.
+            ack["more"] = True
+        return ack

@@ -31,6 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from ..config import DEFAULT_LIMITS
 from ..protocol import Message
 from .transport import (
     FRAME_WRITER_KEY,
@@ -95,7 +96,8 @@ class FanOut:
 
     ``transports`` finds each connection's transport by Engine.IO sid;
     ``on_slow`` is called with the sid of a subscriber whose send queue is
-    over ``max_pending`` packets (it cannot keep up).
+    over ``max_pending`` packets or ``max_pending_bytes`` bytes (it cannot
+    keep up; the same byte budget holds its acks back, see Hub._on_event).
     """
 
     def __init__(
@@ -104,11 +106,13 @@ class FanOut:
         *,
         on_slow: Callable[[str], None],
         max_pending: int = 2000,
+        max_pending_bytes: int = DEFAULT_LIMITS.max_pending_bytes,
         max_delay: float = 0.02,
     ) -> None:
         self._transports = transports
         self._on_slow = on_slow
         self._max_pending = max_pending
+        self._max_pending_bytes = max_pending_bytes
         self._max_delay = max_delay
         self._channels: dict[str, _Channel] = {}
         # Last seq stored on channels nobody here subscribes to.
@@ -288,7 +292,10 @@ class FanOut:
             self.packets_sent += 1
             self.direct_writes += 1
             return True
-        if transport.depth() >= self._max_pending:
+        if (
+            transport.depth() >= self._max_pending
+            or transport.pending_bytes() >= self._max_pending_bytes
+        ):
             self._on_slow(sub.sid)
             return False
         for pkt in packets:

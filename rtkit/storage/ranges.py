@@ -17,9 +17,13 @@ def trim_selection(
     ``limit`` when ``since`` is given (paging forward) and the newest
     ``limit`` otherwise (paging back from ``before``, or the latest).
     """
+    # (Slice starts clamped at 0: a negative start would count from the end.)
     if last is not None:
-        selected = selected[len(selected) - max(last, 0) :]
+        selected = selected[max(len(selected) - max(last, 0), 0) :]
     if limit is not None:
         limit = max(limit, 0)
-        selected = selected[:limit] if since is not None else selected[len(selected) - limit :]
+        if since is not None:
+            selected = selected[:limit]
+        else:
+            selected = selected[max(len(selected) - limit, 0) :]
     return selected

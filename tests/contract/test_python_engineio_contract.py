@@ -15,7 +15,7 @@ from engineio.async_socket import AsyncSocket
 
 from rtkit.hub.transport import EncodedPacket
 from rtkit.hub.transport.aiohttp_websocket import STOCK_HANDLER
-from rtkit.hub.transport.sockets import Transports
+from rtkit.hub.transport.sockets import PACKET_OVERHEAD, ByteQueue, Transports
 
 SOCKETS = "rtkit.hub.transport.sockets"
 AIOHTTP = "rtkit.hub.transport.aiohttp_websocket"
@@ -120,3 +120,20 @@ def test_encoded_packets_encode_as_engineio_packets_do() -> None:
     assert eio_packet.packet_names[eio_packet.MESSAGE] == "MESSAGE"
     decoded = eio_packet.Packet(encoded_packet=ours.encode())
     assert (decoded.packet_type, decoded.data) == (eio_packet.MESSAGE, stock.data)
+
+
+async def test_a_socket_takes_its_queue_from_the_servers_create_queue() -> None:
+    # The send budget counts bytes in the queue Transports installs as the
+    # server's create_queue (an instance attribute: other servers keep theirs).
+    server = engineio.AsyncServer(async_mode="aiohttp")
+    Transports(server, fast_paths=False)
+    socket = AsyncSocket(server, "sid")
+    assert isinstance(socket.queue, ByteQueue), (
+        f"AsyncSocket no longer gets its queue from server.create_queue() ({SOCKETS})"
+    )
+    assert not isinstance(engineio.AsyncServer(async_mode="aiohttp").create_queue(), ByteQueue)
+    # send() queues the packet object itself, whose data is the payload.
+    await socket.send(eio_packet.Packet(eio_packet.MESSAGE, "x" * 1000))
+    assert socket.queue.bytes == 1000 + PACKET_OVERHEAD, (
+        f"AsyncSocket.send() no longer queues a Packet with its data ({SOCKETS})"
+    )

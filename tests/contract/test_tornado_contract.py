@@ -18,7 +18,8 @@ import tornado.websocket
 from tornado.iostream import IOStream
 
 from rtkit.hub.transport import websocket_text_frame
-from rtkit.hub.transport.tornado_stream import StreamFrameWriter
+from rtkit.hub.transport.tornado_stream import StreamBuffered, StreamFrameWriter
+from tests.integration.helpers import wait_until
 
 TORNADO = "rtkit.hub.transport.tornado_stream"
 
@@ -78,6 +79,22 @@ async def test_a_websocket_connection_has_what_the_frame_writer_reads(
     assert stream.socket is not None and callable(stream.socket.send), (
         f"IOStream.socket ({TORNADO}: the write when nothing is buffered)"
     )
+    assert StreamBuffered(handler)() == 0
+
+
+async def test_write_message_does_not_wait_and_iostream_counts_what_it_holds(
+    websocket_pair: Any,
+) -> None:
+    # python-engineio's tornado driver calls write_message without awaiting
+    # it, so its queue empties at once and IOStream holds what the client
+    # has not read: the send budget counts IOStream._write_buffer.
+    handler, client = websocket_pair
+    buffered = StreamBuffered(handler)
+    big = "x" * 8_000_000  # more than loopback socket buffers take at once
+    handler.write_message(big)
+    assert buffered() > 1_000_000, f"IOStream._write_buffer holds the unsent part ({TORNADO})"
+    assert await asyncio.wait_for(client.read_message(), 10) == big
+    await wait_until(lambda: buffered() == 0, "IOStream to drain")
 
 
 async def test_frames_written_behind_iostream_arrive_whole_and_in_order(

@@ -1,18 +1,19 @@
 """The transport seam: every use of upstream internals lives in this package.
 
 The rest of the hub writes to its connections through a small interface
-(:class:`Transport`: closed, depth, queue a packet, idle; and a host's
-:data:`FrameWriter`: write a frame) and never names a private attribute of
-python-socketio, python-engineio, tornado, aiohttp, jupyter_server or
-asyncio. What lives where:
+(:class:`Transport`: closed, depth, bytes pending, wait for them to drain,
+queue a packet, idle; and a host's :data:`FrameWriter`: write a frame) and
+never names a private attribute of python-socketio, python-engineio,
+tornado, aiohttp, jupyter_server or asyncio. What lives where:
 
 - ``base``: the interface, :data:`FRAME_WRITER_KEY`, and the one switch for
   the fast paths, :func:`fast_paths_enabled` (``RTKIT_FAST_PATHS=0`` turns
   them all off; the hub then uses the libraries' public API).
 - ``packets``: hub-to-client packets and websocket frames, encoded once for
   every recipient (the Socket.IO packet prefix is built here).
-- ``sockets``: python-engineio sockets as Transports (their send queue, and
-  the asyncio ``Queue._getters`` idle check of direct writes).
+- ``sockets``: python-engineio sockets as Transports (their send queue, the
+  bytes it holds, and the asyncio ``Queue._getters`` idle check of direct
+  writes).
 - ``server``: the ``socketio.AsyncServer`` subclasses; the fast one overrides
   four private methods to answer without a task and write acks directly.
 - ``guard``: python-socketio's Engine.IO handlers wrapped to close sockets
@@ -32,7 +33,15 @@ jupyter_server. tests/contract states every upstream fact relied on here.
 
 from __future__ import annotations
 
-from .base import FAST_PATHS_ENV, FRAME_WRITER_KEY, FrameWriter, Transport, fast_paths_enabled
+from .base import (
+    FAST_PATHS_ENV,
+    FRAME_WRITER_KEY,
+    WRITE_BUFFERED_KEY,
+    FrameWriter,
+    Transport,
+    WriteBuffered,
+    fast_paths_enabled,
+)
 from .packets import EncodedPacket, encode_event, encode_messages, websocket_text_frame
 from .server import UNDECODABLE, Answerer, ConnectionRefused, HubServer, create_server
 from .sockets import Transports
@@ -41,6 +50,7 @@ __all__ = [
     "FAST_PATHS_ENV",
     "FRAME_WRITER_KEY",
     "UNDECODABLE",
+    "WRITE_BUFFERED_KEY",
     "Answerer",
     "ConnectionRefused",
     "EncodedPacket",
@@ -48,6 +58,7 @@ __all__ = [
     "HubServer",
     "Transport",
     "Transports",
+    "WriteBuffered",
     "create_server",
     "encode_event",
     "encode_messages",

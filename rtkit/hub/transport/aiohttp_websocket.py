@@ -31,7 +31,7 @@ from engineio import packet as eio_packet
 from engineio.async_drivers import aiohttp as eio_aiohttp
 from engineio.async_socket import AsyncSocket
 
-from .base import FRAME_WRITER_KEY
+from .base import FRAME_WRITER_KEY, WRITE_BUFFERED_KEY
 from .guard import decode_engineio, violations
 from .server import HubServer
 
@@ -236,6 +236,10 @@ def _websocket_class(*, compress: bool, fast_paths: bool) -> type[Any]:
                 max_msg_size=self.server.max_http_buffer_size, compress=compress
             )
             await self._sock.prepare(request)
+            if request.transport is not None:
+                # What the socket buffers counts against the send budget,
+                # with the fast paths on or off (a public asyncio API).
+                environ[WRITE_BUFFERED_KEY] = request.transport.get_write_buffer_size
             if fast_paths and not compress and request.transport is not None:
                 environ[FRAME_WRITER_KEY] = TransportFrameWriter(request.transport)
             self.environ = environ

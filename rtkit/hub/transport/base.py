@@ -18,6 +18,16 @@ FrameWriter = Callable[[bytes], bool]
 # can offer one (the aiohttp and tornado hosts do, for websocket connections).
 FRAME_WRITER_KEY = "rtkit.frame_writer"
 
+# Bytes the host holds for a connection below Engine.IO's queue, not yet on
+# the wire. Part of the send budget: a host whose websocket send does not
+# wait for its buffer to drain (tornado's) would otherwise buffer without
+# bound behind an empty queue.
+WriteBuffered = Callable[[], int]
+
+# A connection's environ carries its WriteBuffered under this key when the
+# host can tell (aiohttp and tornado, with the fast paths on or off).
+WRITE_BUFFERED_KEY = "rtkit.write_buffered"
+
 # Set to 0 (or "false", "no", "off") to turn off every fast path that relies
 # on upstream internals; the hub then uses the libraries' public API only.
 FAST_PATHS_ENV = "RTKIT_FAST_PATHS"
@@ -40,7 +50,8 @@ class Transport(Protocol):
 
     Engine.IO keeps a send queue per connection and a writer task that
     drains it onto the wire. The hub queues packets onto it, reads its depth
-    (a subscriber too far behind is dropped), and, when nothing is queued or
+    and the bytes it holds (a connection too far behind is dropped; a request
+    whose ack may be large waits for them to drain first), and, when nothing is queued or
     being written, may put a prebuilt frame on the wire itself through the
     connection's :data:`FrameWriter` without overtaking anything.
     """
@@ -52,6 +63,16 @@ class Transport(Protocol):
 
     def depth(self) -> int:
         """Packets queued and not yet taken by the writer task."""
+        ...
+
+    def pending_bytes(self) -> int:
+        """About how many bytes are queued and not yet taken by the writer
+        task: what the connection's send budget is measured in."""
+        ...
+
+    async def wait_below(self, limit: int, within: float) -> bool:
+        """Wait until fewer than ``limit`` bytes are queued (the client is
+        reading); False if that did not happen within ``within`` seconds."""
         ...
 
     def queue_packet(self, packet: Any) -> None:

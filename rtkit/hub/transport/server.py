@@ -24,7 +24,7 @@ import socketio
 
 from ...errors import HubError
 from ...protocol import NAMESPACE
-from .base import FrameWriter, Transport
+from .base import FrameWriter, Transport, WriteBuffered
 from .guard import BoundedPacket, SessionGuard, bounded_packet_class
 from .packets import message_frame
 from .sockets import Transports
@@ -129,11 +129,17 @@ class HubServer(socketio.AsyncServer):  # type: ignore[misc]
             trusted_proxies=trusted_proxies,
         )
 
-    def open_connection(self, eio_sid: str, writer: FrameWriter | None) -> Transport | None:
+    def open_connection(
+        self,
+        eio_sid: str,
+        writer: FrameWriter | None,
+        buffered: WriteBuffered | None = None,
+    ) -> Transport | None:
         """The transport of a connection the hub accepts (None: it is gone).
-        ``writer`` may write the connection's acks (with the fast paths)."""
+        ``writer`` may write the connection's acks (with the fast paths);
+        ``buffered`` tells the bytes the host holds for it below Engine.IO."""
         self.guard.joined(eio_sid)
-        return self.transports.open(eio_sid)
+        return self.transports.open(eio_sid, buffered)
 
     def close_connection(self, eio_sid: str) -> None:
         self.transports.discard(eio_sid)
@@ -163,8 +169,13 @@ class FastHubServer(HubServer):
         # Handler tasks started and not yet finished, per Engine.IO sid.
         self._running: dict[str, int] = {}
 
-    def open_connection(self, eio_sid: str, writer: FrameWriter | None) -> Transport | None:
-        transport = super().open_connection(eio_sid, writer)
+    def open_connection(
+        self,
+        eio_sid: str,
+        writer: FrameWriter | None,
+        buffered: WriteBuffered | None = None,
+    ) -> Transport | None:
+        transport = super().open_connection(eio_sid, writer, buffered)
         if transport is not None and writer is not None:
             self._frame_writers[eio_sid] = writer
         return transport

@@ -21,7 +21,7 @@ from typing import Any
 from tornado.iostream import IOStream, StreamClosedError
 from tornado.websocket import WebSocketHandler
 
-from .base import FRAME_WRITER_KEY
+from .base import FRAME_WRITER_KEY, WRITE_BUFFERED_KEY
 from .server import HubServer
 
 # Above this many bytes waiting in a connection's IOStream, fan-out stops
@@ -76,6 +76,25 @@ class StreamFrameWriter:
         return True
 
 
+class StreamBuffered:
+    """The bytes a websocket's IOStream holds unsent (its ``_write_buffer``,
+    as :class:`StreamFrameWriter` reads it): part of the connection's send
+    budget with the fast paths on or off, since python-engineio's tornado
+    driver hands ``write_message`` every packet without waiting for it."""
+
+    __slots__ = ("_handler",)
+
+    def __init__(self, handler: WebSocketHandler) -> None:
+        self._handler = handler
+
+    def __call__(self) -> int:
+        conn: Any = self._handler.ws_connection
+        if conn is None:
+            return 0
+        buffered = getattr(conn.stream, "_write_buffer", None)
+        return len(buffered) if buffered is not None else 0
+
+
 def install_translate_request(
     server: HubServer, *, environ_attribute: str, compress: bool, direct_writes: bool
 ) -> None:
@@ -93,6 +112,8 @@ def install_translate_request(
     def translate_request(handler: Any) -> dict[str, Any]:
         environ = translate(handler)
         environ.update(getattr(handler, environ_attribute, None) or {})
+        if isinstance(handler, WebSocketHandler):
+            environ[WRITE_BUFFERED_KEY] = StreamBuffered(handler)
         conn = getattr(handler, "ws_connection", None)
         if (
             direct_writes

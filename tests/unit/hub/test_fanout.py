@@ -1,12 +1,12 @@
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import orjson
 from engineio import packet as eio_packet
 
 from rtkit.hub.fanout import FanOut, encode_messages, websocket_text_frame
+from rtkit.hub.transport.sockets import ByteQueue
 from rtkit.protocol import Message
 
 
@@ -16,11 +16,17 @@ class FakeTransport:
     takes the direct-write path."""
 
     def __init__(self) -> None:
-        self.queue: asyncio.Queue[Any] = asyncio.Queue()
+        self.queue: ByteQueue = ByteQueue()
         self.closed = False
 
     def depth(self) -> int:
         return self.queue.qsize()
+
+    def pending_bytes(self) -> int:
+        return self.queue.bytes
+
+    async def wait_below(self, limit: int, within: float) -> bool:
+        return await self.queue.wait_below(limit, within)
 
     def queue_packet(self, packet: Any) -> None:
         self.queue.put_nowait(packet)
@@ -106,6 +112,22 @@ async def test_a_subscriber_that_cannot_keep_up_is_reported() -> None:
         fanout.flush()
     assert slow == ["s1", "s1"]
     assert transports["e1"].depth() == 3
+
+
+async def test_a_subscriber_over_its_byte_budget_is_reported() -> None:
+    slow: list[str] = []
+    transports = {"e1": FakeTransport()}
+    fanout = FanOut(transports, on_slow=slow.append, max_pending_bytes=25_000)
+    fanout.add("c", "s1", "e1", cursor=0)
+    for seq in range(1, 5):
+        fanout.push(Message("c", seq, 0.0, str(seq), "u", "x" * 10_000))
+        fanout.flush()
+    # Three 10 KB packets reach 25,000 bytes: the fourth is not queued.
+    assert slow == ["s1"]
+    assert transports["e1"].depth() == 3
+    assert 30_000 < transports["e1"].pending_bytes() < 31_000
+    transports["e1"].drain()
+    assert transports["e1"].pending_bytes() == 0
 
 
 async def test_the_next_message_on_an_idle_hub_goes_out_at_once() -> None:

@@ -130,6 +130,11 @@ async def test_read_selection(make_store: MakeStore) -> None:
     assert seqs(await store.channels.read("ch", last=3)) == [8, 9, 10]
     assert seqs(await store.channels.read("ch", limit=3)) == [8, 9, 10]  # newest without since
     assert seqs(await store.channels.read("ch", last=20)) == list(range(1, 11))
+    # A limit or last between the count and twice it (a negative slice start
+    # once counted from the end: before=5, limit=6 gave [2, 3, 4]).
+    assert seqs(await store.channels.read("ch", before=5, limit=6)) == [1, 2, 3, 4]
+    assert seqs(await store.channels.read("ch", limit=15)) == list(range(1, 11))
+    assert seqs(await store.channels.read("ch", last=15)) == list(range(1, 11))
     assert seqs(await store.channels.read("ch", last=0)) == []
     assert seqs(await store.channels.read("ch", limit=0)) == []
     assert seqs(await store.channels.read("ch", before=1)) == []
