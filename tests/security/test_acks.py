@@ -56,6 +56,11 @@ def _store_url(kind: str, tmp_path: Any, redis_prefix: Callable[[], str]) -> str
     return f"{REDIS_URL}?prefix={redis_prefix()}"
 
 
+# The tests fill channels and documents with megabytes at once, faster than
+# the per-connection byte quota allows (it has tests of its own).
+NO_BYTE_QUOTA = ["--publish-bytes-rate", "0"]
+
+
 @pytest.fixture
 def store_url(request: pytest.FixtureRequest, tmp_path: Any) -> str:
     kind: str = request.param
@@ -65,7 +70,7 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Any) -> str:
 def _start_hub(rt_hub_factory: Any, store: str, *, fast_paths: bool = True) -> Any:
     return rt_hub_factory(
         store=store,
-        extra_args=["--slow-consumer-timeout", str(SLOW_TIMEOUT)],
+        extra_args=["--slow-consumer-timeout", str(SLOW_TIMEOUT), *NO_BYTE_QUOTA],
         env=None if fast_paths else {"RTKIT_FAST_PATHS": "0"},
     )
 
@@ -149,7 +154,13 @@ async def test_unread_history_acks_are_bounded_on_every_transport(
     # empty (its driver does not wait for write_message): what IOStream
     # buffers counts instead.
     hub = rt_hub_factory(
-        extra_args=["--slow-consumer-timeout", str(SLOW_TIMEOUT), "--server", server],
+        extra_args=[
+            "--slow-consumer-timeout",
+            str(SLOW_TIMEOUT),
+            "--server",
+            server,
+            *NO_BYTE_QUOTA,
+        ],
         env=None if fast_paths else {"RTKIT_FAST_PATHS": "0"},
     )
     await _fill_channel(hub.url, "big")

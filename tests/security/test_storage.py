@@ -232,11 +232,15 @@ async def test_senders_with_colons_do_not_share_idempotency_keys(
     kind, prefix = store_kind
     hub = rt_hub_factory(store=store_url(kind, tmp_path, prefix), secret=SECRET)
     pairs = [("ann", "b:1"), ("ann:b", "1"), ("ann:b:1", "x"), ("ann", "b:1:x")]
-    async with Bystander(hub.url, token=mint_token(SECRET, "bystander")) as bystander:
+    async with Bystander(
+        hub.url, token=mint_token(SECRET, "bystander", publish=["*"], subscribe=["*"])
+    ) as bystander:
         before = rss_mb(hub)
         seqs = []
         for user, msg_id in pairs:
-            client = await RawClient(hub.url, token=mint_token(SECRET, user)).connect()
+            client = await RawClient(
+                hub.url, token=mint_token(SECRET, user, publish=["*"], subscribe=["*"])
+            ).connect()
             try:
                 ack = await client.publish("shared", {"from": user}, id=msg_id)
                 assert ack["ok"] and not ack.get("duplicate"), (user, msg_id, ack)
@@ -246,7 +250,9 @@ async def test_senders_with_colons_do_not_share_idempotency_keys(
             finally:
                 await client.close()
         assert seqs == [1, 2, 3, 4]
-        reader = await RawClient(hub.url, token=mint_token(SECRET, "reader")).connect()
+        reader = await RawClient(
+            hub.url, token=mint_token(SECRET, "reader", publish=["*"], subscribe=["*"])
+        ).connect()
         history = await reader.history("shared")
         await reader.close()
         after = rss_mb(hub)

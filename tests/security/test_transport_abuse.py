@@ -33,7 +33,7 @@ pytestmark = pytest.mark.timeout(60)
 
 def token(user: str = "bob", *, grants: bool = True) -> str:
     if grants:
-        return mint_token(SECRET, user)
+        return mint_token(SECRET, user, publish=["*"], subscribe=["*"])
     return mint_token(SECRET, user, publish=[], subscribe=[])
 
 
