@@ -19,10 +19,11 @@ import os
 import socket
 import struct
 import time
+import uuid
 from typing import Any
 from urllib.parse import urlsplit
 
-from integration import helpers  # tests/ is on sys.path under pytest
+from integration.helpers import RawClient  # tests/ is on sys.path under pytest
 
 # What a user would call "still served": every publish acked and delivered
 # within this many seconds, even while the hub is under attack.
@@ -184,41 +185,66 @@ def _mask(payload: bytes, mask: bytes) -> bytes:
     return (int.from_bytes(payload, "big") ^ key).to_bytes(n, "big")
 
 
-class Bystander(helpers.Bystander):
-    """The integration tests' well-behaved client (publishing to its own
-    channel and receiving each message back), paced for a hub under attack
-    and timed: ``check()`` also asserts that no round trip took longer than
-    ``SERVED_WITHIN`` seconds. The block's exit already checks that every
-    acked publish arrived exactly once, in order, on a live connection."""
+class Bystander:
+    """A well-behaved publisher and subscriber on a channel of its own.
+
+    While the block runs it publishes a small message every ``interval``
+    seconds and waits for each to come back; ``check()`` then asserts that
+    every publish was acked and delivered in order, each within
+    ``SERVED_WITHIN`` seconds.
+    """
 
     def __init__(self, url: str, *, token: str | None = None, interval: float = 0.05) -> None:
-        super().__init__(url, token=token, interval=interval)
+        self.url = url
+        self.token = token
+        self.interval = interval
+        self.channel = f"bystander.{uuid.uuid4().hex[:8]}"
+        self.acked: list[int] = []
         self.slowest = 0.0
-        self._exited = False
+        self.errors: list[str] = []
+        self._task: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
 
-    async def round_trip(self) -> int:
-        started = time.monotonic()
-        seq = await super().round_trip()
-        self.slowest = max(self.slowest, time.monotonic() - started)
-        return seq
+    async def __aenter__(self) -> Bystander:
+        self.publisher = await RawClient(self.url, token=self.token, name="bystander-pub").connect()
+        self.subscriber = await RawClient(
+            self.url, token=self.token, name="bystander-sub"
+        ).connect()
+        ack = await self.subscriber.subscribe(self.channel)
+        assert ack["ok"], ack
+        self._task = asyncio.create_task(self._run())
+        return self
 
-    @property
-    def errors(self) -> list[str]:
-        """Why the publishing loop stopped, if it did (a refused publish, a
-        message that did not come back)."""
-        task = self._task
-        if task is None or not task.done() or task.cancelled() or task.exception() is None:
-            return []
-        return [repr(task.exception())]
+    async def _run(self) -> None:
+        n = 0
+        while not self._stop.is_set():
+            n += 1
+            started = time.monotonic()
+            try:
+                ack = await self.publisher.publish(self.channel, {"n": n})
+                if not ack.get("ok"):
+                    self.errors.append(f"publish {n} refused: {ack}")
+                else:
+                    self.acked.append(ack["seq"])
+                    await self.subscriber.wait_for_seq(self.channel, ack["seq"], within=10)
+            except Exception as exc:  # recorded for check()
+                self.errors.append(f"publish {n}: {exc!r}")
+            self.slowest = max(self.slowest, time.monotonic() - started)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), self.interval)
 
     async def __aexit__(self, *exc: object) -> None:
-        await super().__aexit__(*exc)
-        self._exited = True
+        self._stop.set()
+        if self._task is not None:
+            await self._task
+        await self.publisher.close()
+        await self.subscriber.close()
 
     def check(self, *, within: float = SERVED_WITHIN, at_least: int = 5) -> None:
-        if not self._exited:
-            super().check()
+        assert not self.errors, self.errors[:5]
         assert len(self.acked) >= at_least, f"only {len(self.acked)} publishes went through"
+        seqs = self.subscriber.seqs(self.channel)
+        assert seqs == sorted(seqs) and set(self.acked) <= set(seqs), "bystander lost messages"
         assert self.slowest <= within, (
             f"the bystander waited {self.slowest:.2f}s for a publish to come back (> {within}s)"
         )
