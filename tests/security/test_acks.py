@@ -219,10 +219,14 @@ async def test_requests_over_the_in_flight_cap_are_refused_at_once(
     )
     before = rss_mb(hub)
     async with Bystander(hub.url) as bystander:
+        # A channel with messages: its reads go to the database's thread.
+        writer = await RawClient(hub.url, name="writer").connect()
+        await writer.publish("c", {"n": 1})
+        await writer.close()
         sock = await RawSocket.open(hub.url)
         assert (await sock.connect_namespace({})).startswith("40/rtkit,")
         burst = b"".join(
-            sock._frame(0x1, f'42/rtkit,{i}["history",{{"channel":"c{i}"}}]'.encode())
+            sock._frame(0x1, f'42/rtkit,{i}["history",{{"channel":"c"}}]'.encode())
             for i in range(100)
         )
         sock.writer.write(burst)
