@@ -27,7 +27,16 @@ from tests.integration.helpers import RawClient
 from tests.security.attack import Bystander, RawSocket, rss_mb
 
 SECRET = "s" * 40
-NO_READ_LIMIT = ["--read-rate", "0"]
+# These tests pipeline thousands of requests and publish megabytes at once:
+# only the limit under test applies (the others have tests of their own).
+NO_READ_LIMIT = [
+    "--read-rate",
+    "0",
+    "--max-requests-in-flight",
+    "100000",
+    "--publish-bytes-rate",
+    "0",
+]
 
 
 def store_url(kind: str, tmp_path: Path, redis_prefix: str | None) -> str:
@@ -157,7 +166,16 @@ async def test_reads_of_unknown_channels_create_no_state(
 
 
 async def test_reads_over_the_budget_are_rate_limited(rt_hub_factory: Any) -> None:
-    hub = rt_hub_factory(extra_args=["--read-rate", "50", "--read-burst", "100"])
+    hub = rt_hub_factory(
+        extra_args=[
+            "--read-rate",
+            "50",
+            "--read-burst",
+            "100",
+            "--max-requests-in-flight",
+            "100000",
+        ]
+    )
     async with Bystander(hub.url) as bystander:
         before = rss_mb(hub)
         sock = await open_raw(hub.url)
