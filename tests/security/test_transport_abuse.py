@@ -230,3 +230,28 @@ async def test_pending_sessions_are_capped_per_address(rt_hub_factory: Any, serv
     bystander.check()
     # Bound: 51 sessions are well under a megabyte; 20 MB is slack.
     assert grown < 20, f"the hub grew by {grown:.0f} MB"
+
+
+# -- reserved event names (found by the soak test's fuzzer) --------------------
+
+
+@pytest.mark.parametrize("server", SERVERS)
+async def test_events_named_connect_or_disconnect_are_refused(
+    rt_hub_factory: Any, server: str
+) -> None:
+    """python-socketio hands an EVENT named ``connect`` to the server's own
+    connect handler, with the client's arguments: it failed in a task with a
+    traceback, and the client got no answer."""
+    hub = start_hub(rt_hub_factory, server)
+    client = await RawClient(hub.url, token=token("mallory"), name="mallory").connect()
+    try:
+        for event in ["connect", "disconnect"]:
+            ack = await client.call(event, {"token": token("eve")})
+            assert ack["error"]["code"] == "bad_request", ack
+            assert event in ack["error"]["message"]
+        assert client.connected
+        assert (await client.publish("still.here", 1))["ok"]
+    finally:
+        await client.close()
+    assert not lines(hub, "Traceback"), lines(hub, "Traceback")[:3]
+    assert not lines(hub, "exception was never retrieved")

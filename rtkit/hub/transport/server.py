@@ -22,8 +22,8 @@ from typing import Any
 import orjson
 import socketio
 
-from ...errors import HubError
-from ...protocol import NAMESPACE
+from ...errors import BadRequest, HubError
+from ...protocol import NAMESPACE, error_ack
 from .base import FrameWriter, Transport, WriteBuffered
 from .guard import BoundedPacket, SessionGuard, bounded_packet_class
 from .packets import message_frame
@@ -129,6 +129,30 @@ class HubServer(socketio.AsyncServer):  # type: ignore[misc]
             trusted_proxies=trusted_proxies,
         )
 
+    async def refuse_reserved_event(
+        self, eio_sid: str, namespace: str | None, id: Any, data: Any
+    ) -> bool:
+        """An EVENT named ``connect`` or ``disconnect`` is a client's packet
+        python-socketio would hand to the server's own connect or disconnect
+        handler, with the client's arguments. Refuse it as a bad request
+        instead, if the client has joined the namespace (True: handled)."""
+        if not (isinstance(data, list) and data and data[0] in self.reserved_events):
+            return False
+        namespace = namespace or "/"
+        sid = self.manager.sid_from_eio_sid(eio_sid, namespace)
+        if id is not None and sid is not None and self.manager.is_connected(sid, namespace):
+            refused = BadRequest(f"{data[0]!r} is not an event a client may send")
+            ack = self.packet_class(
+                socketio.packet.ACK, namespace=namespace, id=id, data=[error_ack(refused)]
+            )
+            await self._send_packet(eio_sid, ack)
+        return True
+
+    async def _handle_event(self, eio_sid: str, namespace: str | None, id: Any, data: Any) -> None:
+        if await self.refuse_reserved_event(eio_sid, namespace, id, data):
+            return
+        await super()._handle_event(eio_sid, namespace, id, data)
+
     def open_connection(
         self,
         eio_sid: str,
@@ -198,6 +222,8 @@ class FastHubServer(HubServer):
         # a task, so that requests take effect in the order they were sent
         # (a subscribe, then a publish that the subscriber must see).
         namespace = namespace or "/"
+        if await self.refuse_reserved_event(eio_sid, namespace, id, data):
+            return
         sid = self.manager.sid_from_eio_sid(eio_sid, namespace)
         if sid is None or not self.manager.is_connected(sid, namespace):
             await super()._handle_event(eio_sid, namespace, id, data)  # it logs and drops
