@@ -432,6 +432,9 @@ def hub_config(args: argparse.Namespace) -> HubConfig:
 
 async def _hub(args: argparse.Namespace) -> int:
     config = hub_config(args)
+    from .hub.transport.memory import tune_allocator
+
+    tune_allocator()  # before the store starts its threads
     try:
         if args.server == "tornado":
             from .hosts.tornado import serve

@@ -33,7 +33,9 @@ from engineio.async_socket import AsyncSocket
 
 from .base import FRAME_WRITER_KEY, WRITE_BUFFERED_KEY
 from .guard import decode_engineio, violations
+from .memory import collect_soon
 from .server import HubServer
+from .sockets import ByteQueue
 
 log = logging.getLogger(__name__)
 
@@ -244,14 +246,28 @@ def _websocket_class(*, compress: bool, fast_paths: bool) -> type[Any]:
                 environ[FRAME_WRITER_KEY] = TransportFrameWriter(request.transport)
             self.environ = environ
             socket = getattr(self.handler, "__self__", None)
-            if (
-                fast_paths
-                and isinstance(socket, AsyncSocket)
-                and self.handler.__func__ is STOCK_HANDLER
-            ):
-                await serve_websocket(self, socket)
-            else:
-                await self.handler(self)
+            try:
+                if (
+                    fast_paths
+                    and isinstance(socket, AsyncSocket)
+                    and self.handler.__func__ is STOCK_HANDLER
+                ):
+                    await serve_websocket(self, socket)
+                else:
+                    await self.handler(self)
+            finally:
+                # Both loops close the socket after their writer task has
+                # ended: what is still queued will never be written. (A
+                # failed upgrade returns with the socket open, on polling.)
+                if (
+                    isinstance(socket, AsyncSocket)
+                    and socket.closed
+                    and isinstance(socket.queue, ByteQueue)
+                ):
+                    socket.queue.drop()
+                if (error := self._sock.exception()) is not None:
+                    _forget_traceback(error)
+                    collect_soon()
             return self._sock
 
         async def wait(self) -> str | bytes:
@@ -268,6 +284,21 @@ def _websocket_class(*, compress: bool, fast_paths: bool) -> type[Any]:
             return data
 
     return WebSocket
+
+
+def _forget_traceback(exc: BaseException | None) -> None:
+    """Drop the tracebacks of the error a websocket ended with.
+
+    aiohttp keeps that error (``WebSocketResponse.exception()``); its
+    traceback holds the frames of the failed write, and so the frame being
+    written (up to an ack's size, MiBs) and the response itself: a cycle
+    that only a full garbage collection frees (see :mod:`.memory`). The
+    error's type and message stay."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        exc.__traceback__ = None
+        exc = exc.__cause__ or exc.__context__
 
 
 # The Engine.IO method serve_websocket stands in for; a subclass's own

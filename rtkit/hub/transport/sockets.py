@@ -80,6 +80,16 @@ class ByteQueue(asyncio.Queue[Any]):
                 waiting.append((limit, fut))
         self._below = waiting
 
+    def drop(self) -> None:
+        """Forget every packet still queued: called once the connection's
+        writer has ended, when nobody will ever write them. python-engineio
+        keeps a closed socket (and so its queue) alive until its ping task
+        wakes, up to ``ping_interval`` later: without this, the unread acks
+        of a client that left stay in memory that long."""
+        while not self.empty():
+            self.get_nowait()
+            self.task_done()
+
     async def wait_below(self, limit: int, within: float) -> bool:
         """Wait until fewer than ``limit`` bytes are queued; False if that
         did not happen within ``within`` seconds."""
@@ -139,11 +149,13 @@ class EngineIOTransport:
         queued = queue.bytes if isinstance(queue, ByteQueue) else 0
         return queued + (self._buffered() if self._buffered is not None else 0)
 
-    async def wait_below(self, limit: int, within: float) -> bool:
+    async def wait_below(self, limit: int, within: float, *, packets: int | None = None) -> bool:
         queue = self._queue
         loop = asyncio.get_running_loop()
         deadline = loop.time() + within
-        while (pending := self.pending_bytes()) >= limit:
+        while (excess := self.pending_bytes() - limit + 1) > 0 or (
+            packets is not None and queue.qsize() >= packets
+        ):
             left = deadline - loop.time()
             if left <= 0 or self.closed:
                 return False
@@ -151,7 +163,9 @@ class EngineIOTransport:
             # buffers below it drains without a word, so look again soon.
             step = min(left, BUFFER_POLL)
             if isinstance(queue, ByteQueue) and queue.bytes > 0:
-                await queue.wait_below(queue.bytes - (pending - limit), step)
+                # Over the byte limit: until enough bytes are taken; over
+                # the packet count: until the next packet is.
+                await queue.wait_below(queue.bytes - max(excess - 1, 0), step)
             else:
                 await asyncio.sleep(step)
         return True
