@@ -30,6 +30,9 @@ class Limits:
     max_connections_per_user: int = 100
     # A subscriber whose socket has this many packets not yet written is too
     # slow to follow; it is disconnected and resumes with `since` when it can.
+    # Requests wait while a connection is over it (or over max_pending_bytes),
+    # and one over it with max_requests_in_flight requests waiting is
+    # disconnected: it sends and does not read.
     max_pending_packets: int = 2000
     # The same in bytes, for acks and deliveries alike: a request whose ack
     # may be large (history, subscribe, doc.sync) waits until the socket has

@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass, field
 
 from .auth import Identity
-from .limits import UNLIMITED, ByteBucket, TokenBucket
+from .limits import UNLIMITED, TokenBucket
 from .transport import FrameWriter
 
 
@@ -29,7 +29,7 @@ class Connection:
     # Reads (history, subscribe, presence.list, doc.sync); the hub sets it at connect.
     reads: TokenBucket = UNLIMITED
     # Bytes of publishes and document updates (Limits.publish_bytes_rate).
-    byte_bucket: ByteBucket = field(default_factory=lambda: ByteBucket(0, 1))
+    byte_bucket: TokenBucket = UNLIMITED
     # Requests being answered now (capped by Limits.max_requests_in_flight).
     in_flight: int = 0
     # Held by a request whose ack may be large, from its wait for the send

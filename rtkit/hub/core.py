@@ -71,7 +71,7 @@ from .connection import Connection
 from .delivery import HubDelivery
 from .docs import SharedDocs
 from .fanout import FanOut
-from .limits import ByteBucket, TokenBucket
+from .limits import TokenBucket
 from .origins import OriginCheck
 from .pages import Page, read_backward, read_forward
 from .presence import PresenceRooms
@@ -346,7 +346,7 @@ class Hub:
             bucket=TokenBucket(limits.publish_rate, limits.publish_burst),
             frame_writer=frame_writer,
             reads=TokenBucket(limits.read_rate, limits.read_burst),
-            byte_bucket=ByteBucket(limits.publish_bytes_rate, limits.publish_bytes_burst),
+            byte_bucket=TokenBucket(limits.publish_bytes_rate, limits.publish_bytes_burst),
         )
         if identity.expires_at is not None:
             # The connection ends with its token, not just its requests: at
@@ -423,6 +423,23 @@ class Hub:
     # -- requests -----------------------------------------------------------
 
     async def _on_event(self, event: Any, sid: str, *args: Any) -> dict[str, Any]:
+        conn = self._connections.get(sid)
+        if conn is not None and self._over_send_budget(conn):
+            # It sends requests and does not read the answers, not even the
+            # refusals: each request waits for the budget (a client's own
+            # pipelining, up to the in-flight cap); past that the
+            # connection is a slow consumer.
+            try:
+                if conn.in_flight >= self.config.limits.max_requests_in_flight:
+                    self._disconnect_slow(conn.sid)
+                    raise Unavailable("the connection does not read what the hub sends it")
+                conn.in_flight += 1
+                try:
+                    await self._wait_for_send_budget(conn)
+                finally:
+                    conn.in_flight -= 1
+            except HubError as exc:
+                return self._refusal(str(event), sid, exc)
         handler = self._handlers.get(event) if isinstance(event, str) else None
         if event == UNDECODABLE:
             detail = args[0] if args else "?"
@@ -433,18 +450,17 @@ class Hub:
             return dict(error_ack(BadRequest(f"unknown event {event!r}; known events: {known}")))
         if len(args) != 1:
             return dict(error_ack(BadRequest(f"{event}: send exactly one argument, a JSON object")))
-        conn = self._connections.get(sid)
         try:
             if conn is None:
                 raise Unauthorized("not connected")
             self._check_request(conn)
             if event in _READS:
                 conn.reads.take_or_refuse("reads")
+            limit = self.config.limits.max_requests_in_flight
             if event == PUBLISH:
                 # Publishes have their own budget (the publish rate's bucket)
                 # and clients pipeline them (the Python client up to 256).
                 return await handler(conn, args[0])
-            limit = self.config.limits.max_requests_in_flight
             if conn.in_flight >= limit:
                 # Refused before anything is read or built: a client that
                 # sends without waiting for acks cannot pile up work here.
@@ -466,6 +482,14 @@ class Hub:
         except Exception as exc:
             return self._refusal(event, sid, exc)
 
+    def _over_send_budget(self, conn: Connection) -> bool:
+        limits = self.config.limits
+        transport = self.sio.transports.get(conn.eio_sid)
+        return transport is not None and (
+            transport.pending_bytes() >= limits.max_pending_bytes
+            or transport.depth() >= limits.max_pending_packets
+        )
+
     async def _wait_for_send_budget(self, conn: Connection) -> None:
         """Return once the connection has taken enough of what it was sent
         for another large ack; a connection that does not read for
@@ -474,7 +498,13 @@ class Hub:
         transport = self.sio.transports.get(conn.eio_sid)
         if transport is None or transport.closed:
             raise Unavailable("disconnected")
-        if await transport.wait_below(limits.max_pending_bytes, limits.slow_consumer_timeout):
+        # Packets count as well as bytes: many tiny acks cost the hub more
+        # memory per byte than their size says, and leave it fragmented.
+        if await transport.wait_below(
+            limits.max_pending_bytes,
+            limits.slow_consumer_timeout,
+            packets=limits.max_pending_packets,
+        ):
             if self._connections.get(conn.sid) is not conn:
                 raise Unavailable("disconnected")
             return
@@ -511,8 +541,8 @@ class Hub:
             return None
         conn = self._connections.get(sid)
         append_now = self._append_now
-        if conn is None or append_now is None:
-            return None
+        if conn is None or append_now is None or self._over_send_budget(conn):
+            return None  # _on_event answers (or waits for the send budget)
         try:
             self._check_request(conn)
             req = self._publish_request(conn, data[1])
@@ -536,7 +566,7 @@ class Hub:
         conn.bucket.take_or_refuse("publishes")
         size = self._check_size(req.data)
         # Charged after the size check: a refused payload costs no quota.
-        conn.byte_bucket.take_or_refuse(size, "publish")
+        conn.byte_bucket.take_bytes_or_refuse(size, "publish")
         return req
 
     async def _publish(self, conn: Connection, payload: Any) -> dict[str, Any]:

@@ -155,7 +155,7 @@ class SharedDocs:
         if size > cap:
             raise TooLarge(f"doc.update: the update is {size} bytes, over {cap}")
         conn.bucket.take_or_refuse()
-        conn.byte_bucket.take_or_refuse(size, "doc.update")
+        conn.byte_bucket.take_bytes_or_refuse(size, "doc.update")
         od = await self._open(req.doc)
         doc_cap = self._limits.max_doc_bytes
         if od.size + size > doc_cap:

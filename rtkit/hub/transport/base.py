@@ -70,9 +70,10 @@ class Transport(Protocol):
         task: what the connection's send budget is measured in."""
         ...
 
-    async def wait_below(self, limit: int, within: float) -> bool:
-        """Wait until fewer than ``limit`` bytes are queued (the client is
-        reading); False if that did not happen within ``within`` seconds."""
+    async def wait_below(self, limit: int, within: float, *, packets: int | None = None) -> bool:
+        """Wait until fewer than ``limit`` bytes (and, if given, fewer than
+        ``packets`` packets) are queued: the client is reading. False if that
+        did not happen within ``within`` seconds."""
         ...
 
     def queue_packet(self, packet: Any) -> None:

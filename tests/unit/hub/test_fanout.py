@@ -25,7 +25,7 @@ class FakeTransport:
     def pending_bytes(self) -> int:
         return self.queue.bytes
 
-    async def wait_below(self, limit: int, within: float) -> bool:
+    async def wait_below(self, limit: int, within: float, *, packets: int | None = None) -> bool:
         return await self.queue.wait_below(limit, within)
 
     def queue_packet(self, packet: Any) -> None:
