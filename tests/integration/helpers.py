@@ -127,7 +127,7 @@ class RawClient:
                 fut.set_result(ack)
 
         await self.sio.emit(event, _emit_data(args), namespace=NS, callback=on_ack)
-        ack = await self._wait(fut, within, f"the ack of {event!r}")
+        ack = await self._wait(fut, within, f"ack of {event!r}")
         if len(ack) != 1:
             self.problems.append(f"ack of {event!r} carries {len(ack)} arguments, not 1")
         return ack[0] if ack else None
@@ -165,7 +165,7 @@ class RawClient:
         await self.sio.emit(
             "subscribe", {"channel": channel, **opts}, namespace=NS, callback=on_ack
         )
-        ack: dict[str, Any] = await self._wait(fut, within, f"the subscribe ack for {channel!r}")
+        ack: dict[str, Any] = await self._wait(fut, within, f"subscribe ack for {channel!r}")
         return ack
 
     async def unsubscribe(self, channel: str, *, within: float = ACK_TIMEOUT) -> dict[str, Any]:
@@ -181,7 +181,7 @@ class RawClient:
                 fut.set_result(body)
 
         await self.sio.emit("unsubscribe", {"channel": channel}, namespace=NS, callback=on_ack)
-        ack: dict[str, Any] = await self._wait(fut, within, f"the unsubscribe ack for {channel!r}")
+        ack: dict[str, Any] = await self._wait(fut, within, f"unsubscribe ack for {channel!r}")
         return ack
 
     async def _wait(self, fut: asyncio.Future[Any], within: float, what: str) -> Any:

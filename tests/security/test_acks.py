@@ -269,3 +269,41 @@ async def test_the_python_client_reads_a_long_history_across_pages(rt_hub_factor
         assert [m.seq for m in await ch.history(since=10, before=90)] == list(range(11, 90))
         assert [m.seq for m in await ch.history(before=90, limit=30)] == list(range(60, 90))
         assert [m.data["n"] for m in await ch.history(since=95)] == [96, 97, 98, 99, 100]
+
+
+async def test_a_connection_that_sends_and_never_reads_is_dropped(rt_hub_factory: Any) -> None:
+    """Small requests without reading a single answer (the soak test's
+    fuzzer does this): their error acks once piled up without bound, since
+    only the large acks waited for the send budget."""
+    hub = _start_hub(rt_hub_factory, "memory://")
+    before = rss_mb(hub)
+    peak = before
+    async with Bystander(hub.url) as bystander:
+        sock = await RawSocket.open(hub.url)
+        assert (await sock.connect_namespace({})).startswith("40/rtkit,")
+        # 200,000 requests for an event that does not exist, in bursts of
+        # 1,000 frames: each gets a small error ack that nobody reads.
+        frames = [
+            sock._frame(0x1, f'42/rtkit,{i}["no.such.event",{{}}]'.encode()) for i in range(1000)
+        ]
+        burst = b"".join(frames)
+        for _ in range(200):
+            try:
+                sock.writer.write(burst)
+                await asyncio.wait_for(sock.writer.drain(), 5)
+            except (ConnectionError, OSError, TimeoutError):
+                break  # the hub closed the socket, or stopped reading it
+            peak = max(peak, rss_mb(hub))
+            if any(SLOW_LINE in line for line in hub.log):
+                break
+        await wait_until(
+            lambda: any(SLOW_LINE in line for line in hub.log), "the hub to drop the socket"
+        )
+        peak = max(peak, rss_mb(hub))
+        await sock.close()
+        await _served_some_more(bystander)
+    bystander.check()
+    print(f"RSS before {before:.0f} MiB, peak {peak:.0f} MiB")
+    # Bound: 2,000 unread packets (a few hundred KB) plus the requests still
+    # being read. Without the packet budget: +40 MiB and growing.
+    assert peak - before < 30, f"the hub grew by {peak - before:.0f} MiB"
