@@ -20,6 +20,14 @@ __all__ = ["RedisConnection", "import_redis"]
 
 log = logging.getLogger(__name__)
 
+# Connections one client (the store's, or the feed's) opens to Redis at most;
+# requests beyond wait for one, up to POOL_WAIT seconds, then get
+# 'unavailable'. Redis answers each in microseconds, so a few dozen carry
+# thousands of requests a second; the limit keeps a burst from opening a
+# connection per request.
+MAX_CONNECTIONS = 64
+POOL_WAIT = 10.0
+
 
 def import_redis() -> Any:
     """``redis.asyncio``, or ConfigurationError with the install hint."""
@@ -59,15 +67,20 @@ class RedisConnection:
         from redis.retry import Retry
 
         # Fail fast: while Redis is away a publish must be answered with
-        # 'unavailable' within about a second, not hang in retries.
-        client = aioredis.Redis.from_url(
+        # 'unavailable' within about a second, not hang in retries. A burst
+        # of requests waits for a connection instead: redis-py's default
+        # pool raises MaxConnectionsError past its limit, which failed the
+        # subscribes of a hundred clients arriving together.
+        pool = aioredis.BlockingConnectionPool.from_url(
             self.url,
+            max_connections=MAX_CONNECTIONS,
+            timeout=POOL_WAIT,
             socket_connect_timeout=1.0,
             socket_timeout=3.0,
             retry=Retry(NoBackoff(), 0),
             health_check_interval=2,
         )
-        return client
+        return aioredis.Redis.from_pool(pool)
 
     async def open(self) -> None:
         if self.life.state != "new":

@@ -1,0 +1,56 @@
+"""Thousands of requests at once on one hub with the Redis store.
+
+redis-py's asyncio pool raises ``MaxConnectionsError`` past its connection
+limit instead of waiting, so a hub whose subscribers arrived together
+answered the 101st concurrent request with ``internal``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from rtkit.pytest_plugin import REDIS_URL
+from tests.integration.helpers import RawClient, assert_ok
+
+pytestmark = pytest.mark.timeout(120)
+
+CLIENTS = 100
+CHANNELS = 20  # per client: 2,000 subscriptions in flight at once
+
+
+async def test_two_thousand_subscriptions_at_once(
+    rt_hub_factory: Any, rt_redis_prefix: str
+) -> None:
+    hub = rt_hub_factory(store=f"{REDIS_URL}?prefix={rt_redis_prefix}")
+    channels = [f"many.{n}" for n in range(CHANNELS)]
+    clients = [RawClient(hub.url, name=f"sub{i}") for i in range(CLIENTS)]
+    publisher = RawClient(hub.url, name="publisher")
+    try:
+        await asyncio.gather(publisher.connect(), *(c.connect() for c in clients))
+        # The channels have history, so each subscribe reads from Redis.
+        for channel in channels:
+            assert_ok(await publisher.publish(channel, {"first": channel}))
+        acks = await asyncio.gather(
+            *(c.subscribe(channel, since=0) for c in clients for channel in channels),
+            # and history reads and presence joins in the same burst
+            *(c.history(channels[i % CHANNELS]) for i, c in enumerate(clients)),
+            *(c.call("presence.join", {"room": "many", "state": {}}) for c in clients),
+        )
+        refused = [ack for ack in acks if not ack.get("ok")]
+        assert not refused, f"{len(refused)} of {len(acks)} requests refused: {refused[:3]}"
+
+        # Every subscription is live: one more message on each channel
+        # reaches every client, after the one each got as its backlog.
+        for channel in channels:
+            seq = assert_ok(await publisher.publish(channel, {"second": channel}))["seq"]
+            for client in clients:
+                await client.wait_for_seq(channel, seq)
+        for client in clients:
+            for channel in channels:
+                assert client.seqs(channel) == [1, 2], (client.name, channel)
+    finally:
+        await asyncio.gather(publisher.close(), *(c.close() for c in clients))
+    assert not [line for line in hub.log if "Traceback" in line or "Too many" in line]
