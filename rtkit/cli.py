@@ -432,9 +432,12 @@ def hub_config(args: argparse.Namespace) -> HubConfig:
 
 async def _hub(args: argparse.Namespace) -> int:
     config = hub_config(args)
+    from .hosts import raise_open_file_limit
     from .hub.transport.memory import tune_allocator
 
     tune_allocator()  # before the store starts its threads
+    files = raise_open_file_limit()
+    logging.getLogger("rtkit.hub").info("open file limit %d (one per connection)", files)
     try:
         if args.server == "tornado":
             from .hosts.tornado import serve

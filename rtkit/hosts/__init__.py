@@ -17,3 +17,24 @@ def freeze_startup_objects() -> None:
 
     gc.collect()
     gc.freeze()
+
+
+def raise_open_file_limit() -> int:
+    """Raise this process's soft limit on open files to its hard limit, as
+    servers do: every connection holds a file descriptor, and the usual soft
+    default of 1024 would cap a hub at about a thousand clients. Returns the
+    soft limit in force. Only hosts that own their process call this."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    # An unlimited hard limit (macOS) is not a number setrlimit takes back.
+    wanted = hard if hard != resource.RLIM_INFINITY else 1 << 20
+    for target in (wanted, 65536):
+        if soft >= target:
+            return soft
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError):
+            continue
+        return target
+    return soft

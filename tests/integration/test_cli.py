@@ -86,3 +86,21 @@ def test_unreachable_hub_is_a_clear_error() -> None:
     out = rtkit_cli("tail", "x", "--url", "http://127.0.0.1:9", "--count", "1")
     assert out.returncode == 2
     assert "rtkit tail:" in out.stderr
+
+
+def test_the_hub_raises_its_open_file_limit(rt_hub_factory: Any) -> None:
+    """A soft limit of 1024 open files (a common default) would cap a hub at
+    about a thousand clients; the hub raises it to the hard limit."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(1024, hard), hard))
+    try:
+        hub = rt_hub_factory()  # inherits the low soft limit
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    with open(f"/proc/{hub.proc.pid}/limits") as limits:
+        line = next(line for line in limits if line.startswith("Max open files"))
+    hub_soft, hub_hard = line.split()[3:5]
+    assert hub_soft == hub_hard == str(hard), line
+    assert any(f"open file limit {hard}" in line for line in hub.log)
