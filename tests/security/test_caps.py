@@ -81,26 +81,35 @@ async def served(bystander: Bystander, at_least: int = 5, within: float = 10.0) 
         await asyncio.sleep(bystander.interval)
 
 
+async def jupyter_client(server: Any, name: str, *, cookie: bool = False) -> RawClient:
+    """A RawClient connected to the hub inside a jupyter server (its
+    Socket.IO path, the Jupyter token on the HTTP request, and with
+    ``cookie`` the login cookie too, as a browser would send)."""
+    headers = {"Authorization": f"token {server.token}"}
+    if cookie:
+        headers["Cookie"] = server.cookie_header()
+    client = RawClient(server.hub_url, name=name)
+    client._disconnected = asyncio.Event()
+    await client.sio.connect(
+        f"http://127.0.0.1:{server.port}",
+        socketio_path=f"{server.base_url.strip('/')}/rtkit/socket.io",
+        namespaces=["/rtkit"],
+        transports=["websocket"],
+        headers=headers,
+        wait_timeout=10,
+    )
+    return client
+
+
 class JupyterBystander(Bystander):
-    """A Bystander on the hub inside a jupyter server (its Socket.IO path,
-    the Jupyter token on the HTTP request)."""
+    """A Bystander on the hub inside a jupyter server."""
 
     def __init__(self, server: Any) -> None:
         super().__init__(server.hub_url, token=server.token)
         self.server = server
 
     async def _client(self, name: str) -> RawClient:
-        client = RawClient(self.url, name=name)
-        client._disconnected = asyncio.Event()
-        await client.sio.connect(
-            f"http://127.0.0.1:{self.server.port}",
-            socketio_path=f"{self.server.base_url.strip('/')}/rtkit/socket.io",
-            namespaces=["/rtkit"],
-            transports=["websocket"],
-            headers={"Authorization": f"token {self.server.token}"},
-            wait_timeout=10,
-        )
-        return client
+        return await jupyter_client(self.server, name)
 
     async def __aenter__(self) -> JupyterBystander:
         self.publisher = await self._client("bystander-pub")
@@ -323,19 +332,7 @@ async def test_a_jupyter_user_cannot_set_an_unsafe_color(tmp_path: Path) -> None
             assert status == 200 and body["identity"]["color"] == INJECTION, (status, body)
             user = body["identity"]["username"]
             # The same Jupyter user (token and login cookie) joins a room.
-            mallory = RawClient(server.hub_url, name="mallory")
-            mallory._disconnected = asyncio.Event()
-            await mallory.sio.connect(
-                f"http://127.0.0.1:{server.port}",
-                socketio_path=f"{server.base_url.strip('/')}/rtkit/socket.io",
-                namespaces=["/rtkit"],
-                transports=["websocket"],
-                headers={
-                    "Authorization": f"token {server.token}",
-                    "Cookie": server.cookie_header(),
-                },
-                wait_timeout=10,
-            )
+            mallory = await jupyter_client(server, "mallory", cookie=True)
             joined = await mallory.call("presence.join", {"room": "team"})
             await mallory.close()
             grown = rss_mb(server) - before
