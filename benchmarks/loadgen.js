@@ -58,6 +58,7 @@ const DEFAULTS = {
   connectTimeout: 120, // seconds for all connections and subscriptions
   padBytes: 16, // bytes of filler in each message's data
   serverPid: 0, // if set, its CPU time over the window is reported
+  storePid: 0, // the server's store (redis-server), if any: its CPU is reported too
   hardDeadline: 0, // seconds; 0 = computed from the phases above
   headers: {}, // HTTP headers of every handshake, e.g. {"Authorization": "token ..."}
 };
@@ -347,6 +348,7 @@ function snapshot(extra = {}) {
     t: performance.now(),
     cpu: process.cpuUsage(),
     serverCpu: procCpuSeconds(cfg.serverPid),
+    storeCpu: procCpuSeconds(cfg.storePid),
     machineCpu: machineCpuSeconds(),
     serverWait: runqueueWaitSeconds(cfg.serverPid),
     loadgenWait: runqueueWaitSeconds(process.pid),
@@ -362,12 +364,14 @@ function cpuShare(a, b) {
   const user = (b.cpu.user - a.cpu.user) / 1e6 / wall;
   const system = (b.cpu.system - a.cpu.system) / 1e6 / wall;
   const server = a.serverCpu === null || b.serverCpu === null ? null : (b.serverCpu - a.serverCpu) / wall;
+  const store = a.storeCpu === null || b.storeCpu === null ? null : (b.storeCpu - a.storeCpu) / wall;
   const machine = a.machineCpu === null || b.machineCpu === null ? null : (b.machineCpu - a.machineCpu) / wall;
   // Whatever else ran on the machine meanwhile (other jobs, kernel threads).
-  const other = machine === null || server === null ? null : Math.max(0, machine - server - user - system);
+  const other = machine === null || server === null
+    ? null : Math.max(0, machine - server - (store || 0) - user - system);
   const wait = (k) => (a[k] === null || b[k] === null ? null : (b[k] - a[k]) / wall);
   return {
-    wall, loadgen: user + system, loadgenUser: user, loadgenSystem: system, server, machine, other,
+    wall, loadgen: user + system, loadgenUser: user, loadgenSystem: system, server, store, machine, other,
     serverWait: wait('serverWait'), loadgenWait: wait('loadgenWait'),
   };
 }
@@ -582,6 +586,7 @@ async function main() {
     loadgenCpuUser: round(share.loadgenUser, 3),
     loadgenCpuSystem: round(share.loadgenSystem, 3),
     serverCpu: round(share.server, 3),
+    storeCpu: round(share.store, 3),
     machineCpu: round(share.machine, 3),
     otherCpu: round(share.other, 3),
     // Share of the window the event-loop thread was ready to run but had no CPU.

@@ -50,6 +50,10 @@ from results import write_head  # noqa: E402
 from rtkit._process import free_port, start_group, stop_group, wait_for_port  # noqa: E402
 
 HOST = "127.0.0.1"
+# The Redis the "Redis store" cases use; each case writes under a key prefix
+# of its own and deletes its keys afterwards. No Redis there: those cases are
+# skipped with a note.
+REDIS_URL = os.environ.get("RTKIT_BENCH_REDIS", "redis://127.0.0.1:6379/0")
 SERVER_NAMES = ("rtkit", "socketio", "node", "raw")
 PY_HOSTS = ("aiohttp", "tornado", "uvicorn")
 
@@ -204,7 +208,8 @@ def rtkit_spec(
         if server is not None:
             cmd += ["--server", server]
         if store is not None:
-            cmd += ["--store", store.replace("<tmpdir>", str(tmp))]
+            url = store.replace("<tmpdir>", str(tmp)).replace("<prefix>", redis_prefix(port))
+            cmd += ["--store", url]
         return cmd
 
     key, label = "rtkit", "rtkit hub"
@@ -215,6 +220,43 @@ def rtkit_spec(
     if server is not None:
         key, label = f"rtkit/{server}", f"rtkit hub on {server}"
     return ServerSpec(key, label, argv, "; ".join(notes), cwd=cwd)
+
+
+def redis_prefix(port: int) -> str:
+    """A key prefix no other case (or other user of the Redis) shares."""
+    return f"rtkit-bench-{os.getpid()}-{port}:"
+
+
+def redis_reachable() -> str | None:
+    """None when REDIS_URL answers PING, else why not."""
+    try:
+        import redis
+    except ImportError:
+        return "redis-py is not installed (pip install 'rtkit[redis]')"
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
+    except Exception as exc:
+        return f"no Redis at {REDIS_URL}: {exc}"
+    return None
+
+
+def redis_delete_prefix(prefix: str) -> None:
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
+    try:
+        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+        for i in range(0, len(keys), 1000):
+            client.delete(*keys[i : i + 1000])
+    finally:
+        client.close()
+
+
+def redis_server_pid() -> int | None:
+    """The local redis-server's pid, to count its CPU beside the hub's."""
+    out = subprocess.run(["pgrep", "-x", "redis-server"], capture_output=True, text=True)
+    pids = [int(p) for p in out.stdout.split()]
+    return pids[0] if len(pids) == 1 else None
 
 
 def socketio_spec(host: str = "aiohttp") -> ServerSpec:
@@ -386,7 +428,15 @@ def run_case(
                 os.path.relpath(a, REPO) if a.startswith(str(REPO)) else a
                 for a in case.spec.argv(port, tmp)
             )
-            record.update(run_loadgen(loadgen_config(case, profile, port, pid), pin))
+            cfg = loadgen_config(case, profile, port, pid)
+            on_redis = case.spec.key == "rtkit+redis"
+            if on_redis:
+                cfg["storePid"] = redis_server_pid() or 0
+            try:
+                record.update(run_loadgen(cfg, pin))
+            finally:
+                if on_redis:
+                    redis_delete_prefix(redis_prefix(port))
     except Exception as exc:  # a failed case is reported, the run goes on
         record.update({"ok": False, "error": str(exc)})
     record["caseSeconds"] = round(time.monotonic() - started, 1)
@@ -882,16 +932,24 @@ def build_cases(
         specs["node"] = node_spec("node_socketio.js", "node", "node socket.io")
     if "raw" in wanted:
         specs["raw"] = node_spec("raw_ws_broadcast.js", "raw", "raw ws broadcast (calibration)")
-    sqlite = None
+    sqlite = redis_store = None
     if "rtkit" in specs and hub_help is not None and rtkit_cwd is not None:
         sqlite = rtkit_spec(hub_help, top_help, rtkit_cwd, store="sqlite:///<tmpdir>/bench.db")
         if sqlite is None:
             skipped.append("rtkit hub with sqlite store: its --help lists no --store")
+        why_not = redis_reachable()
+        if why_not is not None:
+            skipped.append(f"rtkit hub with redis store: {why_not}")
+        else:
+            redis_store = rtkit_spec(
+                hub_help, top_help, rtkit_cwd, store=f"{REDIS_URL}?prefix=<prefix>"
+            )
 
     cases: list[Case] = []
     order = [k for k in SERVER_NAMES if k in specs]
     # A latency figure for the calibration server says nothing: it is left out.
-    latency_specs = [specs[k] for k in order if k != "raw"] + ([sqlite] if sqlite else [])
+    latency_specs = [specs[k] for k in order if k != "raw"]
+    latency_specs += [spec for spec in (sqlite, redis_store) if spec is not None]
     rates = [("latency", profile.latency_rate)]
     if profile.low_latency_rate:
         rates.append(("latency-low", profile.low_latency_rate))
@@ -901,6 +959,9 @@ def build_cases(
     for n in profile.fanout_sizes:
         for key in order:
             cases.append(Case("fanout", specs[key], "fanout", n))
+            if key == "rtkit" and redis_store is not None:
+                # Right after the memory store, so the two compare in one stretch.
+                cases.append(Case("fanout", redis_store, "fanout", n))
     if hosts:
         if "socketio" in specs:
             for h in PY_HOSTS:

@@ -9,12 +9,16 @@ Per channel (``<prefix>{<channel>}:...``, see
     log     a stream, entry id ``<seq>-0``, trimmed to max_messages and max_bytes
     bytes   payload bytes in ``log``
     id:<len(sender)>:<sender>:<msg id>   idempotency key, PX window
-    n       pub/sub channel: the seq of each new message
+    n       pub/sub channel: the newest seq after each append call
 
-The script checks the idempotency key, numbers, stores and announces a
-message, so every hub sees one order: Redis runs scripts one at a time, and
-PUBLISH order is seq order. The sender's length in the idempotency key keeps
-``("ann", "b:1")`` and ``("ann:b", "1")`` apart.
+The script checks the idempotency keys, numbers, stores and announces the
+messages of one channel, so every hub sees one order: Redis runs scripts one
+at a time, and PUBLISH order is seq order. Publishes that arrive while the
+previous call is on its way wait and then go together: one call per channel
+(several channels' calls in one pipeline), and one announcement for the lot,
+so a busy hub pays one round trip per burst, not per message. The sender's
+length in the idempotency key keeps ``("ann", "b:1")`` and ``("ann:b", "1")``
+apart.
 
 A channel's keys lapse together ``max_age`` after its last message. Reads
 create none of them: a channel without keys reports seq 0 and the epoch its
@@ -25,8 +29,10 @@ first append will store, derived from a salt kept in ``<prefix>epoch-salt``
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from ..base import Appended, Message, Range, Retention
@@ -37,32 +43,64 @@ from .connection import RedisConnection
 
 __all__ = ["RedisChannels"]
 
+log = logging.getLogger(__name__)
+
 # Reads in flight at once. Each holds one of redis-py's pooled connections
 # (100 by default, shared with presence and documents); over that, redis-py
 # raises instead of waiting, so a burst of reads waits here instead.
 MAX_CONCURRENT_READS = 32
 
+# Appends the messages of one channel, in order, in one call: a batch of
+# publishes that arrived together costs one round trip and one announcement.
+#   KEYS: seq, log, epoch, bytes, then the batch's idempotency keys
+#   ARGV: epoch if new, max_messages, max_bytes, max_age ms, notify channel,
+#         then 7 per message: ts, id, sender, kind, payload, index of its
+#         idempotency key in KEYS (0: none), dedup window ms
+# Returns 2 per message: {seq, epoch}, or {0, "<seq>:<ts>"} of the message
+# an idempotency key already names.
 _APPEND = """
-if KEYS[4] ~= '' then
-  local first = redis.call('GET', KEYS[4])
+local seq = 0
+local epoch = redis.call('GET', KEYS[3])
+if not epoch then epoch = ARGV[1] end
+local stored_epoch = false
+local added = 0
+local out = {}
+for m = 6, #ARGV, 7 do
+  local ts, key_index = ARGV[m], tonumber(ARGV[m + 5])
+  local first = false
+  if key_index > 0 then
+    first = redis.call('GET', KEYS[key_index])
+    if first then
+      local first_ts = tonumber(string.match(first, ':(.*)$'))
+      if tonumber(ts) - first_ts > tonumber(ARGV[m + 6]) / 1000 then first = false end
+    end
+  end
   if first then
-    local first_ts = tonumber(string.match(first, ':(.*)$'))
-    if tonumber(ARGV[2]) - first_ts <= tonumber(ARGV[8]) / 1000 then return {0, first} end
+    out[#out + 1] = 0
+    out[#out + 1] = first
+  else
+    seq = redis.call('INCR', KEYS[1])
+    if not stored_epoch then
+      redis.call('SET', KEYS[3], epoch)
+      stored_epoch = true
+    end
+    redis.call('XADD', KEYS[2], seq .. '-0',
+      't', ts, 'i', ARGV[m + 1], 's', ARGV[m + 2], 'k', ARGV[m + 3], 'd', ARGV[m + 4])
+    added = added + string.len(ARGV[m + 4])
+    if key_index > 0 then
+      -- Kept a little past the window: the window counts in message time.
+      redis.call('SET', KEYS[key_index], seq .. ':' .. ts, 'PX', ARGV[m + 6] + 60000)
+    end
+    out[#out + 1] = seq
+    out[#out + 1] = epoch
   end
 end
-local seq = redis.call('INCR', KEYS[1])
-local epoch = redis.call('GET', KEYS[3])
-if not epoch then
-  epoch = ARGV[1]
-  redis.call('SET', KEYS[3], epoch)
-end
-redis.call('XADD', KEYS[2], seq .. '-0',
-  't', ARGV[2], 'i', ARGV[3], 's', ARGV[4], 'k', ARGV[5], 'd', ARGV[6])
+if seq == 0 then return out end
 -- Exact trimming, oldest first, to max_messages and max_bytes (the newest
 -- entry stays, however big); ~ trimming would leave the byte count unknown.
-local total = redis.call('INCRBY', KEYS[5], string.len(ARGV[6]))
+local total = redis.call('INCRBY', KEYS[4], added)
 local count = redis.call('XLEN', KEYS[2])
-local max_n, max_b = tonumber(ARGV[7]), tonumber(ARGV[11])
+local max_n, max_b = tonumber(ARGV[2]), tonumber(ARGV[3])
 if count > max_n or total > max_b then
   local from = '-'
   local keep = nil
@@ -84,16 +122,25 @@ if count > max_n or total > max_b then
   end
   if not keep then keep = seq .. '-0' end
   redis.call('XTRIM', KEYS[2], 'MINID', keep)
-  redis.call('SET', KEYS[5], total)
+  redis.call('SET', KEYS[4], total)
 end
-for _, i in ipairs({1, 2, 3, 5}) do redis.call('PEXPIRE', KEYS[i], ARGV[9]) end
-if KEYS[4] ~= '' then
-  -- Kept a little past the window: the window counts in message time.
-  redis.call('SET', KEYS[4], seq .. ':' .. ARGV[2], 'PX', ARGV[8] + 60000)
-end
-redis.call('PUBLISH', ARGV[10], seq)
-return {seq, epoch}
+for i = 1, 4 do redis.call('PEXPIRE', KEYS[i], ARGV[4]) end
+-- One announcement for the batch: the newest seq says all before it exist.
+redis.call('PUBLISH', ARGV[5], seq)
+return out
 """
+
+# Most messages one append call carries; a bigger batch is split, in order.
+APPEND_BATCH = 256
+
+
+@dataclass(slots=True)
+class _PendingAppend:
+    message: Message  # seq 0 until stored
+    dedup_key: str  # "" without an idempotency id
+    # The script's ARGV for it but the key index: ts, id, sender, kind, payload, window ms.
+    fields: tuple[str, str, str, int, str | bytes, int]
+    done: asyncio.Future[Any]  # the script's {seq, epoch-or-first}
 
 
 class RedisChannels:
@@ -113,11 +160,16 @@ class RedisChannels:
         conn.add_script("append", _APPEND)
         self._salt = ""  # channel epochs are derived from it (see open)
         self._reading = asyncio.Semaphore(MAX_CONCURRENT_READS)
-        # Appends wait here in call order and go to Redis in pipelines, one
-        # pipeline at a time: Redis runs them in that order, so concurrent
-        # appends get seqs in call order (a connection pool would not).
-        self._appends: list[tuple[list[Any], list[Any], asyncio.Future[Any]]] = []
+        # Appends wait here in call order. The writer takes all that are
+        # waiting, one call per channel (in one pipeline when several
+        # channels have some), one batch at a time: Redis runs them in that
+        # order, so concurrent appends get seqs in call order.
+        self._appends: list[_PendingAppend] = []
         self._writer: asyncio.Task[None] | None = None
+        # Told each message this hub stored, in seq order per channel, before
+        # its publisher is answered (the feed delivers it without reading it
+        # back; see RedisFeed.stored_here).
+        self.stored_here: Callable[[Message], None] | None = None
 
     async def open(self) -> None:
         """Read (or make) the salt every hub on this prefix derives epochs from."""
@@ -154,36 +206,21 @@ class RedisChannels:
         elif dedup_window > 0:
             # Length-prefixed: no sender and id can spell another pair's key.
             dedup_key = self._key(channel, f"id:{len(sender)}:{sender}:{msg_id}")
-        keys = [
-            self._key(channel, "seq"),
-            self._key(channel, "log"),
-            self._key(channel, "epoch"),
-            dedup_key,
-            self._key(channel, "bytes"),
-        ]
-        args = [
-            self._epoch_of(channel, ts),
-            repr(ts),
-            msg_id,
-            sender,
-            kind,
-            payload,
-            self.retention.max_messages,
-            max(1, int(dedup_window * 1000)),
-            int(self.retention.max_age * 1000),
-            self._conn.notify_channel(channel),
-            self.retention.max_bytes,
-        ]
         life = self._conn.life
         if life.state != "open":
             life.check_open()
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._appends.append((keys, args, fut))
+        pending = _PendingAppend(
+            Message(channel, 0, ts, msg_id, sender, data),
+            dedup_key,
+            (repr(ts), msg_id, sender, kind, payload, max(1, int(dedup_window * 1000))),
+            asyncio.get_running_loop().create_future(),
+        )
+        self._appends.append(pending)
         if self._writer is None:
             self._writer = asyncio.get_running_loop().create_task(self._write_appends())
-        seq, extra = await fut
+        seq, extra = await pending.done
         if seq:
-            return Appended(Message(channel, int(seq), ts, msg_id, sender, data))
+            return Appended(pending.message)
         first_seq, _, first_ts = extra.decode().partition(":")
         entries = await self._conn.redis.xrange(
             self._key(channel, "log"), f"{first_seq}-0", f"{first_seq}-0"
@@ -195,27 +232,96 @@ class RedisChannels:
             duplicate=True,
         )
 
+    def _append_call(self, batch: list[_PendingAppend]) -> list[Any]:
+        """The EVALSHA arguments that append ``batch`` (one channel's)."""
+        first = batch[0].message
+        channel = first.channel
+        keys = [self._key(channel, part) for part in ("seq", "log", "epoch", "bytes")]
+        args: list[Any] = [
+            self._epoch_of(channel, first.ts),
+            self.retention.max_messages,
+            self.retention.max_bytes,
+            int(self.retention.max_age * 1000),
+            self._conn.notify_channel(channel),
+        ]
+        for pending in batch:
+            index = 0
+            if pending.dedup_key:
+                keys.append(pending.dedup_key)
+                index = len(keys)
+            ts, msg_id, sender, kind, payload, window_ms = pending.fields
+            args += (ts, msg_id, sender, kind, payload, index, window_ms)
+        return [self._conn.scripts["append"].sha, len(keys), *keys, *args]
+
     async def _write_appends(self) -> None:
         try:
             while self._appends:
-                batch, self._appends = self._appends[:512], self._appends[512:]
-                try:
-                    async with self._conn.redis.pipeline(transaction=False) as pipe:
-                        script = self._conn.scripts["append"]
-                        for keys, args, _ in batch:
-                            await script(keys=keys, args=args, client=pipe)
-                        results = await pipe.execute(raise_on_error=False)
-                except Exception as exc:
-                    results = [exc] * len(batch)
-                for (_, _, fut), result in zip(batch, results, strict=True):
-                    if fut.done():
-                        continue
-                    if isinstance(result, BaseException):
-                        fut.set_exception(result)
-                    else:
-                        fut.set_result(result)
+                waiting, self._appends = self._appends, []
+                by_channel: dict[str, list[_PendingAppend]] = {}
+                for pending in waiting:
+                    by_channel.setdefault(pending.message.channel, []).append(pending)
+                batches = [
+                    appends[i : i + APPEND_BATCH]
+                    for appends in by_channel.values()
+                    for i in range(0, len(appends), APPEND_BATCH)
+                ]
+                results = await self._run_appends([self._append_call(b) for b in batches])
+                for batch, result in zip(batches, results, strict=True):
+                    self._settle(batch, result)
         finally:
             self._writer = None
+
+    async def _run_appends(self, calls: list[list[Any]]) -> list[Any]:
+        """Run the EVALSHA ``calls`` in order; each result is the script's
+        reply or the exception it raised. The script is loaded again where
+        Redis lost it (a restart): nothing ran for a NOSCRIPT reply."""
+        from redis.exceptions import NoScriptError
+
+        results = await self._evalsha_all(calls)
+        again = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
+        if again:
+            try:
+                await self._conn.redis.script_load(_APPEND)
+                retried = await self._evalsha_all([calls[i] for i in again])
+            except Exception as exc:
+                retried = [exc] * len(again)
+            for i, r in zip(again, retried, strict=True):
+                results[i] = r
+        return results
+
+    async def _evalsha_all(self, calls: list[list[Any]]) -> list[Any]:
+        redis = self._conn.redis
+        try:
+            if len(calls) == 1:
+                # Most bursts are one channel's: no pipeline needed.
+                return [await redis.evalsha(*calls[0])]
+            async with redis.pipeline(transaction=False) as pipe:
+                for call in calls:
+                    pipe.evalsha(*call)
+                return list(await pipe.execute(raise_on_error=False))
+        except Exception as exc:
+            return [exc] * len(calls)
+
+    def _settle(self, batch: list[_PendingAppend], result: Any) -> None:
+        if isinstance(result, BaseException):
+            for pending in batch:
+                if not pending.done.done():
+                    pending.done.set_exception(result)
+                    pending.done.exception()  # retrieved by its waiter, if still there
+            return
+        stored_here = self.stored_here
+        for n, pending in enumerate(batch):
+            seq, extra = result[2 * n], result[2 * n + 1]
+            if seq:
+                m = pending.message
+                msg = pending.message = Message(m.channel, int(seq), m.ts, m.id, m.sender, m.data)
+                if stored_here is not None:
+                    try:
+                        stored_here(msg)
+                    except Exception:
+                        log.exception("delivering %s#%d failed", msg.channel, msg.seq)
+            if not pending.done.done():
+                pending.done.set_result((seq, extra))
 
     @staticmethod
     def _message(channel: str, entry_id: bytes, fields: dict[bytes, bytes]) -> Message:

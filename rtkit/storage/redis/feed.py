@@ -1,15 +1,17 @@
 """The Redis store's feed: every message any hub stored in a watched
 channel, delivered to this hub's sink in the store's seq order.
 
-A message never reaches subscribers straight from the local publish: so
-there is one order for every hub, the store's. An announcement (from
+There is one order for every hub, the store's. An announcement (from
 :mod:`.announcements`) only says "seq N exists"; the pump here reads every
 message after the last one delivered up to N from the stream and hands
 them to :meth:`FeedSink.stored <rtkit.storage.base.FeedSink.stored>` in seq
 order. A lost announcement (the link to Redis dropped) is therefore just a
 bigger read on the next one, and after a reconnect every watched channel is
-read up to its head. A channel nobody here follows any more is unwatched
-by a periodic sweep.
+read up to its head. This hub's own messages are not read back: the store
+tells the feed each one it stored (:meth:`RedisFeed.stored_here`), and one
+that is next in its channel is delivered at once, as the embedded stores
+do; another hub's message before it is read and delivered first. A channel
+nobody here follows any more is unwatched by a periodic sweep.
 
 While the link is down the feed is not ``up``: the hub is not ready
 (``/readyz`` 503) and answers requests with ``unavailable``; its clients
@@ -25,7 +27,7 @@ import time
 from typing import Any
 
 from ...errors import Unavailable
-from ..base import FeedSink, PresenceChange
+from ..base import FeedSink, Message, PresenceChange
 from .announcements import RedisAnnouncements
 from .channels import RedisChannels
 
@@ -51,6 +53,7 @@ class RedisFeed:
     def __init__(self, announcements: RedisAnnouncements, channels: RedisChannels) -> None:
         self._announcements = announcements
         self._channels = channels
+        channels.stored_here = self.stored_here
         self._sink: FeedSink | None = None
         self._last: dict[str, int] = {}  # watched channel -> last seq delivered
         self._target: dict[str, int] = {}  # channel -> highest seq announced
@@ -173,6 +176,8 @@ class RedisFeed:
         self._sink.state(up)
 
     def announced(self, channel: str, seq: int) -> None:
+        if seq <= self._last.get(channel, -1):
+            return  # delivered already (this hub's own messages are, see stored_here)
         if seq > self._target.get(channel, 0):
             self._target[channel] = seq
             self._wake.set()
@@ -186,6 +191,25 @@ class RedisFeed:
         self._sink.doc_updated(name, update)
 
     # -- delivery -----------------------------------------------------------
+
+    def stored_here(self, msg: Message) -> None:
+        """This hub stored ``msg`` (RedisChannels tells, before answering
+        its publisher). When it is the next of its channel here it is
+        delivered at once, as the embedded stores do, instead of being read
+        back after its announcement: one round trip to Redis per burst of
+        publishes, not three. Otherwise (another hub's messages come first)
+        the pump reads the gap and delivers both in order."""
+        last = self._last.get(msg.channel)
+        if last is None:
+            if msg.channel in self._watching:
+                self.announced(msg.channel, msg.seq)
+            return  # nobody here follows it
+        if msg.seq == last + 1:
+            assert self._sink is not None  # watched, so started
+            self._last[msg.channel] = msg.seq
+            self._sink.stored(msg)
+        elif msg.seq > last:
+            self.announced(msg.channel, msg.seq)
 
     async def _pump(self) -> None:
         while True:
@@ -218,13 +242,16 @@ class RedisFeed:
         except BaseException:
             self.announced(channel, target)
             raise
-        if self._last.get(channel) != last:
+        now = self._last.get(channel)
+        if now is None:
             return  # unwatched meanwhile
         if rng.seq < last:
             log.warning("%r restarted in the store (head %d < %d)", channel, rng.seq, last)
             self._last[channel] = rng.seq
             return
-        if not rng.complete:
+        # This hub's own messages may have been delivered meanwhile (stored_here).
+        last = max(last, now)
+        if not rng.complete and (not rng.messages or rng.messages[0].seq > last + 1):
             log.warning(
                 "%r: messages after seq %d are no longer retained; subscribers here "
                 "have a gap (they recover it on resubscribing)",

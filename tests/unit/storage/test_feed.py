@@ -3,8 +3,9 @@
 Whatever keeps the messages, a sink attached to ``store.feed`` receives every
 newly stored message of a watched channel exactly once, in seq order, and
 never a duplicate publish. The embedded stores deliver before ``append``
-returns; the Redis store once it has read the message back, so the tests wait
-for the sink to have everything rather than for a fixed time.
+returns; the Redis store too for its own messages when they come next, and
+others' once it has read them back, so the tests wait for the sink to have
+everything rather than for a fixed time.
 """
 
 from __future__ import annotations
