@@ -21,9 +21,10 @@ member halfway through the batch. Such a recipient is sent each pending
 member's final event regardless (``leave`` if gone, else ``update``), which
 clients apply idempotently.
 
-Expiry: every connection entry in the store carries a deadline, which this
-hub moves forward for its live connections every third of
-``presence_expiry``. A connection that closes leaves at once; a client that
+Expiry: every connection in the store has one deadline for all its rooms,
+which this hub moves forward for its live connections every third of
+``presence_expiry`` (one store call for all of them, whatever the number of
+rooms). A connection that closes leaves at once; a client that
 vanishes without closing is dropped by Engine.IO's heartbeat (ping_interval
 + ping_timeout) and then leaves; the entries of a hub that died lapse at
 their deadline and are expired by any hub sharing the store.

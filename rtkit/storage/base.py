@@ -201,7 +201,8 @@ class PresenceStore(Protocol):
         max_members: int,
         max_state_bytes: int,
     ) -> PresenceChange | None:
-        """Add connection ``conn`` to ``member`` in ``room`` until ``expires``.
+        """Add connection ``conn`` to ``member`` in ``room``; the
+        connection's deadline, for every room it is in, becomes ``expires``.
 
         ``member.state`` is a patch merged into the member's state (see
         :func:`rtkit.protocol.merge_state`); ``member.connections`` is
@@ -229,7 +230,8 @@ class PresenceStore(Protocol):
         ...
 
     async def refresh(self, conns: Collection[str], expires: float) -> None:
-        """Move the deadline of these connections' entries (in every room) to ``expires``."""
+        """Move the deadline of these connections (in every room) to
+        ``expires``; connections in no room are left out."""
         ...
 
     async def expire(self, now: float) -> list[PresenceChange]:

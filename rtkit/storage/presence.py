@@ -4,11 +4,15 @@ The model, per room:
 
 - one entry per member (one per user identity), in join order, with its
   name, color and state;
-- per entry, the connections that vouch for it, each with a deadline. The
-  hub holding a connection moves its deadline forward periodically
-  (``refresh``); a connection whose hub died stops being refreshed and is
-  dropped by whoever runs ``expire`` next. A member whose last connection
-  goes, leaves.
+- per entry, the connections that vouch for it. A member whose last
+  connection goes, leaves.
+
+Deadlines belong to connections, not to their entries: a connection has one
+deadline for all the rooms it is in, set by its join and moved forward by its
+hub periodically (``refresh``). A heartbeat therefore costs one write per
+connection, whatever the number of rooms. A connection whose hub died stops
+being refreshed and is dropped from all its rooms by whoever runs ``expire``
+next.
 
 The functions here (:func:`join`, :func:`update`, :func:`leave`,
 :func:`expire_room`) are those rules on one room's entries, with no I/O:
@@ -39,7 +43,7 @@ class PresenceEntry:
     name: str
     color: str
     state: dict[str, Any] = field(default_factory=dict)
-    conns: dict[str, float] = field(default_factory=dict)  # connection -> deadline
+    conns: set[str] = field(default_factory=set)
     # Join order where the room's container does not keep it (a Redis hash).
     order: float = 0.0
 
@@ -57,7 +61,6 @@ def join(
     conn: str,
     member: Member,
     *,
-    expires: float,
     max_members: int,
     max_state_bytes: int,
     order: float = 0.0,
@@ -71,14 +74,14 @@ def join(
             raise Forbidden(f"room {room!r} is full ({max_members} members)")
         state = merge_state({}, member.state, max_state_bytes)
         entry = PresenceEntry(
-            member.id, member.user, member.name, member.color, state, {conn: expires}, order
+            member.id, member.user, member.name, member.color, state, {conn}, order
         )
         entries[member.id] = entry
         return PresenceChange(room, "join", entry.member())
     state = merge_state(entry.state, member.state, max_state_bytes)
     changed = state != entry.state or conn not in entry.conns
     entry.state = state
-    entry.conns[conn] = expires
+    entry.conns.add(conn)
     return PresenceChange(room, "update", entry.member()) if changed else None
 
 
@@ -102,24 +105,24 @@ def leave(room: str, entries: Room, member_id: str, conn: str) -> PresenceChange
     entry = entries.get(member_id)
     if entry is None or conn not in entry.conns:
         return None
-    del entry.conns[conn]
+    entry.conns.discard(conn)
     return _after_removal(room, entries, entry)
 
 
 def expire_room(
-    room: str, entries: Room, now: float
+    room: str, entries: Room, lapsed: Collection[str]
 ) -> tuple[list[PresenceChange], dict[str, list[str]]]:
-    """Drop the connections whose deadline is before ``now``: the changes
-    that made, and per member touched, the connections dropped."""
+    """Drop the ``lapsed`` connections from the room: the changes that made
+    (one per member touched), and per member touched, the connections
+    dropped."""
     changes: list[PresenceChange] = []
     lapsed_by_member: dict[str, list[str]] = {}
     for member_id, entry in list(entries.items()):
-        lapsed = [conn for conn, deadline in entry.conns.items() if deadline < now]
-        if not lapsed:
+        dropped = [conn for conn in entry.conns if conn in lapsed]
+        if not dropped:
             continue
-        for conn in lapsed:
-            del entry.conns[conn]
-        lapsed_by_member[member_id] = lapsed
+        entry.conns.difference_update(dropped)
+        lapsed_by_member[member_id] = dropped
         changes.append(_after_removal(room, entries, entry))
     return changes, lapsed_by_member
 
@@ -136,7 +139,8 @@ class LocalPresence:
     for the embedded backends.
 
     Every method completes without yielding, so a hub's sequence of calls is
-    applied in call order.
+    applied in call order. ``refresh`` touches each connection once, and
+    ``expire`` only the rooms of connections that lapsed.
 
     >>> presence = LocalPresence()
     >>> ada = Member("m1", "ada", "Ada", "#1f77b4", {"cell": 1}, 0)
@@ -150,10 +154,13 @@ class LocalPresence:
         self._rooms: dict[str, Room] = {}
         # connection -> (room, member id) of every entry it vouches for
         self._by_conn: dict[str, set[tuple[str, str]]] = {}
+        # connection -> its deadline; exactly the connections in _by_conn
+        self._deadlines: dict[str, float] = {}
 
     def clear(self) -> None:
         self._rooms.clear()
         self._by_conn.clear()
+        self._deadlines.clear()
 
     async def join(
         self,
@@ -169,17 +176,12 @@ class LocalPresence:
         # A room is kept only once it has a member: a refused join leaves none.
         fresh: Room = {} if entries is None else entries
         change = join(
-            room,
-            fresh,
-            conn,
-            member,
-            expires=expires,
-            max_members=max_members,
-            max_state_bytes=max_state_bytes,
+            room, fresh, conn, member, max_members=max_members, max_state_bytes=max_state_bytes
         )
         if entries is None:
             self._rooms[room] = fresh
         self._by_conn.setdefault(conn, set()).add((room, member.id))
+        self._deadlines[conn] = expires
         return change
 
     async def update(
@@ -206,19 +208,26 @@ class LocalPresence:
         return [entry.member() for entry in self._rooms.get(room, {}).values()]
 
     async def refresh(self, conns: Collection[str], expires: float) -> None:
-        rooms = self._rooms
+        deadlines = self._deadlines
         for conn in conns:
-            for room, member_id in self._by_conn.get(conn, ()):
-                entry = rooms.get(room, {}).get(member_id)
-                if entry is not None and conn in entry.conns:
-                    entry.conns[conn] = expires
+            # Only connections in a room have a deadline: refreshing one that
+            # left them all must not bring it back.
+            if conn in deadlines:
+                deadlines[conn] = expires
 
     async def expire(self, now: float) -> list[PresenceChange]:
+        lapsed = {conn for conn, deadline in self._deadlines.items() if deadline < now}
+        if not lapsed:
+            return []
+        rooms = {room for conn in lapsed for room, _ in self._by_conn.get(conn, ())}
         changes: list[PresenceChange] = []
-        for room, entries in list(self._rooms.items()):
-            found, lapsed_by_member = expire_room(room, entries, now)
-            for member_id, lapsed in lapsed_by_member.items():
-                for conn in lapsed:
+        for room in sorted(rooms):
+            entries = self._rooms.get(room)
+            if entries is None:
+                continue
+            found, lapsed_by_member = expire_room(room, entries, lapsed)
+            for member_id, dropped in lapsed_by_member.items():
+                for conn in dropped:
                     self._forget(conn, room, member_id)
             if not entries:
                 del self._rooms[room]
@@ -231,3 +240,4 @@ class LocalPresence:
             keys.discard((room, member_id))
             if not keys:
                 del self._by_conn[conn]
+                del self._deadlines[conn]
