@@ -64,7 +64,7 @@ from ..protocol import (
     parse_subscribe,
     parse_unsubscribe,
 )
-from ..storage.base import Appended, ImmediateChannelStore, Store
+from ..storage.base import Appended, ImmediateChannelStore, QueuedChannelStore, Store
 from ..storage.url import redact_url, store_from_url
 from .auth import AnonymousAuthenticator, Authenticator, Identity, TokenAuthenticator
 from .connection import Connection
@@ -208,7 +208,12 @@ class Hub:
             if isinstance(self.store.channels, ImmediateChannelStore)
             else None
         )
-        if self._append_now is not None:
+        self._append_soon = (
+            self.store.channels.append_soon
+            if isinstance(self.store.channels, QueuedChannelStore)
+            else None
+        )
+        if self._append_now is not None or self._append_soon is not None:
             self.sio.answer_immediately(self._answer_now)
 
     # -- lifecycle ----------------------------------------------------------
@@ -531,22 +536,38 @@ class Hub:
         if conn.identity.expired():
             raise Unauthorized("the token has expired: reconnect with a fresh token")
 
-    def _answer_now(self, sid: str, data: list[Any]) -> dict[str, Any] | None:
-        """The ack of a publish to a store that appends without waiting
-        (:class:`~rtkit.storage.base.ImmediateChannelStore`), for the server to
-        send without a task; None for any other request. The checks, the
-        answer and the refusals are _on_event's and _publish's own, in the
-        same order; only the append does not wait."""
+    def _answer_now(
+        self, sid: str, data: list[Any]
+    ) -> dict[str, Any] | asyncio.Future[dict[str, Any]] | None:
+        """The ack of a publish, for the server to send without a task: at
+        once for a store that appends without waiting
+        (:class:`~rtkit.storage.base.ImmediateChannelStore`), or as a future
+        for one that queues appends
+        (:class:`~rtkit.storage.base.QueuedChannelStore`); None for any
+        other request. The checks, the answer and the refusals are
+        _on_event's and _publish's own, in the same order; only the append
+        does not take a task."""
         if len(data) != 2 or data[0] != PUBLISH:
             return None
         conn = self._connections.get(sid)
-        append_now = self._append_now
-        if conn is None or append_now is None or self._over_send_budget(conn):
+        if conn is None or self._over_send_budget(conn):
             return None  # _on_event answers (or waits for the send budget)
+        append_now = self._append_now
         try:
             self._check_request(conn)
             req = self._publish_request(conn, data[1])
             with _append_errors():
+                if append_now is None:
+                    assert self._append_soon is not None  # else not answering here
+                    queued = self._append_soon(
+                        req.channel,
+                        req.data,
+                        sender=conn.identity.user,
+                        msg_id=req.id,
+                        ts=time.time(),
+                        dedup_window=self.config.dedup_window,
+                    )
+                    return self._ack_when_appended(sid, queued)
                 appended = append_now(
                     req.channel,
                     req.data,
@@ -558,6 +579,25 @@ class Hub:
             return self._published(appended)
         except Exception as exc:
             return self._refusal(PUBLISH, sid, exc)
+
+    def _ack_when_appended(
+        self, sid: str, queued: asyncio.Future[Appended]
+    ) -> asyncio.Future[dict[str, Any]]:
+        """The ack of a queued append: the published ack or the refusal."""
+        ack: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+
+        def answer(done: asyncio.Future[Appended]) -> None:
+            try:
+                if done.cancelled():  # the store closed under it
+                    raise Unavailable("the hub is shutting down; retry after reconnecting")
+                with _append_errors():
+                    appended = done.result()
+                ack.set_result(self._published(appended))
+            except Exception as exc:
+                ack.set_result(self._refusal(PUBLISH, sid, exc))
+
+        queued.add_done_callback(answer)
+        return ack
 
     def _publish_request(self, conn: Connection, payload: Any) -> PublishRequest:
         req = parse_publish(payload)

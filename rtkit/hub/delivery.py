@@ -38,6 +38,7 @@ class HubDelivery:
         # The fan-out's push itself, not a method calling it: this is called
         # once per message on the delivery hot path.
         self.stored: Callable[[Message], None] = fanout.push
+        self.stored_many: Callable[[list[Message]], None] = fanout.push_many
 
     def presence_changed(self, change: PresenceChange) -> None:
         self._presence.remote_change(change)

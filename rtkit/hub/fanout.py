@@ -199,31 +199,50 @@ class FanOut:
         ch.pending.append(message)
         self._dirty[message.channel] = ch
         if self._handle is None:
-            loop = asyncio.get_running_loop()
-            # Wait as long as the previous flush took, measured from its end:
-            # zero at low load, a growing batch under heavy load.
-            now = time.perf_counter()
-            delay = min(self._max_delay, self._last_end + self._last_cost - now)
-            if delay >= TIMER_RESOLUTION:
-                self._handle = loop.call_later(delay, self.flush)
-                self._due = now + delay
-                self._slack = TIMER_RESOLUTION
-            elif delay > 0:
-                self._handle = loop.call_soon(self.flush)
-                self._due = now
-                self._slack = 0.0
-            elif message.seq == ch.delivered + 1 and len(ch.pending) == 1:
-                # Idle, and this is the very next message: deliver it now,
-                # before the publisher's ack and whatever else is ready, so
-                # it pays no extra turn of the event loop.
-                self._due = now
-                self._slack = 0.0
-                self.flush()
-            else:
-                # Out of order (the flush sorts the batch) or more pending.
-                self._handle = loop.call_soon(self.flush)
-                self._due = now
-                self._slack = 0.0
+            self._schedule(message.seq == ch.delivered + 1 and len(ch.pending) == 1)
+
+    def push_many(self, messages: list[Message]) -> None:
+        """Queue several stored messages of one channel, in seq order, as one
+        batch: a shared store's burst then goes out as one packet per
+        subscriber, as a burst of local publishes does."""
+        first, last = messages[0], messages[-1]
+        ch = self._channels.get(last.channel)
+        if ch is None:
+            self._unheard[last.channel] = last.seq
+            return
+        ch.pending.extend(messages)
+        self._dirty[last.channel] = ch
+        if self._handle is None:
+            self._schedule(first.seq == ch.delivered + 1 and len(ch.pending) == len(messages))
+
+    def _schedule(self, next_in_order: bool) -> None:
+        """Arrange the flush of what was just queued; ``next_in_order``: all
+        that is pending is one run that starts right after what was delivered."""
+        loop = asyncio.get_running_loop()
+        # Wait as long as the previous flush took, measured from its end:
+        # zero at low load, a growing batch under heavy load.
+        now = time.perf_counter()
+        delay = min(self._max_delay, self._last_end + self._last_cost - now)
+        if delay >= TIMER_RESOLUTION:
+            self._handle = loop.call_later(delay, self.flush)
+            self._due = now + delay
+            self._slack = TIMER_RESOLUTION
+        elif delay > 0:
+            self._handle = loop.call_soon(self.flush)
+            self._due = now
+            self._slack = 0.0
+        elif next_in_order:
+            # Idle, and this is the very next message: deliver it now,
+            # before the publisher's ack and whatever else is ready, so
+            # it pays no extra turn of the event loop.
+            self._due = now
+            self._slack = 0.0
+            self.flush()
+        else:
+            # Out of order (the flush sorts the batch) or more pending.
+            self._handle = loop.call_soon(self.flush)
+            self._due = now
+            self._slack = 0.0
 
     def flush(self) -> None:
         """Deliver everything pending. Synchronous: nothing can interleave."""

@@ -37,6 +37,7 @@ concern. No backend imports another.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
@@ -187,6 +188,32 @@ class ImmediateChannelStore(ChannelStore, Protocol):
 
 
 @runtime_checkable
+class QueuedChannelStore(ChannelStore, Protocol):
+    """A channel store that queues appends and answers them together (the
+    Redis store: one round trip per burst).
+
+    The hub then answers a publish without a task and a coroutine per
+    request: it sends the ack when the future is done. ``append_soon`` must
+    do exactly what ``append`` does, queueing in call order, and raise
+    before queueing where ``append`` would raise at once.
+    """
+
+    def append_soon(
+        self,
+        channel: str,
+        data: Any,
+        *,
+        sender: str,
+        msg_id: str | None,
+        ts: float,
+        dedup_window: float,
+    ) -> asyncio.Future[Appended]:
+        """:meth:`ChannelStore.append`, queued: its result (or exception) is
+        the future's."""
+        ...
+
+
+@runtime_checkable
 class PresenceStore(Protocol):
     """Rooms of members with per-connection deadlines. All methods are
     coroutines and never block the event loop."""
@@ -305,12 +332,17 @@ class Store(Protocol):
 class FeedSink(Protocol):
     """Where a store's feed delivers: the hub side of the one delivery path.
 
-    ``stored`` is the only way a message reaches subscribers, whichever
-    backend stored it and whichever hub published it.
+    ``stored`` (or ``stored_many`` for a burst) is the only way a message
+    reaches subscribers, whichever backend stored it and whichever hub
+    published it.
     """
 
     def stored(self, message: Message) -> None:
         """``message`` was stored (once per message, in seq order per channel)."""
+
+    def stored_many(self, messages: list[Message]) -> None:
+        """Several messages of one channel were stored, in seq order (a
+        burst, delivered together): as ``stored`` for each, in one go."""
 
     def presence_changed(self, change: PresenceChange) -> None:
         """Another hub changed a room (shared stores only)."""

@@ -16,6 +16,8 @@ go straight to the wire when the connection's writer is idle.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -31,7 +33,8 @@ from .sockets import Transports
 
 # Answers a request on the spot, given (sid, [event, *args]); None: the
 # request takes the usual way (see FastHubServer._handle_event).
-Answerer = Callable[[str, list[Any]], dict[str, Any] | None]
+# (sid, request) -> its ack now, a future of its ack, or None: not answered here.
+Answerer = Callable[[str, list[Any]], "dict[str, Any] | asyncio.Future[dict[str, Any]] | None"]
 
 # The event name an undecodable request is delivered as (see UndecodablePacket).
 UNDECODABLE = "\x00undecodable"
@@ -192,6 +195,11 @@ class FastHubServer(HubServer):
         self._answer_now: Answerer | None = None
         # Handler tasks started and not yet finished, per Engine.IO sid.
         self._running: dict[str, int] = {}
+        # Acks of queued requests on their way through Engine.IO's queue
+        # (held here: the loop keeps only weak references to tasks).
+        self._sending: set[asyncio.Task[None]] = set()
+        # Acks of queued requests to write at the end of this turn, by sid.
+        self._acks: dict[str, list[Any]] = {}
 
     def open_connection(
         self,
@@ -231,6 +239,12 @@ class FastHubServer(HubServer):
         answer = self._answer_now
         if answer is not None and namespace == NAMESPACE and eio_sid not in self._running:
             ack = answer(sid, data)
+            if isinstance(ack, asyncio.Future):
+                # Queued (a publish to the Redis store): acked when stored,
+                # by a callback rather than a task waiting for it.
+                if id is not None:
+                    ack.add_done_callback(functools.partial(self._send_ack, eio_sid, id))
+                return
             if ack is not None:
                 if id is not None:
                     await self._send_packet(
@@ -264,14 +278,52 @@ class FastHubServer(HubServer):
         await super()._handle_eio_disconnect(eio_sid, reason)
 
     async def _send_packet(self, eio_sid: str, pkt: Any) -> None:
+        if not self._write_now(eio_sid, pkt):
+            await super()._send_packet(eio_sid, pkt)
+
+    def _write_now(self, eio_sid: str, pkt: Any) -> bool:
+        """Write ``pkt`` straight to the connection's transport, when it has
+        a frame writer and nothing queued before; False: it was not."""
         writer = self._frame_writers.get(eio_sid)
         if writer is not None:
             transport = self.transports.get(eio_sid)
             if transport is not None and not transport.closed and transport.idle():
                 encoded = pkt.encode()
                 if isinstance(encoded, str) and writer(message_frame(encoded)):
-                    return
-        await super()._send_packet(eio_sid, pkt)
+                    return True
+        return False
+
+    def _send_ack(self, eio_sid: str, id: int, ack: asyncio.Future[dict[str, Any]]) -> None:
+        # A burst of queued requests is answered in one turn of the loop:
+        # the acks of each connection leave together, in one write.
+        pkt = self.packet_class(
+            socketio.packet.ACK, namespace=NAMESPACE, id=id, data=[ack.result()]
+        )
+        waiting = self._acks.get(eio_sid)
+        if waiting is not None:
+            waiting.append(pkt)
+            return
+        self._acks[eio_sid] = [pkt]
+        if len(self._acks) == 1:
+            asyncio.get_running_loop().call_soon(self._flush_acks)
+
+    def _flush_acks(self) -> None:
+        acks, self._acks = self._acks, {}
+        for eio_sid, packets in acks.items():
+            transport = self.transports.get(eio_sid)
+            if transport is None or transport.closed:
+                continue  # gone meanwhile: nobody to answer
+            writer = self._frame_writers.get(eio_sid)
+            if writer is not None and transport.idle():
+                frames = [pkt.encode() for pkt in packets]
+                if all(isinstance(f, str) for f in frames) and writer(
+                    b"".join(message_frame(f) for f in frames)
+                ):
+                    continue
+            for pkt in packets:
+                task = asyncio.get_running_loop().create_task(super()._send_packet(eio_sid, pkt))
+                self._sending.add(task)
+                task.add_done_callback(self._sending.discard)
 
 
 def create_server(*, fast_paths: bool, **kwargs: Any) -> HubServer:

@@ -192,24 +192,29 @@ class RedisFeed:
 
     # -- delivery -----------------------------------------------------------
 
-    def stored_here(self, msg: Message) -> None:
-        """This hub stored ``msg`` (RedisChannels tells, before answering
-        its publisher). When it is the next of its channel here it is
-        delivered at once, as the embedded stores do, instead of being read
-        back after its announcement: one round trip to Redis per burst of
-        publishes, not three. Otherwise (another hub's messages come first)
-        the pump reads the gap and delivers both in order."""
-        last = self._last.get(msg.channel)
+    def stored_here(self, messages: list[Message]) -> None:
+        """This hub stored ``messages``, a gap-free run of one channel
+        (RedisChannels tells, before answering their publishers). When they
+        come next here they are delivered at once, as the embedded stores
+        do, instead of being read back after their announcement: one round
+        trip to Redis per burst of publishes, not three. Otherwise (another
+        hub's messages come first) the pump reads the gap and delivers all
+        in order."""
+        channel, newest = messages[0].channel, messages[-1].seq
+        last = self._last.get(channel)
         if last is None:
-            if msg.channel in self._watching:
-                self.announced(msg.channel, msg.seq)
+            if channel in self._watching:
+                self.announced(channel, newest)
             return  # nobody here follows it
-        if msg.seq == last + 1:
-            assert self._sink is not None  # watched, so started
-            self._last[msg.channel] = msg.seq
-            self._sink.stored(msg)
-        elif msg.seq > last:
-            self.announced(msg.channel, msg.seq)
+        if newest <= last:
+            return
+        if messages[0].seq > last + 1:
+            self.announced(channel, newest)
+            return
+        fresh = messages if messages[0].seq == last + 1 else messages[last + 1 - messages[0].seq :]
+        assert self._sink is not None  # watched, so started
+        self._last[channel] = newest
+        self._sink.stored_many(fresh)
 
     async def _pump(self) -> None:
         while True:
@@ -260,13 +265,12 @@ class RedisFeed:
             )
             last = rng.messages[0].seq - 1 if rng.messages else rng.seq
         assert self._sink is not None  # started
-        stored = self._sink.stored
-        for msg in rng.messages:
-            if msg.seq > last:
-                stored(msg)
-                last = msg.seq
-                self.messages_read += 1
-        self._last[channel] = last
+        fresh = [msg for msg in rng.messages if msg.seq > last]
+        if fresh:
+            last = fresh[-1].seq
+            self._last[channel] = last
+            self.messages_read += len(fresh)
+            self._sink.stored_many(fresh)
         if rng.seq > last:
             self.announced(channel, rng.seq)
         elif target > last:

@@ -35,6 +35,10 @@ class RecordingSink:
         self.messages.append(message)
         self._changed.set()
 
+    def stored_many(self, messages: list[Message]) -> None:
+        self.messages.extend(messages)
+        self._changed.set()
+
     def presence_changed(self, change: PresenceChange) -> None:
         raise AssertionError(f"no other hub changed a room: {change}")
 
