@@ -677,6 +677,76 @@ def latency_table(rows: list[dict[str, Any]]) -> list[str]:
     return out
 
 
+def cpu_us_per_delivery(r: dict[str, Any], who: str = "server") -> float | None:
+    cpu, rate = r.get(f"{who}Cpu"), r.get("deliveriesPerSec")
+    if not r.get("ok") or cpu is None or not rate:
+        return None
+    return float(cpu) / float(rate) * 1e6
+
+
+def store_comparison(results: list[dict[str, Any]]) -> list[str]:
+    """The Redis store beside the memory store, case by case, as ratios."""
+    pairs: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
+    for section, scenario, n, what in [
+        ("fanout", "fanout", 100, "fan-out to 100"),
+        ("fanout", "fanout", 1000, "fan-out to 1,000"),
+        ("latency", "latency", None, "latency"),
+        ("latency-low", "latency", None, "latency below saturation"),
+    ]:
+        rows = [
+            r for r in results if r["section"] == section and (n is None or r["subscribers"] == n)
+        ]
+        mem = next((r for r in rows if r["server"] == "rtkit"), None)
+        red = next((r for r in rows if r["server"] == "rtkit+redis"), None)
+        if mem is not None and red is not None and mem.get("ok") and red.get("ok"):
+            if scenario == "latency":
+                what += f" at {red.get('rate'):,} msg/s"
+            pairs.append((what, mem, red))
+    if not pairs:
+        return []
+    out = [
+        "## The Redis store beside the memory store",
+        "",
+        "Cases of the tables above, one hub each, the memory store and the Redis store "
+        "(`--store redis://...` on the local redis-server) back to back. Hub CPU per delivery "
+        "is the hub's CPU over the window divided by the envelopes delivered: what predicts a "
+        "bigger machine, since on these 2 cores another hub would only share them. "
+        "redis-server's CPU is shown beside it.",
+        "",
+        "| case | measure | memory store | Redis store | Redis / memory |",
+        "| --- | --- | ---: | ---: | ---: |",
+    ]
+
+    def ratio(a: float | None, b: float | None) -> str:
+        return "-" if not a or b is None else f"{b / a:.2f}x"
+
+    for what, mem, red in pairs:
+        if mem["scenario"] == "fanout":
+            rows = [
+                ("deliveries/s", mem["deliveriesPerSec"], red["deliveriesPerSec"], 0),
+            ]
+        else:
+            rows = [
+                ("p50 ms", mem["latencyMs"]["p50"], red["latencyMs"]["p50"], 2),
+                ("p99 ms", mem["latencyMs"]["p99"], red["latencyMs"]["p99"], 2),
+            ]
+        rows.append(
+            ("hub CPU µs per delivery", cpu_us_per_delivery(mem), cpu_us_per_delivery(red), 2)
+        )
+        for measure, a, b, digits in rows:
+            out.append(
+                f"| {what} | {measure} | {fmt(a, digits)} | {fmt(b, digits)} | {ratio(a, b)} |"
+            )
+        done_mem = mem.get("allComplete", mem.get("deliveredRatio") in (1, 1.0))
+        done_red = red.get("allComplete", red.get("deliveredRatio") in (1, 1.0))
+        out.append(
+            f"| {what} | every delivery accounted for | {fmt(done_mem)} | {fmt(done_red)} | |"
+        )
+        out.append(f"| {what} | redis-server CPU (cores) | - | {fmt(red.get('storeCpu'), 2)} | |")
+    out.append("")
+    return out
+
+
 def loadgen_headroom(rows: list[dict[str, Any]]) -> list[str]:
     ok = [r for r in rows if r.get("ok") and r.get("loadgenCpu") is not None]
     if not ok:
@@ -869,6 +939,7 @@ def write_report(
             *fanout_table(by_section["fanout"]),
             "",
         ]
+    lines += store_comparison(results)
     if "hosts" in by_section:
         lines += [
             "## Host comparison: fan-out to 100 subscribers",

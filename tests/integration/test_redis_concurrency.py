@@ -1,4 +1,5 @@
-"""Thousands of requests at once on one hub with the Redis store.
+"""Thousands of requests at once on one hub with the Redis store:
+subscribes, history reads, presence joins and publishes.
 
 redis-py's asyncio pool raises ``MaxConnectionsError`` past its connection
 limit instead of waiting, so a hub whose subscribers arrived together
@@ -19,6 +20,7 @@ pytestmark = pytest.mark.timeout(120)
 
 CLIENTS = 100
 CHANNELS = 20  # per client: 2,000 subscriptions in flight at once
+PUBLISHES = 10  # per client, in the same burst
 
 
 async def test_two_thousand_subscriptions_at_once(
@@ -38,9 +40,13 @@ async def test_two_thousand_subscriptions_at_once(
             # and history reads and presence joins in the same burst
             *(c.history(channels[i % CHANNELS]) for i, c in enumerate(clients)),
             *(c.call("presence.join", {"room": "many", "state": {}}) for c in clients),
+            # and 1,000 publishes to one channel
+            *(c.publish("burst", {"n": n}) for c in clients for n in range(PUBLISHES)),
         )
         refused = [ack for ack in acks if not ack.get("ok")]
         assert not refused, f"{len(refused)} of {len(acks)} requests refused: {refused[:3]}"
+        burst = sorted(ack["seq"] for ack in acks[-CLIENTS * PUBLISHES :])
+        assert burst == list(range(1, CLIENTS * PUBLISHES + 1)), "each publish numbered once"
 
         # Every subscription is live: one more message on each channel
         # reaches every client, after the one each got as its backlog.
