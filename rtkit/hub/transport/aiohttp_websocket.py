@@ -31,11 +31,11 @@ from engineio import packet as eio_packet
 from engineio.async_drivers import aiohttp as eio_aiohttp
 from engineio.async_socket import AsyncSocket
 
-from .base import FRAME_WRITER_KEY, WRITE_BUFFERED_KEY
+from .base import FRAME_WRITER_KEY, WRITE_BUFFERED_KEY, FrameWriter
 from .guard import decode_engineio, violations
 from .memory import collect_soon
 from .server import HubServer
-from .sockets import ByteQueue
+from .sockets import ByteQueue, QueueDrain
 
 log = logging.getLogger(__name__)
 
@@ -95,11 +95,15 @@ class _ReadDeadline:
         self._handle.cancel()
 
 
-async def serve_websocket(ws: Any, socket: AsyncSocket) -> None:
+async def serve_websocket(
+    ws: Any, socket: AsyncSocket, frame_writer: FrameWriter | None = None
+) -> None:
     """Engine.IO's websocket transport for one connection: the same protocol
     steps as python-engineio's ``AsyncSocket._websocket_handler`` (upgrade
     probe, writer task, ping/pong, close, size limit, cleanup), without its
-    per-packet task and ``wait_for`` (see :class:`_ReadDeadline`). A MESSAGE
+    per-packet task and ``wait_for`` (see :class:`_ReadDeadline`), and
+    without a writer task: what Engine.IO queues is written by a
+    :class:`~.sockets.QueueDrain`, through ``frame_writer`` when given. A MESSAGE
     packet, which is nearly every packet, goes straight to the Socket.IO
     server's handler with no Packet object: its payload needs no decoding at
     the Engine.IO level. Everything else goes through the socket's own
@@ -112,11 +116,7 @@ async def serve_websocket(ws: Any, socket: AsyncSocket) -> None:
     async def receive() -> str | bytes | None:
         # None: the connection is closed, failed, or sent a frame over the
         # size limit (aiohttp refuses those with close code 1009).
-        msg = await sock.receive()
-        data = msg.data
-        if not isinstance(data, str | bytes) or len(data) > max_size:
-            return None
-        return data
+        return _payload((await sock.receive()).data, max_size)
 
     if socket.connected:
         # An upgrade from long-polling (engineio's steps, unchanged).
@@ -152,22 +152,29 @@ async def serve_websocket(ws: Any, socket: AsyncSocket) -> None:
         socket.connected = True
         socket.upgraded = True
 
-    async def writer() -> None:
-        while True:
-            try:
-                packets = await socket.poll()
-            except eio_exceptions.QueueEmpty:
-                break
-            if not packets:  # the connection is closing
-                break
-            try:
-                for pkt in packets:
-                    await ws.send(pkt.encode())
-            except Exception:
-                break
-        await ws.close()
+    drain: QueueDrain | None = None
+    writer_task: asyncio.Future[None] | None = None
+    if isinstance(socket.queue, ByteQueue):
+        # Written on demand: no writer task waits on an idle connection.
+        drain = QueueDrain(socket.queue, ws, frame_writer)
+    else:
 
-    writer_task = asyncio.ensure_future(writer())
+        async def writer() -> None:
+            while True:
+                try:
+                    packets = await socket.poll()
+                except eio_exceptions.QueueEmpty:
+                    break
+                if not packets:  # the connection is closing
+                    break
+                try:
+                    for pkt in packets:
+                        await ws.send(pkt.encode())
+                except Exception:
+                    break
+            await ws.close()
+
+        writer_task = asyncio.ensure_future(writer())
     on_message = server.handlers.get("message")
     # Engine.IO may be told to run its handlers in tasks: then let it.
     direct = on_message is not None and not server.async_handlers
@@ -178,7 +185,9 @@ async def serve_websocket(ws: Any, socket: AsyncSocket) -> None:
             deadline.since = loop.time()
             deadline.reading = True
             try:
-                data = await receive()
+                # Not through receive(): one coroutine frame less held by
+                # every idle connection.
+                data = _payload((await sock.receive()).data, max_size)
             except asyncio.CancelledError:
                 # Timed out, or the server is shutting down: either way stop
                 # reading and close the socket, as python-engineio does.
@@ -220,9 +229,19 @@ async def serve_websocket(ws: Any, socket: AsyncSocket) -> None:
                 server.logger.exception("Unknown receive error")
     finally:
         deadline.cancel()
-        await socket.queue.put(None)  # unlock the writer task so it can exit
-        await writer_task
+        if drain is not None:
+            await drain.stop()
+            await ws.close()
+        elif writer_task is not None:
+            await socket.queue.put(None)  # unlock the writer task so it can exit
+            await writer_task
         await socket.close(wait=False, abort=True, reason=server.reason.TRANSPORT_CLOSE)
+
+
+def _payload(data: Any, max_size: int) -> str | bytes | None:
+    if not isinstance(data, str | bytes) or len(data) > max_size:
+        return None
+    return data
 
 
 def _websocket_class(*, compress: bool, fast_paths: bool) -> type[Any]:
@@ -242,8 +261,9 @@ def _websocket_class(*, compress: bool, fast_paths: bool) -> type[Any]:
                 # What the socket buffers counts against the send budget,
                 # with the fast paths on or off (a public asyncio API).
                 environ[WRITE_BUFFERED_KEY] = request.transport.get_write_buffer_size
+            frame_writer = None
             if fast_paths and not compress and request.transport is not None:
-                environ[FRAME_WRITER_KEY] = TransportFrameWriter(request.transport)
+                frame_writer = environ[FRAME_WRITER_KEY] = TransportFrameWriter(request.transport)
             self.environ = environ
             socket = getattr(self.handler, "__self__", None)
             try:
@@ -252,7 +272,7 @@ def _websocket_class(*, compress: bool, fast_paths: bool) -> type[Any]:
                     and isinstance(socket, AsyncSocket)
                     and self.handler.__func__ is STOCK_HANDLER
                 ):
-                    await serve_websocket(self, socket)
+                    await serve_websocket(self, socket, frame_writer)
                 else:
                     await self.handler(self)
             finally:

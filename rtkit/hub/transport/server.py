@@ -8,9 +8,11 @@ type before the JSON arguments, and :class:`ConnectionRefused` on a
 
 :class:`FastHubServer` adds the fast paths, as overrides of four private
 methods of ``socketio.AsyncServer`` (``_handle_event``,
-``_handle_event_internal``, ``_handle_eio_disconnect``, ``_send_packet``):
-requests the hub can answer at once are answered without a task, and acks
-go straight to the wire when the connection's writer is idle.
+``_handle_event_internal``, ``_handle_eio_connect``,
+``_handle_eio_disconnect``, ``_send_packet``): requests the hub can answer
+at once are answered without a task, acks go straight to the wire when the
+connection's writer is idle, and Engine.IO sockets ping from a timer
+instead of a task each (:class:`~.sockets.TimerPingSocket`).
 :func:`create_server` picks one by the fast-paths switch.
 """
 
@@ -27,7 +29,7 @@ from ...protocol import NAMESPACE, error_ack
 from .base import FrameWriter, Transport, WriteBuffered
 from .guard import BoundedPacket, SessionGuard, bounded_packet_class
 from .packets import message_frame
-from .sockets import Transports
+from .sockets import Transports, ping_from_timer
 
 # Answers a request on the spot, given (sid, [event, *args]); None: the
 # request takes the usual way (see FastHubServer._handle_event).
@@ -257,6 +259,12 @@ class FastHubServer(HubServer):
                     self._running[eio_sid] = left - 1
                 else:
                     del self._running[eio_sid]
+
+    async def _handle_eio_connect(self, eio_sid: str, environ: Any) -> Any:
+        # Engine.IO calls this before it first schedules the socket's ping:
+        # from here on the socket pings from a timer, not a task of its own.
+        ping_from_timer(self.eio.sockets.get(eio_sid))
+        return await super()._handle_eio_connect(eio_sid, environ)
 
     async def _handle_eio_disconnect(self, eio_sid: str, reason: Any = None) -> None:
         # A task cancelled before it started never uncounts itself.
