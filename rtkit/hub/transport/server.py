@@ -94,6 +94,57 @@ class ConnectionRefused(socketio.exceptions.ConnectionRefusedError):  # type: ig
         self.error_args = {**err.to_wire(), "data": err.to_wire()}
 
 
+class HubManager(socketio.AsyncManager):  # type: ignore[misc]
+    """python-socketio's client manager, with a disconnect that costs the
+    same however many clients there are.
+
+    Stock ``basic_disconnect`` copies and scans every room of the namespace
+    to find the leaving client's, and every client has a room of its own:
+    each disconnect is O(connections), so 10,000 clients going at once (a
+    network blip, a restart of the proxy in front) keep the hub's loop busy
+    for seconds. Here the rooms a client joins beyond the two every client
+    is in (``None`` and its own sid) are indexed as they are joined, and a
+    disconnect leaves exactly those; the rest of its steps are stock
+    (tests/contract pins the stock method's source).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        # (namespace, sid) -> rooms beyond None and the sid's own: empty
+        # for every hub client (the hub keeps its channels itself).
+        self._joined: dict[tuple[str, str], set[Any]] = {}
+
+    def basic_enter_room(self, sid: str, namespace: str, room: Any, eio_sid: Any = None) -> None:
+        super().basic_enter_room(sid, namespace, room, eio_sid=eio_sid)
+        if room is not None and room != sid:
+            self._joined.setdefault((namespace, sid), set()).add(room)
+
+    def basic_leave_room(self, sid: str, namespace: str, room: Any) -> None:
+        super().basic_leave_room(sid, namespace, room)
+        joined = self._joined.get((namespace, sid))
+        if joined is not None:
+            joined.discard(room)
+            if not joined:
+                del self._joined[(namespace, sid)]
+
+    def basic_disconnect(self, sid: str, namespace: str, **kwargs: Any) -> None:
+        rooms = self.rooms.get(namespace)
+        if rooms is None:
+            return
+        extra = self._joined.pop((namespace, sid), ())
+        for room in (None, sid, *extra):
+            if sid in rooms.get(room, ()):
+                self.basic_leave_room(sid, namespace, room)
+        if sid in self.callbacks:
+            del self.callbacks[sid]
+        for pending in (self.pending_connect, self.pending_disconnect):
+            waiting = pending.get(namespace)
+            if waiting is not None and sid in waiting:
+                waiting.remove(sid)
+                if not waiting:
+                    del pending[namespace]
+
+
 class HubServer(socketio.AsyncServer):  # type: ignore[misc]
     """python-socketio's server with the hub's JSON and packet classes, and
     the hub's connections as :class:`~rtkit.hub.transport.base.Transport`."""
@@ -116,6 +167,7 @@ class HubServer(socketio.AsyncServer):  # type: ignore[misc]
             max_attachments=max_attachments,
             max_attachment_bytes=kwargs.get("max_http_buffer_size", 1_000_000),
         )
+        kwargs.setdefault("client_manager", HubManager())
         super().__init__(json=OrjsonForSocketIO, serializer=packet_class, **kwargs)
         # Decode each incoming packet right in Engine.IO's reader instead of
         # in a task of its own: python-socketio still runs every event

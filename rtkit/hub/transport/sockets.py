@@ -35,6 +35,7 @@ from engineio.async_socket import AsyncSocket
 
 from .base import FrameWriter, WriteBuffered
 from .packets import websocket_text_frame
+from .wheel import wheel
 
 log = logging.getLogger(__name__)
 
@@ -198,11 +199,13 @@ class QueueDrain:
     packet that cannot go that way (binary, no frame writer, a full
     transport buffer) starts a task that sends it and the rest through the
     websocket's own ``send``, as the stock writer does, and ends when the
-    queue is empty. Every packet taken is marked ``task_done``, so
+    queue is empty. As with the stock writer, a ``None`` on the queue, or a
+    failed send, closes the websocket (which ends its read loop) and
+    nothing more is written. Every packet taken is marked ``task_done``, so
     ``AsyncSocket.close(wait=True)``'s ``queue.join()`` still works.
     """
 
-    __slots__ = ("_loop", "_queue", "_task", "_write", "_ws", "busy", "failed")
+    __slots__ = ("_loop", "_queue", "_task", "_write", "_ws", "busy", "ended")
 
     def __init__(self, queue: ByteQueue, ws: Any, write: FrameWriter | None) -> None:
         self._loop = asyncio.get_running_loop()
@@ -214,8 +217,9 @@ class QueueDrain:
         # True from a put until what was queued is written (or handed to
         # the websocket): the connection is not idle meanwhile.
         self.busy = False
-        # A send failed: the connection is broken, nothing more is written.
-        self.failed = False
+        # Told to stop (a None) or a send failed: the websocket is closed
+        # or closing, and what is queued from now on is dropped.
+        self.ended = False
         queue.drain = self
         if not queue.empty():
             self.wake()
@@ -230,46 +234,58 @@ class QueueDrain:
     def _run(self) -> None:
         queue = self._queue
         if queue.drain is not self or self._task is not None:
-            return  # stopped, or a send task has taken over
+            return  # stopped, or a task has taken over
         write = self._write
         while not queue.empty():
             pkt = queue.get_nowait()
-            if pkt is None or self.failed:
+            if self.ended:
                 queue.task_done()
                 continue
-            encoded = pkt.encode()
-            if (
-                write is not None
-                and isinstance(encoded, str)
-                and write(websocket_text_frame(encoded.encode()))
-            ):
-                queue.task_done()
-                continue
+            if pkt is not None:
+                encoded = pkt.encode()
+                if (
+                    write is not None
+                    and isinstance(encoded, str)
+                    and write(websocket_text_frame(encoded.encode()))
+                ):
+                    queue.task_done()
+                    continue
+            else:
+                encoded = None
             self._task = asyncio.ensure_future(self._send_from(encoded))
             return
         self.busy = False
 
     async def _send_from(self, encoded: str | bytes | None) -> None:
+        """Send ``encoded`` (the packet just taken; None: close) and then
+        the rest of the queue through the websocket, one at a time."""
         queue = self._queue
         try:
-            while encoded is not None:
+            while True:
                 try:
-                    await self._ws.send(encoded)
+                    if encoded is None:
+                        self.ended = True
+                        await self._ws.close()
+                    else:
+                        await self._ws.send(encoded)
                 except Exception as exc:
                     # As the stock writer: a failed send ends the writing
                     # and closes the websocket, which ends the read loop.
-                    self.failed = True
                     log.debug("websocket send failed (%r): closing", exc)
-                    await self._ws.close()
+                    if not self.ended:
+                        self.ended = True
+                        await self._ws.close()
                 finally:
                     queue.task_done()
-                encoded = None
-                while encoded is None and not queue.empty():
+                if queue.empty():
+                    break
+                pkt = queue.get_nowait()
+                while self.ended:
+                    queue.task_done()
+                    if queue.empty():
+                        return
                     pkt = queue.get_nowait()
-                    if pkt is None or self.failed:
-                        queue.task_done()
-                    else:
-                        encoded = pkt.encode()
+                encoded = None if pkt is None else pkt.encode()
         finally:
             self._task = None
             self.busy = False
@@ -293,7 +309,8 @@ class TimerPingSocket(AsyncSocket):  # type: ignore[misc]
 
     Stock ``schedule_ping`` starts a task that sleeps ``ping_interval`` and
     queues a PING: one more sleeping task and its frames per idle
-    connection. Here the same step is a ``call_later`` handle. A socket
+    connection. Here the same step is a deadline on the loop's
+    :class:`~.wheel.Wheel` (a list entry, up to a second late). A socket
     takes this class when the hub sees its Engine.IO connect, before
     python-engineio first calls ``schedule_ping`` (tests/contract pins both
     that order and the stock ``_send_ping``'s steps).
@@ -305,9 +322,10 @@ class TimerPingSocket(AsyncSocket):  # type: ignore[misc]
         # Only once the previous PING was answered (as stock).
         if self.last_ping:
             self.last_ping = None
-            asyncio.get_running_loop().call_later(self.server.ping_interval, self._ping_due)
+            loop = asyncio.get_running_loop()
+            wheel().at(loop.time() + self.server.ping_interval, self)
 
-    def _ping_due(self) -> None:
+    def on_due(self) -> None:
         if not self.closing and not self.closed:
             self.last_ping = time.time()
             # What stock ``send`` does: its ping-timeout check cannot fire
