@@ -190,6 +190,15 @@ def test_the_stock_disconnect_steps_are_unchanged() -> None:
         assert "self.basic_" in inspect.getsource(getattr(socketio.AsyncManager, name)), (
             f"AsyncManager.{name} no longer goes through basic_{name} ({SERVER}.HubManager)"
         )
+    # A client's own room is not stored: every way to reach it by name
+    # must go through get_participants (or get_rooms, is_sid_room).
+    assert "self.get_participants(" in inspect.getsource(socketio.AsyncManager.emit), (
+        f"AsyncManager.emit no longer finds recipients with get_participants ({SERVER})"
+    )
+    pre_connect = inspect.getsource(socketio.base_manager.BaseManager.pre_connect)
+    assert "self.basic_enter_room(sid, namespace, sid" in pre_connect, (
+        f"clients no longer get their own room through basic_enter_room ({SERVER})"
+    )
 
 
 async def test_a_disconnect_leaves_every_room_and_only_the_clients() -> None:
@@ -201,8 +210,17 @@ async def test_a_disconnect_leaves_every_room_and_only_the_clients() -> None:
     await manager.disconnect(sids[0], "/ns")
     assert not manager.is_connected(sids[0], "/ns")
     assert manager.is_connected(sids[1], "/ns") and manager.is_connected(sids[2], "/ns")
-    assert set(manager.rooms["/ns"]) == {None, sids[1], sids[2], "extra"}
+    # A client's own room is implied, not stored, yet found as before.
+    assert set(manager.rooms["/ns"]) == {None, "extra"}
     assert dict(manager.rooms["/ns"]["extra"]) == {sids[1]: "eio1"}
+    assert list(manager.get_participants("/ns", sids[2])) == [(sids[2], "eio2")]
+    assert dict(manager.get_participants("/ns", [sids[2], "extra"])) == {
+        sids[2]: "eio2",
+        sids[1]: "eio1",
+    }
+    assert list(manager.get_participants("/ns", sids[0])) == []  # gone
+    assert sorted(manager.get_rooms(sids[1], "/ns")) == sorted(["extra", sids[1]])
+    assert manager.is_sid_room("/ns", sids[2])
     for sid in sids[1:]:
         await manager.disconnect(sid, "/ns")
     assert "/ns" not in manager.rooms and not manager.pending_connect
