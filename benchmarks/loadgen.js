@@ -29,6 +29,19 @@
 //            delivers cannot pile up an unbounded backlog; reports
 //            envelopes delivered per second to all subscribers, publishes per
 //            second, and whether every subscriber got every message.
+//   connections: `subscribers` idle connections, each subscribed to channel
+//            `bench`, opened `connectConcurrency` at a time; connects/s =
+//            subscribers / time until the last subscribe ack. The process
+//            then talks to its parent over stdin/stdout so that the parent
+//            can read the server's memory at the right moments:
+//              stdout {"phase":"idle"}     one connection open (the publisher)
+//              stdin  "go"                 -> open the idle connections
+//              stdout {"phase":"holding"}  all connected and subscribed, idle
+//              stdin  "go"                 -> publish one message
+//            and reports how many of the idle connections received it
+//            (`served`): an idle connection that no longer answers pings or
+//            that the server forgot would not. Without a "go" within
+//            `holdTimeout` seconds it carries on by itself.
 //
 // Throughput counting never JSON-parses a `messages` frame: it finds the first
 // and last `"seq":` in the frame (seq is gap-free per channel, so the count is
@@ -61,6 +74,7 @@ const DEFAULTS = {
   storePid: 0, // the server's store (redis-server), if any: its CPU is reported too
   hardDeadline: 0, // seconds; 0 = computed from the phases above
   headers: {}, // HTTP headers of every handshake, e.g. {"Authorization": "token ..."}
+  holdTimeout: 60, // connections: seconds to wait for each "go" on stdin
 };
 
 const cfg = { ...DEFAULTS, ...JSON.parse(process.argv[2] || '{}') };
@@ -397,7 +411,86 @@ async function waitFor(cond, ms, pollMs = 20) {
   return true;
 }
 
+// Lines from the parent process (the connections scenario's "go").
+const stdinLines = [];
+let stdinWaiter = null;
+function nextStdinLine(ms) {
+  if (stdinLines.length) return Promise.resolve(stdinLines.shift());
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => { stdinWaiter = null; resolve(null); }, ms);
+    stdinWaiter = (line) => { clearTimeout(timer); stdinWaiter = null; resolve(line); };
+  });
+}
+function listenStdin() {
+  let buf = '';
+  process.stdin.setEncoding('utf8');
+  process.stdin.on('data', (chunk) => {
+    buf += chunk;
+    for (let i = buf.indexOf('\n'); i >= 0; i = buf.indexOf('\n')) {
+      const line = buf.slice(0, i).trim();
+      buf = buf.slice(i + 1);
+      if (stdinWaiter) stdinWaiter(line); else stdinLines.push(line);
+    }
+  });
+  // Never let a silent parent keep the process alive past its deadlines.
+  process.stdin.unref();
+}
+
+async function connectionsScenario() {
+  listenStdin();
+  const N = cfg.subscribers;
+  // The publisher first: the server has served one connection (and loaded
+  // whatever it loads lazily on the first one) before "idle" is measured.
+  const [pub] = (await connectAll(1, 'pub', 1)).conns;
+  process.stdout.write(`${JSON.stringify({ phase: 'idle' })}\n`);
+  const first = await nextStdinLine(cfg.holdTimeout * 1000);
+  const c0 = snapshot();
+  const phase = await withTimeout(
+    connectAll(N, 'sub', cfg.connectConcurrency), cfg.connectTimeout * 1000, `${N} connections`);
+  const c1 = snapshot();
+  const subs = phase.conns;
+  log(`connected ${N} subscribers in ${phase.seconds.toFixed(2)}s`);
+  process.stdout.write(`${JSON.stringify({ phase: 'holding', subscribers: N })}\n`);
+  const second = await nextStdinLine(cfg.holdTimeout * 1000);
+  const errorsWhileIdle = stats.errors.length;
+  const reply = await pub.request('publish', { channel: cfg.channel, data: { t: performance.now() } }, 15000);
+  const seq = reply && reply.ok === true ? reply.seq : null;
+  let served = 0;
+  if (seq !== null) {
+    await waitFor(() => subs.every((s) => s.closed || s.lastSeq >= seq), cfg.drainTimeout * 1000);
+    served = subs.filter((s) => s.lastSeq >= seq).length;
+  }
+  const share = cpuShare(c0, c1);
+  const result = {
+    ok: served === N,
+    scenario: 'connections',
+    subscribers: N,
+    config: cfg,
+    connectSeconds: round(phase.seconds, 3),
+    connectsPerSec: round(N / phase.seconds, 1),
+    serverCpu: round(share.server, 3),
+    loadgenCpu: round(share.loadgen, 3),
+    otherCpu: round(share.other, 3),
+    serverRunqueueWait: round(share.serverWait, 3),
+    loadgenRunqueueWait: round(share.loadgenWait, 3),
+    parentSaidGo: first === 'go' && second === 'go',
+    published: seq !== null,
+    lastAckError: seq === null ? reply : null,
+    served,
+    closedWhileIdle: errorsWhileIdle,
+    wsExtensions: pub.ws.extensions || '',
+    connectionErrors: stats.errors.slice(0, 5),
+    connectionErrorCount: stats.errors.length,
+    node: process.version,
+    loadavg: os.loadavg(),
+  };
+  if (!result.ok) result.error = `${served}/${N} idle connections received the publish`;
+  for (const c of [...subs, pub]) c.close();
+  process.stdout.write(`${JSON.stringify(result)}\n`);
+}
+
 async function main() {
+  if (cfg.scenario === 'connections') { await connectionsScenario(); return; }
   const pad = 'x'.repeat(cfg.padBytes);
   const ELD_RESOLUTION_MS = 10;
   const eld = monitorEventLoopDelay({ resolution: ELD_RESOLUTION_MS });

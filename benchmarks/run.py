@@ -10,6 +10,7 @@ JSON next to it).
     python benchmarks/run.py                      # full run, about 5 minutes
     python benchmarks/run.py --quick              # smoke run, under a minute
     python benchmarks/run.py --servers socketio,node --out /tmp/r.md
+    python benchmarks/run.py --scenarios connections --out /tmp/c.md
 
 Servers: ``rtkit`` (the hub, ``python -m rtkit hub``), ``socketio`` (plain
 python-socketio, ``servers/plain_socketio.py``), ``node`` (socket.io 4.8,
@@ -32,10 +33,13 @@ import hashlib
 import json
 import os
 import platform
+import queue
+import resource
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -55,6 +59,7 @@ HOST = "127.0.0.1"
 # skipped with a note.
 REDIS_URL = os.environ.get("RTKIT_BENCH_REDIS", "redis://127.0.0.1:6379/0")
 SERVER_NAMES = ("rtkit", "socketio", "node", "raw")
+SCENARIOS = ("latency", "fanout", "hosts", "connections")
 PY_HOSTS = ("aiohttp", "tornado", "uvicorn")
 
 
@@ -86,6 +91,7 @@ class Profile:
     fanout_sizes: tuple[int, ...] = (100, 1000)
     host_comparison: bool = True
     quiet_wait: float = 3.0  # max seconds to wait for an idle machine per case
+    connection_sizes: tuple[int, ...] = (1000, 5000, 10000)
 
 
 FULL = Profile("full", warmup=2.0, duration=10.0, drain_timeout=30.0)
@@ -98,7 +104,17 @@ QUICK = Profile(
     fanout_sizes=(100,),
     host_comparison=False,
     quiet_wait=0.0,
+    connection_sizes=(1000,),
 )
+
+# The connections scenario: idle connections opened this many at a time
+# (below the hub's --max-pending-per-address, 128, so none is refused for
+# being one too many still joining).
+CONNECT_CONCURRENCY = 50
+# Seconds the load generator waits for run.py between phases, and the most
+# run.py waits for the server's RSS to stop moving once they are all idle.
+HOLD_TIMEOUT = 60.0
+RSS_SETTLE = 5.0
 
 # Picked by experiment (README.md, "Publisher window"): 64 unacked publishes
 # keep every server here busy; more only adds queueing.
@@ -376,11 +392,120 @@ def run_loadgen(cfg: dict[str, Any], pin: bool) -> dict[str, Any]:
     return result
 
 
+def rss_kib(pid: int) -> int | None:
+    """Resident memory of process ``pid`` (VmRSS, KiB), None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def settled_rss_kib(pid: int, within: float) -> int | None:
+    """The server's RSS once two readings 0.25 s apart differ by less than
+    64 KiB (the last reading if that takes longer than ``within`` s):
+    freshly accepted connections may still be finishing their setup."""
+    deadline = time.monotonic() + within
+    last = rss_kib(pid)
+    while last is not None and time.monotonic() < deadline:
+        time.sleep(0.25)
+        now = rss_kib(pid)
+        if now is None or abs(now - last) < 64:
+            return now
+        last = now
+    return last
+
+
+def run_connections(cfg: dict[str, Any], pid: int, pin: bool) -> dict[str, Any]:
+    """The connections scenario: the load generator opens one connection,
+    run.py reads the server's RSS (idle), the load generator opens
+    ``subscribers`` idle subscribed connections, run.py reads the RSS again
+    while they are held, then the load generator checks that every one of
+    them still gets a publish. Phases are lines on the load generator's
+    stdout, answered with "go" on its stdin (see loadgen.js)."""
+    node = shutil.which("node") or "node"
+    hard = cfg["connectTimeout"] + 2 * cfg["holdTimeout"] + cfg["drainTimeout"] + 30
+    cfg = {**cfg, "hardDeadline": hard}
+    preexec = (lambda: os.sched_setaffinity(0, {1})) if pin else None
+    with tempfile.TemporaryFile() as err:
+        proc = start_group(
+            [node, str(BENCH_DIR / "loadgen.js"), json.dumps(cfg)],
+            cwd=BENCH_DIR,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+            preexec_fn=preexec,
+        )
+        lines: queue.Queue[str | None] = queue.Queue()
+
+        def read() -> None:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                lines.put(line)
+            lines.put(None)
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        deadline = time.monotonic() + hard + 10
+
+        def next_message() -> dict[str, Any]:
+            while (left := deadline - time.monotonic()) > 0:
+                try:
+                    line = lines.get(timeout=left)
+                except queue.Empty:
+                    break
+                if line is None:
+                    break
+                if line.startswith("{"):
+                    message: dict[str, Any] = json.loads(line)
+                    return message
+            return {"ok": False, "error": "the load generator ended or timed out"}
+
+        def go() -> None:
+            assert proc.stdin is not None
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+
+        try:
+            msg = next_message()
+            if msg.get("phase") != "idle":
+                return msg
+            before = settled_rss_kib(pid, RSS_SETTLE)
+            go()
+            msg = next_message()
+            if msg.get("phase") != "holding":
+                return msg
+            after = settled_rss_kib(pid, RSS_SETTLE)
+            go()
+            result = next_message()
+        finally:
+            stop_group(proc, timeout=5)
+            reader.join(timeout=5)
+        if not result.get("ok") and "error" in result and not result.get("scenario"):
+            err.seek(0)
+            result["error"] += ": " + err.read().decode(errors="replace").strip()[-300:]
+    n = int(cfg["subscribers"])
+    if before is not None and after is not None:
+        result.update(
+            {
+                "serverRssBeforeKiB": before,
+                "serverRssAfterKiB": after,
+                # KB (1000 bytes) per connection, as the goal is stated.
+                "rssPerConnectionKB": round((after - before) * 1024 / n / 1000, 2),
+            }
+        )
+    return result
+
+
 @dataclasses.dataclass
 class Case:
     section: str  # "latency", "fanout", "hosts"
     spec: ServerSpec
-    scenario: str  # "latency" | "fanout"
+    scenario: str  # "latency" | "fanout" | "connections"
     subscribers: int
     rate: int | None = None  # latency: publishes per second
 
@@ -401,6 +526,10 @@ def loadgen_config(case: Case, profile: Profile, port: int, pid: int) -> dict[st
     }
     if case.scenario == "latency":
         cfg["rate"] = case.rate or profile.latency_rate
+    elif case.scenario == "connections":
+        cfg["connectConcurrency"] = CONNECT_CONCURRENCY
+        cfg["connectTimeout"] = 30 + case.subscribers / 100
+        cfg["holdTimeout"] = HOLD_TIMEOUT
     else:
         cfg["window"] = FANOUT_WINDOW
         cfg["maxOutstanding"] = FANOUT_MAX_OUTSTANDING
@@ -429,14 +558,17 @@ def run_case(
                 for a in case.spec.argv(port, tmp)
             )
             cfg = loadgen_config(case, profile, port, pid)
-            on_redis = case.spec.key == "rtkit+redis"
-            if on_redis:
-                cfg["storePid"] = redis_server_pid() or 0
-            try:
-                record.update(run_loadgen(cfg, pin))
-            finally:
+            if case.scenario == "connections":
+                record.update(run_connections(cfg, pid, pin))
+            else:
+                on_redis = case.spec.key == "rtkit+redis"
                 if on_redis:
-                    redis_delete_prefix(redis_prefix(port))
+                    cfg["storePid"] = redis_server_pid() or 0
+                try:
+                    record.update(run_loadgen(cfg, pin))
+                finally:
+                    if on_redis:
+                        redis_delete_prefix(redis_prefix(port))
     except Exception as exc:  # a failed case is reported, the run goes on
         record.update({"ok": False, "error": str(exc)})
     record["caseSeconds"] = round(time.monotonic() - started, 1)
@@ -451,6 +583,14 @@ def summary_line(r: dict[str, Any]) -> str:
         f"server {fmt(r.get('serverCpu'), 2)} loadgen {fmt(r.get('loadgenCpu'), 2)} "
         f"other {fmt(r.get('otherCpu'), 2)} cores"
     )
+    if r["scenario"] == "connections":
+        return (
+            f"{head}: {fmt(r.get('connectsPerSec'))} connects/s, RSS "
+            f"{fmt((r.get('serverRssBeforeKiB') or 0) / 1024, 1)} -> "
+            f"{fmt((r.get('serverRssAfterKiB') or 0) / 1024, 1)} MiB, "
+            f"{fmt(r.get('rssPerConnectionKB'), 1)} KB/connection, "
+            f"served {r.get('served')}/{r['subscribers']}; {cpu}"
+        )
     if r["scenario"] == "latency":
         lat = r["latencyMs"]
         return (
@@ -747,6 +887,31 @@ def store_comparison(results: list[dict[str, Any]]) -> list[str]:
     return out
 
 
+def connections_table(rows: list[dict[str, Any]]) -> list[str]:
+    out = [
+        "| server | connections | connects/s | RSS idle MiB | RSS with them MiB "
+        "| KB per connection | served after idling | server CPU +wait (connecting) "
+        "| loadgen CPU +wait | other CPU |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in rows:
+        if not r.get("ok") and r.get("served") is None:
+            out.append(
+                f"| {r['label']} | {r['subscribers']:,} | failed: {r.get('error')} |" + " |" * 7
+            )
+            continue
+        before, after = r.get("serverRssBeforeKiB"), r.get("serverRssAfterKiB")
+        out.append(
+            f"| {r['label']} | {r['subscribers']:,} | **{fmt(r.get('connectsPerSec'))}** "
+            f"| {fmt(before / 1024 if before else None, 1)} "
+            f"| {fmt(after / 1024 if after else None, 1)} "
+            f"| **{fmt(r.get('rssPerConnectionKB'), 1)}** "
+            f"| {r.get('served'):,} / {r['subscribers']:,} "
+            f"| {cpu_cell(r, 'server')} | {cpu_cell(r, 'loadgen')} | {fmt(r.get('otherCpu'), 2)} |"
+        )
+    return out
+
+
 def loadgen_headroom(rows: list[dict[str, Any]]) -> list[str]:
     ok = [r for r in rows if r.get("ok") and r.get("loadgenCpu") is not None]
     if not ok:
@@ -940,6 +1105,21 @@ def write_report(
             "",
         ]
     lines += store_comparison(results)
+    if "connections" in by_section:
+        lines += [
+            "## Idle connections: memory per connection and connects per second",
+            "",
+            f"N websocket connections opened {CONNECT_CONCURRENCY} at a time, each through the "
+            "Engine.IO handshake, the namespace connect and a `subscribe` to channel `bench` "
+            "(acked); connects/s = N / time until the last subscribe ack. Then they stay idle "
+            "(answering pings) while run.py reads the server's resident memory "
+            "(`VmRSS` in `/proc/<pid>/status`, once it stops moving): KB per connection = "
+            "(RSS with them - RSS with one connection) / N, in units of 1000 bytes. Last, "
+            "one publish to `bench`: served = connections it reached.",
+            "",
+            *connections_table(by_section["connections"]),
+            "",
+        ]
     if "hosts" in by_section:
         lines += [
             "## Host comparison: fan-out to 100 subscribers",
@@ -982,7 +1162,12 @@ def write_report(
 
 
 def build_cases(
-    profile: Profile, wanted: list[str], hosts: bool, rtkit_cwd: Path | None, skipped: list[str]
+    profile: Profile,
+    wanted: list[str],
+    hosts: bool,
+    rtkit_cwd: Path | None,
+    skipped: list[str],
+    scenarios: tuple[str, ...] = SCENARIOS,
 ) -> list[Case]:
     specs: dict[str, ServerSpec] = {}
     hub_help: str | None = None
@@ -1021,19 +1206,24 @@ def build_cases(
     # A latency figure for the calibration server says nothing: it is left out.
     latency_specs = [specs[k] for k in order if k != "raw"]
     latency_specs += [spec for spec in (sqlite, redis_store) if spec is not None]
-    rates = [("latency", profile.latency_rate)]
-    if profile.low_latency_rate:
+    rates = [("latency", profile.latency_rate)] if "latency" in scenarios else []
+    if profile.low_latency_rate and "latency" in scenarios:
         rates.append(("latency-low", profile.low_latency_rate))
     for section, rate in rates:
         for spec in latency_specs:
             cases.append(Case(section, spec, "latency", profile.latency_subscribers, rate))
-    for n in profile.fanout_sizes:
+    for n in profile.fanout_sizes if "fanout" in scenarios else ():
         for key in order:
             cases.append(Case("fanout", specs[key], "fanout", n))
             if key == "rtkit" and redis_store is not None:
                 # Right after the memory store, so the two compare in one stretch.
                 cases.append(Case("fanout", redis_store, "fanout", n))
-    if hosts:
+    # The calibration server only broadcasts: it has no subscribe to ack.
+    for n in profile.connection_sizes if "connections" in scenarios else ():
+        for key in order:
+            if key != "raw":
+                cases.append(Case("connections", specs[key], "connections", n))
+    if hosts and "hosts" in scenarios:
         if "socketio" in specs:
             for h in PY_HOSTS:
                 cases.append(Case("hosts", socketio_spec(h), "fanout", 100))
@@ -1057,6 +1247,11 @@ def main() -> int:
         "--servers",
         default=",".join(SERVER_NAMES),
         help=f"comma-separated subset of {','.join(SERVER_NAMES)}",
+    )
+    parser.add_argument(
+        "--scenarios",
+        default=",".join(SCENARIOS),
+        help=f"comma-separated subset of {','.join(SCENARIOS)}",
     )
     parser.add_argument("--out", default=str(BENCH_DIR / "RESULTS.md"), help="markdown file")
     parser.add_argument(
@@ -1086,15 +1281,23 @@ def main() -> int:
     unknown = set(wanted) - set(SERVER_NAMES)
     if unknown:
         parser.error(f"unknown servers: {', '.join(sorted(unknown))}")
+    scenarios = tuple(s.strip() for s in args.scenarios.split(",") if s.strip())
+    if set(scenarios) - set(SCENARIOS):
+        parser.error(f"unknown scenarios: {', '.join(sorted(set(scenarios) - set(SCENARIOS)))}")
     hosts = profile.host_comparison if args.hosts == "auto" else args.hosts == "yes"
     max_seconds = args.max_seconds or (90.0 if args.quick else 540.0)
     if args.pin and (os.cpu_count() or 1) < 2:
         parser.error("--pin needs at least 2 CPUs")
 
     ensure_node_modules()
+    # Ten thousand connections are ten thousand descriptors in the load
+    # generator (and its children inherit this): raise the soft limit to the
+    # hard one, as `rtkit hub` does for itself.
+    _, hard_nofile = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard_nofile, hard_nofile))
     t_start = time.monotonic()
     skipped: list[str] = []
-    if not hosts:
+    if not hosts and "hosts" in scenarios:
         skipped.append(
             "host comparison (not part of --quick; add --hosts yes)"
             if args.quick and args.hosts == "auto"
@@ -1111,7 +1314,7 @@ def main() -> int:
             else:
                 rtkit_cwd, rtkit_code = snapshot_rtkit(tmp / "rtkit-src")
                 rtkit_code = f"copy of rtkit/ taken at the start of the run, {rtkit_code}"
-        cases = build_cases(profile, wanted, hosts, rtkit_cwd, skipped)
+        cases = build_cases(profile, wanted, hosts, rtkit_cwd, skipped, scenarios)
         quiet_budget = 20.0  # seconds this run may spend waiting for other jobs, in all
         for i, case in enumerate(cases, 1):
             elapsed = time.monotonic() - t_start

@@ -22,7 +22,9 @@ task.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -31,11 +33,12 @@ from engineio import packet as eio_packet
 from engineio.async_drivers import aiohttp as eio_aiohttp
 from engineio.async_socket import AsyncSocket
 
-from .base import FRAME_WRITER_KEY, WRITE_BUFFERED_KEY
+from .base import FRAME_WRITER_KEY, WRITE_BUFFERED_KEY, FrameWriter
 from .guard import decode_engineio, violations
 from .memory import collect_soon
 from .server import HubServer
-from .sockets import ByteQueue
+from .sockets import ByteQueue, QueueDrain
+from .wheel import wheel
 
 log = logging.getLogger(__name__)
 
@@ -65,41 +68,50 @@ class TransportFrameWriter:
 class _ReadDeadline:
     """Engine.IO drops a websocket that sends nothing for ``ping_interval +
     ping_timeout``. Stock python-engineio enforces that with a task and an
-    ``asyncio.wait_for`` around every single read; here one timer per
-    connection checks the time the current read started, and re-arms itself
-    until a read has lasted too long. Then it cancels the reading task, which
-    is parked in ``receive`` (the only place it waits while ``reading``)."""
+    ``asyncio.wait_for`` around every single read; here one deadline per
+    connection on the loop's :class:`~.wheel.Wheel` checks the time the
+    current read started, and comes back until a read has lasted too long.
+    Then it cancels the reading task, which is parked in ``receive`` (the
+    only place it waits while ``reading``)."""
 
-    __slots__ = ("_handle", "_limit", "_loop", "_task", "expired", "reading", "since")
+    __slots__ = ("_limit", "_loop", "_task", "_wheel", "expired", "reading", "since")
 
     def __init__(self, limit: float) -> None:
         self._loop = asyncio.get_running_loop()
         self._task = asyncio.current_task()
         self._limit = limit
+        self._wheel = wheel()
         self.since = self._loop.time()
         self.reading = False
         self.expired = False
-        self._handle = self._loop.call_at(self.since + limit, self._check)
+        self._wheel.at(self.since + limit, self)
 
-    def _check(self) -> None:
+    def on_due(self) -> None:
+        if self._task is None:
+            return  # cancelled
         now = self._loop.time()
         if not self.reading:
-            self._handle = self._loop.call_at(now + self._limit, self._check)
-        elif now - self.since >= self._limit and self._task is not None:
+            self._wheel.at(now + self._limit, self)
+        elif now - self.since >= self._limit:
             self.expired = True
             self._task.cancel()
         else:
-            self._handle = self._loop.call_at(self.since + self._limit, self._check)
+            self._wheel.at(self.since + self._limit, self)
 
     def cancel(self) -> None:
-        self._handle.cancel()
+        # The wheel lets go of it when its slot comes; the task goes now.
+        self._task = None
 
 
-async def serve_websocket(ws: Any, socket: AsyncSocket) -> None:
+async def serve_websocket(
+    ws: Any, socket: AsyncSocket, frame_writer: FrameWriter | None = None
+) -> None:
     """Engine.IO's websocket transport for one connection: the same protocol
     steps as python-engineio's ``AsyncSocket._websocket_handler`` (upgrade
     probe, writer task, ping/pong, close, size limit, cleanup), without its
-    per-packet task and ``wait_for`` (see :class:`_ReadDeadline`). A MESSAGE
+    per-packet task and ``wait_for`` (see :class:`_ReadDeadline`), and
+    without a writer task: what Engine.IO queues is written by a
+    :class:`~.sockets.QueueDrain`, through ``frame_writer`` when given. A MESSAGE
     packet, which is nearly every packet, goes straight to the Socket.IO
     server's handler with no Packet object: its payload needs no decoding at
     the Engine.IO level. Everything else goes through the socket's own
@@ -109,20 +121,11 @@ async def serve_websocket(ws: Any, socket: AsyncSocket) -> None:
     max_size = server.max_http_buffer_size
     sock: web.WebSocketResponse = ws._sock
 
-    async def receive() -> str | bytes | None:
-        # None: the connection is closed, failed, or sent a frame over the
-        # size limit (aiohttp refuses those with close code 1009).
-        msg = await sock.receive()
-        data = msg.data
-        if not isinstance(data, str | bytes) or len(data) > max_size:
-            return None
-        return data
-
     if socket.connected:
         # An upgrade from long-polling (engineio's steps, unchanged).
         socket.upgrading = True
         try:
-            data = await receive()
+            data = _payload((await sock.receive()).data, max_size)
             pkt = eio_packet.Packet(encoded_packet=data) if data is not None else None
         except (OSError, ValueError):
             pkt = None
@@ -133,7 +136,7 @@ async def serve_websocket(ws: Any, socket: AsyncSocket) -> None:
         await ws.send(eio_packet.Packet(eio_packet.PONG, data="probe").encode())
         await socket.queue.put(eio_packet.Packet(eio_packet.NOOP))  # end poll
         try:
-            data = await receive()
+            data = _payload((await sock.receive()).data, max_size)
             pkt = eio_packet.Packet(encoded_packet=data) if data is not None else None
         except (OSError, ValueError):
             pkt = None
@@ -152,22 +155,29 @@ async def serve_websocket(ws: Any, socket: AsyncSocket) -> None:
         socket.connected = True
         socket.upgraded = True
 
-    async def writer() -> None:
-        while True:
-            try:
-                packets = await socket.poll()
-            except eio_exceptions.QueueEmpty:
-                break
-            if not packets:  # the connection is closing
-                break
-            try:
-                for pkt in packets:
-                    await ws.send(pkt.encode())
-            except Exception:
-                break
-        await ws.close()
+    drain: QueueDrain | None = None
+    writer_task: asyncio.Future[None] | None = None
+    if isinstance(socket.queue, ByteQueue):
+        # Written on demand: no writer task waits on an idle connection.
+        drain = QueueDrain(socket.queue, ws, frame_writer)
+    else:
 
-    writer_task = asyncio.ensure_future(writer())
+        async def writer() -> None:
+            while True:
+                try:
+                    packets = await socket.poll()
+                except eio_exceptions.QueueEmpty:
+                    break
+                if not packets:  # the connection is closing
+                    break
+                try:
+                    for pkt in packets:
+                        await ws.send(pkt.encode())
+                except Exception:
+                    break
+            await ws.close()
+
+        writer_task = asyncio.ensure_future(writer())
     on_message = server.handlers.get("message")
     # Engine.IO may be told to run its handlers in tasks: then let it.
     direct = on_message is not None and not server.async_handlers
@@ -178,7 +188,7 @@ async def serve_websocket(ws: Any, socket: AsyncSocket) -> None:
             deadline.since = loop.time()
             deadline.reading = True
             try:
-                data = await receive()
+                data = _payload((await sock.receive()).data, max_size)
             except asyncio.CancelledError:
                 # Timed out, or the server is shutting down: either way stop
                 # reading and close the socket, as python-engineio does.
@@ -220,9 +230,23 @@ async def serve_websocket(ws: Any, socket: AsyncSocket) -> None:
                 server.logger.exception("Unknown receive error")
     finally:
         deadline.cancel()
-        await socket.queue.put(None)  # unlock the writer task so it can exit
-        await writer_task
+        if drain is not None:
+            await drain.stop()
+            await ws.close()
+        elif writer_task is not None:
+            await socket.queue.put(None)  # unlock the writer task so it can exit
+            await writer_task
         await socket.close(wait=False, abort=True, reason=server.reason.TRANSPORT_CLOSE)
+
+
+def _payload(data: Any, max_size: int) -> str | bytes | None:
+    """A received frame's text or bytes; None: the connection is closed,
+    failed, or sent a frame over the size limit (aiohttp refuses those with
+    close code 1009). A module function, not a closure: every idle
+    connection would hold one, with its cells."""
+    if not isinstance(data, str | bytes) or len(data) > max_size:
+        return None
+    return data
 
 
 def _websocket_class(*, compress: bool, fast_paths: bool) -> type[Any]:
@@ -238,12 +262,15 @@ def _websocket_class(*, compress: bool, fast_paths: bool) -> type[Any]:
                 max_msg_size=self.server.max_http_buffer_size, compress=compress
             )
             await self._sock.prepare(request)
+            if fast_paths:
+                _lighten_protocol(request.protocol)
             if request.transport is not None:
                 # What the socket buffers counts against the send budget,
                 # with the fast paths on or off (a public asyncio API).
                 environ[WRITE_BUFFERED_KEY] = request.transport.get_write_buffer_size
+            frame_writer = None
             if fast_paths and not compress and request.transport is not None:
-                environ[FRAME_WRITER_KEY] = TransportFrameWriter(request.transport)
+                frame_writer = environ[FRAME_WRITER_KEY] = TransportFrameWriter(request.transport)
             self.environ = environ
             socket = getattr(self.handler, "__self__", None)
             try:
@@ -252,7 +279,7 @@ def _websocket_class(*, compress: bool, fast_paths: bool) -> type[Any]:
                     and isinstance(socket, AsyncSocket)
                     and self.handler.__func__ is STOCK_HANDLER
                 ):
-                    await serve_websocket(self, socket)
+                    await serve_websocket(self, socket, frame_writer)
                 else:
                     await self.handler(self)
             finally:
@@ -286,6 +313,80 @@ def _websocket_class(*, compress: bool, fast_paths: bool) -> type[Any]:
     return WebSocket
 
 
+class _Messages(list[Any]):
+    """What aiohttp's ``RequestHandler`` keeps its parsed HTTP requests in
+    (``_messages``, a deque), as a list: an empty deque is 760 bytes, an
+    empty list 56. aiohttp calls only ``append``, ``popleft``, ``clear``,
+    ``len`` and truth on it (tests/contract pins that), and after a
+    websocket upgrade not even those until the websocket ends."""
+
+    def popleft(self) -> Any:
+        return self.pop(0)
+
+
+def _lighten_protocol(protocol: Any) -> None:
+    """Let go of what an upgraded connection's ``RequestHandler`` keeps for
+    HTTP requests it will never parse again (left alone if aiohttp has
+    changed its shape): its empty request deque becomes a
+    :class:`_Messages`, and its HTTP parser (760 bytes) goes, as when the
+    connection is lost. Once the websocket is prepared, its frames go to
+    ``_payload_parser`` and aiohttp touches ``_parser`` only after checking
+    it is not None (tests/contract pins both)."""
+    messages = getattr(protocol, "_messages", None)
+    if type(messages) is collections.deque and not messages:
+        protocol._messages = _Messages()
+    if (
+        getattr(protocol, "_upgraded", False) is True
+        and getattr(protocol, "_payload_parser", None) is not None
+        and getattr(protocol, "_parser", None) is not None
+    ):
+        protocol._parser = None
+
+
+# What python-engineio's aiohttp driver puts in every environ that nothing
+# in Engine.IO, Socket.IO or the hub reads: WSGI constants, and headers
+# aiohttp has already answered the websocket handshake with. A websocket's
+# environ lives as long as the connection (Socket.IO keeps it for its
+# namespace connects), so it is built without them.
+_UNREAD_ENVIRON = frozenset(
+    {
+        "wsgi.errors",
+        "wsgi.version",
+        "wsgi.async",
+        "wsgi.multithread",
+        "wsgi.multiprocess",
+        "wsgi.run_once",
+        "SERVER_SOFTWARE",
+        "SERVER_PROTOCOL",
+        "SERVER_NAME",
+        "SERVER_PORT",
+        "REMOTE_PORT",
+        "SCRIPT_NAME",
+        "RAW_URI",
+        "HTTP_SEC_WEBSOCKET_KEY",
+        "HTTP_SEC_WEBSOCKET_VERSION",
+        "HTTP_SEC_WEBSOCKET_EXTENSIONS",
+    }
+)
+
+
+def _lean_translate(stock: Callable[[Any], dict[str, Any]]) -> Callable[[Any], dict[str, Any]]:
+    """python-engineio's ``translate_request`` for aiohttp, leaving
+    :data:`_UNREAD_ENVIRON` out of websocket upgrade requests' environs
+    (room for the hub's two keys is made at once: no resize later)."""
+
+    def translate_request(request: Any) -> dict[str, Any]:
+        environ = stock(request)
+        if environ.get("HTTP_UPGRADE", "").lower() != "websocket":
+            return environ
+        lean = {k: v for k, v in environ.items() if k not in _UNREAD_ENVIRON}
+        lean.setdefault(FRAME_WRITER_KEY, None)
+        lean.setdefault(WRITE_BUFFERED_KEY, None)
+        return lean
+
+    return translate_request
+
+
 def _forget_traceback(exc: BaseException | None) -> None:
     """Drop the tracebacks of the error a websocket ended with.
 
@@ -315,4 +416,7 @@ def install_websocket(server: HubServer, *, compress: bool) -> None:
     in the process keep the stock driver."""
     eio = server.eio
     websocket = _websocket_class(compress=compress, fast_paths=server.fast_paths)
-    eio._async = {**eio._async, "websocket": websocket}
+    drivers = {**eio._async, "websocket": websocket}
+    if server.fast_paths:
+        drivers["translate_request"] = _lean_translate(eio._async["translate_request"])
+    eio._async = drivers

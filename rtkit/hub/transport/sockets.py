@@ -25,9 +25,19 @@ The upstream facts used here (tests/contract states each of them):
 from __future__ import annotations
 
 import asyncio
+import collections
+import logging
+import time
 from typing import Any
 
-from .base import WriteBuffered
+from engineio import packet as eio_packet
+from engineio.async_socket import AsyncSocket
+
+from .base import FrameWriter, WriteBuffered
+from .packets import websocket_text_frame
+from .wheel import wheel
+
+log = logging.getLogger(__name__)
 
 # How often a request waiting for the send budget looks at what the host
 # buffers (tornado's IOStream drains without telling anyone).
@@ -49,21 +59,71 @@ def packet_bytes(packet: Any) -> int:
     return PACKET_OVERHEAD
 
 
+# Stands in for an empty deque: len() 0, false, nothing to iterate.
+_NONE: tuple[Any, ...] = ()
+
+
+class _LazyEvent(asyncio.Event):
+    """``asyncio.Event`` whose waiter deque is made by the first ``wait``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._waiters: Any = _NONE
+
+    async def wait(self) -> Any:
+        if self._waiters is _NONE:
+            self._waiters = collections.deque()
+        return await super().wait()
+
+
 class ByteQueue(asyncio.Queue[Any]):
     """Engine.IO's send queue, counting the bytes it holds (:attr:`bytes`)
-    and waking :meth:`wait_below` callers when its writer drains it."""
+    and waking :meth:`wait_below` callers when its writer drains it. With a
+    :attr:`drain` attached (the aiohttp host's fast path), every packet put
+    wakes that instead of a writer task parked in ``get``.
+
+    It holds no deque while it is empty and nobody waits on it: an empty
+    deque is 760 bytes (one 64-slot block), and ``asyncio.Queue`` keeps four
+    (items, getters, putters, and its ``join`` event's waiters) for every
+    connection, idle or not. Each is made when first needed; the item deque
+    is let go again whenever the queue empties.
+    """
+
+    drain: QueueDrain | None = None
 
     def _init(self, maxsize: int) -> None:
-        super()._init(maxsize)
+        # asyncio.Queue.__init__ has made its getters, putters and join
+        # event before it calls _init (tests/contract pins that order).
+        self._queue: Any = _NONE
+        self._getters: Any = _NONE
+        if maxsize <= 0:
+            # Unbounded: no put() ever waits, so nothing is ever added here
+            # (Engine.IO's queues are unbounded).
+            self._putters: Any = _NONE
+        finished = _LazyEvent()
+        finished.set()
+        self._finished = finished
         self.bytes = 0
         self._below: list[tuple[int, asyncio.Future[None]]] = []
 
+    async def get(self) -> Any:
+        if self._getters is _NONE:
+            self._getters = collections.deque()
+        return await super().get()
+
     def _put(self, item: Any) -> None:
-        super()._put(item)
+        if self._queue is _NONE:
+            self._queue = collections.deque()
+        self._queue.append(item)
         self.bytes += packet_bytes(item)
+        if self.drain is not None:
+            self.drain.wake()
 
     def _get(self) -> Any:
-        item = super()._get()
+        queue = self._queue
+        item = queue.popleft()
+        if not queue:
+            self._queue = _NONE
         self.bytes -= packet_bytes(item)
         if self._below:
             self._wake()
@@ -114,14 +174,170 @@ def byte_queue(*args: Any, **kwargs: Any) -> ByteQueue:
 
 
 def writer_idle(queue: asyncio.Queue[Any]) -> bool:
-    """True when the task reading ``queue`` is parked waiting for it, i.e.
-    it holds no packet it has not written yet. Only then may a frame go
-    straight to the transport without overtaking anything (the subscribe
-    ack above all)."""
+    """True when the task reading ``queue`` is parked waiting for it (or,
+    with a :class:`QueueDrain`, when that holds nothing), i.e. it holds no
+    packet it has not written yet. Only then may a frame go straight to the
+    transport without overtaking anything (the subscribe ack above all)."""
     if not queue.empty():
         return False
+    if isinstance(queue, ByteQueue) and queue.drain is not None:
+        return not queue.drain.busy
     getters: Any = getattr(queue, "_getters", None) or ()
     return any(not g.done() for g in getters)
+
+
+class QueueDrain:
+    """Writes what is put on a websocket's Engine.IO send queue, without a
+    task waiting on the queue.
+
+    python-engineio gives every websocket a writer task parked in
+    ``queue.get()`` under ``asyncio.wait_for`` (a second task on Python
+    3.11): two tasks and their coroutine frames for each idle connection,
+    several KB of a hub's memory per connection. Here a put schedules one
+    callback (:meth:`wake`) that writes the queued packets as websocket
+    frames straight to the connection's transport through ``write``; a
+    packet that cannot go that way (binary, no frame writer, a full
+    transport buffer) starts a task that sends it and the rest through the
+    websocket's own ``send``, as the stock writer does, and ends when the
+    queue is empty. As with the stock writer, a ``None`` on the queue, or a
+    failed send, closes the websocket (which ends its read loop) and
+    nothing more is written. Every packet taken is marked ``task_done``, so
+    ``AsyncSocket.close(wait=True)``'s ``queue.join()`` still works.
+    """
+
+    __slots__ = ("_loop", "_queue", "_task", "_write", "_ws", "busy", "ended")
+
+    def __init__(self, queue: ByteQueue, ws: Any, write: FrameWriter | None) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._queue = queue
+        # python-engineio's websocket driver: async send(str | bytes), close().
+        self._ws = ws
+        self._write = write
+        self._task: asyncio.Task[None] | None = None
+        # True from a put until what was queued is written (or handed to
+        # the websocket): the connection is not idle meanwhile.
+        self.busy = False
+        # Told to stop (a None) or a send failed: the websocket is closed
+        # or closing, and what is queued from now on is dropped.
+        self.ended = False
+        queue.drain = self
+        if not queue.empty():
+            self.wake()
+
+    def wake(self) -> None:
+        if not self.busy:
+            self.busy = True
+            # Not right here: Queue.put_nowait still has its bookkeeping to
+            # do after _put (task_done before it would raise).
+            self._loop.call_soon(self._run)
+
+    def _run(self) -> None:
+        queue = self._queue
+        if queue.drain is not self or self._task is not None:
+            return  # stopped, or a task has taken over
+        write = self._write
+        while not queue.empty():
+            pkt = queue.get_nowait()
+            if self.ended:
+                queue.task_done()
+                continue
+            if pkt is not None:
+                encoded = pkt.encode()
+                if (
+                    write is not None
+                    and isinstance(encoded, str)
+                    and write(websocket_text_frame(encoded.encode()))
+                ):
+                    queue.task_done()
+                    continue
+            else:
+                encoded = None
+            self._task = asyncio.ensure_future(self._send_from(encoded))
+            return
+        self.busy = False
+
+    async def _send_from(self, encoded: str | bytes | None) -> None:
+        """Send ``encoded`` (the packet just taken; None: close) and then
+        the rest of the queue through the websocket, one at a time."""
+        queue = self._queue
+        try:
+            while True:
+                try:
+                    if encoded is None:
+                        self.ended = True
+                        await self._ws.close()
+                    else:
+                        await self._ws.send(encoded)
+                except Exception as exc:
+                    # As the stock writer: a failed send ends the writing
+                    # and closes the websocket, which ends the read loop.
+                    log.debug("websocket send failed (%r): closing", exc)
+                    if not self.ended:
+                        self.ended = True
+                        await self._ws.close()
+                finally:
+                    queue.task_done()
+                if queue.empty():
+                    break
+                pkt = queue.get_nowait()
+                while self.ended:
+                    queue.task_done()
+                    if queue.empty():
+                        return
+                    pkt = queue.get_nowait()
+                encoded = None if pkt is None else pkt.encode()
+        finally:
+            self._task = None
+            self.busy = False
+            if not queue.empty():
+                self.wake()
+
+    async def stop(self) -> None:
+        """Detach from the queue once the connection's reading has ended,
+        after what is being sent has been sent (as the stock writer, which
+        writes all that was queued before the None that stops it)."""
+        if self.busy and self._task is None:
+            self._run()
+        while (task := self._task) is not None:
+            await task
+        self._queue.drain = None
+        self.busy = False
+
+
+class TimerPingSocket(AsyncSocket):  # type: ignore[misc]
+    """python-engineio's socket, pinging from a timer instead of a task.
+
+    Stock ``schedule_ping`` starts a task that sleeps ``ping_interval`` and
+    queues a PING: one more sleeping task and its frames per idle
+    connection. Here the same step is a deadline on the loop's
+    :class:`~.wheel.Wheel` (a list entry, up to a second late). A socket
+    takes this class when the hub sees its Engine.IO connect, before
+    python-engineio first calls ``schedule_ping`` (tests/contract pins both
+    that order and the stock ``_send_ping``'s steps).
+    """
+
+    last_ping: float | None
+
+    def schedule_ping(self) -> None:
+        # Only once the previous PING was answered (as stock).
+        if self.last_ping:
+            self.last_ping = None
+            loop = asyncio.get_running_loop()
+            wheel().at(loop.time() + self.server.ping_interval, self)
+
+    def on_due(self) -> None:
+        if not self.closing and not self.closed:
+            self.last_ping = time.time()
+            # What stock ``send`` does: its ping-timeout check cannot fire
+            # with last_ping just set, and the queue has no bound.
+            self.queue.put_nowait(eio_packet.Packet(eio_packet.PING))
+
+
+def ping_from_timer(socket: Any) -> None:
+    """Make a stock python-engineio socket ping from a timer (see
+    :class:`TimerPingSocket`); a socket of another class is left alone."""
+    if type(socket) is AsyncSocket:
+        socket.__class__ = TimerPingSocket
 
 
 class EngineIOTransport:
