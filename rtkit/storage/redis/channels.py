@@ -132,11 +132,14 @@ return out
 
 # Most messages one append call carries; a bigger batch is split, in order.
 APPEND_BATCH = 256
-# How long the writer lets more publishes arrive before sending the next
-# call, when the last one carried more than one message (under load; a lone
-# publish never waits). Measured at fan-out to 100: calls of ~27 messages
-# without it, of the publisher's whole window (64) with it, so each message
-# costs a fraction of a Redis call and of a frame to each subscriber.
+# Under heavy load (the writer's last call carried LINGER_AFTER messages or
+# more) the writer lets the event loop run until it is idle, and up to
+# APPEND_LINGER more for input (asyncio's select rounds that up to a
+# millisecond), before its next call. Measured at fan-out to 100: calls of
+# ~27 messages without it, of the publisher's whole window (64) with it, so
+# each message costs a fraction of a Redis call and of a frame to each
+# subscriber. A lone publish, or a few at once, never waits.
+LINGER_AFTER = 8
 APPEND_LINGER = 100e-6
 
 
@@ -293,7 +296,7 @@ class RedisChannels:
     async def _write_appends(self) -> None:
         try:
             while self._appends:
-                if self._last_batch > 1:
+                if self._last_batch >= LINGER_AFTER:
                     await asyncio.sleep(APPEND_LINGER)
                 waiting, self._appends = self._appends, []
                 self._last_batch = len(waiting)
