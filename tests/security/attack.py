@@ -67,8 +67,12 @@ class RawSocket:
         if source is not None:
             sock.bind((source, 0))
         sock.setblocking(False)
-        await asyncio.get_running_loop().sock_connect(sock, (host, port))
-        reader, writer = await asyncio.open_connection(sock=sock, limit=2**20)
+        try:
+            await asyncio.get_running_loop().sock_connect(sock, (host, port))
+            reader, writer = await asyncio.open_connection(sock=sock, limit=2**20)
+        except BaseException:
+            sock.close()  # else the garbage collector warns in a later test
+            raise
         key = base64.b64encode(os.urandom(16)).decode()
         lines = [
             f"GET {path}?EIO=4&transport=websocket HTTP/1.1",
@@ -84,6 +88,8 @@ class RawSocket:
         status = await reader.readuntil(b"\r\n\r\n")
         if b" 101 " not in status.split(b"\r\n", 1)[0]:
             writer.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(writer.wait_closed(), 1.0)
             raise ConnectionRefusedError(status.decode(errors="replace"))
         self = cls(reader, writer)
         opening = await self.receive()  # Engine.IO "0{...}" open packet
@@ -184,6 +190,11 @@ class RawSocket:
             pass
         except TimeoutError:
             self.writer.transport.abort()
+            # The socket is closed by the callback abort schedules: let it
+            # run, or a test ending now leaves it for the garbage collector
+            # (a ResourceWarning in whichever test it happens to run).
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.writer.wait_closed(), 1.0)
 
 
 def _mask(payload: bytes, mask: bytes) -> bytes:

@@ -7,7 +7,8 @@ a handle cancelled early stays in that heap until its time comes. A
 :class:`Wheel` groups such deadlines into slots of ``RESOLUTION`` seconds:
 one loop timer per slot, and a list entry (8 bytes) per deadline in it. A
 deadline fires up to ``RESOLUTION`` late, which Engine.IO's pings and
-timeouts (tens of seconds) leave plenty of room for.
+timeouts (tens of seconds) leave plenty of room for; a deadline less than
+``FINE_BELOW`` slots away goes in a slot ten times finer.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ log = logging.getLogger(__name__)
 
 # Seconds per slot: the most a deadline fires late.
 RESOLUTION = 1.0
+# Deadlines nearer than this many slots go in slots this many times finer.
+FINE_BELOW = 10
 
 
 class Due(Protocol):
@@ -40,21 +43,27 @@ class Wheel:
         # No reference to the loop: the registry below maps the loop to its
         # wheel weakly, which a wheel holding its loop would defeat.
         self._resolution = resolution
-        self._slots: dict[int, list[Due]] = {}
+        self._slots: dict[float, list[Due]] = {}  # by the loop time they fire at
 
     def at(self, when: float, item: Due) -> None:
-        """Call ``item.on_due()`` at loop time ``when`` (or up to one slot later)."""
-        slot = math.ceil(when / self._resolution)
+        """Call ``item.on_due()`` at loop time ``when`` (or up to one slot
+        later; a tenth of a slot for a deadline less than ten slots away, so
+        that short timeouts, a 1 s ping interval say, keep their meaning)."""
+        loop = asyncio.get_running_loop()
+        resolution = self._resolution
+        if when - loop.time() < FINE_BELOW * resolution:
+            resolution /= FINE_BELOW
+        slot = math.ceil(when / resolution) * resolution
         items = self._slots.get(slot)
         if items is None:
             items = self._slots[slot] = []
-            asyncio.get_running_loop().call_at(slot * self._resolution, self._fire, slot)
+            loop.call_at(slot, self._fire, slot)
         items.append(item)
 
     def __len__(self) -> int:
         return sum(len(items) for items in self._slots.values())
 
-    def _fire(self, slot: int) -> None:
+    def _fire(self, slot: float) -> None:
         for item in self._slots.pop(slot, ()):
             try:
                 item.on_due()
