@@ -552,23 +552,13 @@ class Hub:
         conn = self._connections.get(sid)
         if conn is None or self._over_send_budget(conn):
             return None  # _on_event answers (or waits for the send budget)
-        append_now = self._append_now
+        # One of the two is set, or the server would not ask (see __init__).
+        append: Any = self._append_now or self._append_soon
         try:
             self._check_request(conn)
             req = self._publish_request(conn, data[1])
             with _append_errors():
-                if append_now is None:
-                    assert self._append_soon is not None  # else not answering here
-                    queued = self._append_soon(
-                        req.channel,
-                        req.data,
-                        sender=conn.identity.user,
-                        msg_id=req.id,
-                        ts=time.time(),
-                        dedup_window=self.config.dedup_window,
-                    )
-                    return self._ack_when_appended(sid, queued)
-                appended = append_now(
+                appended = append(
                     req.channel,
                     req.data,
                     sender=conn.identity.user,
@@ -576,7 +566,9 @@ class Hub:
                     ts=time.time(),
                     dedup_window=self.config.dedup_window,
                 )
-            return self._published(appended)
+            if isinstance(appended, Appended):
+                return self._published(appended)
+            return self._ack_when_appended(sid, appended)  # queued: a future
         except Exception as exc:
             return self._refusal(PUBLISH, sid, exc)
 

@@ -15,6 +15,8 @@ from aiohttp import web
 from rtkit.hub.transport import websocket_text_frame
 from rtkit.hub.transport.aiohttp_websocket import TransportFrameWriter
 
+from .servers import websocket_server
+
 AIOHTTP = "rtkit.hub.transport.aiohttp_websocket"
 MAX_SIZE = 1000
 
@@ -38,22 +40,15 @@ async def websocket_pair() -> Any:
             if msg.type is aiohttp.WSMsgType.ERROR:
                 return ws
 
-    app = web.Application()
-    app.router.add_get("/ws", handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    session = aiohttp.ClientSession()
-    client = await session.ws_connect(f"ws://127.0.0.1:{port}/ws")
-    request, ws = await asyncio.wait_for(opened, 10)
-    try:
-        yield request, ws, client, received
-    finally:
-        await client.close()
-        await session.close()
-        await runner.cleanup()
+    async with websocket_server(handle) as port:
+        session = aiohttp.ClientSession()
+        client = await session.ws_connect(f"ws://127.0.0.1:{port}/ws")
+        request, ws = await asyncio.wait_for(opened, 10)
+        try:
+            yield request, ws, client, received
+        finally:
+            await client.close()
+            await session.close()
 
 
 async def test_frames_written_to_the_transport_arrive_whole(websocket_pair: Any) -> None:

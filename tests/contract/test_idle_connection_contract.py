@@ -32,6 +32,8 @@ from rtkit.hub.transport.aiohttp_websocket import _lighten_protocol, _Messages
 from rtkit.hub.transport.server import HubManager
 from rtkit.hub.transport.sockets import ByteQueue, TimerPingSocket, ping_from_timer
 
+from .servers import websocket_server
+
 SOCKETS = "rtkit.hub.transport.sockets"
 AIOHTTP = "rtkit.hub.transport.aiohttp_websocket"
 
@@ -141,26 +143,16 @@ async def test_an_upgraded_connection_works_without_its_parser() -> None:
         served.set_result(got)
         return ws
 
-    app = web.Application()
-    app.router.add_get("/ws", handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
     errors: list[Any] = []
     asyncio.get_running_loop().set_exception_handler(lambda _loop, ctx: errors.append(ctx))
-    try:
-        async with aiohttp.ClientSession() as session:
-            for _ in range(2):  # a second connection after the first one ended
-                async with session.ws_connect(f"ws://127.0.0.1:{port}/ws") as client:
-                    await client.send_str("ping")
-                    reply = await asyncio.wait_for(client.receive(), 5)
-                    assert reply.data == "PING"
-                assert await asyncio.wait_for(served, 5) == ["ping"]
-                served = asyncio.get_running_loop().create_future()
-    finally:
-        await runner.cleanup()
+    async with websocket_server(handle) as port, aiohttp.ClientSession() as session:
+        for _ in range(2):  # a second connection after the first one ended
+            async with session.ws_connect(f"ws://127.0.0.1:{port}/ws") as client:
+                await client.send_str("ping")
+                reply = await asyncio.wait_for(client.receive(), 5)
+                assert reply.data == "PING"
+            assert await asyncio.wait_for(served, 5) == ["ping"]
+            served = asyncio.get_running_loop().create_future()
     assert not errors, errors
 
 
