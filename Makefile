@@ -51,8 +51,10 @@ hub: $(BIN)/rtkit
 	$(BIN)/rtkit hub --allow-anonymous --port $(PORT)
 
 ## Run the whole test suite (lint, types, unit, contract and integration tests,
-## the same without the transport's fast paths but the browser tests and the
-## minute-long soak, notebooks).
+## the same without the transport's fast paths, notebooks). The second run
+## leaves out what does not depend on the transport's mode but costs minutes:
+## the browser tests, the minute-long soak, the storage abuse tests (200,000
+## reads) and the hub-restart convergence of shared documents.
 ## The notebooks find their hub through rtkit's pytest plugin (-p).
 test: machine setup
 	$(BIN)/ruff check rtkit jupyter_extension tests benchmarks scripts
@@ -62,7 +64,9 @@ test: machine setup
 	$(BIN)/python scripts/lock.py check
 	$(BIN)/pytest
 	@echo "Again with the fast paths into library internals off (rtkit/hub/transport):"
-	RTKIT_FAST_PATHS=0 $(BIN)/pytest -m "not browser" -q --deselect tests/security/test_soak.py
+	RTKIT_FAST_PATHS=0 $(BIN)/pytest -m "not browser" -q --deselect tests/security/test_soak.py \
+		--deselect tests/security/test_storage.py \
+		--deselect tests/integration/test_shared_docs.py::test_concurrent_and_offline_edits_converge_across_hub_restarts
 	$(BIN)/pytest -p rtkit.pytest_plugin --nbval notebooks --nbval-sanitize-with notebooks/sanitize.cfg
 
 ## Re-resolve today's newest allowed versions into constraints.txt, then
