@@ -38,6 +38,10 @@ CHART_CELLS = [
     "chart",
 ]
 OK_CHANNEL = "widgets.errors"
+LIVE_CHANNEL = "widgets.live"
+LIVE_CELLS = [
+    f"from rtkit.widgets import LiveChart\nLiveChart({LIVE_CHANNEL!r}, window='2s', backfill=0)",
+]
 ERROR_CELLS = [
     "from rtkit.widgets import LiveChart\nLiveChart('my channel')",
     f"chart = LiveChart({OK_CHANNEL!r}, series=['vlaue'])\nchart",
@@ -61,7 +65,7 @@ def recording() -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterServer]:
-    notebooks = {"chart.ipynb": CHART_CELLS, "errors.ipynb": ERROR_CELLS}
+    notebooks = {"chart.ipynb": CHART_CELLS, "errors.ipynb": ERROR_CELLS, "live.ipynb": LIVE_CELLS}
     with running_lab(tmp_path_factory.mktemp("lab"), notebooks) as server:
         yield server
 
@@ -171,3 +175,39 @@ def test_errors_show_inside_the_chart(lab: JupyterServer) -> None:
             page.screenshot(path=str(ARTIFACTS / "chart-errors.png"))
         finally:
             page.screenshot(path=str(ARTIFACTS / "chart-errors-final.png"))
+
+
+def test_a_time_window_empties_by_the_hub_clock_when_the_stream_stops(lab: JupyterServer) -> None:
+    """A counter and a price on one chart get y axes of their own; once the
+    stream stops, the rows leave a 2 s window and the rate falls to 0."""
+    from playwright.sync_api import expect
+
+    with rtkit.connect(lab.hub_url, token=lab.token) as hub, chromium() as browser:
+        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        open_notebook(page, lab, "live.ipynb", workspace="live")
+        page.keyboard.press("Shift+Enter")
+        chart = page.locator(".rtkit-chart")
+        expect(chart).to_have_attribute("data-source", "direct", timeout=60_000)
+        wait_for(lambda: _subscribers(lab, LIVE_CHANNEL) == 1, "the chart to subscribe")
+        ch = hub.channel(LIVE_CHANNEL)
+        for i in range(50):
+            ch.publish({"n": 217_000 + i, "px": 101.25 + i / 100})
+        drawn = wait_for(
+            lambda: (d := chart.evaluate("el => el.rtkitChart")) and d["rows"] == 50 and d,
+            "the messages in the chart",
+        )
+        scales = {s["label"]: s["scale"] for s in drawn["series"]}
+        assert scales["n"] != scales["px"]
+        page.screenshot(path=str(ARTIFACTS / "chart-live.png"))
+        # No message for a while: the window (hub time) empties on its own.
+        wait_for(
+            lambda: chart.evaluate("el => el.rtkitChart.rows") == 0,
+            "the rows to leave the window",
+            10,
+        )
+        expect(chart).to_have_attribute("data-rate", "0")
+
+
+def _subscribers(lab: JupyterServer, channel: str) -> int:
+    stats = lab.get_json("rtkit/api/status")["channels"].get(channel, {})
+    return int(stats.get("subscribers", 0))

@@ -283,6 +283,7 @@ export function render({ model, el }) {
 
   // -- drawing -------------------------------------------------------------------
   /** @type {uPlot | null} */ let plot = null;
+  /** @type {string[][]} */ let lastGroups = [];
   let layout = ""; // the series and scales the plot was made for
   let dirty = false;
   let scheduled = false;
@@ -334,8 +335,9 @@ export function render({ model, el }) {
         grid: { show: i === 0 },
         stroke: scales.length > 1 ? series.find((x) => x.scale === s)?.color : undefined,
         values: (_u, splits) => compactTicks(splits),
-        // Wide enough for the longest label: labels are never cut.
-        size: (_u, values) => (values ? labelWidth(values) : 30) + 20,
+        // Wide enough for the longest label: labels are never cut (nor is
+        // the time axis' date, centred under the plot's left edge).
+        size: (_u, values) => Math.max(i === 0 ? 56 : 40, (values ? labelWidth(values) : 30) + 20),
       });
     });
     return new uPlot(
@@ -404,7 +406,19 @@ export function render({ model, el }) {
     let groups;
     if (mode === "shared") groups = [[...magnitudes.keys()]];
     else if (mode === "independent") groups = [...magnitudes.keys()].map((f) => [f]);
-    else groups = scaleGroups(magnitudes);
+    else {
+      groups = scaleGroups(magnitudes);
+      // Keep the axes as they are while they still fit (within twice the
+      // grouping's ratio): a series near a boundary must not flip between
+      // axes, and rebuild the plot, on every frame.
+      const same = lastGroups.flat().sort().join("\u0000") === [...magnitudes.keys()].sort().join("\u0000");
+      const fits = lastGroups.every((g) => {
+        const mags = g.map((f) => magnitudes.get(f) || 0).filter((m) => m > 0);
+        return mags.length < 2 || Math.max(...mags) / Math.min(...mags) <= 40;
+      });
+      if (same && fits && lastGroups.length) groups = lastGroups;
+      lastGroups = groups;
+    }
     /** @type {Map<string, string>} */
     const scaleOf = new Map();
     groups.forEach((g, i) => g.forEach((f) => scaleOf.set(f, `y${i}`)));
