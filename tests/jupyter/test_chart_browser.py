@@ -109,6 +109,9 @@ def test_a_sensor_replay_draws_one_downsampled_series_per_sensor(
             )
             page.screenshot(path=str(ARTIFACTS / "chart-sensors.png"))
             series = drawn["series"]
+            points = sum(len(s["x"]) for s in series)
+            print(f"{drawn['rows']} rows drawn as {points} points in {drawn['drawMs']:.1f} ms")
+            assert points <= 2 * drawn["width"] * SENSORS
             # One series per sensor, labelled by its key.
             assert sorted(s["key"] for s in series) == sorted(df["sensor_id"].unique())
             assert len({s["label"] for s in series}) == SENSORS

@@ -33,6 +33,7 @@ import { compactTicks, decode, formatValue, isTime, minMax, scaleGroups, timeDty
  * @property {[number, number]} xRange
  * @property {number} rows rows in the window
  * @property {string[]} scales
+ * @property {number} drawMs how long the last draw took (window to pixels), in ms
  */
 
 // matplotlib's tab10, then more: a colour per key.
@@ -114,6 +115,8 @@ export function render({ model, el }) {
   /** @type {string[]} */ let keys = [];
   /** @type {Map<string, (number | null)[]>} */ let cols = new Map();
   let xIsTime = !model.get("x"); // hub time unless the x column says otherwise
+  let maxX = -Infinity; // the newest x taken in
+  let shown = 0; // rows in the window when last drawn
   let xTz = "UTC";
   const seen = new Set(); // every column seen
   let messages = 0;
@@ -188,6 +191,7 @@ export function render({ model, el }) {
     for (let i = 0; i < block.n; i++) {
       const x = xj === undefined ? env.ts : toNumber(block.data[xj][i], block.dtypes[xj]);
       if (x === null) continue;
+      if (x > maxX) maxX = x;
       into.xs.push(x);
       into.keys.push(bj === undefined ? "" : formatValue(block.data[bj][i], block.dtypes[bj]));
       for (let k = 0; k < ys.length; k++) {
@@ -212,8 +216,7 @@ export function render({ model, el }) {
   // -- the window -------------------------------------------------------------
   /** The newest x of the window's end: the hub's clock for hub time, else the newest x. */
   function windowEnd() {
-    let end = -Infinity;
-    for (let i = xs.length - 1, n = 0; i >= 0 && n < 10_000; i--, n++) if (xs[i] > end) end = xs[i];
+    let end = maxX;
     // The hub's clock ends a window of live times (hub time, or a time
     // column within an hour of it); a replay of old data ends at its newest x.
     const now = hub ? hub.hubNow() : null;
@@ -221,19 +224,27 @@ export function render({ model, el }) {
     return end;
   }
 
-  /** Drops rows out of the window from the buffers' front. */
-  function trim() {
+  /** Where the window starts: the first row index, and the oldest x of a time window. */
+  function bounds() {
     const rowsWin = model.get("window_rows");
     const secs = model.get("window_seconds");
-    let cut = 0;
     const n = xs.length;
     const cap = rowsWin > 0 ? Math.min(rowsWin, MAX_ROWS) : MAX_ROWS;
-    if (n > cap) cut = n - cap;
-    if (secs > 0) {
-      const cutoff = windowEnd() - secs;
-      while (cut < n && xs[cut] < cutoff) cut++;
-    }
-    if (cut > 0) {
+    return { from: Math.max(0, n - cap), cutoff: secs > 0 ? windowEnd() - secs : -Infinity };
+  }
+
+  /**
+   * Drops rows out of the window from the buffers' front: at once when
+   * `force`, else only once there are many (copying the buffers for every
+   * message of a sliding window would cost more than the drawing).
+   * @param {boolean} force
+   */
+  function trim(force) {
+    const { from, cutoff } = bounds();
+    const n = xs.length;
+    let cut = from;
+    while (cut < n && xs[cut] < cutoff) cut++;
+    if (cut > 0 && (force || cut >= 1024 || cut > n / 4)) {
       xs = xs.slice(cut);
       keys = keys.slice(cut);
       for (const [f, c] of cols) cols.set(f, c.slice(cut));
@@ -250,9 +261,7 @@ export function render({ model, el }) {
       for (const f of fields) column(f);
       messages += 1;
     }
-    // Compact once the buffers pass the window by half (not on every message).
-    const rowsWin = model.get("window_rows");
-    if (xs.length > Math.min(MAX_ROWS, rowsWin > 0 ? rowsWin * 1.5 : MAX_ROWS) || model.get("window_seconds") > 0) trim();
+    trim(false);
     checkFields();
     schedule();
   }
@@ -275,7 +284,7 @@ export function render({ model, el }) {
     xs = front.xs.concat(xs);
     keys = front.keys.concat(keys);
     cols = merged;
-    trim();
+    trim(true);
     checkFields();
     schedule();
     root.dataset.backfilled = String(older.length);
@@ -359,23 +368,25 @@ export function render({ model, el }) {
   /** The window's rows, split into series, sorted by x, downsampled. */
   function build() {
     const n = xs.length;
+    const { from, cutoff } = bounds();
     /** @type {Map<string, number[]>} row indices per key */
     const byKey = new Map();
-    for (let i = 0; i < n; i++) {
+    let count = 0;
+    let x0 = Infinity;
+    let x1 = -Infinity;
+    for (let i = from; i < n; i++) {
+      const x = xs[i];
+      if (x < cutoff) continue;
+      count++;
+      if (x < x0) x0 = x;
+      if (x > x1) x1 = x;
       let list = byKey.get(keys[i]);
       if (!list) byKey.set(keys[i], (list = []));
       list.push(i);
     }
     const keyList = [...byKey.keys()].sort(natural);
     const width = pixelColumns();
-    let x0 = Infinity;
-    let x1 = -Infinity;
-    for (let i = 0; i < n; i++) {
-      if (xs[i] < x0) x0 = xs[i];
-      if (xs[i] > x1) x1 = xs[i];
-    }
-    const secs = model.get("window_seconds");
-    if (secs > 0 && n) x0 = Math.max(x0, windowEnd() - secs);
+    shown = count;
     const out = [];
     /** @type {Map<string, number>} */
     const magnitudes = new Map();
@@ -430,7 +441,7 @@ export function render({ model, el }) {
   let rateMessages = 0;
   let rateT = performance.now();
   function showInfo() {
-    info.textContent = `${model.get("channel")} · ${source} · ${Math.round(rate).toLocaleString()} msg/s · ${xs.length} points`;
+    info.textContent = `${model.get("channel")} · ${source} · ${Math.round(rate).toLocaleString()} msg/s · ${shown} points`;
     root.dataset.rate = String(Math.round(rate));
   }
 
@@ -438,6 +449,7 @@ export function render({ model, el }) {
     scheduled = false;
     if (!dirty || paused()) return;
     dirty = false;
+    const t0 = performance.now();
     const built = build();
     const sig = JSON.stringify([xIsTime, built.scales, built.series.map((s) => [s.label, s.scale])]);
     if (!plot || sig !== layout) {
@@ -450,8 +462,9 @@ export function render({ model, el }) {
       series: built.series.map(({ label, field, key, scale, x, y }) => ({ label, field, key, scale, x, y })),
       width: built.width,
       xRange: [built.x0, built.x1],
-      rows: xs.length,
+      rows: shown,
       scales: built.scales,
+      drawMs: performance.now() - t0,
     };
     root.dataset.series = String(built.series.length);
     showInfo();
@@ -465,7 +478,7 @@ export function render({ model, el }) {
     rateMessages = messages;
     rateT = now;
     if (model.get("window_seconds") > 0 && xs.length) {
-      trim();
+      trim(true);
       schedule();
     }
     showInfo();
@@ -490,7 +503,9 @@ export function render({ model, el }) {
     const q = (v) => (/[",\n\r]/.test(v) ? `"${v.replace(/"/g, '""')}"` : v);
     const lines = [[xName, ...(byName ? [byName] : []), ...fields].map(q).join(",")];
     const xText = (/** @type {number} */ x) => (xIsTime ? new Date(x * 1000).toISOString() : String(x));
-    for (let i = 0; i < xs.length; i++) {
+    const { from, cutoff } = bounds();
+    for (let i = from; i < xs.length; i++) {
+      if (xs[i] < cutoff) continue;
       const row = [xText(xs[i]), ...(byName ? [q(keys[i])] : [])];
       for (const f of fields) {
         const v = (cols.get(f) || [])[i];
