@@ -42,6 +42,10 @@ LIVE_CHANNEL = "widgets.live"
 LIVE_CELLS = [
     f"from rtkit.widgets import LiveChart\nLiveChart({LIVE_CHANNEL!r}, window='2s', backfill=0)",
 ]
+RELAY_CHANNEL = "widgets.relayed"
+RELAY_CELLS = [
+    f"from rtkit.widgets import LiveChart\nLiveChart({RELAY_CHANNEL!r}, window=100, mode='relay')",
+]
 ERROR_CELLS = [
     "from rtkit.widgets import LiveChart\nLiveChart('my channel')",
     f"chart = LiveChart({OK_CHANNEL!r}, series=['vlaue'])\nchart",
@@ -65,7 +69,12 @@ def recording() -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterServer]:
-    notebooks = {"chart.ipynb": CHART_CELLS, "errors.ipynb": ERROR_CELLS, "live.ipynb": LIVE_CELLS}
+    notebooks = {
+        "chart.ipynb": CHART_CELLS,
+        "errors.ipynb": ERROR_CELLS,
+        "live.ipynb": LIVE_CELLS,
+        "relay.ipynb": RELAY_CELLS,
+    }
     with running_lab(tmp_path_factory.mktemp("lab"), notebooks) as server:
         yield server
 
@@ -214,3 +223,31 @@ def test_a_time_window_empties_by_the_hub_clock_when_the_stream_stops(lab: Jupyt
 def _subscribers(lab: JupyterServer, channel: str) -> int:
     stats = lab.get_json("rtkit/api/status")["channels"].get(channel, {})
     return int(stats.get("subscribers", 0))
+
+
+def test_through_the_kernel_relay_a_chart_backfills_then_follows(lab: JupyterServer) -> None:
+    from playwright.sync_api import expect
+
+    with rtkit.connect(lab.hub_url, token=lab.token) as hub, chromium() as browser:
+        ch = hub.channel(RELAY_CHANNEL)
+        for i in range(20):
+            ch.publish({"v": float(i)})
+        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        open_notebook(page, lab, "relay.ipynb", workspace="relay")
+        page.keyboard.press("Shift+Enter")
+        chart = page.locator(".rtkit-chart")
+        expect(chart).to_have_attribute("data-source", "relay", timeout=60_000)
+        # The kernel fetched what was stored before (20 messages)...
+        expect(chart).to_have_attribute("data-backfilled", "20", timeout=30_000)
+        wait_for(lambda: _subscribers(lab, RELAY_CHANNEL) == 1, "the kernel to subscribe")
+        for i in range(20, 50):
+            ch.publish({"v": float(i)})
+        # ...and relays what comes next: every message once, in order.
+        drawn = wait_for(
+            lambda: (d := chart.evaluate("el => el.rtkitChart")) and d["rows"] == 50 and d,
+            "every message in the chart",
+        )
+        (series,) = drawn["series"]
+        assert series["label"] == "v"
+        # Published within milliseconds: downsampled, but the extremes stay.
+        assert (min(series["y"]), max(series["y"])) == (0.0, 49.0)

@@ -117,6 +117,9 @@ export function render({ model, el }) {
   let xIsTime = !model.get("x"); // hub time unless the x column says otherwise
   let maxX = -Infinity; // the newest x taken in
   let shown = 0; // rows in the window when last drawn
+  // The hub's clock as this chart sees it (for the kernel relay, which has
+  // no page connection to ask): Date.now() - the smallest (receive - ts).
+  /** @type {number | null} */ let clockOffset = null;
   let xTz = "UTC";
   const seen = new Set(); // every column seen
   let messages = 0;
@@ -219,7 +222,7 @@ export function render({ model, el }) {
     let end = maxX;
     // The hub's clock ends a window of live times (hub time, or a time
     // column within an hour of it); a replay of old data ends at its newest x.
-    const now = hub ? hub.hubNow() : null;
+    const now = (hub && hub.hubNow()) ?? (clockOffset === null ? null : Date.now() / 1000 - clockOffset);
     if (now !== null && xIsTime && (!Number.isFinite(end) || Math.abs(now - end) < 3600)) end = Math.max(end, now);
     return end;
   }
@@ -253,7 +256,9 @@ export function render({ model, el }) {
 
   /** @param {import("./hub.js").Envelope[]} envs */
   function onMessages(envs) {
+    const received = Date.now() / 1000;
     for (const env of envs) {
+      if (clockOffset === null || received - env.ts < clockOffset) clockOffset = received - env.ts;
       if (env.seq <= lastSeq) continue;
       lastSeq = env.seq;
       if (firstLive === null) firstLive = env.seq;
