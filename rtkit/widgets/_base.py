@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import anywidget
+import orjson
 import traitlets
 
 from ..client import sync
@@ -25,6 +26,10 @@ BUNDLE = "widgets.js"
 RELAY_RATE = 30.0
 # Stored messages a chart fetches when it opens, to fill its window.
 BACKFILL = 2_000
+# What the relay's backfill fetches at most: pages of this many messages,
+# until this many bytes of JSON (the page that crosses it included).
+RELAY_BACKFILL_PAGE = 50
+RELAY_BACKFILL_BYTES = 4 * 1024 * 1024
 # A relay update carries at most this many messages; older ones are dropped
 # (a chart only shows a window anyway) and counted.
 RELAY_MAX_BATCH = 5_000
@@ -98,8 +103,7 @@ class _Relay:
             # The stored messages before the live ones (the front-end drops
             # any it also got live); here, off the kernel's shell thread.
             try:
-                older = self.channel.history(limit=self.backfill)
-                stored = [msg.envelope() for msg in older]
+                stored = _stored_envelopes(self.channel, self.backfill, RELAY_BACKFILL_BYTES)
                 self.widget.send({"type": "backfill", "envs": stored})
             except HubError as exc:
                 _send_error(self.widget, exc)
@@ -134,6 +138,27 @@ class _Relay:
             self.thread.join(5.0)
 
 
+def _stored_envelopes(channel: sync.Channel, limit: int, budget: int) -> list[Any]:
+    """The newest ``limit`` stored messages of ``channel`` as envelopes, oldest
+    first, asked for in small pages from the newest back and stopped once
+    their JSON passes ``budget`` bytes: one comm message stays bounded
+    however big each message is."""
+    out: list[Any] = []
+    size = 0
+    before: int | None = None
+    while len(out) < limit and size < budget:
+        page = channel.history(before=before, limit=min(RELAY_BACKFILL_PAGE, limit - len(out)))
+        if not page:
+            break
+        envs = [msg.envelope() for msg in page]
+        size += sum(len(orjson.dumps(env, default=str)) for env in envs)
+        out[:0] = envs
+        before = page[0].seq
+        if before <= 1:
+            break
+    return out
+
+
 def _send_error(widget: anywidget.AnyWidget, exc: HubError) -> None:
     """Shows the hub's refusal inside the widget (the relay path's twin of
     the front-end's own ack handling)."""
@@ -165,6 +190,7 @@ class _HubWidget(anywidget.AnyWidget):
         **kwargs: Any,
     ) -> None:
         self._relay: Any = None  # a _Relay, or a subclass's equivalent
+        self._backfill = 0  # stored messages the front-end asked the relay for
         _check_bundle()
         if isinstance(channel, sync.Channel):
             hub = hub or channel._client
@@ -211,7 +237,7 @@ class _HubWidget(anywidget.AnyWidget):
         if not self.channel:
             return None
         channel = self._kernel_hub().channel(self.channel)
-        return _Relay(self, channel, self._relay_rate, getattr(self, "_backfill", 0))
+        return _Relay(self, channel, self._relay_rate, self._backfill)
 
     def close(self) -> None:
         # Also runs from __del__ of a widget whose __init__ raised.

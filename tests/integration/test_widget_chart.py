@@ -4,6 +4,7 @@ backfill through the relay, and the window as a DataFrame (to_frame/to_csv)."""
 from __future__ import annotations
 
 import io
+import json
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -14,7 +15,7 @@ import pytest
 
 import rtkit
 from rtkit.pytest_plugin import InProcessHub
-from rtkit.widgets import LiveChart, LiveTable, StatusBadge
+from rtkit.widgets import LiveChart, LiveTable, StatusBadge, _base
 
 from .conftest import SECRET, token
 from .helpers import poll_until
@@ -83,6 +84,14 @@ def test_the_relay_backfills_then_reports_a_refusal(
             assert sent.of_type("messages")[0]["envs"][0]["seq"] == 31
         finally:
             chart.close()
+
+        # A backfill stops at its byte budget (in pages), keeping the newest.
+        monkeypatch.setattr(_base, "RELAY_BACKFILL_PAGE", 4)
+        monkeypatch.setattr(_base, "RELAY_BACKFILL_BYTES", 500)
+        envs = _base._stored_envelopes(ch, 25, _base.RELAY_BACKFILL_BYTES)
+        size = len(json.dumps(envs[4:]))
+        assert 0 < len(envs) < 25 and size < 500 <= len(json.dumps(envs))
+        assert [env["seq"] for env in envs] == list(range(32 - len(envs), 32))
 
         # A channel the token may not subscribe to: the widget is told why.
         refused = LiveChart(client.channel("closed.feed"), mode="relay")
