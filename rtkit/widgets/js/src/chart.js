@@ -123,21 +123,14 @@ export function render({ model, el }) {
   let xTz = "UTC";
   const seen = new Set(); // every column seen
   let messages = 0;
-  let lastSeq = 0; // the newest seq taken in (live or backfill)
+  // Live messages also in a backfill that came first are dropped, up to the
+  // backfill's newest seq; past it, the page's connection (or the kernel's
+  // client) already drops what was seen, also across a channel restart.
+  let backfilledUntil = 0;
   /** @type {number | null} */ let firstLive = null;
   /** @type {string[]} */ let fields = [...(model.get("series") || [])];
   /** @type {import("./hub.js").Hub | null} */ let hub = null;
   let source = "";
-
-  /** @param {string} f */
-  function column(f) {
-    let c = cols.get(f);
-    if (c === undefined) {
-      c = new Array(xs.length).fill(null);
-      cols.set(f, c);
-    }
-    return c;
-  }
 
   /**
    * The rows of one envelope, appended to the given buffers.
@@ -259,11 +252,10 @@ export function render({ model, el }) {
     const received = Date.now() / 1000;
     for (const env of envs) {
       if (clockOffset === null || received - env.ts < clockOffset) clockOffset = received - env.ts;
-      if (env.seq <= lastSeq) continue;
-      lastSeq = env.seq;
+      if (env.seq <= backfilledUntil) continue;
+      backfilledUntil = 0;
       if (firstLive === null) firstLive = env.seq;
       take(env, { xs, keys, cols });
-      for (const f of fields) column(f);
       messages += 1;
     }
     trim(false);
@@ -279,7 +271,7 @@ export function render({ model, el }) {
     const front = { xs: [], keys: [], cols: new Map() };
     for (const env of older) take(env, front);
     messages += older.length;
-    if (firstLive === null) lastSeq = Math.max(lastSeq, older[older.length - 1].seq);
+    if (firstLive === null) backfilledUntil = older[older.length - 1].seq;
     const merged = new Map();
     for (const f of fields) {
       const a = front.cols.get(f) || new Array(front.xs.length).fill(null);
