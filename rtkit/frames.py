@@ -277,9 +277,10 @@ class LiveFrame:
 
     Made by ``channel.frame(window=..., columns=...)``. ``.df`` is a fresh
     DataFrame of the last ``window`` rows (an int) or of the last time span
-    (``"5min"``, a ``Timedelta``) before the newest message, indexed by hub
-    time (UTC). Memory stays bounded by the window whether or not ``.df`` is
-    read. Safe to read from any thread.
+    (``"5min"``, a ``Timedelta``) before the hub's clock now, indexed by hub
+    time (UTC): rows leave a time window as time passes, also when no new
+    message arrives. Memory stays bounded by the window whether or not
+    ``.df`` is read. Safe to read from any thread.
 
     >>> view = hub.channel("sensors").frame(window="1min", columns=["temp"])
     >>> view.df["temp"].mean()
@@ -304,6 +305,12 @@ class LiveFrame:
         self._chunk_rows = 0
         self._pending: list[tuple[float, Any]] = []
         self._newest: float | None = None
+        # The hub's clock, estimated without a request: hub time = local
+        # monotonic time - offset, where offset is the smallest (local receive
+        # time - message ts) seen, i.e. the message that came fastest. A
+        # backlog's old messages give larger differences and never win.
+        self._clock: Callable[[], float] = time.monotonic
+        self._offset: float | None = None
         self._cache: Any = None
         self._gap_pending = False
         self._closed = False
@@ -327,10 +334,19 @@ class LiveFrame:
     def __len__(self) -> int:
         return len(self.df)
 
+    def hub_now(self) -> float | None:
+        """The hub's clock (unix seconds) as estimated from the messages
+        received so far, or None before the first one."""
+        with self._lock:
+            return self._hub_now()
+
     @property
     def df(self) -> pd.DataFrame:
-        """The window as a DataFrame (a new object each time the data changed)."""
+        """The window as a DataFrame (a new object each time the data changed,
+        or rows left a time window)."""
         with self._lock:
+            if self._cache is not None and self._stale(self._cache):
+                self._cache = None
             if self._cache is None:
                 self._flush_pending()
                 df = _concat(list(self._chunks))
@@ -357,6 +373,9 @@ class LiveFrame:
             self.received += 1
             self.updated = time.time()
             self._newest = msg.ts if self._newest is None else max(self._newest, msg.ts)
+            offset = self._clock() - msg.ts
+            if self._offset is None or offset < self._offset:
+                self._offset = offset
             if self._gap_pending:
                 self._gap_pending = False
                 self._flush_pending()
@@ -394,23 +413,38 @@ class LiveFrame:
         self._chunk_rows += len(chunk)
         self._evict()
 
+    def _hub_now(self) -> float | None:
+        if self._offset is None:
+            return None
+        return self._clock() - self._offset
+
+    def _cutoff(self) -> Any:
+        """The oldest hub time inside a time window (a UTC Timestamp), or None:
+        the window ends at the hub's clock now, never before the newest message."""
+        if self._seconds is None or self._newest is None:
+            return None
+        end = max(self._newest, self._hub_now() or self._newest)
+        return _pandas().Timestamp(end - self._seconds, unit="s", tz="UTC")
+
+    def _stale(self, df: Any) -> bool:
+        """True when time has moved rows of a cached frame out of the window."""
+        cutoff = self._cutoff()
+        return cutoff is not None and len(df) > 0 and df.index[0] < cutoff
+
     def _evict(self) -> None:
         """Drop whole chunks that lie entirely outside the window."""
         chunks = self._chunks
         if self._rows is not None:
             while len(chunks) > 1 and self._chunk_rows - len(chunks[0]) >= self._rows:
                 self._chunk_rows -= len(chunks.popleft())
-        elif self._seconds is not None and self._newest is not None:
-            pd = _pandas()
-            cutoff = pd.Timestamp(self._newest - self._seconds, unit="s", tz="UTC")
+        elif (cutoff := self._cutoff()) is not None:
             while len(chunks) > 1 and chunks[0].index[-1] < cutoff:
                 self._chunk_rows -= len(chunks.popleft())
 
     def _trim(self, df: Any) -> Any:
         if self._rows is not None:
             return df.iloc[-self._rows :] if len(df) > self._rows else df
-        if self._seconds is not None and self._newest is not None and len(df):
-            pd = _pandas()
-            cutoff = pd.Timestamp(self._newest - self._seconds, unit="s", tz="UTC")
+        cutoff = self._cutoff()
+        if cutoff is not None and len(df):
             return df[df.index >= cutoff]
         return df

@@ -3,6 +3,7 @@ who is here (a presence bar) and widgets bound to shared documents (``link``).
 
 >>> from rtkit.widgets import LiveChart, PresenceBar, StatusBadge, link
 >>> LiveChart("prices", series=["bid", "ask"], window="30s")
+>>> LiveChart("sensors", series=["value"], x="timestamp", by="sensor_id")
 >>> StatusBadge("prices")
 >>> PresenceBar("analysis")
 >>> link(ipywidgets.FloatSlider(), hub.shared("params"), "alpha")

@@ -8,11 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import anywidget
+import orjson
 import traitlets
 
 from ..client import sync
-from ..frames import parse_window
-from ..protocol import Message
+from ..errors import HubError
+from ..frames import _pandas, decode_messages, is_batch, parse_window
+from ..protocol import MAX_HISTORY_LIMIT, Message, validate_channel
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +24,12 @@ STATIC = Path(__file__).parent / "static"
 BUNDLE = "widgets.js"
 # jupyter-server drops iopub messages past 1000/s; one widget stays far below.
 RELAY_RATE = 30.0
+# Stored messages a chart fetches when it opens, to fill its window.
+BACKFILL = 2_000
+# What the relay's backfill fetches at most: pages of this many messages,
+# until this many bytes of JSON (the page that crosses it included).
+RELAY_BACKFILL_PAGE = 50
+RELAY_BACKFILL_BYTES = 4 * 1024 * 1024
 # A relay update carries at most this many messages; older ones are dropped
 # (a chart only shows a window anyway) and counted.
 RELAY_MAX_BATCH = 5_000
@@ -66,9 +74,12 @@ class _Relay:
     coalesced to at most ``rate`` updates a second. Runs on the client's I/O
     thread and one flusher thread, never on the kernel's event loop."""
 
-    def __init__(self, widget: _HubWidget, channel: sync.Channel, rate: float) -> None:
+    def __init__(
+        self, widget: _HubWidget, channel: sync.Channel, rate: float, backfill: int = 0
+    ) -> None:
         self.widget = widget
         self.channel = channel
+        self.backfill = backfill
         self.interval = 1.0 / rate
         self.lock = threading.Lock()
         self.pending: list[dict[str, Any]] = []
@@ -88,6 +99,16 @@ class _Relay:
                 self.dropped += cut
 
     def _run(self) -> None:
+        if self.backfill > 0:
+            # The stored messages before the live ones (the front-end drops
+            # any it also got live); here, off the kernel's shell thread.
+            try:
+                stored = _stored_envelopes(self.channel, self.backfill, RELAY_BACKFILL_BYTES)
+                self.widget.send({"type": "backfill", "envs": stored})
+            except HubError as exc:
+                _send_error(self.widget, exc)
+            except Exception:
+                log.debug("rtkit: widget relay backfill failed", exc_info=True)
         while not self.stopped.wait(self.interval):
             with self.lock:
                 envs, self.pending = self.pending, []
@@ -117,6 +138,36 @@ class _Relay:
             self.thread.join(5.0)
 
 
+def _stored_envelopes(channel: sync.Channel, limit: int, budget: int) -> list[Any]:
+    """The newest ``limit`` stored messages of ``channel`` as envelopes, oldest
+    first, asked for in small pages from the newest back and stopped once
+    their JSON passes ``budget`` bytes: one comm message stays bounded
+    however big each message is."""
+    out: list[Any] = []
+    size = 0
+    before: int | None = None
+    while len(out) < limit and size < budget:
+        page = channel.history(before=before, limit=min(RELAY_BACKFILL_PAGE, limit - len(out)))
+        if not page:
+            break
+        envs = [msg.envelope() for msg in page]
+        size += sum(len(orjson.dumps(env, default=str)) for env in envs)
+        out[:0] = envs
+        before = page[0].seq
+        if before <= 1:
+            break
+    return out
+
+
+def _send_error(widget: anywidget.AnyWidget, exc: HubError) -> None:
+    """Shows the hub's refusal inside the widget (the relay path's twin of
+    the front-end's own ack handling)."""
+    try:
+        widget.send({"type": "error", "error": exc.to_wire()})
+    except Exception:  # the comm closed under us: nobody left to tell
+        log.debug("rtkit: could not show a widget error", exc_info=True)
+
+
 class _HubWidget(anywidget.AnyWidget):
     _esm = _source()
     # Which of the bundle's widgets draws this model: "chart", "table",
@@ -139,20 +190,36 @@ class _HubWidget(anywidget.AnyWidget):
         **kwargs: Any,
     ) -> None:
         self._relay: Any = None  # a _Relay, or a subclass's equivalent
+        self._backfill = 0  # stored messages the front-end asked the relay for
         _check_bundle()
         if isinstance(channel, sync.Channel):
             hub = hub or channel._client
             channel = channel.name
+        if channel or not self._channel_optional:
+            # A clear error now, rather than a widget that stays empty.
+            validate_channel(channel, type(self).__name__)
         super().__init__(channel=channel, **kwargs)
         self._hub = hub
         self._relay_rate = min(float(relay_rate), RELAY_RATE)
         self.on_msg(self._on_front_end_msg)
 
+    # StatusBadge() without a channel shows the whole connection.
+    _channel_optional = False
+
     def _on_front_end_msg(self, _widget: Any, content: Any, _buffers: Any) -> None:
         if not isinstance(content, dict):
             return
         if content.get("type") == "relay" and self._relay is None:
-            self._relay = self._start_relay()
+            backfill = content.get("history")
+            self._backfill = (
+                min(backfill, MAX_HISTORY_LIMIT)
+                if isinstance(backfill, int) and not isinstance(backfill, bool) and backfill > 0
+                else 0
+            )
+            try:
+                self._relay = self._start_relay()
+            except HubError as exc:  # refused (forbidden, bad name): say so in the widget
+                _send_error(self, exc)
         elif content.get("type") == "stop" and self._relay is not None:
             self._relay.stop()
             self._relay = None
@@ -169,7 +236,8 @@ class _HubWidget(anywidget.AnyWidget):
         an object with ``stop()``, or None."""
         if not self.channel:
             return None
-        return _Relay(self, self._kernel_hub().channel(self.channel), self._relay_rate)
+        channel = self._kernel_hub().channel(self.channel)
+        return _Relay(self, channel, self._relay_rate, self._backfill)
 
     def close(self) -> None:
         # Also runs from __del__ of a widget whose __init__ raised.
@@ -180,20 +248,37 @@ class _HubWidget(anywidget.AnyWidget):
 
 
 class LiveChart(_HubWidget):
-    """A live line chart of a channel: several series on a hub-time axis.
+    """A live line chart of a channel.
 
     ``series`` names the numeric fields to plot (default: every numeric field
-    seen); ``window`` is a row count or a time span (``"30s"``). Pause/resume
-    with the button or ``chart.paused = True``; hovering shows the values.
-    Frame batches from ``publish_frame`` are plotted row by row.
+    seen). ``x`` names the column on the x axis: any time or numeric column;
+    by default the hub time of each message, except that the rows of a
+    ``publish_frame`` batch take their times from the batch's first time
+    column (the DataFrame's time column or index). ``by`` names a key
+    column: each field is split into one series per key (a colour per key,
+    in the legend). ``y_scale`` is ``"auto"`` (fields of similar magnitude
+    share a y axis, others get axes of their own), ``"shared"`` or
+    ``"independent"`` (an axis per field).
 
-    >>> LiveChart("sensors", series=["temp", "humidity"], window="2min")
+    ``window`` is a row count or a time span (``"30s"``); a time window of
+    live times ends at the hub's clock, so a stopped stream scrolls out.
+    Each series is downsampled to at most a min and a max per pixel column.
+    On opening, the chart fills its window from the channel's history (up to
+    ``backfill`` messages; 0 turns that off). Pause/resume, CSV and PNG
+    download are buttons above the plot; hovering shows the values. Errors
+    (a refused channel, a field never seen) show inside the widget.
+
+    >>> LiveChart("sensors", series=["value"], x="timestamp", by="sensor_id", window="2min")
     """
 
     _kind = traitlets.Unicode("chart").tag(sync=True)
     series = traitlets.List(traitlets.Unicode()).tag(sync=True)
+    x = traitlets.Unicode("").tag(sync=True)
+    by = traitlets.Unicode("").tag(sync=True)
+    y_scale = traitlets.Enum(("auto", "shared", "independent"), "auto").tag(sync=True)
     window_rows = traitlets.Int(0).tag(sync=True)
     window_seconds = traitlets.Float(0.0).tag(sync=True)
+    backfill = traitlets.Int(BACKFILL).tag(sync=True)
     paused = traitlets.Bool(False).tag(sync=True)
     height = traitlets.Int(260).tag(sync=True)
     title = traitlets.Unicode("").tag(sync=True)
@@ -203,17 +288,72 @@ class LiveChart(_HubWidget):
         channel: str | sync.Channel = "",
         *,
         series: list[str] | None = None,
+        x: str | None = None,
+        by: str | None = None,
+        y_scale: str = "auto",
         window: int | str | Any = 1_000,
+        backfill: int = BACKFILL,
         **kwargs: Any,
     ) -> None:
         rows, seconds = parse_window(window)
+        for name, value in (("x", x), ("by", by)):
+            if value is not None and not (isinstance(value, str) and value):
+                raise ValueError(f"LiveChart: {name} must be a column name, got {value!r}")
+        if series is not None and (
+            isinstance(series, str) or not all(isinstance(s, str) and s for s in series)
+        ):
+            raise ValueError(f"LiveChart: series must be a list of field names, got {series!r}")
+        if isinstance(backfill, bool) or not isinstance(backfill, int) or backfill < 0:
+            raise ValueError(f"LiveChart: backfill must be a message count >= 0, got {backfill!r}")
         super().__init__(
             channel,
             series=list(series or []),
+            x=x or "",
+            by=by or "",
+            y_scale=y_scale,
             window_rows=rows or 0,
             window_seconds=seconds or 0.0,
+            backfill=min(backfill, MAX_HISTORY_LIMIT),
             **kwargs,
         )
+
+    def to_frame(self) -> Any:
+        """The chart's window as a pandas DataFrame, read from the channel's
+        history through the kernel's connection (the last
+        ``MAX_HISTORY_LIMIT`` messages at most): indexed by the x column (hub
+        time when there is none), with the ``by`` column and the series.
+
+        >>> chart.to_frame().groupby("sensor_id")["value"].describe()
+        """
+        pd = _pandas()
+        rows, seconds = self.window_rows or None, self.window_seconds or None
+        limit = min(rows or MAX_HISTORY_LIMIT, MAX_HISTORY_LIMIT)
+        messages = self._kernel_hub().channel(self.channel).history(limit=limit)
+        df = decode_messages(messages)
+        x = self.x
+        if not x and messages and all(is_batch(m.data) for m in messages):
+            # As the chart does: a batch's rows take their first time column.
+            x = next((c for c in df.columns if str(df[c].dtype).startswith("datetime64")), "")
+        if x and x in df.columns:
+            df = df.set_index(x)
+        if seconds is not None and len(df):
+            end = df.index.max()
+            if not x:  # hub time: the window ends at the clock now
+                end = max(end, pd.Timestamp.now(tz="UTC"))
+            span = pd.Timedelta(seconds=seconds) if hasattr(end, "tzinfo") else seconds
+            df = df[df.index >= end - span]
+        if rows is not None:
+            df = df.iloc[-rows:]
+        keep = [c for c in [self.by, *self.series] if c and c in df.columns]
+        return df[keep] if self.series else df
+
+    def to_csv(self, path: str | Path | None = None) -> str | None:
+        """The window (:meth:`to_frame`) as CSV: written to ``path``, or returned as text."""
+        df = self.to_frame()
+        if path is None:
+            return str(df.to_csv())
+        df.to_csv(path)
+        return None
 
 
 class LiveTable(_HubWidget):
@@ -248,3 +388,4 @@ class StatusBadge(_HubWidget):
     """
 
     _kind = traitlets.Unicode("status").tag(sync=True)
+    _channel_optional = True

@@ -79,6 +79,7 @@ class PresenceBar(_HubWidget):
     """
 
     _kind = traitlets.Unicode("presence").tag(sync=True)
+    _channel_optional = True  # a room, not a channel
     room = traitlets.Unicode("").tag(sync=True)
     state = traitlets.Dict().tag(sync=True)
     max_avatars = traitlets.Int(12).tag(sync=True)

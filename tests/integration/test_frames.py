@@ -201,6 +201,23 @@ def test_time_window_over_live_row_messages(rt_hub_inprocess: InProcessHub) -> N
         view.close()
 
 
+def test_a_time_window_empties_after_the_stream_stops(rt_hub_inprocess: InProcessHub) -> None:
+    """The window is measured against the hub's clock: rows published once
+    leave a 500 ms view without any further message."""
+    with rtkit.connect(rt_hub_inprocess.url) as hub:
+        ch = hub.channel("frames.stopped")
+        view = ch.frame(window="500ms")
+        ch.publish_frame(pd.DataFrame({"x": np.arange(5_000)}), batch_rows=1_000)
+        poll_until(lambda: view.rows_received == 5_000, "the batches")
+        assert 0 < len(view.df) <= 5_000
+        received = view.received
+        poll_until(lambda: len(view.df) == 0, "the rows to leave the window", within=5.0)
+        hub_now = view.hub_now()
+        assert hub_now is not None and abs(hub_now - time.time()) < 1.0
+        assert view.received == received and view._chunk_rows == 0
+        view.close()
+
+
 @pytest.mark.slow
 def test_a_lost_history_shows_in_the_frame(rt_hub_factory: Callable[..., HubProcess]) -> None:
     hub = rt_hub_factory()  # memory store: a restart loses the channel

@@ -114,6 +114,7 @@ def test_row_window_over_batches() -> None:
 
 def test_time_window_follows_the_newest_message() -> None:
     view = LiveFrame("ch", window="10s", columns=["x"])
+    view._clock = lambda: 0.0  # read at the instant the newest message arrived
     for seq in range(1, 2_001):
         view.on_message(_msg(seq, {"x": seq, "other": 0}, ts=T0 + seq / 10))
     df = view.df
@@ -122,6 +123,31 @@ def test_time_window_follows_the_newest_message() -> None:
     assert df["x"].tolist() == list(range(1_900, 2_001))
     newest = df.index[-1]
     assert (newest - df.index[0]) <= pd.Timedelta("10s")
+
+
+def test_time_window_ends_at_the_hub_clock_when_the_stream_stops() -> None:
+    """Rows leave a time window as the hub's clock moves on, with no new
+    message: the clock is estimated from when messages arrived."""
+    local = [100.0]  # the local monotonic clock, moved by hand
+    view = LiveFrame("ch", window="10s")
+    view._clock = lambda: local[0]
+    # 20,000 rows in two batches at hub times T0 and T0 + 1, received 50 ms
+    # after they were stamped (and one older backlog message, received late).
+    view.on_message(_msg(1, {"x": -1}, ts=T0 - 30))
+    for seq in (2, 3):
+        ts = T0 + seq - 2
+        local[0] = 100.0 + (seq - 2) + 0.05
+        batch = encode_batches(pd.DataFrame({"x": np.arange(10_000)}), batch_rows=10_000)[0]
+        view.on_message(_msg(seq, batch, ts=ts))
+    assert len(view) == 20_000
+    assert view.hub_now() == pytest.approx(T0 + 1)
+    local[0] += 9.5  # hub time T0 + 10.5: the first batch is out of the window
+    assert view.hub_now() == pytest.approx(T0 + 10.5)
+    assert len(view) == 10_000
+    assert view.df.index[0] == pd.Timestamp(T0 + 1, unit="s", tz="UTC")
+    local[0] += 60  # a minute later: nothing left, and nothing held
+    assert len(view) == 0
+    assert view._chunk_rows == 0 and not view._chunks
 
 
 def test_a_gap_is_a_row_of_missing_values_and_listed() -> None:

@@ -69,11 +69,16 @@ import {
  * @property {(envs: Envelope[]) => void} onMessages
  * @property {(ack: Ack) => void} [onGap] the hub could not fill a gap: messages were lost
  * @property {(msg: RelayMessages) => void} [onRelayStats] the kernel relay's counters
+ * @property {(error: ErrorBody) => void} [onError] the hub (or the kernel relay) refused the channel
+ * @property {() => void} [onSubscribed] the hub accepted the subscription
+ * @property {number} [backfill] how many stored messages to fetch once, when the widget starts
+ * @property {(envs: Envelope[]) => boolean} [enough] whether the messages fetched so far fill the widget's window
+ * @property {(envs: Envelope[]) => void} [onBackfill] the stored messages fetched, oldest first
  */
 
 /**
  * What the kernel relay sends for a channel (rtkit/widgets/_base.py's _Relay).
- * @typedef {{ type: "messages", envs?: Envelope[], coalesced?: number, dropped?: number }} RelayMessages
+ * @typedef {{ type: "messages" | "backfill" | "error", envs?: Envelope[], coalesced?: number, dropped?: number, error?: ErrorBody }} RelayMessages
  */
 
 /**
@@ -81,7 +86,7 @@ import {
  * @property {number | null} seq the newest seq delivered
  * @property {string | null} epoch
  * @property {Set<ChannelListener>} listeners
- * @property {string | null} [error]
+ * @property {ErrorBody | null} [error]
  * @property {number} [attempts]
  */
 
@@ -149,6 +154,11 @@ export class Hub {
     this.duplicates = 0;
     /** @type {string | undefined} */
     this.lastError = undefined;
+    // The hub's clock, estimated without a request: hub time = Date.now()
+    // - offset, where offset is the smallest (receive time - ts) seen, that
+    // is the message that came fastest; a backlog's old messages never win.
+    /** @type {number | null} seconds */
+    this.clockOffset = null;
     /** @type {Map<string, Channel>} */
     this.channels = new Map();
     /** @type {Map<string, Room>} */
@@ -171,7 +181,9 @@ export class Hub {
     });
     this.socket.on("disconnect", () => this.setState("reconnecting"));
     this.socket.on("connect_error", (err) => {
-      this.lastError = err && err.message;
+      // A refusal carries rtkit's error in `data` (DESIGN: Connect).
+      const data = /** @type {{ data?: ErrorBody }} */ (/** @type {unknown} */ (err)).data;
+      this.lastError = (data && data.message) || (err && err.message);
       this.setState(this.everConnected ? "reconnecting" : "unreachable");
     });
     this.socket.on(MESSAGES, (/** @type {Envelope[]} */ envs) => this.onMessages(envs));
@@ -203,12 +215,14 @@ export class Hub {
     this.socket.timeout(10000).emit(SUBSCRIBE, req, (/** @type {Error | null} */ err, /** @type {Ack | undefined} */ ack) => {
       if (this.channels.get(name) !== ch) return; // no longer wanted
       if (err || !ack || !ack.ok) {
-        ch.error = err ? "no answer from the hub" : (ack && ack.error && ack.error.message) || "refused";
+        ch.error = err ? { message: "no answer from the hub" } : (ack && ack.error) || { message: "refused" };
+        for (const l of ch.listeners) if (l.onError) l.onError(ch.error);
         this.retryLater(err, ack, ch, () => this.subscribe(name));
         return;
       }
       ch.error = null;
       ch.attempts = 0;
+      for (const l of ch.listeners) if (l.onSubscribed) l.onSubscribed();
       const gap = ch.epoch !== null && (ack.recovered === false || ack.epoch !== ch.epoch);
       ch.epoch = ack.epoch;
       if (gap) {
@@ -239,8 +253,47 @@ export class Hub {
     }, delay);
   }
 
+  /** The hub's clock now (unix seconds), as estimated, or null before any message. */
+  hubNow() {
+    return this.clockOffset === null ? null : Date.now() / 1000 - this.clockOffset;
+  }
+
+  /**
+   * Stored messages of a channel, newest `limit` first asked for, oldest
+   * first returned; asks for earlier pages (at most `pages`) while the hub
+   * says there are more and `enough` says the widget wants more.
+   * @param {string} name
+   * @param {number} limit
+   * @param {(envs: Envelope[]) => boolean} enough
+   * @param {number} [pages]
+   * @returns {Promise<Envelope[]>}
+   */
+  async history(name, limit, enough, pages = 5) {
+    /** @type {Envelope[]} */
+    let out = [];
+    /** @type {{ channel: string, limit: number, before?: number }} */
+    const req = { channel: name, limit };
+    for (let page = 0; page < pages; page++) {
+      /** @type {Ack} */
+      const ack = await this.socket.timeout(15000).emitWithAck(HISTORY, req);
+      if (!ack || !ack.ok) throw Object.assign(new Error((ack && ack.error && ack.error.message) || "history refused"), { body: ack && ack.error });
+      /** @type {Envelope[]} */
+      const msgs = ack.messages || [];
+      out = msgs.concat(out);
+      if (!ack.more || !msgs.length || out.length >= limit || enough(out)) break;
+      req.before = msgs[0].seq;
+      req.limit = limit - out.length;
+    }
+    return out;
+  }
+
   /** @param {Envelope[]} envs */
   onMessages(envs) {
+    const now = Date.now() / 1000;
+    for (const env of envs) {
+      const offset = now - env.ts;
+      if (this.clockOffset === null || offset < this.clockOffset) this.clockOffset = offset;
+    }
     // Group by channel so each listener gets one call per packet.
     /** @type {Channel | null} */
     let current = null;
@@ -284,6 +337,7 @@ export class Hub {
     }
     const listeners = ch.listeners;
     listeners.add(listener);
+    if (ch.error && listener.onError) listener.onError(ch.error);
     return () => {
       listeners.delete(listener);
     };
@@ -461,41 +515,45 @@ export function connectWidget(model, { direct, onRelay, onSource, relayRequest =
  * @returns {() => void}
  */
 export function attach(model, name, listener, onSource) {
+  const wanted = listener.backfill || 0;
   return connectWidget(model, {
-    direct: (hub) => hub.listen(name, listener),
+    direct(hub) {
+      let live = true;
+      const stop = hub.listen(name, listener);
+      if (wanted > 0 && listener.onBackfill) {
+        const take = listener.onBackfill;
+        const fetch = () => {
+          hub.history(name, wanted, listener.enough || (() => false)).then(
+            (envs) => live && take(envs),
+            (/** @type {Error & { body?: ErrorBody }} */ err) => {
+              if (live && err.body && listener.onError) listener.onError(err.body);
+            },
+          );
+        };
+        // Asked once the connection is up (a history request on a socket
+        // still connecting would wait in its buffer anyway).
+        if (hub.socket.connected) fetch();
+        else hub.socket.once("connect", fetch);
+      }
+      return () => {
+        live = false;
+        stop();
+      };
+    },
     onRelay(msg) {
+      if (msg.type === "error") {
+        if (listener.onError) listener.onError(msg.error || { message: "refused" });
+        return;
+      }
+      if (msg.type === "backfill") {
+        if (listener.onBackfill) listener.onBackfill(msg.envs || []);
+        return;
+      }
       if (msg.type !== "messages") return;
       if (msg.envs && msg.envs.length) listener.onMessages(msg.envs);
       if (listener.onRelayStats) listener.onRelayStats(msg);
     },
     onSource,
-    relayRequest: { channel: name },
+    relayRequest: { channel: name, history: wanted },
   });
-}
-
-/** @typedef {Record<string, unknown>} Row */
-
-/**
- * Numeric points out of an envelope: [ts, {name: value}] per row. A frame
- * batch (rtkit.frames) gives one row per batch row.
- * @param {Envelope} env
- * @returns {Generator<[number, Row]>}
- */
-export function* rows(env) {
-  const data = /** @type {any} */ (env.data);
-  if (data !== null && typeof data === "object" && !Array.isArray(data)) {
-    if (data.rtkit === "frame" && Array.isArray(data.data)) {
-      const n = data.rows || (data.data[0] ? data.data[0].length : 0);
-      for (let i = 0; i < n; i++) {
-        /** @type {Row} */
-        const row = {};
-        data.columns.forEach((/** @type {string} */ c, /** @type {number} */ j) => (row[c] = data.data[j][i]));
-        yield [env.ts, row];
-      }
-      return;
-    }
-    yield [env.ts, data];
-    return;
-  }
-  yield [env.ts, { value: data }];
 }

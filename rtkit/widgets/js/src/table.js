@@ -1,5 +1,8 @@
-// Live table: the last N rows, newest first, redrawn once per animation frame.
-import { attach, rows } from "./hub.js";
+// Live table: the last N rows, newest first, redrawn once per animation
+// frame; values shown as pandas shows them (values.js), the time column is
+// the hub time of each message as a frame view's index shows it.
+import { attach } from "./hub.js";
+import { decode, formatHubTime, formatValue } from "./values.js";
 
 /**
  * @typedef {object} TableState the LiveTable's traits (rtkit/widgets/_base.py)
@@ -8,13 +11,7 @@ import { attach, rows } from "./hub.js";
  */
 /** @typedef {import("./hub.js").HubModelState & TableState} TableModelState */
 
-/** @param {unknown} v */
-function fmt(v) {
-  if (v === null || v === undefined) return "";
-  if (typeof v === "number") return Number.isInteger(v) ? String(v) : v.toPrecision(6);
-  if (typeof v === "object") return JSON.stringify(v);
-  return String(v);
-}
+/** One row: hub time, and each column's value and dtype. @typedef {[number, Map<string, [unknown, string | null]>]} TableRow */
 
 /** @type {import("@anywidget/types").Render<TableModelState>} */
 export function render({ model, el }) {
@@ -22,8 +19,8 @@ export function render({ model, el }) {
   table.className = "rtkit-table";
   table.style.cssText = "font: 12px monospace; border-collapse: collapse";
   el.appendChild(table);
-  /** @type {[number, import("./hub.js").Row][]} */
-  let buffer = []; // [ts, row], oldest first
+  /** @type {TableRow[]} */
+  let buffer = []; // oldest first
   let columns = [...(model.get("columns") || [])];
   let scheduled = false;
 
@@ -50,22 +47,38 @@ export function render({ model, el }) {
     const rowsOut = [rowOf("th", ["time", ...columns])];
     for (let i = buffer.length - 1; i >= 0; i--) {
       const [ts, row] = buffer[i];
-      const t = new Date(ts * 1000).toISOString().slice(11, 23);
-      rowsOut.push(rowOf("td", [t, ...columns.map((c) => fmt(row[c]))]));
+      const cells = columns.map((c) => {
+        const cell = row.get(c);
+        return cell === undefined ? "" : formatValue(cell[0], cell[1]);
+      });
+      rowsOut.push(rowOf("td", [formatHubTime(ts), ...cells]));
     }
     table.replaceChildren(...rowsOut);
   }
 
   /** @type {import("./hub.js").ChannelListener} */
   const listener = {
+    onError(error) {
+      table.dataset.error = error.message || "refused";
+      const caption = document.createElement("caption");
+      caption.className = "rtkit-error";
+      caption.style.cssText = "color:#b00020;text-align:left";
+      caption.textContent = `${model.get("channel")}: ${error.message || "refused"}`;
+      table.replaceChildren(caption);
+    },
     onMessages(envs) {
       const n = model.get("rows");
       for (const env of envs) {
-        for (const r of rows(env)) {
-          buffer.push(r);
-          if (!model.get("columns").length) {
-            for (const k of Object.keys(r[1])) if (!columns.includes(k)) columns.push(k);
-          }
+        const block = decode(env.data);
+        if (!model.get("columns").length) {
+          for (const k of block.columns) if (!columns.includes(k)) columns.push(k);
+        }
+        // Only the last n rows of a big batch can show.
+        for (let i = Math.max(0, block.n - n); i < block.n; i++) {
+          /** @type {Map<string, [unknown, string | null]>} */
+          const row = new Map();
+          block.columns.forEach((c, j) => row.set(c, [block.data[j][i], block.dtypes[j]]));
+          buffer.push([env.ts, row]);
         }
       }
       if (buffer.length > 4 * n) buffer = buffer.slice(-n);
@@ -76,5 +89,8 @@ export function render({ model, el }) {
     },
   };
   const stop = attach(model, model.get("channel"), listener, (kind) => (table.dataset.source = kind));
-  return stop;
+  return () => {
+    stop();
+    table.remove();
+  };
 }

@@ -44,7 +44,18 @@ function render(props) {
     props.el.textContent = `rtkit: this front-end has no widget ${JSON.stringify(kind)}`;
     return;
   }
-  return draw(props);
+  // A new channel (``widget.channel = "other"``) starts the widget afresh.
+  let stop = draw(props);
+  const restart = () => {
+    if (typeof stop === "function") stop();
+    props.el.replaceChildren();
+    stop = draw(props);
+  };
+  props.model.on("change:channel", restart);
+  return () => {
+    props.model.off("change:channel", restart);
+    if (typeof stop === "function") stop();
+  };
 }
 
 export default { render };
