@@ -37,6 +37,8 @@ def _fenced(lines: list[str], indent: int, lang: str) -> list[str]:
     pad = " " * indent
     width = min((_indent(line) for line in lines if line.strip()), default=indent)
     body = [pad + line[width:] if line.strip() else "" for line in lines]
+    while body and not body[0]:
+        body.pop(0)
     while body and not body[-1]:
         body.pop()
     return ["", f"{pad}{_FENCE}{lang}", *body, f"{pad}{_FENCE}", ""]
