@@ -111,6 +111,7 @@ def test_make_demo_serves_lab_feeds_a_channel_and_restarts_at_once(
     with demo(env) as url:
         first_port = urlsplit(url).port
         assert (DEMO_DIR / "02-live-data.ipynb").is_file()
+        assert saved_outputs(DEMO_DIR / "02-live-data.ipynb") == []
         with urllib.request.urlopen(url, timeout=30) as resp:
             assert resp.status == 200
         seen = receive(url, 300)
