@@ -66,8 +66,14 @@ def demo(env: dict[str, str], *args: str) -> Iterator[str]:
         assert proc.wait(60) == 0, "".join(output)
     finally:
         if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+            # A test that failed inside: Ctrl-C still, so that the demo stops
+            # the JupyterLab it started (a killed demo would leave it running).
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
         pumper.join(10)
 
 
