@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8765
 
-.PHONY: demo hub test lint bench setup machine widgets lock
+.PHONY: demo hub test lint bench setup machine widgets lock docs
 
 # The virtual environment, with the versions the tests run on (constraints.txt).
 $(BIN)/rtkit: pyproject.toml constraints.txt
@@ -50,11 +50,17 @@ demo: $(BIN)/rtkit $(WIDGETS_JS)
 hub: $(BIN)/rtkit
 	$(BIN)/rtkit hub --allow-anonymous --port $(PORT)
 
-## Run the whole test suite (lint, types, unit, contract and integration tests,
-## the same without the transport's fast paths, notebooks). The second run
-## leaves out what does not depend on the transport's mode but costs minutes:
-## the browser tests, the minute-long soak, the storage abuse tests (200,000
-## reads) and the hub-restart convergence of shared documents.
+## The documentation site (mkdocs.yml, docs/, the API reference from the
+## docstrings) into site/; .venv/bin/mkdocs serve previews it.
+docs: $(BIN)/rtkit
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+	@echo "the site is in site/ (open site/index.html)"
+
+## Run the whole test suite (lint, types, the docs build, unit, contract and
+## integration tests, the same without the transport's fast paths, notebooks).
+## The second run leaves out what does not depend on the transport's mode but
+## costs minutes: the browser tests, the minute-long soak, the storage abuse
+## tests (200,000 reads) and the hub-restart convergence of shared documents.
 ## The notebooks find their hub through rtkit's pytest plugin (-p).
 test: machine setup
 	$(BIN)/ruff check rtkit jupyter_extension tests benchmarks scripts
@@ -62,6 +68,7 @@ test: machine setup
 	$(BIN)/mypy
 	npm run --prefix rtkit/widgets/js --silent check
 	$(BIN)/python scripts/lock.py check
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir build/docs-check
 	$(BIN)/pytest
 	@echo "Again with the fast paths into library internals off (rtkit/hub/transport):"
 	RTKIT_FAST_PATHS=0 $(BIN)/pytest -m "not browser" -q --deselect tests/security/test_soak.py \

@@ -1,6 +1,10 @@
 """``rtkit demo``: JupyterLab with rtkit's extension, the tutorial notebooks
 and a synthetic live feed, in one command.
 
+The kernels of the demo's JupyterLab find the feed's channel in
+``RTKIT_DEMO_CHANNEL``; ``notebooks/02-live-data.ipynb``, the notebook the
+demo opens, draws it in its first cells.
+
 The feed (:func:`feed`) publishes prices or sensor readings at a fixed rate,
 paced by the clock (a late tick catches up; it never waits for acks one by
 one); scripts can use it too.
@@ -11,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import math
 import os
 import random
@@ -29,6 +34,8 @@ from typing import Any
 from ._process import free_port, start_group, stop_group
 from .client import aio
 from .errors import ConfigurationError
+
+log = logging.getLogger(__name__)
 
 # Publishes kept unacked at once: enough to pipeline tens of thousands a second.
 _WINDOW = 2_000
@@ -137,6 +144,41 @@ def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float) -> None
         time.sleep(0.2)
 
 
+def _without_outputs(notebook: dict[str, Any]) -> bool:
+    """Clear a notebook's outputs in place (and the widget state saved with
+    them); returns whether there was anything to clear. The code is kept."""
+    changed = bool(notebook.get("metadata", {}).pop("widgets", None))
+    for cell in notebook.get("cells", ()):
+        if cell.get("cell_type") != "code":
+            continue
+        changed |= bool(cell.get("outputs")) or cell.get("execution_count") is not None
+        cell["outputs"] = []
+        cell["execution_count"] = None
+    return changed
+
+
+def _copy_tutorials(directory: Path) -> None:
+    """The tutorial notebooks in ``directory``, without saved outputs.
+
+    A missing one is copied; one already there keeps its code (the user's
+    edits) but loses its outputs, since the widgets of an earlier run are
+    dead and their saved output is stale: the notebook opens clean and shows
+    the feed once its cells run."""
+    for source in sorted(NOTEBOOKS.glob("*.ipynb")) if NOTEBOOKS.is_dir() else ():
+        target = directory / source.name
+        try:
+            notebook = json.loads((target if target.exists() else source).read_text("utf-8"))
+        except (OSError, ValueError) as exc:  # not a notebook we can read: leave it alone
+            log.warning("rtkit demo: left %s as it is: %s", target, exc)
+            if not target.exists():
+                shutil.copy(source, target)
+            continue
+        if _without_outputs(notebook) or not target.exists():
+            target.write_text(
+                json.dumps(notebook, indent=1, sort_keys=True, ensure_ascii=False) + "\n", "utf-8"
+            )
+
+
 DEFAULT_PORT = 8888
 DEFAULT_DIR = "rtkit-demo"
 
@@ -177,19 +219,20 @@ def run_demo(
 ) -> int:
     """Start JupyterLab (rtkit's extension on) in ``directory`` (relative to
     the current directory) with the tutorial notebooks and feed ``channel`` at
-    ``rate`` messages/s until Ctrl-C. Prints the URL to open.
+    ``rate`` messages/s until Ctrl-C. Prints the URL to open, which opens
+    ``02-live-data.ipynb``: its first cells show this feed (the kernels find
+    its channel in ``RTKIT_DEMO_CHANNEL``).
 
-    Everything the demo writes stays in ``directory``: the notebooks, and the
-    hub's history in ``.rtkit/hub.db`` (not Jupyter's data directory)."""
+    Everything the demo writes stays in ``directory``: the notebooks (saved
+    outputs cleared at each start), and the hub's history in
+    ``.rtkit/hub.db`` (not Jupyter's data directory)."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {sorted(KINDS)}")
     channel = channel or f"demo.{kind}"
     port = _pick_port(port)
     directory = Path(directory).resolve()
     (directory / ".rtkit").mkdir(parents=True, exist_ok=True)
-    for nb in sorted(NOTEBOOKS.glob("*.ipynb")) if NOTEBOOKS.is_dir() else ():
-        if not (directory / nb.name).exists():
-            shutil.copy(nb, directory / nb.name)
+    _copy_tutorials(directory)
     token = secrets.token_hex(16)
     base = f"http://127.0.0.1:{port}/"
     cmd = [

@@ -83,34 +83,62 @@ class HubError(RtkitError):
 
 
 class BadRequest(HubError, ValueError):
+    """A malformed request: a missing or mistyped field, a bad channel, room or
+    document name (``bad_request``). Fix the request; retrying it is useless."""
+
     code = "bad_request"
 
 
 class Unauthorized(HubError, PermissionError):
+    """No valid token: missing, signed with another secret, expired, or revoked
+    with its kernel (``unauthorized``). Refused at connect, the client stops
+    instead of retrying."""
+
     code = "unauthorized"
 
 
 class Forbidden(HubError, PermissionError):
+    """The token does not grant this channel or room, or a cap is reached:
+    subscriptions per connection, connections per user, members per room
+    (``forbidden``)."""
+
     code = "forbidden"
 
 
 class NotFound(HubError, LookupError):
+    """What the request names is not there, e.g. ``unsubscribe`` from a channel
+    not subscribed, a presence update before joining (``not_found``)."""
+
     code = "not_found"
 
 
 class TooLarge(HubError, ValueError):
+    """Over a size cap: a message over ``--max-payload``, a shared document over
+    ``--max-doc-bytes``, presence state over 4 KiB (``too_large``). Nothing
+    was stored."""
+
     code = "too_large"
 
 
 class RateLimited(HubError):
+    """Over a rate or concurrency limit: publishes, reads or bytes per second,
+    requests in flight (``rate_limited``). Slow down, batch, or retry later."""
+
     code = "rate_limited"
 
 
 class Unavailable(HubError):
+    """The hub cannot serve the request now: its store is unreachable, it is
+    shutting down, or the connection dropped meanwhile (``unavailable``).
+    Nothing was stored; retry, after a reconnect if need be."""
+
     code = "unavailable"
 
 
 class InternalError(HubError):
+    """The hub failed unexpectedly (``internal``); its log says why. Unknown
+    error codes map here too."""
+
     code = "internal"
 
 

@@ -4,6 +4,7 @@ default options, stopped with Ctrl-C and started again at once."""
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import re
@@ -32,11 +33,11 @@ RTKIT = Path(sys.executable).parent / "rtkit"
 
 
 @contextmanager
-def demo(env: dict[str, str]) -> Iterator[str]:
+def demo(env: dict[str, str], *args: str) -> Iterator[str]:
     """``rtkit demo`` from the repository root; yields the URL it prints, and
     stops it with SIGINT (Ctrl-C) on exit, which must end it cleanly."""
     proc = subprocess.Popen(
-        [str(RTKIT), "demo"], cwd=REPO, env=env, text=True,
+        [str(RTKIT), "demo", *args], cwd=REPO, env=env, text=True,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )  # fmt: skip
     lines: queue.Queue[str | None] = queue.Queue()
@@ -65,8 +66,14 @@ def demo(env: dict[str, str]) -> Iterator[str]:
         assert proc.wait(60) == 0, "".join(output)
     finally:
         if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+            # A test that failed inside: Ctrl-C still, so that the demo stops
+            # the JupyterLab it started (a killed demo would leave it running).
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
         pumper.join(10)
 
 
@@ -110,6 +117,7 @@ def test_make_demo_serves_lab_feeds_a_channel_and_restarts_at_once(
     with demo(env) as url:
         first_port = urlsplit(url).port
         assert (DEMO_DIR / "02-live-data.ipynb").is_file()
+        assert saved_outputs(DEMO_DIR / "02-live-data.ipynb") == []
         with urllib.request.urlopen(url, timeout=30) as resp:
             assert resp.status == 200
         seen = receive(url, 300)
@@ -124,3 +132,105 @@ def test_make_demo_serves_lab_feeds_a_channel_and_restarts_at_once(
         again = receive(url, 10)
         # The feed's history was kept in rtkit-demo/.rtkit/hub.db.
         assert again[0].seq > seen[-1].seq
+
+
+def saved_outputs(path: Path) -> list[str]:
+    """The ids of the code cells of a notebook file that hold saved outputs."""
+    notebook = json.loads(path.read_text())
+    return [
+        cell.get("id", "?")
+        for cell in notebook["cells"]
+        if cell["cell_type"] == "code" and (cell["outputs"] or cell["execution_count"])
+    ]
+
+
+def _rate(info: str) -> int:
+    """The messages per second a chart's info line shows (digits grouped as
+    the browser's locale does)."""
+    match = re.search(r"(\d[\d,.\s\u202f]*) msg/s", info)
+    return int(re.sub(r"\D", "", match.group(1))) if match else 0
+
+
+@pytest.mark.browser
+def test_demo_notebook_opens_clean_shows_the_feed_and_keeps_moving_after_run_all(
+    tmp_path: Path,
+) -> None:
+    """What a new user does: ``rtkit demo --dir``, open the printed URL, Run All."""
+    from playwright.sync_api import expect
+
+    from .lab import ARTIFACTS, KERNEL_IDLE, chromium
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("JUPYTER", "RTKIT_"))}
+    for name in ("DATA", "RUNTIME", "CONFIG"):
+        env[f"JUPYTER_{name}_DIR"] = str(tmp_path / f"jupyter-{name.lower()}")
+    env["JUPYTERLAB_SETTINGS_DIR"] = str(tmp_path / "lab-settings")
+    env["JUPYTERLAB_WORKSPACES_DIR"] = str(tmp_path / "lab-workspaces")
+    env["IPYTHONDIR"] = str(tmp_path / "ipython")
+    # A copy left by an earlier demo, with the outputs (dead widgets) it saved.
+    demo_dir = tmp_path / "my-demo"
+    demo_dir.mkdir()
+    earlier = json.loads((REPO / "notebooks" / "02-live-data.ipynb").read_text())
+    earlier["cells"][1]["source"] += "\n# my own edit"
+    earlier["cells"][1]["outputs"] = [
+        {"output_type": "stream", "name": "stdout", "text": "feed: demo.prices\n"}
+    ]
+    earlier["cells"][1]["execution_count"] = 1
+    (demo_dir / "02-live-data.ipynb").write_text(json.dumps(earlier))
+
+    with demo(env, "--dir", str(demo_dir), "--rate", "100") as url, chromium() as browser:
+        # Every tutorial is there without saved outputs; the user's edit stays.
+        copies = sorted(demo_dir.glob("*.ipynb"))
+        assert [c.name for c in copies] == sorted(
+            p.name for p in (REPO / "notebooks").glob("*.ipynb")
+        )
+        for copy in copies:
+            assert saved_outputs(copy) == [], copy.name
+        opened = json.loads((demo_dir / "02-live-data.ipynb").read_text())
+        assert "".join(opened["cells"][1]["source"]).endswith("# my own edit")
+
+        page = browser.new_page(viewport={"width": 1280, "height": 1400})
+        try:
+            assert "02-live-data.ipynb" in url
+            page.goto(url)
+            cells = page.locator(".jp-NotebookPanel .jp-Notebook .jp-Cell")
+            expect(cells.first).to_be_visible(timeout=60_000)
+            expect(page.get_by_text(KERNEL_IDLE)).to_be_visible(timeout=60_000)
+            # Nothing stale on screen before anything ran.
+            expect(page.locator(".jp-NotebookPanel .jp-OutputArea-output")).to_have_count(0)
+
+            page.get_by_role("menuitem", name="Run", exact=True).click()
+            page.locator('[data-command="runmenu:run-all"]').click()
+            # The first cells draw the demo's own feed, from the browser.
+            # (one chart per series: aapl and msft)
+            expect(page.locator(".rtkit-chart")).to_have_count(2, timeout=60_000)
+            chart = page.locator(".rtkit-chart").first
+            info = chart.locator(".rtkit-info")
+            expect(chart).to_have_attribute("data-source", "direct", timeout=60_000)
+            expect(info).to_contain_text("demo.prices", timeout=30_000)
+            expect(page.locator(".rtkit-table tr:has(td)")).to_have_count(5, timeout=30_000)
+            expect(cells.nth(1)).to_contain_text("series: ['aapl', 'msft']")
+            # Run All ends (the last cell shows the rolling view's newest rows)
+            # without an error...
+            last_code = page.locator(".jp-NotebookPanel .jp-CodeCell").last
+            expect(last_code.locator(".jp-OutputArea-output")).to_contain_text(
+                "aapl", timeout=60_000
+            )
+            expect(page.get_by_text(KERNEL_IDLE)).to_be_visible(timeout=30_000)
+            errors = page.locator('[data-mime-type="application/vnd.jupyter.stderr"]')
+            assert errors.count() == 0, errors.all_inner_texts()
+            # ...and nothing stopped the feed: after it the chart keeps taking
+            # in the feed's messages and redrawing.
+            shown = info.inner_text()
+            canvas = chart.locator("canvas").first
+            before = canvas.screenshot()
+            deadline = time.monotonic() + 15
+            while not ((text := info.inner_text()) != shown and _rate(text) >= 50):
+                assert time.monotonic() < deadline, f"the chart stopped: {text!r}"
+                time.sleep(0.1)
+            while canvas.screenshot() == before:
+                assert time.monotonic() < deadline, "the chart stopped redrawing"
+                time.sleep(0.1)
+            page.screenshot(path=str(ARTIFACTS / "demo-after-run-all.png"))
+        finally:
+            if not page.is_closed():
+                page.screenshot(path=str(ARTIFACTS / "demo-final.png"))
