@@ -35,6 +35,8 @@ export function render({ model, el }) {
     for (const text of cells) {
       const cell = document.createElement(tag);
       cell.textContent = text;
+      // Spaced and right-aligned as pandas' own HTML tables show values.
+      cell.style.cssText = "padding: 2px 10px; text-align: right; white-space: nowrap";
       tr.appendChild(cell);
     }
     return tr;
