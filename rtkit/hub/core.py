@@ -57,10 +57,11 @@ from ..protocol import (
     SUBSCRIBE,
     UNSUBSCRIBE,
     Message,
+    PublishBatchRequest,
     PublishRequest,
     error_ack,
     parse_history,
-    parse_publish,
+    parse_publish_any,
     parse_subscribe,
     parse_unsubscribe,
 )
@@ -96,6 +97,15 @@ _SUBSCRIBE_ATTEMPTS = 5
 # Requests whose ack may be large: each waits for the connection's send
 # budget before it reads anything, one at a time per connection.
 _LARGE_ACKS = frozenset({HISTORY, SUBSCRIBE, DOC_SYNC})
+
+# What a publisher over the publish rate can do about it (the rate counts
+# requests, so a batch of rows costs one).
+_PUBLISH_RATE_HINT = (
+    "send several rows per request (a batch: the Python client's "
+    "publish(..., wait=False) batches for you; publish_frame(df) sends a DataFrame), "
+    "or raise the hub's limit (rtkit hub --publish-rate, "
+    "c.RtkitExtension.publish_rate inside Jupyter)"
+)
 
 # Requests charged to a connection's read budget (Limits.read_rate): each
 # costs a store query and an ack.
@@ -565,20 +575,49 @@ class Hub:
         try:
             self._check_request(conn)
             req = self._publish_request(conn, data[1])
+            ts = time.time()
             with _append_errors():
-                appended = append(
-                    req.channel,
-                    req.data,
-                    sender=conn.identity.user,
-                    msg_id=req.id,
-                    ts=time.time(),
-                    dedup_window=self.config.dedup_window,
-                )
+                if isinstance(req, PublishBatchRequest):
+                    results = [self._append_call(append, conn, one, ts) for one in req.messages]
+                    if self._append_now is not None:
+                        return self._published_batch(results)
+                    return self._ack_when_batch_appended(sid, results)
+                appended = self._append_call(append, conn, req, ts)
             if isinstance(appended, Appended):
                 return self._published(appended)
             return self._ack_when_appended(sid, appended)  # queued: a future
         except Exception as exc:
             return self._refusal(PUBLISH, sid, exc)
+
+    def _append_call(self, append: Any, conn: Connection, req: PublishRequest, ts: float) -> Any:
+        return append(
+            req.channel,
+            req.data,
+            sender=conn.identity.user,
+            msg_id=req.id,
+            ts=ts,
+            dedup_window=self.config.dedup_window,
+        )
+
+    def _ack_when_batch_appended(
+        self, sid: str, queued: list[asyncio.Future[Appended]]
+    ) -> asyncio.Future[dict[str, Any]]:
+        """The ack of a batch of queued appends, once every one is done."""
+        everything = asyncio.gather(*queued)
+        ack: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+
+        def answer(done: asyncio.Future[list[Appended]]) -> None:
+            try:
+                if done.cancelled():  # the store closed under it
+                    raise Unavailable("the hub is shutting down; retry after reconnecting")
+                with _append_errors():
+                    results = done.result()
+                ack.set_result(self._published_batch(results))
+            except Exception as exc:
+                ack.set_result(self._refusal(PUBLISH, sid, exc))
+
+        everything.add_done_callback(answer)
+        return ack
 
     def _ack_when_appended(
         self, sid: str, queued: asyncio.Future[Appended]
@@ -599,18 +638,39 @@ class Hub:
         queued.add_done_callback(answer)
         return ack
 
-    def _publish_request(self, conn: Connection, payload: Any) -> PublishRequest:
-        req = parse_publish(payload)
-        if not conn.identity.can_publish(req.channel):
-            raise Forbidden(f"{conn.identity.user!r} may not publish to {req.channel!r}")
-        conn.bucket.take_or_refuse("publishes")
-        size = self._check_size(req.data)
+    def _publish_request(
+        self, conn: Connection, payload: Any
+    ) -> PublishRequest | PublishBatchRequest:
+        """The checked publish (or batch), charged to the connection's
+        budgets: one publish of the rate whatever the batch holds, and the
+        bytes of every message of it."""
+        req = parse_publish_any(payload)
+        messages = req.messages if isinstance(req, PublishBatchRequest) else (req,)
+        for one in messages:
+            if not conn.identity.can_publish(one.channel):
+                raise Forbidden(f"{conn.identity.user!r} may not publish to {one.channel!r}")
+        conn.bucket.take_or_refuse("publishes", _PUBLISH_RATE_HINT)
+        size = sum(self._check_size(one.data) for one in messages)
+        if size > (burst := self.config.limits.publish_bytes_burst) and len(messages) > 1:
+            # Taken whole or not at all: a batch over the burst could never pass.
+            raise TooLarge(
+                f"publish: the batch holds {size} bytes, over the {burst}-byte burst of "
+                "publish_bytes_rate; send fewer messages per batch"
+            )
         # Charged after the size check: a refused payload costs no quota.
         conn.byte_bucket.take_bytes_or_refuse(size, "publish")
         return req
 
     async def _publish(self, conn: Connection, payload: Any) -> dict[str, Any]:
         req = self._publish_request(conn, payload)
+        if isinstance(req, PublishBatchRequest):
+            return await self._publish_batch(conn, req)
+        gate = conn.publish_gate
+        while gate is not None:
+            # A batch of this connection is starting its appends: this
+            # publish, sent after it, is numbered after it.
+            await gate
+            gate = conn.publish_gate
         # Nothing above yields to the event loop: a connection's publishes
         # reach the store (which numbers them in call order) in the order
         # they arrived, although python-socketio runs each in its own task.
@@ -624,6 +684,70 @@ class Hub:
                 dedup_window=self.config.dedup_window,
             )
         return self._published(appended)
+
+    async def _publish_batch(self, conn: Connection, req: PublishBatchRequest) -> dict[str, Any]:
+        """Store a batch in order, as if its messages were published one
+        after another, before any later publish of the connection."""
+        ts = time.time()
+        with _append_errors():
+            if self._append_now is not None:
+                return self._published_batch(
+                    [self._append_call(self._append_now, conn, one, ts) for one in req.messages]
+                )
+            if self._append_soon is not None:
+                queued = [
+                    self._append_call(self._append_soon, conn, one, ts) for one in req.messages
+                ]
+                return self._published_batch(list(await asyncio.gather(*queued)))
+            return self._published_batch(await self._append_batch(conn, req, ts))
+
+    async def _append_batch(
+        self, conn: Connection, req: PublishBatchRequest, ts: float
+    ) -> list[Appended]:
+        """Append a batch through the store's coroutines.
+
+        A store numbers concurrent appends in the order they start, and a
+        task starts after everything already scheduled: the connection's
+        later publishes wait on ``publish_gate`` until the last append of
+        this batch has started, so none can slip in between."""
+        gate = conn.publish_gate
+        while gate is not None:
+            await gate
+            gate = conn.publish_gate
+        loop = asyncio.get_running_loop()
+        gate = conn.publish_gate = loop.create_future()
+
+        def open_gate() -> None:
+            if not gate.done():
+                gate.set_result(None)
+            if conn.publish_gate is gate:
+                conn.publish_gate = None
+
+        async def start(coro: Awaitable[Appended], last: bool) -> Appended:
+            if last:
+                # Waiters wake on a later turn; the append below starts now.
+                open_gate()
+            return await coro
+
+        count = len(req.messages)
+        tasks = [
+            asyncio.ensure_future(
+                start(self._append_call(self.store.channels.append, conn, one, ts), i == count - 1)
+            )
+            for i, one in enumerate(req.messages)
+        ]
+        try:
+            return list(await asyncio.gather(*tasks))
+        finally:
+            open_gate()  # also when cancelled before the last task started
+
+    def _published_batch(self, results: list[Appended]) -> dict[str, Any]:
+        """The ack of a stored batch: one seq and one ts per message."""
+        return {
+            "ok": True,
+            "seqs": [appended.message.seq for appended in results],
+            "ts": [appended.message.ts for appended in results],
+        }
 
     def _published(self, appended: Appended) -> dict[str, Any]:
         """The ack of a stored publish. The message itself reaches
