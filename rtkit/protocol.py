@@ -185,11 +185,14 @@ class PublishAck(TypedDict):
 
 class PublishBatchAck(TypedDict):
     """The ack of a ``publish`` carrying ``messages``: one seq and one ts
-    per message, in the order sent (a repeated id gets its first seq)."""
+    per message, in the order sent (a repeated id gets its first seq). A
+    message refused on its own (malformed, forbidden, too large) has
+    ``null`` for both and its error in ``errors`` (present only then)."""
 
     ok: Literal[True]
-    seqs: list[int]
-    ts: list[float]
+    seqs: list[int | None]
+    ts: list[float | None]
+    errors: NotRequired[list[ErrorBody | None]]
 
 
 class HistoryAck(TypedDict):
@@ -239,9 +242,10 @@ class PublishRequest:
 @dataclass(frozen=True, slots=True)
 class PublishBatchRequest:
     """A ``publish`` carrying ``messages``: stored in order, as if published
-    one after another by one client."""
+    one after another by one client. A malformed message is its
+    :class:`~rtkit.errors.BadRequest`, refused alone."""
 
-    messages: tuple[PublishRequest, ...]
+    items: tuple[PublishRequest | BadRequest, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -358,13 +362,13 @@ def parse_publish_any(payload: Any) -> PublishRequest | PublishBatchRequest:
         raise BadRequest(
             f"publish: 'messages' holds {len(items)} messages; at most {MAX_PUBLISH_BATCH}"
         )
-    parsed: list[PublishRequest] = []
+    parsed: list[PublishRequest | BadRequest] = []
     for index, item in enumerate(items):
         try:
             parsed.append(parse_publish(item))
         except BadRequest as exc:
             detail = exc.message.removeprefix(f"{PUBLISH}: ")
-            raise BadRequest(f"publish: messages[{index}]: {detail}") from None
+            parsed.append(BadRequest(f"publish: messages[{index}]: {detail}"))
     return PublishBatchRequest(tuple(parsed))
 
 

@@ -572,7 +572,7 @@ class Publisher:
         self._release_request(request)
         try:
             ack = check_ack(PUBLISH, args)
-            seqs = _seqs(ack, len(request.items), request.batch)
+            results = _results(ack, len(request.items), request.batch)
         except BadRequest as exc:
             if probe and "messages" in exc.message:
                 # A hub without batches refused the whole batch, storing
@@ -589,8 +589,11 @@ class Publisher:
             return
         if probe:
             self._batches = True
-        for item, seq in zip(request.items, seqs, strict=True):
-            self._settle(item, seq, None)
+        for item, result in zip(request.items, results, strict=True):
+            if isinstance(result, RtkitError):
+                self._settle(item, None, result)
+            else:
+                self._settle(item, result, None)
 
     def _fail_request(self, request: _Request, exc: RtkitError) -> None:
         if isinstance(exc, RateLimited):
@@ -658,14 +661,24 @@ class Publisher:
         self._idle.set()
 
 
-def _seqs(ack: dict[str, Any], count: int, batch: bool) -> list[int]:
+def _results(ack: dict[str, Any], count: int, batch: bool) -> list[int | RtkitError]:
+    """Per message of a publish request: its seq, or why the hub refused it."""
     seqs = ack.get("seqs") if batch else [ack.get("seq")]
+    errors = ack.get("errors") if batch else None
     if not isinstance(seqs, list) or len(seqs) != count:
         raise InternalError(f"publish: the hub's answer lacks the seqs: {ack!r:.200}")
-    for seq in seqs:
-        if isinstance(seq, bool) or not isinstance(seq, int):
-            raise InternalError(f"publish: the hub's answer lacks a seq: {ack!r:.200}")
-    return seqs
+    results: list[int | RtkitError] = []
+    for index, seq in enumerate(seqs):
+        if isinstance(seq, int) and not isinstance(seq, bool):
+            results.append(seq)
+            continue
+        error = errors[index] if isinstance(errors, list) and index < len(errors) else None
+        if seq is None and isinstance(error, dict):
+            code = str(error.get("code"))
+            results.append(error_for_code(code, str(error.get("message") or code)))
+        else:
+            results.append(InternalError(f"publish: the hub's answer lacks a seq: {ack!r:.200}"))
+    return results
 
 
 def _restate(exc: BaseException, prefix: str) -> BaseException:
