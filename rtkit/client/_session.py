@@ -181,8 +181,9 @@ def _handshake_error(exc: BaseException) -> aiohttp.WSServerHandshakeError | Non
 
     python-engineio raises a bare ``ConnectionError("Connection error")``
     from inside its ``except`` of aiohttp's handshake error, so the latter
-    is on the chain (``__context__``); tests/unit/client/test_connect_errors
-    states that fact."""
+    is on the chain (``__context__``);
+    tests/integration/test_connect_errors.py relies on that fact (a 404 and
+    a 403 from real servers)."""
     seen: BaseException | None = exc
     for _ in range(8):
         if seen is None:
@@ -293,7 +294,7 @@ class SessionOptions:
     reconnect_delay: float = 0.25
     reconnect_delay_max: float = 10.0
     max_in_flight: int = 256
-    max_publish_rate: float = 800.0
+    max_publish_rate: float = 950.0
 
     def __post_init__(self) -> None:
         if not self.ack_timeout > 0 or not self.connect_timeout > 0:

@@ -34,7 +34,7 @@ import rtkit
 import rtkit.aio
 from rtkit.errors import UnsupportedData
 from rtkit.protocol import MAX_PUBLISH_BATCH
-from rtkit.pytest_plugin import InProcessHub
+from rtkit.pytest_plugin import REDIS_URL, InProcessHub
 
 from .conftest import Connect
 from .helpers import RawClient, assert_error, assert_ok
@@ -174,16 +174,19 @@ def test_a_failed_publish_without_waiting_is_in_its_future_and_in_flush(
 # -- the batch on the wire --------------------------------------------------------
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", pytest.param("redis", marks=pytest.mark.redis)])
 def any_store_hub(
     request: pytest.FixtureRequest,
     rt_hub_inprocess_factory: Callable[..., InProcessHub],
     tmp_path: Path,
 ) -> InProcessHub:
-    """Default limits on a store that appends at once (memory) and one that
-    appends through coroutines (SQLite)."""
+    """Default limits on a store that appends at once (memory), one that
+    appends through coroutines (SQLite) and one that queues appends (Redis)."""
     if request.param == "sqlite":
         return rt_hub_inprocess_factory(store=f"sqlite:///{tmp_path / 'rows.db'}")
+    if request.param == "redis":
+        prefix = request.getfixturevalue("rt_redis_prefix")
+        return rt_hub_inprocess_factory(store=f"{REDIS_URL}?prefix={prefix}")
     return rt_hub_inprocess_factory()
 
 
