@@ -145,6 +145,11 @@ class HandshakeRefused(TransportError):
         self.jupyter_base: str | None = None
 
 
+class _PassingRefusal(Unauthorized):
+    """HTTP 401 at the handshake: Unauthorized to the caller of connect(),
+    retried by the reconnect loop (it may be a hub's passing cap)."""
+
+
 # Jupyter servers probed along a refused URL's path, at most.
 _MAX_PROBES: Final = 6
 
@@ -591,7 +596,7 @@ class Session:
         keep = " (with the same token)" if self.token or "token=" in self._target else ""
         page = f"; this is a Jupyter server, its rtkit hub is at {hint}{keep}" if hint else ""
         if status in (401, 403):
-            return Unauthorized(
+            message = (
                 f"{where}: the token is missing or not accepted{page}. Inside Jupyter, "
                 "kernels get RTKIT_URL and RTKIT_TOKEN from the server (restart a kernel "
                 "started before rtkit was installed); from elsewhere pass the Jupyter "
@@ -599,6 +604,12 @@ class Session:
                 "in the URL (`jupyter server list` shows it). A standalone hub wants a "
                 "token from `rtkit token`"
             )
+            if status == 401:
+                return _PassingRefusal(
+                    message + " (a standalone hub also answers 401 for a moment when too "
+                    "many connections from one address are opening: --max-pending-per-address)"
+                )
+            return Unauthorized(message)
         if hint is not None:
             return ConfigurationError(f"{where}{page}")
         if status == 404:
@@ -702,6 +713,11 @@ class Session:
                 attempt += 1
                 try:
                     await self._connect_once()
+                except _PassingRefusal as exc:
+                    # HTTP 401 is also a hub's cap on connections of one
+                    # address still completing their handshake: it passes.
+                    log.info("rtkit: reconnect attempt %d refused: %s", attempt, exc)
+                    continue
                 except Unauthorized as exc:
                     # A token the hub rejects will not improve by retrying.
                     # (Forbidden is retried: "too many connections" lasts only
