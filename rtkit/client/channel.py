@@ -125,7 +125,7 @@ def check_frame_args(as_frame: bool, columns: Sequence[str] | None) -> None:
 
 # -- publishing -----------------------------------------------------------------
 
-AnyFuture = asyncio.Future[int] | concurrent.futures.Future[int]
+_SeqFuture = asyncio.Future[int] | concurrent.futures.Future[int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,7 +147,7 @@ class _Publish:
     data: Any
     id: str
     size: int
-    future: AnyFuture
+    future: _SeqFuture
     detached: bool = False  # publish(wait=False): nobody awaits the future
     started: bool = False  # a concurrent future marked running (no cancel after)
 
@@ -206,7 +206,7 @@ def prepare(channel: str, data: Any, msg_id: str | None) -> Prepared:
     return Prepared(channel, wire, msg_id, size)
 
 
-def _resolve(future: AnyFuture, seq: int | None, exc: BaseException | None) -> bool:
+def _resolve(future: _SeqFuture, seq: int | None, exc: BaseException | None) -> bool:
     """Settle either kind of future; False if it was settled (or cancelled) already."""
     if future.done():
         return False
