@@ -82,9 +82,10 @@ class ConnectOptions(TypedDict, total=False):
     max_in_flight: int
     """Publish requests sent and not yet acked before the next waits its turn (default 256)."""
     max_publish_rate: float
-    """Publish requests per second this client sends at most (default 950, under
-    the hub's default rate of 1000); publishes that come faster wait a moment
-    and leave together as one batch request. 0: no pacing."""
+    """Publish requests per second this client sends at most, after a burst of
+    one second's worth (default 950, under the hub's default rate of 1000 and
+    burst of 2000); publishes that come faster wait a moment and leave
+    together as one batch request. 0: no pacing."""
 
 
 class Client:

@@ -171,7 +171,10 @@ class _Pacer:
 
     def __init__(self, rate: float) -> None:
         self._rate = rate
-        self._burst = max(1.0, rate / 10)
+        # A second's worth: a short run of waiting publishes goes at full
+        # speed, and a hub whose burst is at least its rate (the default is
+        # twice) never sees more than it allows.
+        self._burst = max(1.0, rate)
         self._tokens = self._burst
         self._last = time.monotonic()
 

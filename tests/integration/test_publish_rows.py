@@ -138,9 +138,9 @@ def test_publishing_without_waiting_batches_and_keeps_order(
     assert [d["i"] for d in got_b.data] == list(range(0, 4_000, 2))
     assert [f.result() for f in futures[1::2]] == list(range(1, 2_001))
     # Batched: fewer requests than rows, and no more than the client's pace
-    # (950 requests/s after a burst of 95) allows.
+    # (950 requests/s after a burst of 950) allows.
     assert metrics.publish_requests < 4_001, metrics
-    assert metrics.publish_requests <= 95 + 950 * elapsed * 1.05 + 1, (metrics, elapsed)
+    assert metrics.publish_requests <= 950 + 950 * elapsed * 1.05 + 1, (metrics, elapsed)
     assert metrics.publish_failures == 0
 
 
