@@ -28,6 +28,7 @@ from .errors import (
     TooLarge,
     Unauthorized,
     Unavailable,
+    UnsupportedData,
 )
 from .protocol import Member, Message
 
@@ -70,6 +71,7 @@ __all__ = [
     "TooLarge",
     "Unauthorized",
     "Unavailable",
+    "UnsupportedData",
     "__version__",
     "connect",
 ]

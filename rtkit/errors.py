@@ -10,6 +10,7 @@ Each wire error code (``ack["error"]["code"]``) maps to exactly one class, so
     ├── AckTimeout (TimeoutError)         the hub did not answer in time
     ├── OfflineQueueFull                  too many publishes queued while offline
     ├── ClientClosed                      the client was closed
+    ├── UnsupportedData (TypeError)       a value rtkit cannot publish (names the fix)
     └── HubError                          the hub answered {"ok": false, ...}
         ├── BadRequest (ValueError)           bad_request
         ├── Unauthorized (PermissionError)    unauthorized
@@ -41,6 +42,7 @@ __all__ = [
     "TooLarge",
     "Unauthorized",
     "Unavailable",
+    "UnsupportedData",
     "error_for_code",
 ]
 
@@ -67,6 +69,11 @@ class OfflineQueueFull(RtkitError):
 
 class ClientClosed(RtkitError):
     """The client was closed; create a new one with ``rtkit.connect()``."""
+
+
+class UnsupportedData(RtkitError, TypeError):
+    """A value that cannot be published; raised before anything is queued
+    or sent, saying which type, where in the value, and how to convert it."""
 
 
 class HubError(RtkitError):

@@ -87,6 +87,10 @@ ERROR_CODES: Final = frozenset(
 # (fnmatch globs such as "prices.*") can never be confused with a name.
 CHANNEL_NAME_RE: Final = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:@/\-]{0,199}")
 MAX_CLIENT_ID_LENGTH: Final = 128
+# Most messages one ``publish`` may carry as a batch (``messages``). A batch
+# counts as one publish against the publish rate, its bytes against the byte
+# quota; it must also fit one transport frame (1 MB).
+MAX_PUBLISH_BATCH: Final = 500
 MAX_HISTORY_LIMIT: Final = 10_000
 # The largest seq on the wire: the largest integer a JavaScript client holds
 # exactly, far inside what every store can hold (SQLite INTEGER and Redis
@@ -179,6 +183,18 @@ class PublishAck(TypedDict):
     ts: float
 
 
+class PublishBatchAck(TypedDict):
+    """The ack of a ``publish`` carrying ``messages``: one seq and one ts
+    per message, in the order sent (a repeated id gets its first seq). A
+    message refused on its own (malformed, forbidden, too large) has
+    ``null`` for both and its error in ``errors`` (present only then)."""
+
+    ok: Literal[True]
+    seqs: list[int | None]
+    ts: list[float | None]
+    errors: NotRequired[list[ErrorBody | None]]
+
+
 class HistoryAck(TypedDict):
     ok: Literal[True]
     messages: list[Envelope]
@@ -221,6 +237,15 @@ class PublishRequest:
     channel: str
     data: Any
     id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PublishBatchRequest:
+    """A ``publish`` carrying ``messages``: stored in order, as if published
+    one after another by one client. A malformed message is its
+    :class:`~rtkit.errors.BadRequest`, refused alone."""
+
+    items: tuple[PublishRequest | BadRequest, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,6 +305,7 @@ def _reject_unknown(obj: dict[str, Any], allowed: frozenset[str], event: str) ->
 _SUBSCRIBE_FIELDS = frozenset({"channel", "since", "history", "epoch"})
 _UNSUBSCRIBE_FIELDS = frozenset({"channel"})
 _PUBLISH_FIELDS = frozenset({"channel", "data", "id"})
+_PUBLISH_BATCH_FIELDS = frozenset({"messages"})
 _HISTORY_FIELDS = frozenset({"channel", "since", "before", "limit"})
 
 
@@ -318,6 +344,32 @@ def parse_publish(payload: Any) -> PublishRequest:
         if len(msg_id) > MAX_CLIENT_ID_LENGTH:
             raise BadRequest(f"publish: 'id' is at most {MAX_CLIENT_ID_LENGTH} characters")
     return PublishRequest(channel, obj["data"], msg_id)
+
+
+def parse_publish_any(payload: Any) -> PublishRequest | PublishBatchRequest:
+    """A single publish, or a batch: ``{"messages": [publish, ...]}`` with
+    1 to :data:`MAX_PUBLISH_BATCH` objects shaped like a single publish."""
+    obj = _require_object(payload, PUBLISH)
+    if "messages" not in obj:
+        return parse_publish(obj)
+    _reject_unknown(obj, _PUBLISH_BATCH_FIELDS, PUBLISH)
+    items = obj["messages"]
+    if not isinstance(items, list) or not items:
+        raise BadRequest(
+            f"publish: 'messages' must be a non-empty array of messages, got {_kind(items)}"
+        )
+    if len(items) > MAX_PUBLISH_BATCH:
+        raise BadRequest(
+            f"publish: 'messages' holds {len(items)} messages; at most {MAX_PUBLISH_BATCH}"
+        )
+    parsed: list[PublishRequest | BadRequest] = []
+    for index, item in enumerate(items):
+        try:
+            parsed.append(parse_publish(item))
+        except BadRequest as exc:
+            detail = exc.message.removeprefix(f"{PUBLISH}: ")
+            parsed.append(BadRequest(f"publish: messages[{index}]: {detail}"))
+    return PublishBatchRequest(tuple(parsed))
 
 
 def parse_history(payload: Any) -> HistoryRequest:

@@ -12,7 +12,8 @@ Where the asyncio implementation lives:
 - :mod:`.presence` and :mod:`.docs`: ``Presence`` and ``SharedDoc`` with
   their registries;
 - pure pieces: :mod:`._cursor` (resume position), :mod:`._queue` (outbox),
-  :mod:`._backoff`, :mod:`._url`, :mod:`._types`.
+  :mod:`._data` (what a Python value becomes on the wire), :mod:`._backoff`,
+  :mod:`._url`, :mod:`._types`.
 
 Channels, presence and documents use only the session's methods, never
 each other's private members (``tests/unit/client/test_structure.py``).

@@ -85,6 +85,11 @@ class Outbox(Generic[T]):
                 return item
         return None
 
+    def unpop(self, items: list[T]) -> None:
+        """Put ``items``, just taken with :meth:`pop_unsent`, back at the
+        head of the unsent ones, in their order."""
+        self._unsent.extendleft(id(item) for item in reversed(items))
+
     def remove(self, item: T) -> bool:
         """Forget ``item`` (acked, failed or abandoned); False if it was not here."""
         return self._items.pop(id(item), None) is not None

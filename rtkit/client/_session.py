@@ -44,7 +44,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Final, Literal, Protocol
+from urllib.parse import urlsplit, urlunsplit
 
+import aiohttp
 import socketio
 
 from ..errors import (
@@ -64,11 +66,12 @@ from ..errors import (
 )
 from ..protocol import CLOSING, ERROR_CODES, NAMESPACE
 from ._backoff import Backoff
-from ._url import split_url
+from ._url import jupyter_hub_url, redact, split_url
 
 __all__ = [
     "STATE_EVENTS",
     "ConnectionLost",
+    "HandshakeRefused",
     "Revocable",
     "Session",
     "SessionOptions",
@@ -91,6 +94,24 @@ _wire_log = logging.getLogger("rtkit.client.wire")
 if _wire_log.level == logging.NOTSET:
     _wire_log.setLevel(logging.ERROR)
 
+
+class _RedactTokens(logging.Filter):
+    """Masks credentials (``?token=``, ``Bearer ...``) in log records: the
+    wire log prints URLs with their query, and rtkit's own lines name the
+    hub URL."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.args:
+            record.msg = record.getMessage()
+            record.args = None
+        if isinstance(record.msg, str):
+            record.msg = redact(record.msg)
+        return True
+
+
+_wire_log.addFilter(_RedactTokens())
+log.addFilter(_RedactTokens())
+
 StateEvent = Literal["connect", "disconnect", "reconnect", "gap"]
 STATE_EVENTS: Final = ("connect", "disconnect", "reconnect", "gap")
 
@@ -110,6 +131,72 @@ _RESUME_CONCURRENCY: Final = 8
 
 class TransportError(ConnectionError):
     """The transport cannot send: its connection is going away."""
+
+
+class HandshakeRefused(TransportError):
+    """The server answered the websocket handshake with an HTTP status
+    (401/403: authentication, 404: no hub at that path, ...)."""
+
+    def __init__(self, status: int, server: str = "") -> None:
+        super().__init__(f"HTTP {status}")
+        self.status = status
+        self.server = server
+        # The URL of the Jupyter server found along the URL's path, if any.
+        self.jupyter_base: str | None = None
+
+
+class _PassingRefusal(Unauthorized):
+    """HTTP 401 at the handshake: Unauthorized to the caller of connect(),
+    retried by the reconnect loop (it may be a hub's passing cap)."""
+
+
+# Jupyter servers probed along a refused URL's path, at most.
+_MAX_PROBES: Final = 6
+
+
+async def _find_jupyter(url: str, budget: float) -> str | None:
+    """The base URL of a Jupyter server that ``url`` points into, found by
+    asking each prefix of its path for Jupyter's public ``api`` endpoint;
+    None if none answers like Jupyter. Only after a refused handshake, to
+    say which URL would have worked."""
+    parts = urlsplit(url.strip())
+    segments = [s for s in parts.path.split("/") if s]
+    origin = urlunsplit((parts.scheme.replace("ws", "http", 1), parts.netloc, "", "", ""))
+    prefixes = [segments[:k] for k in range(len(segments), -1, -1)][:_MAX_PROBES]
+    try:
+        async with (
+            asyncio.timeout(min(budget, 5.0)),
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2.0)) as http,
+        ):
+            for prefix in prefixes:
+                base = "/".join(["", *prefix, ""])
+                async with http.get(f"{origin}{base}api", allow_redirects=False) as resp:
+                    if resp.status != 200 or resp.content_type != "application/json":
+                        continue
+                    body = await resp.json()
+                    if isinstance(body, dict) and "version" in body:
+                        return f"{origin}{base}"
+    except (TimeoutError, aiohttp.ClientError, ValueError):
+        pass
+    return None
+
+
+def _handshake_error(exc: BaseException) -> aiohttp.WSServerHandshakeError | None:
+    """The HTTP answer behind a failed connect, if there was one.
+
+    python-engineio raises a bare ``ConnectionError("Connection error")``
+    from inside its ``except`` of aiohttp's handshake error, so the latter
+    is on the chain (``__context__``);
+    tests/integration/test_connect_errors.py relies on that fact (a 404 and
+    a 403 from real servers)."""
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            return None
+        if isinstance(seen, aiohttp.WSServerHandshakeError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 class Transport(Protocol):
@@ -167,15 +254,22 @@ class SocketIOTransport:
     async def connect(
         self, origin: str, *, auth: dict[str, str], headers: dict[str, str], path: str
     ) -> None:
-        await self._sio.connect(
-            origin,
-            auth=auth,
-            headers=headers,
-            transports=["websocket"],
-            namespaces=[NAMESPACE],
-            socketio_path=path,
-            wait_timeout=self._timeout,
-        )
+        try:
+            await self._sio.connect(
+                origin,
+                auth=auth,
+                headers=headers,
+                transports=["websocket"],
+                namespaces=[NAMESPACE],
+                socketio_path=path,
+                wait_timeout=self._timeout,
+            )
+        except socketio.exceptions.ConnectionError as exc:
+            answer = _handshake_error(exc)
+            if answer is None:
+                raise
+            server = answer.headers.get("Server", "") if answer.headers else ""
+            raise HandshakeRefused(answer.status, server) from None
 
     async def emit(self, event: str, payload: Any, callback: Callable[..., None]) -> None:
         try:
@@ -205,12 +299,15 @@ class SessionOptions:
     reconnect_delay: float = 0.25
     reconnect_delay_max: float = 10.0
     max_in_flight: int = 256
+    max_publish_rate: float = 950.0
 
     def __post_init__(self) -> None:
         if not self.ack_timeout > 0 or not self.connect_timeout > 0:
             raise ConfigurationError("ack_timeout and connect_timeout must be positive")
         if self.max_offline_queue < 1 or self.max_in_flight < 1:
             raise ConfigurationError("max_offline_queue and max_in_flight must be at least 1")
+        if not self.max_publish_rate >= 0:
+            raise ConfigurationError("max_publish_rate must be >= 0 (0: no pacing)")
 
 
 class ConnectionLost(NotConnected):
@@ -299,9 +396,11 @@ class Session:
         options: SessionOptions,
         transport_factory: TransportFactory = SocketIOTransport,
     ) -> None:
-        self.url = url
         self.token = token
         self.origin, self.path = split_url(url)
+        self._target = url
+        self.url = redact(url, token)
+        """The hub URL as shown in messages and logs: credentials masked."""
         self.options = options
         self.backoff = Backoff(options.reconnect_delay, options.reconnect_delay_max)
         self._new_transport = transport_factory
@@ -472,11 +571,57 @@ class Session:
             # A namespace refusal without a code is the hub's connect handler
             # saying no: an authentication decision.
             return Unauthorized(message)
+        if isinstance(exc, HandshakeRefused):
+            return self._http_refusal(exc)
         if isinstance(exc, TimeoutError):
             detail = f"no answer within {self.options.connect_timeout} s"
+        hint = jupyter_hub_url(self._target)
+        if hint is not None:
+            detail += f"; that URL is a Jupyter page, rtkit's hub is at {hint}"
         return NotConnected(
-            f"cannot connect to the rtkit hub at {self.url} ({detail}). Is it running? "
-            "Start one with `rtkit hub --allow-anonymous`, or point RTKIT_URL at a running hub"
+            f"cannot connect to the rtkit hub at {self.url} ({redact(detail, self.token)}). "
+            "Is it running? Start one with `rtkit hub --allow-anonymous`, "
+            "or point RTKIT_URL at a running hub"
+        )
+
+    def _http_refusal(self, exc: HandshakeRefused) -> RtkitError:
+        """The error for an HTTP answer instead of a websocket, with the fix."""
+        status = exc.status
+        hint = jupyter_hub_url(self._target)
+        if exc.jupyter_base is not None:
+            hint = exc.jupyter_base + "rtkit"
+        if hint is not None and hint.rstrip("/") == self._target.split("?")[0].rstrip("/"):
+            hint = None  # the URL is the hub's already: its path is not the trouble
+        where = f"the server at {self.url} answered HTTP {status}"
+        keep = " (with the same token)" if self.token or "token=" in self._target else ""
+        page = f"; this is a Jupyter server, its rtkit hub is at {hint}{keep}" if hint else ""
+        if status in (401, 403):
+            message = (
+                f"{where}: the token is missing or not accepted{page}. Inside Jupyter, "
+                "kernels get RTKIT_URL and RTKIT_TOKEN from the server (restart a kernel "
+                "started before rtkit was installed); from elsewhere pass the Jupyter "
+                "server's token: rtkit.connect(url, token=...), RTKIT_TOKEN, or ?token=... "
+                "in the URL (`jupyter server list` shows it). A standalone hub wants a "
+                "token from `rtkit token`"
+            )
+            if status == 401:
+                return _PassingRefusal(
+                    message + " (a standalone hub also answers 401 for a moment when too "
+                    "many connections from one address are opening: --max-pending-per-address)"
+                )
+            return Unauthorized(message)
+        if hint is not None:
+            return ConfigurationError(f"{where}{page}")
+        if status == 404:
+            return ConfigurationError(
+                f"{where} (not found): no rtkit hub at that path. A standalone hub "
+                "(`rtkit hub`) is at its root, e.g. http://127.0.0.1:8765; inside "
+                "Jupyter it is at the server's URL plus /rtkit, e.g. "
+                "http://127.0.0.1:8888/rtkit (`jupyter server list` shows the server's URL)"
+            )
+        return NotConnected(
+            f"{where} instead of opening rtkit's websocket: is this an rtkit hub? "
+            "(a proxy in between must pass websocket upgrades)"
         )
 
     async def _connect_once(self) -> None:
@@ -498,6 +643,8 @@ class Session:
                 raise TransportError("the connection dropped at once")
         except Exception as exc:
             await self._dispose(transport)
+            if isinstance(exc, HandshakeRefused) and exc.status != 200:
+                exc.jupyter_base = await _find_jupyter(self._target, self.options.connect_timeout)
             raise self.connect_failure(refusals, exc) from None
         except BaseException:
             await self._dispose(transport)
@@ -566,6 +713,11 @@ class Session:
                 attempt += 1
                 try:
                     await self._connect_once()
+                except _PassingRefusal as exc:
+                    # HTTP 401 is also a hub's cap on connections of one
+                    # address still completing their handshake: it passes.
+                    log.info("rtkit: reconnect attempt %d refused: %s", attempt, exc)
+                    continue
                 except Unauthorized as exc:
                     # A token the hub rejects will not improve by retrying.
                     # (Forbidden is retried: "too many connections" lasts only

@@ -39,3 +39,5 @@ class ClientMetrics:
     reconnects: int  # successful reconnections after a lost connection
     gaps: int  # resumes the hub could not recover
     subscriptions: int  # channels with at least one callback
+    publish_requests: int = 0  # publish requests sent (a batch of rows is one)
+    publish_failures: int = 0  # publishes that failed (refused, timed out, closed)

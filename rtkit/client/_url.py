@@ -8,14 +8,30 @@ query string from the URL it is given and reads the path from a separate
 
 from __future__ import annotations
 
+import re
 from urllib.parse import urlsplit, urlunsplit
 
 from ..errors import ConfigurationError
 from ..protocol import SOCKETIO_PATH
 
-__all__ = ["split_url"]
+__all__ = ["jupyter_hub_url", "redact", "split_url"]
 
 _SCHEMES = frozenset({"http", "https", "ws", "wss"})
+# Query parameters that carry credentials (Jupyter's ?token=, and kin).
+_SECRET_PARAM = re.compile(
+    r"(?i)([?&;](?:token|access_token|auth|password|secret|key)=)[^&#\s'\"]*"
+)
+# The same names as JSON or repr keys: the Socket.IO CONNECT packet's auth.
+_SECRET_KEY = re.compile(
+    r"""(?i)(["'](?:token|access_token|password|secret)["']\s*:\s*["'])[^"']*"""
+)
+_BEARER = re.compile(r"(?i)\b(bearer|token)(\s+)[A-Za-z0-9._~+/=-]{8,}")
+# Path segments of Jupyter's own pages and APIs: a URL with one of them
+# points at the server, not at its hub.
+_JUPYTER_PAGES = frozenset(
+    {"lab", "tree", "notebooks", "edit", "doc", "terminals", "consoles", "api", "login",
+     "logout", "nbclassic", "voila", "files", "view"}
+)  # fmt: skip
 
 
 def split_url(url: str) -> tuple[str, str]:
@@ -55,3 +71,45 @@ def split_url(url: str) -> tuple[str, str]:
     socketio_path = "/".join([*segments, SOCKETIO_PATH])
     origin = urlunsplit((scheme, parts.netloc, "", parts.query, ""))
     return origin, socketio_path
+
+
+def redact(text: str, *secrets: str | None) -> str:
+    """``text`` with credentials masked: ``token=`` (and kin) query values,
+    ``Bearer``/``token`` header values, and each of ``secrets`` wherever it
+    appears.
+
+    >>> redact("http://h:8888/lab?token=abc&x=1")
+    'http://h:8888/lab?token=***&x=1'
+    """
+    text = _SECRET_PARAM.sub(r"\1***", text)
+    text = _SECRET_KEY.sub(r"\1***", text)
+    text = _BEARER.sub(r"\1\2***", text)
+    for secret in secrets:
+        if secret and len(secret) >= 4:
+            text = text.replace(secret, "***")
+    return text
+
+
+def jupyter_hub_url(url: str, *, is_jupyter: bool = False) -> str | None:
+    """The rtkit hub URL of the Jupyter server ``url`` points into, when it
+    names one of Jupyter's pages (``.../lab?token=...``), or any URL not
+    ending in ``/rtkit`` when ``is_jupyter`` (the server said it is one);
+    else None. The query (a token) is left out.
+
+    >>> jupyter_hub_url("http://127.0.0.1:8888/user/ada/lab/tree/a.ipynb?token=x")
+    'http://127.0.0.1:8888/user/ada/rtkit'
+    """
+    parts = urlsplit(url.strip())
+    segments = [s for s in parts.path.split("/") if s]
+    if segments and segments[-1] == SOCKETIO_PATH:
+        segments.pop()
+    base: list[str] | None = None
+    for index, segment in enumerate(segments):
+        if segment in _JUPYTER_PAGES:
+            base = segments[:index]
+            break
+    if base is None:
+        if not is_jupyter or (segments and segments[-1] == "rtkit"):
+            return None
+        base = segments
+    return urlunsplit((parts.scheme, parts.netloc, "/".join(["", *base, "rtkit"]), "", ""))

@@ -80,7 +80,12 @@ class ConnectOptions(TypedDict, total=False):
     reconnect_delay_max: float
     """Cap of the reconnect backoff in seconds (default 10)."""
     max_in_flight: int
-    """Publishes sent and not yet acked before the next waits its turn (default 256)."""
+    """Publish requests sent and not yet acked before the next waits its turn (default 256)."""
+    max_publish_rate: float
+    """Publish requests per second this client sends at most, after a burst of
+    one second's worth (default 950, under the hub's default rate of 1000 and
+    burst of 2000); publishes that come faster wait a moment and leave
+    together as one batch request. 0: no pacing."""
 
 
 class Client:
@@ -149,6 +154,12 @@ class Client:
         return self._session
 
     @property
+    def publisher(self) -> Publisher:
+        """The publish outbox of every channel of this client
+        (package-internal: not part of the public API)."""
+        return self._publisher
+
+    @property
     def metrics(self) -> ClientMetrics:
         """A snapshot of this client's counters."""
         channels = self._channels
@@ -158,6 +169,8 @@ class Client:
             duplicates_dropped=channels.duplicates,
             published=self._publisher.published,
             pending_publishes=len(self._publisher),
+            publish_requests=self._publisher.requests,
+            publish_failures=self._publisher.failures,
             reconnects=self._session.reconnects,
             gaps=channels.gaps,
             subscriptions=sum(1 for ch in channels if ch.subscribed),
@@ -177,6 +190,15 @@ class Client:
     async def close(self) -> None:
         """Disconnect and stop; idempotent. Unacked publishes fail with ClientClosed."""
         await self._session.close()
+
+    async def flush(self) -> None:
+        """Wait until every publish made so far is acked (or failed).
+
+        Raises the first failure of a ``publish(..., wait=False)`` since the
+        last flush, saying how many failed (each is also in its future).
+        Waits through reconnects: bound it with ``asyncio.timeout``.
+        """
+        await self._publisher.flush()
 
     def channel(self, name: str) -> Channel:
         """The :class:`Channel` called ``name`` (one object per name)."""

@@ -20,21 +20,36 @@ All of it talks to the hub only through :class:`~rtkit.client._session.Session`.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
-import json
 import logging
+import threading
+import time
 import uuid
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any, Final, Literal, overload
 
-import orjson
-
-from ..errors import AckTimeout, InternalError, NotFound, RtkitError, TooLarge
+from ..errors import (
+    AckTimeout,
+    BadRequest,
+    ClientClosed,
+    HubError,
+    InternalError,
+    NotFound,
+    OfflineQueueFull,
+    RateLimited,
+    RtkitError,
+    TooLarge,
+    UnsupportedData,
+    error_for_code,
+)
 from ..protocol import (
     HISTORY,
     MAX_HISTORY_LIMIT,
+    MAX_PUBLISH_BATCH,
     MESSAGES,
     PUBLISH,
     SUBSCRIBE,
@@ -45,6 +60,7 @@ from ..protocol import (
     validate_channel,
 )
 from ._cursor import Cursor
+from ._data import to_wire
 from ._queue import Outbox
 from ._session import ConnectionLost, Session, TransportError, check_ack, copy_error
 from ._types import GapInfo, Message, parse_envelope
@@ -55,14 +71,17 @@ if TYPE_CHECKING:
     from ..frames import LiveFrame
 
 __all__ = [
+    "MAX_BATCH_BYTES",
     "MAX_FRAME_BYTES",
     "Channel",
     "Channels",
     "GapCallback",
     "MessageCallback",
+    "Prepared",
     "Publisher",
     "check_frame_args",
     "encoded_size",
+    "prepare",
 ]
 
 log = logging.getLogger(__name__)
@@ -79,41 +98,22 @@ GapCallback = Callable[[str, GapInfo], Any]
 MAX_FRAME_BYTES: Final = 1_000_000
 _FRAME_OVERHEAD: Final = 512  # event name, namespace, channel, id, framing
 
-# How many queued publishes the pump sends before letting other tasks run.
+# Most bytes of data one batch request carries: well inside a frame, and
+# inside the hub's byte-quota burst (8 MiB by default, at least one
+# max_payload). A message bigger than this goes alone.
+MAX_BATCH_BYTES: Final = 256 * 1024
+_MESSAGE_OVERHEAD: Final = 64  # a batched message's channel, id and framing
+# How many requests the pump sends before letting other tasks run.
 _PUMP_BATCH: Final = 100
+# Failed publishes nobody awaits are logged at most once per this many seconds.
+_FAILURE_LOG_INTERVAL: Final = 5.0
 _BACKFILL_PAGE: Final = 1000
 _FRAME_PIPELINE: Final = 32
 
 
-def _bytes_len(counter: list[int], obj: Any) -> Any:
-    if isinstance(obj, bytes | bytearray | memoryview):
-        counter[0] += len(obj)
-        return None
-    raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
-
-
 def encoded_size(data: Any) -> int:
-    """About how many bytes ``data`` takes on the wire; TypeError if it cannot go."""
-    if isinstance(data, bytes | bytearray | memoryview):
-        return len(data)
-    counter = [0]
-    default = partial(_bytes_len, counter)
-    try:
-        body = orjson.dumps(
-            data,
-            default=default,
-            option=orjson.OPT_NON_STR_KEYS
-            | orjson.OPT_PASSTHROUGH_DATETIME
-            | orjson.OPT_PASSTHROUGH_DATACLASS
-            | orjson.OPT_PASSTHROUGH_SUBCLASS,
-        )
-    except TypeError:
-        # orjson is stricter than json (integers past 64 bits, say); python-socketio
-        # encodes with json, so json has the last word.
-        counter[0] = 0
-        text = json.dumps(data, default=default, separators=(",", ":"))
-        return len(text.encode()) + counter[0]
-    return len(body) + counter[0]
+    """About how many bytes ``data`` takes on the wire; UnsupportedData if it cannot go."""
+    return to_wire(data)[1]
 
 
 def check_frame_args(as_frame: bool, columns: Sequence[str] | None) -> None:
@@ -125,15 +125,102 @@ def check_frame_args(as_frame: bool, columns: Sequence[str] | None) -> None:
 
 # -- publishing -----------------------------------------------------------------
 
+_SeqFuture = asyncio.Future[int] | concurrent.futures.Future[int]
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A publish checked and converted (:mod:`._data`), ready to queue.
+
+    Made in the caller's thread, so a value that cannot be published fails
+    there, before anything is queued."""
+
+    channel: str
+    data: Any  # the wire value
+    id: str
+    size: int  # bytes on the wire, about
+
 
 @dataclass(slots=True, eq=False)
 class _Publish:
     channel: str
     data: Any
     id: str
-    future: asyncio.Future[int]
+    size: int
+    future: _SeqFuture
+    detached: bool = False  # publish(wait=False): nobody awaits the future
+    started: bool = False  # a concurrent future marked running (no cancel after)
+
+
+@dataclass(slots=True, eq=False)
+class _Request:
+    """One ``publish`` on the wire: one message, or a batch of them."""
+
+    items: list[_Publish]
+    batch: bool
     timer: asyncio.TimerHandle | None = None
-    in_flight: bool = False  # sent on the current connection, ack pending
+    in_flight: bool = True
+
+
+class _Pacer:
+    """A token bucket for the publish requests this client sends: under load
+    publishes wait a little and leave together as one batch request,
+    instead of running into the hub's publish rate."""
+
+    __slots__ = ("_burst", "_last", "_rate", "_tokens")
+
+    def __init__(self, rate: float) -> None:
+        self._rate = rate
+        # A second's worth: a short run of waiting publishes goes at full
+        # speed, and a hub whose burst is at least its rate (the default is
+        # twice) never sees more than it allows.
+        self._burst = max(1.0, rate)
+        self._tokens = self._burst
+        self._last = time.monotonic()
+
+    def wait(self) -> float:
+        """0 and one request taken, or the seconds until one may go."""
+        if self._rate <= 0:
+            return 0.0
+        now = time.monotonic()
+        self._tokens = min(self._burst, self._tokens + (now - self._last) * self._rate)
+        self._last = now
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return 0.0
+        return (1.0 - self._tokens) / self._rate
+
+
+def prepare(channel: str, data: Any, msg_id: str | None) -> Prepared:
+    """Check a publish and convert its data for the wire, in any thread.
+
+    Raises :class:`~rtkit.errors.UnsupportedData`,
+    :class:`~rtkit.errors.TooLarge` or :class:`~rtkit.errors.BadRequest`."""
+    if msg_id is None:
+        msg_id = uuid.uuid4().hex
+    parse_publish({"channel": channel, "data": None, "id": msg_id})
+    wire, size = to_wire(data)
+    if size + _FRAME_OVERHEAD > MAX_FRAME_BYTES:
+        raise TooLarge(
+            f"publish to {channel!r}: the message is about {size} bytes encoded; "
+            f"a Socket.IO frame carries at most {MAX_FRAME_BYTES} bytes "
+            "(and the hub's own cap is usually lower: 256 KiB by default)"
+        )
+    return Prepared(channel, wire, msg_id, size)
+
+
+def _resolve(future: _SeqFuture, seq: int | None, exc: BaseException | None) -> bool:
+    """Settle either kind of future; False if it was settled (or cancelled) already."""
+    if future.done():
+        return False
+    try:
+        if exc is None:
+            future.set_result(seq)  # type: ignore[arg-type]
+        else:
+            future.set_exception(exc)
+    except (asyncio.InvalidStateError, concurrent.futures.InvalidStateError):
+        return False  # cancelled from another thread meanwhile
+    return True
 
 
 class Publisher:
@@ -143,6 +230,19 @@ class Publisher:
     in the order their ``publish`` calls started, across reconnects too. The
     client wires :meth:`wake`, :meth:`rewind` and :meth:`fail` to the
     session's resume, disconnect and failure hooks.
+
+    Batching: the pump sends what is queued as one ``publish`` carrying
+    ``messages`` (up to :data:`~rtkit.protocol.MAX_PUBLISH_BATCH` and
+    :data:`MAX_BATCH_BYTES`) whenever more than one publish waits, and paces
+    its requests (``max_publish_rate``), so a fast row-by-row feed becomes a
+    few batch requests per second. A lone publish goes out as a plain one.
+    The first batch of each connection goes alone: a hub that does not know
+    batches refuses it (storing nothing) and the client sends one message
+    per request on that connection.
+
+    Bounds: at most ``max_offline_queue`` publishes are pending (queued or
+    unacked). Offline, one more raises
+    :class:`~rtkit.errors.OfflineQueueFull`; online, it waits for room.
     """
 
     def __init__(self, session: Session) -> None:
@@ -151,118 +251,376 @@ class Publisher:
         self._outbox: Outbox[_Publish] = Outbox(options.max_offline_queue)
         self._window = options.max_in_flight
         self._ack_timeout = options.ack_timeout
-        self._in_flight = 0
+        self._pacer = _Pacer(options.max_publish_rate)
+        self._rate = options.max_publish_rate
+        self._requests: set[_Request] = set()  # in flight on this connection
+        self._batches: bool | None = None  # does this connection's hub take batches?
+        self._probe: _Request | None = None  # the batch that asks it
         self._wake_pump = asyncio.Event()
+        self._timer: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        # Admission, shared with the blocking facade's threads.
+        self._limit = options.max_offline_queue
+        self._room = threading.Condition()
+        self._count = 0  # publishes admitted and not settled
+        self._stopped: RtkitError | None = None
+        self._room_now = asyncio.Event()
+        # Publishes handed over by other threads (publish(wait=False)).
+        self._handoff: deque[_Publish] = deque()
+        self._drain_scheduled = False
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._failed = 0  # detached publishes failed since the last flush()
+        self._first_failure: BaseException | None = None
+        self._unlogged = 0
+        self._logged_at = 0.0
         self.published = 0
         """Publishes acked by the hub."""
+        self.requests = 0
+        """Publish requests sent (a batch is one)."""
+        self.failures = 0
+        """Publishes that failed."""
 
     def __len__(self) -> int:
         """Publishes queued or in flight, not yet acked."""
-        return len(self._outbox)
+        return len(self._outbox) + len(self._handoff)
 
     def start(self) -> None:
         """Start the pump (once the session is open)."""
+        self._loop = asyncio.get_running_loop()
         self._session.spawn(self._pump(), "publisher")
 
-    async def publish(self, channel: str, data: Any, msg_id: str | None) -> int:
-        """Queue a publish and return its seq once the hub acked it."""
+    # -- admitting and queueing ------------------------------------------
+
+    async def publish(self, prepared: Prepared, *, wait: bool = True) -> int | asyncio.Future[int]:
+        """Queue a publish; its seq once the hub acked it, or with ``wait``
+        false at once a future of it."""
         session = self._session
         session.check_usable()
-        if msg_id is None:
-            msg_id = uuid.uuid4().hex
-        parse_publish({"channel": channel, "data": data, "id": msg_id})
-        size = encoded_size(data)
-        if size + _FRAME_OVERHEAD > MAX_FRAME_BYTES:
-            raise TooLarge(
-                f"publish to {channel!r}: the message is about {size} bytes encoded; "
-                f"a Socket.IO frame carries at most {MAX_FRAME_BYTES} bytes "
-                "(and the hub's own cap is usually lower: 256 KiB by default)"
-            )
-        item = _Publish(channel, data, msg_id, asyncio.get_running_loop().create_future())
-        self._outbox.push(item, online=session.connected)
-        self._wake_pump.set()
+        await self._admit()
+        item = _Publish(
+            prepared.channel,
+            prepared.data,
+            prepared.id,
+            prepared.size,
+            asyncio.get_running_loop().create_future(),
+            detached=not wait,
+        )
+        self._queue(item)
+        future = item.future
+        assert isinstance(future, asyncio.Future)
+        if not wait:
+            future.add_done_callback(_retrieve)
+            return future
         try:
-            return await item.future
+            return await future
         except asyncio.CancelledError:
             # Abandoned by the caller: never send it (again). If it is in
             # flight, its ack or timeout still frees its place in the window.
-            self._outbox.remove(item)
+            self._drop(item)
             raise
+
+    def submit(self, prepared: Prepared) -> concurrent.futures.Future[int]:
+        """From any thread: queue a publish and return a future of its seq.
+
+        Blocks while the pending publishes are at their bound and the client
+        is connected (room comes with acks); raises
+        :class:`~rtkit.errors.OfflineQueueFull` when it is offline."""
+        loop = self._loop
+        if loop is None:
+            raise RuntimeError("the client is not open yet")
+        self._session.check_usable()
+        on_loop = _running_loop() is loop
+        with self._room:
+            while self._count >= self._limit:
+                self._check_room()
+                if on_loop:
+                    raise OfflineQueueFull(
+                        f"{self._count} publishes are waiting for acks "
+                        f"(max_offline_queue={self._limit}), and a callback cannot wait for room"
+                    )
+                self._room.wait()
+            self._count += 1
+        future: concurrent.futures.Future[int] = concurrent.futures.Future()
+        item = _Publish(
+            prepared.channel, prepared.data, prepared.id, prepared.size, future, detached=True
+        )
+        self._handoff.append(item)
+        if not self._drain_scheduled:
+            self._drain_scheduled = True
+            try:
+                loop.call_soon_threadsafe(self._drain)
+            except RuntimeError:  # the loop is closed: so is the client
+                self._handoff.remove(item)
+                self._release()
+                raise ClientClosed(
+                    "this client is closed; create a new one with rtkit.connect()"
+                ) from None
+        return future
+
+    def _check_room(self) -> None:
+        """Why a publish may not wait for room (under ``self._room``)."""
+        if self._stopped is not None:
+            raise copy_error(self._stopped)
+        if not self._session.connected:
+            raise OfflineQueueFull(
+                f"{self._count} publishes are waiting for the hub to come back "
+                f"(max_offline_queue={self._limit}); wait for the reconnect or raise the limit"
+            )
+
+    async def _admit(self) -> None:
+        while True:
+            with self._room:
+                if self._count < self._limit:
+                    self._count += 1
+                    return
+                self._check_room()
+                self._room_now.clear()
+            await self._room_now.wait()
+            self._session.check_usable()
+
+    def _release(self, count: int = 1) -> None:
+        with self._room:
+            self._count -= count
+            self._room.notify_all()
+        self._room_now.set()
+
+    def _drain(self) -> None:
+        """On the loop: queue what other threads handed over, in their order."""
+        self._drain_scheduled = False
+        while self._handoff:
+            item = self._handoff.popleft()
+            if self._stopped is not None:
+                self._release()
+                self._finish(item, None, copy_error(self._stopped))
+            else:
+                self._queue(item)
+
+    def _queue(self, item: _Publish) -> None:
+        self._outbox.push(item, online=True)  # admitted: within the bound
+        self._idle.clear()
+        self._wake_pump.set()
+
+    def _drop(self, item: _Publish) -> None:
+        if self._outbox.remove(item):
+            self._release()
+            self._check_idle()
+
+    def _settle(self, item: _Publish, seq: int | None, exc: BaseException | None) -> None:
+        if not self._outbox.remove(item):
+            return  # settled, timed out or abandoned already
+        self._release()
+        self._finish(item, seq, exc)
+        self._check_idle()
+
+    def _finish(self, item: _Publish, seq: int | None, exc: BaseException | None) -> None:
+        if exc is None:
+            self.published += 1
+            _resolve(item.future, seq, None)
+            return
+        self.failures += 1
+        if _resolve(item.future, None, exc) and item.detached:
+            self._note_failure(item, exc)
+
+    def _check_idle(self) -> None:
+        if not self._outbox and not self._handoff:
+            self._idle.set()
+
+    def _note_failure(self, item: _Publish, exc: BaseException) -> None:
+        """Nobody awaits a detached publish: its failure is logged (at most
+        one line per few seconds) and reported by the next flush()."""
+        self._failed += 1
+        if self._first_failure is None:
+            self._first_failure = exc
+        now = time.monotonic()
+        if now - self._logged_at < _FAILURE_LOG_INTERVAL:
+            self._unlogged += 1
+            return
+        more = f" ({self._unlogged} more failed since the last report)" if self._unlogged else ""
+        self._unlogged = 0
+        self._logged_at = now
+        log.warning(
+            "rtkit: publish to %r (id %s) failed: %s: %s%s",
+            item.channel,
+            item.id,
+            type(exc).__name__,
+            exc,
+            more,
+        )
+
+    async def flush(self) -> None:
+        """Wait until every publish so far is acked or failed; raise (a
+        copy of) the first failure of a ``wait=False`` publish since the
+        last flush, saying how many failed."""
+        while len(self):
+            self._session.check_usable()
+            self._idle.clear()
+            self._check_idle()
+            await self._idle.wait()
+        failed, first = self._failed, self._first_failure
+        self._failed, self._first_failure = 0, None
+        if first is not None:
+            raise _restate(first, f"{failed} publish(es) failed since the last flush; the first: ")
+
+    # -- sending -------------------------------------------------------------
 
     async def _pump(self) -> None:
         """Send the outbox in order, forever; acks arrive in ``_on_ack``.
 
-        At most ``max_in_flight`` publishes wait for acks at a time, so the ack
-        timeout measures the hub's answer, not a queue of our own making.
+        At most ``max_in_flight`` requests wait for acks at a time, so the
+        ack timeout measures the hub's answer, not a queue of our own making.
         """
-        loop = asyncio.get_running_loop()
         session = self._session
         while True:
             await self._wake_pump.wait()
             self._wake_pump.clear()
             sent = 0
-            while session.connected and self._in_flight < self._window:
-                item = self._outbox.pop_unsent()
-                if item is None:
+            while session.connected and len(self._requests) < self._window:
+                if self._probe is not None or self._timer is not None:
+                    break  # the probe's ack, or the pacer's timer, wakes the pump
+                items = self._take()
+                if not items:
                     break
-                if item.future.done():
-                    self._outbox.remove(item)
-                    continue
-                gen = session.generation
-                try:
-                    await session.emit(
-                        PUBLISH,
-                        {"channel": item.channel, "data": item.data, "id": item.id},
-                        partial(self._on_ack, item),
-                    )
-                except (TypeError, ValueError) as exc:  # json could not encode it
-                    self._outbox.remove(item)
-                    if not item.future.done():
-                        item.future.set_exception(exc)
-                    continue
-                except TransportError:
-                    break  # the socket is going away; the rewind resends this item
-                if gen == session.generation and session.connected:
-                    item.in_flight = True
-                    self._in_flight += 1
-                    item.timer = loop.call_later(self._ack_timeout, self._on_timeout, item)
+                batch = len(items) > 1
+                if batch and self._batches is None and self._requests:
+                    # The first batch goes alone: wait for what is in flight.
+                    self._outbox.unpop(items)
+                    break
+                delay = self._pacer.wait()
+                if delay > 0:
+                    self._outbox.unpop(items)
+                    self._timer = asyncio.get_running_loop().call_later(delay, self._paced)
+                    break
+                await self._send(items, batch)
                 sent += 1
                 if sent % _PUMP_BATCH == 0:
                     await asyncio.sleep(0)  # let acks and deliveries run during a long flush
 
-    def _release(self, item: _Publish) -> None:
-        if item.timer is not None:
-            item.timer.cancel()
-            item.timer = None
-        if item.in_flight:
-            item.in_flight = False
-            self._in_flight -= 1
+    def _paced(self) -> None:
+        self._timer = None
+        self._wake_pump.set()
+
+    def _take(self) -> list[_Publish]:
+        """The next unsent publishes for one request, in order."""
+        limit = MAX_PUBLISH_BATCH if self._batches is not False else 1
+        items: list[_Publish] = []
+        size = 0
+        while len(items) < limit:
+            item = self._outbox.pop_unsent()
+            if item is None:
+                break
+            if isinstance(item.future, concurrent.futures.Future) and not item.started:
+                item.started = True
+                if not item.future.set_running_or_notify_cancel():
+                    self._drop(item)  # cancelled before it was sent
+                    continue
+            elif item.future.done():
+                self._drop(item)  # abandoned before it was sent
+                continue
+            if items and size + item.size > MAX_BATCH_BYTES:
+                self._outbox.unpop([item])
+                break
+            items.append(item)
+            size += item.size + _MESSAGE_OVERHEAD
+        return items
+
+    async def _send(self, items: list[_Publish], batch: bool) -> None:
+        session = self._session
+        gen = session.generation
+        payload: dict[str, Any]
+        if batch:
+            payload = {
+                "messages": [
+                    {"channel": item.channel, "data": item.data, "id": item.id} for item in items
+                ]
+            }
+        else:
+            (item,) = items
+            payload = {"channel": item.channel, "data": item.data, "id": item.id}
+        request = _Request(items, batch)
+        self._requests.add(request)
+        request.timer = asyncio.get_running_loop().call_later(
+            self._ack_timeout, self._on_timeout, request
+        )
+        if batch and self._batches is None:
+            self._probe = request
+        try:
+            await session.emit(PUBLISH, payload, partial(self._on_ack, request))
+        except (TypeError, ValueError) as exc:  # json could not encode it
+            self._release_request(request)
+            for item in items:
+                self._settle(item, None, UnsupportedData(f"publish: {exc}"))
+            return
+        except TransportError:
+            return  # the socket is going away; the rewind resends these
+        self.requests += 1
+        if gen != session.generation:
+            self._release_request(request)  # a connection that died meanwhile
+
+    def _release_request(self, request: _Request) -> None:
+        if request.timer is not None:
+            request.timer.cancel()
+            request.timer = None
+        if request is self._probe:
+            self._probe = None
+        if request.in_flight:
+            request.in_flight = False
+            self._requests.discard(request)
             self._wake_pump.set()
 
-    def _on_ack(self, item: _Publish, *args: Any) -> None:
-        self._release(item)
-        if not self._outbox.remove(item) or item.future.done():
-            return  # timed out, abandoned, or failed already
+    def _on_ack(self, request: _Request, *args: Any) -> None:
+        if not request.in_flight:
+            return  # timed out, or of a connection given up on
+        probe = request is self._probe
+        self._release_request(request)
         try:
             ack = check_ack(PUBLISH, args)
-            seq = ack.get("seq")
-            if isinstance(seq, bool) or not isinstance(seq, int):
-                raise InternalError(f"publish: the hub's answer lacks a seq: {ack!r:.200}")
-        except RtkitError as exc:
-            item.future.set_exception(exc)
+            results = _results(ack, len(request.items), request.batch)
+        except BadRequest as exc:
+            if probe and "messages" in exc.message:
+                # A hub without batches refused the whole batch, storing
+                # nothing; nothing was sent after it. One message per request
+                # from now on, this batch first.
+                log.info("rtkit: the hub takes no publish batches; sending one by one")
+                self._batches = False
+                self._outbox.rewind()
+                return
+            self._fail_request(request, exc)
             return
-        self.published += 1
-        item.future.set_result(seq)
+        except RtkitError as exc:
+            self._fail_request(request, exc)
+            return
+        if probe:
+            self._batches = True
+        for item, result in zip(request.items, results, strict=True):
+            if isinstance(result, RtkitError):
+                self._settle(item, None, result)
+            else:
+                self._settle(item, result, None)
 
-    def _on_timeout(self, item: _Publish) -> None:
-        item.timer = None
-        self._release(item)
-        if self._outbox.remove(item) and not item.future.done():
-            item.future.set_exception(
+    def _fail_request(self, request: _Request, exc: RtkitError) -> None:
+        if isinstance(exc, RateLimited):
+            exc = RateLimited(
+                f"{exc.message} (this client sends at most {self._rate:g} publish requests/s, "
+                "batching the rest: lower it below the hub's rate with "
+                "rtkit.connect(..., max_publish_rate=N))"
+            )
+        for item in request.items:
+            self._settle(item, None, copy_error(exc))
+
+    def _on_timeout(self, request: _Request) -> None:
+        request.timer = None
+        if not request.in_flight:
+            return
+        self._release_request(request)
+        for item in request.items:
+            self._settle(
+                item,
+                None,
                 AckTimeout(
                     f"publish to {item.channel!r} (id {item.id}): the hub did not answer "
                     f"within {self._ack_timeout} s"
-                )
+                ),
             )
 
     def wake(self) -> None:
@@ -271,22 +629,83 @@ class Publisher:
 
     def rewind(self) -> None:
         """The connection dropped: everything unacked is to be sent again."""
-        for item in self._outbox:
-            if item.timer is not None:
-                item.timer.cancel()
-                item.timer = None
-            item.in_flight = False
-        self._in_flight = 0
+        for request in list(self._requests):
+            if request.timer is not None:
+                request.timer.cancel()
+                request.timer = None
+            request.in_flight = False
+        self._requests.clear()
+        self._probe = None
+        self._batches = None  # the next connection may reach another hub
         # Everything not acked goes out again, first, on the next connection.
         self._outbox.rewind()
+        with self._room:
+            self._room.notify_all()  # blocked publishers: offline now
+        self._room_now.set()
 
     def fail(self, exc: RtkitError) -> None:
         """The client stopped: fail every pending publish with (a copy of) ``exc``."""
-        for item in self._outbox.drain():
-            if item.timer is not None:
-                item.timer.cancel()
-            if not item.future.done():
-                item.future.set_exception(copy_error(exc))
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        with self._room:
+            self._stopped = exc
+            self._room.notify_all()
+        self._room_now.set()
+        for request in list(self._requests):
+            self._release_request(request)
+        pending = self._outbox.drain()
+        pending += list(self._handoff)
+        self._handoff.clear()
+        if pending:
+            self._release(len(pending))
+        for item in pending:
+            self._finish(item, None, copy_error(exc))
+        self._idle.set()
+
+
+def _results(ack: dict[str, Any], count: int, batch: bool) -> list[int | RtkitError]:
+    """Per message of a publish request: its seq, or why the hub refused it."""
+    seqs = ack.get("seqs") if batch else [ack.get("seq")]
+    errors = ack.get("errors") if batch else None
+    if not isinstance(seqs, list) or len(seqs) != count:
+        raise InternalError(f"publish: the hub's answer lacks the seqs: {ack!r:.200}")
+    results: list[int | RtkitError] = []
+    for index, seq in enumerate(seqs):
+        if isinstance(seq, int) and not isinstance(seq, bool):
+            results.append(seq)
+            continue
+        error = errors[index] if isinstance(errors, list) and index < len(errors) else None
+        if seq is None and isinstance(error, dict):
+            code = str(error.get("code"))
+            results.append(error_for_code(code, str(error.get("message") or code)))
+        else:
+            results.append(InternalError(f"publish: the hub's answer lacks a seq: {ack!r:.200}"))
+    return results
+
+
+def _restate(exc: BaseException, prefix: str) -> BaseException:
+    """A fresh exception like ``exc`` whose message starts with ``prefix``."""
+    if isinstance(exc, HubError):
+        return error_for_code(exc.code, prefix + exc.message)
+    try:
+        return type(exc)(prefix + str(exc))
+    except Exception:
+        return RuntimeError(prefix + repr(exc))
+
+
+def _retrieve(future: asyncio.Future[int]) -> None:
+    # A detached publish's failure is logged and reported by flush();
+    # asyncio need not also complain that nobody looked at it.
+    if not future.cancelled():
+        future.exception()
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 # -- the registry ---------------------------------------------------------------
@@ -436,8 +855,38 @@ class Channel:
         """The channel's epoch as of the last subscribe ack."""
         return self._cursor.epoch
 
-    async def publish(self, data: Any, id: str | None = None) -> int:
-        """Publish ``data`` (any JSON value, or bytes) and return its seq once stored.
+    @overload
+    async def publish(
+        self, data: Any, id: str | None = None, *, wait: Literal[True] = True
+    ) -> int: ...
+
+    @overload
+    async def publish(
+        self, data: Any, id: str | None = None, *, wait: Literal[False]
+    ) -> asyncio.Future[int]: ...
+
+    @overload
+    async def publish(
+        self, data: Any, id: str | None = None, *, wait: bool
+    ) -> int | asyncio.Future[int]: ...
+
+    async def publish(
+        self, data: Any, id: str | None = None, *, wait: bool = True
+    ) -> int | asyncio.Future[int]:
+        """Publish ``data`` and return its seq once the hub stored it.
+
+        ``data`` is any JSON value, bytes, or a numpy, pandas, datetime,
+        Decimal, UUID or set value, converted by the rule in the README
+        ("What you can publish"; NaN and infinities become null); anything
+        else raises :class:`~rtkit.errors.UnsupportedData` before anything
+        is queued.
+
+        ``wait=False`` returns as soon as the publish is queued, with an
+        ``asyncio.Future`` of its seq: publishing row by row then keeps up
+        with a fast feed, the client batching what queues meanwhile into
+        few requests. Its failure is in the future, logged, and raised by
+        :meth:`rtkit.aio.Client.flush`. Either way, while
+        ``max_offline_queue`` publishes are pending this waits for room.
 
         ``id`` makes the publish idempotent: the hub stores a given
         ``(sender, id)`` once and answers repeats with the first seq. Without
@@ -453,8 +902,11 @@ class Channel:
         not answer within ``ack_timeout``, and the hub's refusal
         (:class:`~rtkit.errors.Forbidden`, :class:`~rtkit.errors.TooLarge`,
         :class:`~rtkit.errors.RateLimited`, ...) otherwise.
+
+        >>> seq = await ch.publish({"px": 1.0})
+        >>> futures = [await ch.publish(row, wait=False) for row in rows]
         """
-        return await self._publisher.publish(self.name, data, id)
+        return await self._publisher.publish(prepare(self.name, data, id), wait=wait)
 
     async def subscribe(self, callback: MessageCallback, since: int | None = None) -> None:
         """Call ``callback(msg)`` for every message of this channel, in seq order.

@@ -30,6 +30,7 @@ the :class:`~rtkit.client._session.Session`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
@@ -40,6 +41,7 @@ import pycrdt
 
 from ..errors import (
     AckTimeout,
+    ClientClosed,
     HubError,
     NotConnected,
     RateLimited,
@@ -162,9 +164,11 @@ class SharedDoc(MutableMapping[str, Any]):
         return self.map[key]
 
     def __setitem__(self, key: str, value: Any) -> None:
+        self._check_writable()
         self.map[key] = value
 
     def __delitem__(self, key: str) -> None:
+        self._check_writable()
         del self.map[key]
 
     def __iter__(self) -> Iterator[str]:
@@ -183,7 +187,17 @@ class SharedDoc(MutableMapping[str, Any]):
     def transaction(self) -> Any:
         """``with shared.transaction(): ...`` makes several edits one update
         (and keeps other threads out meanwhile). Do not await inside it."""
+        self._check_writable()
         return self.doc.transaction()
+
+    def _check_writable(self) -> None:
+        """Refuse an edit the hub would never get, before it changes anything."""
+        if self._session.state == "closed":
+            raise ClientClosed(
+                f"shared document {self.name!r}: the client is closed, so an edit would "
+                "never reach the hub (reading still works); create a new client with "
+                "rtkit.connect() to edit it"
+            )
 
     # -- state ------------------------------------------------------------
 
@@ -248,8 +262,11 @@ class SharedDoc(MutableMapping[str, Any]):
         update = event.update
         if threading.get_ident() == self._loop_thread:
             self._queue_local(update)
-        else:
-            self._loop.call_soon_threadsafe(self._queue_local, update)
+        elif not self._loop.is_closed():
+            # (An edit of .doc after the client closed stays local: raising
+            # here, inside pycrdt's commit, would not undo it.)
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                self._loop.call_soon_threadsafe(self._queue_local, update)
 
     def _on_deep_change(self, events: Any) -> None:
         changed = self._changed

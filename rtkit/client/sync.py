@@ -18,6 +18,7 @@ a callback are scheduled and return at once.
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import threading
 import weakref
@@ -34,7 +35,7 @@ from . import aio
 from ._session import StateEvent, resolve_target
 from ._types import ClientMetrics, Message
 from ._url import split_url
-from .channel import check_frame_args
+from .channel import check_frame_args, prepare
 from .docs import SharedCallback
 from .presence import MemberCallback, PresenceEvent
 
@@ -160,6 +161,17 @@ async def _wait_connected(client: aio.Client, seconds: float | None) -> None:
         raise NotConnected(f"not connected to {client.url} after {seconds} s") from None
 
 
+async def _flush_publishes(client: aio.Client, seconds: float | None) -> None:
+    try:
+        with anyio.fail_after(seconds):
+            await client.flush()
+    except TimeoutError:
+        pending = client.metrics.pending_publishes
+        raise NotConnected(
+            f"{pending} publishes not acked by the hub at {client.url} after {seconds} s"
+        ) from None
+
+
 class Channel:
     """A named channel: the blocking twin of :class:`rtkit.aio.Channel`.
 
@@ -191,15 +203,59 @@ class Channel:
     def epoch(self) -> str | None:
         return self.aio.epoch
 
-    def publish(self, data: Any, id: str | None = None) -> int:
+    @overload
+    def publish(self, data: Any, id: str | None = None, *, wait: Literal[True] = True) -> int: ...
+
+    @overload
+    def publish(
+        self, data: Any, id: str | None = None, *, wait: Literal[False]
+    ) -> concurrent.futures.Future[int]: ...
+
+    @overload
+    def publish(
+        self, data: Any, id: str | None = None, *, wait: bool
+    ) -> int | concurrent.futures.Future[int]: ...
+
+    def publish(
+        self, data: Any, id: str | None = None, *, wait: bool = True
+    ) -> int | concurrent.futures.Future[int]:
         """Publish ``data`` and return its seq once the hub has stored it.
 
-        Disconnected, this blocks until the hub is back and has acked (the
-        publish waits in the offline queue meanwhile); interrupting the call
-        withdraws the publish unless it was already sent. See
-        :meth:`rtkit.aio.Channel.publish`.
+        ``wait=False`` returns at once with a ``concurrent.futures.Future``
+        of the seq; the client batches what queues meanwhile, so publishing
+        row by row keeps up with thousands of rows per second. Failures are
+        in the futures, logged, and raised by :meth:`Client.flush`.
+        ``future.cancel()`` withdraws a publish not sent yet. While
+        ``max_offline_queue`` publishes are pending, this blocks until the
+        hub has acked some (offline it raises OfflineQueueFull instead).
+
+        The value is converted by the rule in the README ("What you can
+        publish"): numpy, pandas, datetime, Decimal, UUID and set values
+        included, NaN as null. A value that cannot be published raises
+        :class:`~rtkit.errors.UnsupportedData` here, before anything is
+        queued.
+
+        Disconnected, a waiting publish blocks until the hub is back and
+        has acked (the publish waits in the offline queue meanwhile);
+        interrupting the call withdraws the publish unless it was already
+        sent. See :meth:`rtkit.aio.Channel.publish`.
+
+        >>> seq = ch.publish({"px": 1.0})
+        >>> for row in rows:
+        ...     ch.publish(row, wait=False)
+        >>> hub.flush()
         """
-        return self._runner.run("publish", self.aio.publish, data, id)
+        if self._runner.closed:
+            raise ClientClosed("this client is closed; create a new one with rtkit.connect()")
+        # Checked and converted here, so a value that cannot be published
+        # fails in the caller's own line, before anything is queued.
+        prepared = prepare(self.name, data, id)
+        publisher = self._client.aio.publisher
+        if not wait:
+            return publisher.submit(prepared)
+        seq = self._runner.run("publish", publisher.publish, prepared)
+        assert isinstance(seq, int)
+        return seq
 
     def subscribe(self, callback: aio.MessageCallback, since: int | None = None) -> None:
         """Call ``callback(msg)`` for each message, in seq order, on the I/O thread.
@@ -435,10 +491,20 @@ class SharedDoc(MutableMapping[str, Any]):
         return self.aio[key]
 
     def __setitem__(self, key: str, value: Any) -> None:
+        self._check_open()
         self.aio[key] = value
 
     def __delitem__(self, key: str) -> None:
+        self._check_open()
         del self.aio[key]
+
+    def _check_open(self) -> None:
+        if self._runner.closed:
+            raise ClientClosed(
+                f"shared document {self.name!r}: the client is closed, so an edit would "
+                "never reach the hub (reading still works); create a new client with "
+                "rtkit.connect() to edit it"
+            )
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.aio)
@@ -456,6 +522,7 @@ class SharedDoc(MutableMapping[str, Any]):
     def transaction(self) -> Any:
         """``with shared.transaction(): ...``: several edits, one update.
         Call no blocking rtkit method inside it."""
+        self._check_open()
         return self.aio.transaction()
 
     @property
@@ -588,6 +655,15 @@ class Client:
 
     def off(self, event: StateEvent, callback: Callable[..., Any]) -> None:
         self._runner.call(self.aio.off, event, callback)
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Block until every publish made so far is acked (or failed).
+
+        Raises the first failure of a ``publish(..., wait=False)`` since the
+        last flush, saying how many failed; NotConnected after ``timeout``
+        seconds. See :meth:`rtkit.aio.Client.flush`.
+        """
+        self._runner.run("flush", _flush_publishes, self.aio, timeout)
 
     def wait_connected(self, timeout: float | None = None) -> None:
         """Block until connected; NotConnected after ``timeout`` seconds."""

@@ -35,3 +35,7 @@ class Connection:
     # Held by a request whose ack may be large, from its wait for the send
     # budget until its ack is queued: one such ack is built at a time.
     large_ack: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # Set while a publish batch starts its appends on a store that appends
+    # only through coroutines: the connection's later publishes wait for it,
+    # so they are numbered after the whole batch (see Hub._append_batch).
+    publish_gate: asyncio.Future[None] | None = None

@@ -25,6 +25,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import orjson
@@ -60,7 +61,7 @@ from ..protocol import (
     PublishRequest,
     error_ack,
     parse_history,
-    parse_publish,
+    parse_publish_any,
     parse_subscribe,
     parse_unsubscribe,
 )
@@ -97,6 +98,15 @@ _SUBSCRIBE_ATTEMPTS = 5
 # budget before it reads anything, one at a time per connection.
 _LARGE_ACKS = frozenset({HISTORY, SUBSCRIBE, DOC_SYNC})
 
+# What a publisher over the publish rate can do about it (the rate counts
+# requests, so a batch of rows costs one).
+_PUBLISH_RATE_HINT = (
+    "send several rows per request (a batch: the Python client's "
+    "publish(..., wait=False) batches for you; publish_frame(df) sends a DataFrame), "
+    "or raise the hub's limit (rtkit hub --publish-rate, "
+    "c.RtkitExtension.publish_rate inside Jupyter)"
+)
+
 # Requests charged to a connection's read budget (Limits.read_rate): each
 # costs a store query and an ack.
 _READS = frozenset({SUBSCRIBE, HISTORY, PRESENCE_LIST, DOC_SYNC})
@@ -115,6 +125,23 @@ def _append_errors() -> Iterator[None]:
     except Exception as exc:
         log.exception("store append failed")
         raise Unavailable(f"the store could not take the message: {exc}") from None
+
+
+@dataclass(slots=True)
+class _Batch:
+    """A checked publish batch: the messages to store, in order, and per
+    message of the request None (stored) or why it was refused."""
+
+    messages: list[PublishRequest] = field(default_factory=list)
+    errors: list[HubError | None] = field(default_factory=list)
+
+
+def _open_turn(conn: Connection, turn: asyncio.Future[None]) -> None:
+    """Let the connection's next publish start its appends (see Hub._wait_turn)."""
+    if not turn.done():
+        turn.set_result(None)
+    if conn.publish_gate is turn:
+        conn.publish_gate = None
 
 
 def _origin_rule(config: HubConfig) -> Any:
@@ -565,20 +592,49 @@ class Hub:
         try:
             self._check_request(conn)
             req = self._publish_request(conn, data[1])
+            ts = time.time()
             with _append_errors():
-                appended = append(
-                    req.channel,
-                    req.data,
-                    sender=conn.identity.user,
-                    msg_id=req.id,
-                    ts=time.time(),
-                    dedup_window=self.config.dedup_window,
-                )
+                if isinstance(req, _Batch):
+                    results = [self._append_call(append, conn, one, ts) for one in req.messages]
+                    if self._append_now is not None:
+                        return self._published_batch(req, results)
+                    return self._ack_when_batch_appended(sid, req, results)
+                appended = self._append_call(append, conn, req, ts)
             if isinstance(appended, Appended):
                 return self._published(appended)
             return self._ack_when_appended(sid, appended)  # queued: a future
         except Exception as exc:
             return self._refusal(PUBLISH, sid, exc)
+
+    def _append_call(self, append: Any, conn: Connection, req: PublishRequest, ts: float) -> Any:
+        return append(
+            req.channel,
+            req.data,
+            sender=conn.identity.user,
+            msg_id=req.id,
+            ts=ts,
+            dedup_window=self.config.dedup_window,
+        )
+
+    def _ack_when_batch_appended(
+        self, sid: str, batch: _Batch, queued: list[asyncio.Future[Appended]]
+    ) -> asyncio.Future[dict[str, Any]]:
+        """The ack of a batch of queued appends, once every one is done."""
+        everything = asyncio.gather(*queued)
+        ack: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+
+        def answer(done: asyncio.Future[list[Appended]]) -> None:
+            try:
+                if done.cancelled():  # the store closed under it
+                    raise Unavailable("the hub is shutting down; retry after reconnecting")
+                with _append_errors():
+                    results = done.result()
+                ack.set_result(self._published_batch(batch, results))
+            except Exception as exc:
+                ack.set_result(self._refusal(PUBLISH, sid, exc))
+
+        everything.add_done_callback(answer)
+        return ack
 
     def _ack_when_appended(
         self, sid: str, queued: asyncio.Future[Appended]
@@ -599,21 +655,56 @@ class Hub:
         queued.add_done_callback(answer)
         return ack
 
-    def _publish_request(self, conn: Connection, payload: Any) -> PublishRequest:
-        req = parse_publish(payload)
-        if not conn.identity.can_publish(req.channel):
-            raise Forbidden(f"{conn.identity.user!r} may not publish to {req.channel!r}")
-        conn.bucket.take_or_refuse("publishes")
-        size = self._check_size(req.data)
-        # Charged after the size check: a refused payload costs no quota.
+    def _publish_request(self, conn: Connection, payload: Any) -> PublishRequest | _Batch:
+        """The checked publish (or batch), charged to the connection's
+        budgets: one publish of the rate whatever the batch holds, and the
+        bytes of every message stored. A batch's messages are checked one
+        by one: a refused one is answered in the ack, the others stored."""
+        req = parse_publish_any(payload)
+        if isinstance(req, PublishRequest):
+            if not conn.identity.can_publish(req.channel):
+                raise Forbidden(f"{conn.identity.user!r} may not publish to {req.channel!r}")
+            conn.bucket.take_or_refuse("publishes", _PUBLISH_RATE_HINT)
+            size = self._check_size(req.data)
+            # Charged after the size check: a refused payload costs no quota.
+            conn.byte_bucket.take_bytes_or_refuse(size, "publish")
+            return req
+        conn.bucket.take_or_refuse("publishes", _PUBLISH_RATE_HINT)
+        batch = _Batch()
+        size = 0
+        for item in req.items:
+            try:
+                if isinstance(item, HubError):
+                    raise item
+                if not conn.identity.can_publish(item.channel):
+                    raise Forbidden(f"{conn.identity.user!r} may not publish to {item.channel!r}")
+                size += self._check_size(item.data)
+            except HubError as exc:
+                batch.errors.append(exc)
+                continue
+            batch.errors.append(None)
+            batch.messages.append(item)
+        burst = self.config.limits.publish_bytes_burst
+        if size > burst and len(batch.messages) > 1:
+            # Taken whole or not at all: a batch over the burst could never pass.
+            raise TooLarge(
+                f"publish: the batch holds {size} bytes, over the {burst}-byte burst of "
+                "publish_bytes_rate; send fewer messages per batch"
+            )
         conn.byte_bucket.take_bytes_or_refuse(size, "publish")
-        return req
+        return batch
 
     async def _publish(self, conn: Connection, payload: Any) -> dict[str, Any]:
         req = self._publish_request(conn, payload)
-        # Nothing above yields to the event loop: a connection's publishes
-        # reach the store (which numbers them in call order) in the order
-        # they arrived, although python-socketio runs each in its own task.
+        if isinstance(req, _Batch):
+            return await self._publish_batch(conn, req)
+        turn = await self._wait_turn(conn, batch=False)
+        if turn is not None:
+            _open_turn(conn, turn)  # the append below starts in this same step
+        # Nothing between the turn and the append yields to the event loop:
+        # a connection's publishes reach the store (which numbers them in
+        # call order) in the order they arrived, although python-socketio
+        # runs each in its own task.
         with _append_errors():
             appended = await self.store.channels.append(
                 req.channel,
@@ -624,6 +715,92 @@ class Hub:
                 dedup_window=self.config.dedup_window,
             )
         return self._published(appended)
+
+    async def _publish_batch(self, conn: Connection, req: _Batch) -> dict[str, Any]:
+        """Store a batch in order, as if its messages were published one
+        after another, before any later publish of the connection."""
+        ts = time.time()
+        with _append_errors():
+            if self._append_now is not None:
+                return self._published_batch(
+                    req,
+                    [self._append_call(self._append_now, conn, one, ts) for one in req.messages],
+                )
+            if self._append_soon is not None:
+                queued = [
+                    self._append_call(self._append_soon, conn, one, ts) for one in req.messages
+                ]
+                return self._published_batch(req, list(await asyncio.gather(*queued)))
+            return self._published_batch(req, await self._append_batch(conn, req, ts))
+
+    async def _append_batch(self, conn: Connection, req: _Batch, ts: float) -> list[Appended]:
+        """Append a batch through the store's coroutines.
+
+        A store numbers concurrent appends in the order they start, and a
+        task starts after everything already scheduled: the connection's
+        later publishes wait on ``publish_gate`` until the last append of
+        this batch has started, so none can slip in between."""
+        if not req.messages:
+            return []
+        turn = await self._wait_turn(conn, batch=True)
+        assert turn is not None  # a batch always takes a turn
+
+        async def start(coro: Awaitable[Appended], last: bool) -> Appended:
+            if last:
+                # Waiters wake on a later turn; the append below starts now.
+                _open_turn(conn, turn)
+            return await coro
+
+        count = len(req.messages)
+        tasks = [
+            asyncio.ensure_future(
+                start(self._append_call(self.store.channels.append, conn, one, ts), i == count - 1)
+            )
+            for i, one in enumerate(req.messages)
+        ]
+        try:
+            return list(await asyncio.gather(*tasks))
+        finally:
+            _open_turn(conn, turn)  # also when cancelled before the last task started
+
+    async def _wait_turn(self, conn: Connection, *, batch: bool) -> asyncio.Future[None] | None:
+        """Wait until the connection's earlier publishes have started their
+        appends (on a store that appends through coroutines); returns this
+        publish's own turn, to open once its appends have started, or None
+        for a single publish that need not wait (it starts at once)."""
+        before = conn.publish_gate
+        if not batch and (before is None or before.done()):
+            return None
+        # Installed before waiting: a later publish waits for this one, even
+        # if it runs before this one wakes up.
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        conn.publish_gate = turn
+        if before is not None and not before.done():
+            try:
+                await asyncio.shield(before)
+            except BaseException:
+                _open_turn(conn, turn)
+                raise
+        return turn
+
+    def _published_batch(self, batch: _Batch, results: list[Appended]) -> dict[str, Any]:
+        """The ack of a stored batch: one seq and one ts per message, null
+        for a refused one, whose error is in ``errors``."""
+        stored = iter(results)
+        seqs: list[int | None] = []
+        stamps: list[float | None] = []
+        for error in batch.errors:
+            if error is None:
+                message = next(stored).message
+                seqs.append(message.seq)
+                stamps.append(message.ts)
+            else:
+                seqs.append(None)
+                stamps.append(None)
+        ack: dict[str, Any] = {"ok": True, "seqs": seqs, "ts": stamps}
+        if len(results) < len(batch.errors):
+            ack["errors"] = [None if e is None else e.to_wire() for e in batch.errors]
+        return ack
 
     def _published(self, appended: Appended) -> dict[str, Any]:
         """The ack of a stored publish. The message itself reaches

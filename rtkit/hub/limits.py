@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 
 from ..errors import RateLimited
@@ -49,11 +50,15 @@ class TokenBucket:
             return 0.0
         return (min(cost, self._burst) - self._tokens) / self._rate
 
-    def take_or_refuse(self, what: str = "requests") -> None:
-        """:meth:`take` one event, or :class:`RateLimited` saying the rate and
-        when to retry."""
+    def take_or_refuse(self, what: str = "requests", hint: str = "") -> None:
+        """:meth:`take` one event, or :class:`RateLimited` saying the rate,
+        what to do about it (``hint``) and when to retry."""
         if not self.take():
-            raise RateLimited(f"over {self._rate:g} {what}/s; retry in {self.retry_after():.3f} s")
+            advice = f": {hint}" if hint else ""
+            raise RateLimited(
+                f"over {self._rate:g} {what}/s on this connection (burst {self._burst:g})"
+                f"{advice}; retry in {_duration(self.retry_after())}"
+            )
 
     def take_bytes_or_refuse(self, size: int, what: str) -> None:
         """:meth:`take` ``size`` bytes, or :class:`RateLimited` saying the
@@ -62,8 +67,15 @@ class TokenBucket:
             raise RateLimited(
                 f"{what}: over the byte quota of {self._rate:g} bytes/s "
                 f"(burst {self._burst:g}, option publish_bytes_rate); "
-                f"retry in {self.retry_after(size):.3f} s"
+                f"retry in {_duration(self.retry_after(size))}"
             )
+
+
+def _duration(seconds: float) -> str:
+    """``"3 ms"`` or ``"1.25 s"``: never ``0.000 s`` for a wait that is short."""
+    if seconds < 1.0:
+        return f"{max(1, math.ceil(seconds * 1000))} ms"
+    return f"{seconds:.2f} s"
 
 
 #: A bucket that never refuses (rate 0), shared: it keeps no state.

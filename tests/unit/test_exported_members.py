@@ -12,8 +12,8 @@ PUBLIC = {
     "AckTimeout", "BadRequest", "Channel", "Client", "ClientClosed", "ClientMetrics",
     "ConfigurationError", "Forbidden", "GapInfo", "HubError", "InternalError", "Member", "Message",
     "NotConnected", "NotFound", "OfflineQueueFull", "Presence", "RateLimited", "RtkitError",
-    "SharedChange", "SharedDoc", "TooLarge", "Unauthorized", "Unavailable", "__version__",
-    "connect",
+    "SharedChange", "SharedDoc", "TooLarge", "Unauthorized", "Unavailable", "UnsupportedData",
+    "__version__", "connect",
 }  # fmt: skip
 
 

@@ -153,13 +153,14 @@ async def test_the_offline_queue_flushes_in_order_with_its_ids(
 
     hub.reachable = True
     await hub.reconnected(2)
-    resent = [await hub.request("publish") for _ in range(3)]
-    assert [r.payload["data"] for r in resent] == [{"n": 1}, {"n": 2}, b"\x00"]
-    assert resent[0].payload["id"] == "first" and resent[2].payload["id"] == "third"
-    assert re.fullmatch(r"[0-9a-f]{32}", resent[1].payload["id"])
+    # What queued goes out in one batch, in order, each with its id.
+    batch = await hub.request("publish")
+    resent = batch.payload["messages"]
+    assert [r["data"] for r in resent] == [{"n": 1}, {"n": 2}, b"\x00"]
+    assert resent[0]["id"] == "first" and resent[2]["id"] == "third"
+    assert re.fullmatch(r"[0-9a-f]{32}", resent[1]["id"])
     unacked.ack(seq=99)  # on the dead connection: never arrives
-    for seq, req in enumerate(resent, start=1):
-        req.ack(seq=seq, ts=1.0)
+    batch.ack(seqs=[1, 2, 3], ts=[1.0, 1.0, 1.0])
     async with asyncio.timeout(WAIT):
         assert await asyncio.gather(first, second, third) == [1, 2, 3]
     assert client.metrics.published == 3 and client.metrics.pending_publishes == 0

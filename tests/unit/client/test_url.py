@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from rtkit.client._url import split_url
+from rtkit.client._url import jupyter_hub_url, redact, split_url
 from rtkit.errors import ConfigurationError
 
 
@@ -53,3 +53,37 @@ def test_split_url(url: str, origin: str, path: str) -> None:
 def test_split_url_rejects(url: str, hint: str) -> None:
     with pytest.raises(ConfigurationError, match=hint):
         split_url(url)
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("http://h:8888/lab?token=abc123&x=1", "http://h:8888/lab?token=***&x=1"),
+        ("ws://h/socket.io/?EIO=4&token=abc123&t=1", "ws://h/socket.io/?EIO=4&token=***&t=1"),
+        ('0/rtkit,{"token":"eyJhbGciOi.x.y"}', '0/rtkit,{"token":"***"}'),
+        ("{'Authorization': 'Bearer eyJhbGciOi.x.y'}", "{'Authorization': 'Bearer ***'}"),
+        ("Authorization: token 0123456789abcdef", "Authorization: token ***"),
+        ("no secrets here", "no secrets here"),
+    ],
+)
+def test_redact_masks_credentials(text: str, shown: str) -> None:
+    assert redact(text) == shown
+
+
+def test_redact_masks_a_known_secret_anywhere() -> None:
+    assert redact("refused s3cret-value!", "s3cret-value") == "refused ***!"
+
+
+@pytest.mark.parametrize(
+    ("url", "hub"),
+    [
+        ("http://127.0.0.1:8888/lab?token=x", "http://127.0.0.1:8888/rtkit"),
+        ("http://h:8888/user/ada/lab/tree/a.ipynb", "http://h:8888/user/ada/rtkit"),
+        ("http://h:8888/user/ada/tree", "http://h:8888/user/ada/rtkit"),
+        ("http://h:8888/notebooks/a.ipynb", "http://h:8888/rtkit"),
+        ("http://h:8888/rtkit", None),
+        ("http://h:8765", None),
+    ],
+)
+def test_a_jupyter_page_url_names_the_hub_url(url: str, hub: str | None) -> None:
+    assert jupyter_hub_url(url) == hub
