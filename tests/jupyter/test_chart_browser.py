@@ -120,7 +120,7 @@ def test_a_sensor_replay_draws_one_downsampled_series_per_sensor(
             series = drawn["series"]
             points = sum(len(s["x"]) for s in series)
             print(f"{drawn['rows']} rows drawn as {points} points in {drawn['drawMs']:.1f} ms")
-            assert points <= 2 * drawn["width"] * SENSORS
+            assert points <= drawn["width"] * SENSORS
             # One series per sensor, labelled by its key.
             assert sorted(s["key"] for s in series) == sorted(df["sensor_id"].unique())
             assert len({s["label"] for s in series}) == SENSORS
@@ -134,9 +134,9 @@ def test_a_sensor_replay_draws_one_downsampled_series_per_sensor(
             for s in series:
                 xs = np.array(s["x"])
                 assert np.all(np.diff(xs) >= 0), s["label"]
-                assert len(xs) > width  # the sensor's points span the plot...
+                assert len(xs) > 0.9 * width  # the sensor's points span the plot...
                 cols = np.minimum(width - 1, ((xs - x0) / (x1 - x0) * width).astype(int))
-                assert np.bincount(cols).max() <= 2, s["label"]  # ...at most min and max per pixel
+                assert np.bincount(cols).max() == 1, s["label"]  # ...one point per pixel column
                 values = df.loc[df["sensor_id"] == s["key"], "value"]
                 assert min(s["y"]) == values.min() and max(s["y"]) == values.max()
             # Once the replay stops, the rate readout falls to 0.

@@ -267,10 +267,13 @@ export function compactTicks(splits) {
 // -- downsampling -------------------------------------------------------------------
 
 /**
- * Min/max downsampling to a pixel grid: of the points of one series that
- * fall in one pixel column, only the lowest and the highest are kept (in
- * their order along x), so a line keeps its extremes with at most two
- * points per pixel column. `xs` must be ascending; null values are skipped.
+ * Min/max downsampling to a pixel grid, at most one point per pixel column.
+ * The points of one series are taken in pairs of pixel columns: a pair
+ * with one point keeps it as it is; a pair with more keeps its lowest and
+ * highest, in their order along x, drawn at the centres of the pair's left
+ * and right column (at most a column and a half from where they lie). A line
+ * keeps its extremes, and nothing is drawn that a pixel could not show.
+ * `xs` must be ascending; null values are skipped.
  * @param {ArrayLike<number>} xs
  * @param {ArrayLike<number | null>} ys
  * @param {number} x0 the x at the plot's left edge
@@ -282,33 +285,51 @@ export function minMax(xs, ys, x0, x1, width) {
   /** @type {number[]} */ const ox = [];
   /** @type {number[]} */ const oy = [];
   const cols = Math.max(1, Math.floor(width));
+  // With an odd width the last pair takes the last three columns.
+  const pairs = Math.max(1, Math.floor(cols / 2));
   const span = x1 - x0;
-  const colOf = (/** @type {number} */ x) =>
-    span > 0 ? Math.min(cols - 1, Math.max(0, Math.floor(((x - x0) / span) * cols))) : 0;
-  let col = -1;
+  const pairOf = (/** @type {number} */ x) =>
+    span > 0
+      ? Math.min(pairs - 1, Math.max(0, Math.floor((((x - x0) / span) * cols) / 2)))
+      : 0;
+  const centre = (/** @type {number} */ col) => x0 + ((Math.min(col, cols - 1) + 0.5) / cols) * span;
+  let pair = -1;
+  let count = 0;
   let lo = -1;
   let hi = -1;
   const emit = () => {
-    if (lo < 0) return;
+    if (count === 0) return;
     const a = Math.min(lo, hi);
     const b = Math.max(lo, hi);
-    ox.push(xs[a]);
+    if (count === 1 || span <= 0) {
+      // One point, or no span to place two on (a single x): as they are.
+      ox.push(xs[a]);
+      oy.push(/** @type {number} */ (ys[a]));
+      if (b !== a) {
+        ox.push(xs[b]);
+        oy.push(/** @type {number} */ (ys[b]));
+      }
+      return;
+    }
+    ox.push(centre(2 * pair));
     oy.push(/** @type {number} */ (ys[a]));
     if (b !== a) {
-      ox.push(xs[b]);
+      ox.push(centre(2 * pair + 1));
       oy.push(/** @type {number} */ (ys[b]));
     }
   };
   for (let i = 0; i < xs.length; i++) {
     const y = ys[i];
     if (y === null || y === undefined || Number.isNaN(y)) continue;
-    const c = colOf(xs[i]);
-    if (c !== col) {
+    const p = pairOf(xs[i]);
+    if (p !== pair) {
       emit();
-      col = c;
+      pair = p;
+      count = 1;
       lo = hi = i;
       continue;
     }
+    count++;
     if (y < /** @type {number} */ (ys[lo])) lo = i;
     if (y > /** @type {number} */ (ys[hi])) hi = i;
   }
