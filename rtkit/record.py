@@ -32,6 +32,7 @@ import asyncio
 import base64
 import collections
 import contextlib
+import functools
 import hashlib
 import logging
 import math
@@ -46,7 +47,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import anyio
 import orjson
 
-from .errors import ConfigurationError, RecordingError
+from .errors import ConfigurationError, RecordingError, RtkitError
 from .protocol import Message
 
 if TYPE_CHECKING:
@@ -407,6 +408,8 @@ class Recorder:
         self.channels = list(dict.fromkeys(channels))
         self.rows = 0
         """Rows written to the file by this recorder so far."""
+        self.received = 0
+        """Messages received so far (written, being written or buffered)."""
         self.gaps = 0
         """Times the hub could not resume a channel (messages lost to the recording)."""
         self.resumed: dict[str, int] = {}
@@ -417,6 +420,8 @@ class Recorder:
         self._flush_interval = flush_interval
         self._buffer: list[Message] = []
         self._lock = asyncio.Lock()
+        # The chunk being written while the next one fills: at most two in memory.
+        self._writing: asyncio.Future[None] | None = None
         self._writer: _JsonlWriter | _ParquetWriter | None = None
         self._flusher: asyncio.Task[None] | None = None
         self._subscribed: list[aio.Channel] = []
@@ -471,8 +476,9 @@ class Recorder:
 
     async def _on_message(self, msg: Message) -> None:
         self._buffer.append(msg)
+        self.received += 1
         if len(self._buffer) >= self._chunk_rows:
-            await self.flush()
+            await self._hand_off()
 
     def _on_gap(self, channel: str, info: Any) -> None:
         self.gaps += 1
@@ -485,13 +491,30 @@ class Recorder:
             await asyncio.sleep(self._flush_interval)
             await self.flush()
 
-    async def flush(self) -> None:
-        """Write the buffered rows now."""
+    async def _hand_off(self) -> None:
+        """Start writing the buffer once the previous chunk is written."""
         async with self._lock:
+            if self._writing is not None:
+                # Shielded, and forgotten only once done: cancelling the
+                # flusher must not let a later write or close overtake it.
+                await asyncio.shield(self._writing)  # a write error surfaces here
+                self._writing = None
             rows, self._buffer = self._buffer, []
-            if rows and self._writer is not None:
-                await anyio.to_thread.run_sync(self._writer.write, rows)
-                self.rows += len(rows)
+            if rows:
+                self._writing = asyncio.ensure_future(self._write(rows))
+
+    async def _write(self, rows: list[Message]) -> None:
+        assert self._writer is not None
+        await anyio.to_thread.run_sync(self._writer.write, rows)
+        self.rows += len(rows)
+
+    async def flush(self) -> None:
+        """Write the buffered rows now, and wait until they are written."""
+        await self._hand_off()
+        async with self._lock:
+            if self._writing is not None:
+                await asyncio.shield(self._writing)
+                self._writing = None
 
     async def close(self) -> None:
         """Stop recording, write what is buffered and close the file; idempotent."""
@@ -500,7 +523,8 @@ class Recorder:
         self._closed = True
         for channel in self._subscribed:
             channel.off_gap(self._on_gap)
-            with contextlib.suppress(Exception):
+            # The client closing first is fine: the subscription went with it.
+            with contextlib.suppress(RtkitError):
                 await channel.unsubscribe(self._on_message)
         if self._flusher is not None:
             self._flusher.cancel()
@@ -562,7 +586,8 @@ def record_sync(
     """Blocking :meth:`Recorder.start` for a client from :func:`rtkit.connect`."""
     runner = client._runner
     assert runner.client is not None
-    recorder = runner.run("record", Recorder.start, runner.client, channels, path, **options)
+    start = functools.partial(Recorder.start, runner.client, channels, path, **options)
+    recorder = runner.run("record", start)
     return SyncRecorder(runner, recorder)
 
 
@@ -636,16 +661,21 @@ async def replay(
     started = time.monotonic()
     offset = 0.0  # recorded seconds played by the previous loops
     identity: str | None = None
+    reading: asyncio.Future[list[Message] | None] | None = None
     try:
         while loops < passes:
             first_ts: float | None = None
             last_ts = 0.0
             count = 0
             chunks = _chunks(file, fmt, chunk_rows)
+            # The next chunk is read in a thread while this one is published.
+            reading = asyncio.ensure_future(anyio.to_thread.run_sync(next, chunks, None))
             while True:
-                chunk = await anyio.to_thread.run_sync(next, chunks, None)
+                chunk = await reading
+                reading = None
                 if chunk is None:
                     break
+                reading = asyncio.ensure_future(anyio.to_thread.run_sync(next, chunks, None))
                 for msg in chunk:
                     if source is not None and msg.channel != source:
                         continue
@@ -681,6 +711,10 @@ async def replay(
     finally:
         for future in in_flight:
             future.cancel()
+        if reading is not None:  # stopped early: let the read in the thread finish
+            reading.cancel()
+            with contextlib.suppress(asyncio.CancelledError, RtkitError):
+                await reading
     return ReplayStats(rows, loops, time.monotonic() - started)
 
 

@@ -179,7 +179,7 @@ async def test_recording_resumes_without_gaps_or_duplicates(
         recorder = await ch.record(path, since=0)
         for i in range(10):
             await ch.publish(i)
-        await wait_until(lambda: recorder.rows + len(recorder._buffer) == 10, "10 rows")
+        await wait_until(lambda: recorder.received == 10, "10 rows")
         await recorder.close()
         for i in range(10, 25):  # published while nothing records
             await ch.publish(i)
@@ -187,7 +187,7 @@ async def test_recording_resumes_without_gaps_or_duplicates(
         assert recorder.resumed == {ch.name: 10}
         for i in range(25, 30):
             await ch.publish(i)
-        await wait_until(lambda: recorder.rows + len(recorder._buffer) == 20, "the rest")
+        await wait_until(lambda: recorder.received == 20, "the rest")
         await recorder.close()
     messages = list(rtkit.record.iter_messages(path, chunk_rows=4))
     assert [m.seq for m in messages] == list(range(1, 31))
@@ -199,10 +199,10 @@ def test_blocking_record_and_replay(hub: InProcessHub, tmp_path: Path) -> None:
     path = tmp_path / "sync.parquet"
     with rtkit.connect(hub.url) as client:
         ch = client.channel("rec.sync")
-        with ch.record(path) as recorder:
+        with ch.record(path, chunk_rows=2) as recorder:
             for i in range(5):
                 ch.publish({"i": i})
-            poll_until(lambda: recorder.aio.rows + len(recorder.aio._buffer) == 5, "5 rows")
+            poll_until(lambda: recorder.aio.received == 5, "5 rows")
         assert recorder.rows == 5
         stats = rtkit.replay(path, client.channel("rec.sync.copy"), speed=0)
         assert stats.rows == 5
