@@ -7,9 +7,9 @@ message's ``data``. Two formats, picked by the file's suffix (or
 
 - **JSON lines** (``.jsonl``): one JSON object a line, ``data`` as the JSON
   value itself (binary data as base64 under ``bytes`` instead). Appended in
-  chunks; a process killed with ``kill -9`` loses at most the chunk it had
-  not written yet, and a torn last line is skipped on reading and cut off
-  when recording resumes.
+  chunks; a process killed with ``kill -9`` loses only the rows it had not
+  written yet (the last second's, two chunks at most), and a torn last line
+  is skipped on reading and cut off when recording resumes.
 - **Parquet** (``.parquet``, needs ``rtkit[record]``, i.e. pyarrow): one row
   group per chunk, ``data`` as JSON text (binary data in a ``bytes`` column).
   Parquet writes its footer last, so the file is written as ``FILE.partial``
@@ -38,7 +38,6 @@ import logging
 import math
 import os
 import time
-import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -374,9 +373,9 @@ class Recorder:
 
     Made by :meth:`rtkit.aio.Channel.record` (or :func:`Recorder.start` for
     several channels). Rows are buffered and written every ``chunk_rows`` rows
-    or ``flush_interval`` seconds, whichever comes first, in a worker thread:
-    memory stays bounded by the chunk, and a full buffer holds up the
-    channel's callbacks rather than growing.
+    or ``flush_interval`` seconds, whichever comes first, in a worker thread
+    while the next chunk fills: memory stays bounded by two chunks, and a
+    full buffer holds up the channel's callbacks rather than growing.
 
     Recording into an existing file resumes it: each channel subscribes from
     the last seq the file holds, so while the hub retains the messages the
@@ -609,8 +608,10 @@ def _identity(first: Message, run: str) -> str:
     return hashlib.sha256(key).hexdigest()[:12]
 
 
-def _message_id(identity: str, loop: int, msg: Message) -> str:
-    return f"rp-{identity}-{loop}-{zlib.crc32(msg.channel.encode()):08x}-{msg.seq}"
+def _message_id(identity: str, loop: int, row: int) -> str:
+    # The row's place in the file, not its seq: a file may hold one channel's
+    # seqs twice (recorded across a restart of a hub without a durable store).
+    return f"rp-{identity}-{loop}-{row}"
 
 
 async def replay(
@@ -632,7 +633,8 @@ async def replay(
     plays N times. ``source`` replays only the rows of that recorded channel.
 
     Each publish has an idempotency id made of the recording's identity (its
-    first row, plus ``run``), the loop number and the original seq: a replay
+    first row, plus ``run``), the loop number and the row's place in the
+    file: a replay
     restarted after a crash does not double what the hub already stored
     within its dedup window (5 minutes by default). To play the same file
     again on purpose within that window, pass another ``run``.
@@ -667,6 +669,7 @@ async def replay(
             first_ts: float | None = None
             last_ts = 0.0
             count = 0
+            row = 0
             chunks = _chunks(file, fmt, chunk_rows)
             # The next chunk is read in a thread while this one is published.
             reading = asyncio.ensure_future(anyio.to_thread.run_sync(next, chunks, None))
@@ -677,6 +680,7 @@ async def replay(
                     break
                 reading = asyncio.ensure_future(anyio.to_thread.run_sync(next, chunks, None))
                 for msg in chunk:
+                    row += 1
                     if source is not None and msg.channel != source:
                         continue
                     if identity is None:
@@ -692,7 +696,7 @@ async def replay(
                             await asyncio.sleep(delay)
                     in_flight.append(
                         await channel.publish(
-                            msg.data, id=_message_id(identity, loops, msg), wait=False
+                            msg.data, id=_message_id(identity, loops, row), wait=False
                         )
                     )
                     rows += 1

@@ -169,6 +169,32 @@ async def test_a_restarted_replay_does_not_double(hub: InProcessHub, tmp_path: P
         assert [m.data for m in await target.history()] == [0, 1, 2, 3, 4] * 2
 
 
+async def test_a_file_holding_a_seq_twice_replays_both(hub: InProcessHub, tmp_path: Path) -> None:
+    # Recorded across a restart of a memory hub: the channel's seqs start over.
+    path = tmp_path / "epochs.jsonl"
+    rows = [("a", 1), ("a", 2), ("b", 1), ("b", 2)]
+    path.write_bytes(
+        b"".join(
+            orjson.dumps({"channel": "e", "seq": seq, "ts": 1e9 + i, "data": f"{tag}{seq}"}) + b"\n"
+            for i, (tag, seq) in enumerate(rows)
+        )
+    )
+    async with await rtkit.aio.connect(hub.url) as client:
+        target = client.channel("rec.epochs")
+        await rtkit.aio.replay(path, target, speed=0)
+        assert [m.data for m in await target.history()] == ["a1", "a2", "b1", "b2"]
+
+
+def test_a_parquet_file_of_something_else_is_refused(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "other.parquet"
+    pq.write_table(pa.table({"x": [1, 2]}), path)
+    with pytest.raises(rtkit.RecordingError, match="not an rtkit recording"):
+        list(rtkit.record.iter_messages(path))
+
+
 @pytest.mark.parametrize("fmt", FORMATS)
 async def test_recording_resumes_without_gaps_or_duplicates(
     hub: InProcessHub, tmp_path: Path, fmt: str
@@ -273,16 +299,19 @@ def test_cli_record_survives_kill_and_replays(rt_hub: HubProcess, tmp_path: Path
     path = tmp_path / "feed.jsonl"
     with rtkit.connect(rt_hub.url) as client:
         feed = client.channel("cli.feed")
-        recorder = _start_recorder(rt_hub, path, "cli.feed").proc
+        output = _start_recorder(rt_hub, path, "cli.feed", "--chunk-rows", "50")
         for i in range(300):
             feed.publish({"i": i}, wait=False)
         client.flush()
-        poll_until(lambda: len(_lines(path)) >= 100, "rows on disk")
-        recorder.kill()  # kill -9 mid-stream
-        recorder.wait(10)
-        # What survives is readable and gap-free from the first seq.
+        output.wait_for(lambda line: line.endswith("in " + str(path)), within=20)
+        written = max(int(line.split()[0]) for line in output.lines if " row(s) in " in line)
+        output.proc.kill()  # kill -9 mid-stream
+        output.proc.wait(10)
+        # What survives is readable, gap-free from the first seq, and holds
+        # at least every row the recorder had reported written.
         seqs = [row["seq"] for row in _lines(path)]
         assert seqs == list(range(1, len(seqs) + 1))
+        assert len(seqs) >= written > 0
         for i in range(300, 400):  # published while no recorder runs
             feed.publish({"i": i}, wait=False)
         client.flush()
