@@ -65,6 +65,7 @@ __all__ = [
     "SyncRecorder",
     "iter_messages",
     "load",
+    "record_sync",
     "replay",
     "replay_sync",
 ]

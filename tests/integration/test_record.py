@@ -75,6 +75,7 @@ async def test_a_replay_looks_like_the_live_stream(
         assert recorder.rows == total
 
         await target.subscribe(replayed.append)
+        view = await target.frame(window=1_000)  # what a widget's pandas view shows
         stats = await rtkit.aio.replay(path, target, speed=0)
         assert stats.rows == total and stats.loops == 1
         await wait_until(lambda: len(replayed) == total, "the replayed messages")
@@ -86,6 +87,10 @@ async def test_a_replay_looks_like_the_live_stream(
         pd.testing.assert_frame_equal(
             copy_df.reset_index(drop=True), live_df.reset_index(drop=True)
         )
+        pd.testing.assert_frame_equal(
+            view.df.reset_index(drop=True), live_df.reset_index(drop=True)
+        )
+        await view.close()
     recorded = rtkit.record.load(path)
     assert isinstance(recorded, list)
     assert [(m.channel, m.seq, m.id, m.data) for m in recorded] == [
