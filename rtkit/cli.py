@@ -333,13 +333,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--rate", type=float, default=200.0, help="feed messages per second")
     demo.add_argument("--kind", choices=["prices", "sensors"], default="prices")
     demo.add_argument("--channel", default=None, help="feed channel (default: demo.KIND)")
-    _add_record_parsers(sub)
     demo.add_argument(
         "--dir",
         default="rtkit-demo",
         help="JupyterLab's root directory, relative to the current one; the notebooks "
         "and the hub's history (.rtkit/hub.db) go there",
     )
+    _add_record_parsers(sub)
     return parser
 
 
