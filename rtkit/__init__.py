@@ -24,6 +24,7 @@ from .errors import (
     NotFound,
     OfflineQueueFull,
     RateLimited,
+    RecordingError,
     RtkitError,
     TooLarge,
     Unauthorized,
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
         SharedDoc,
         connect,
     )
+    from .record import replay_sync as replay
 
 __version__ = "0.1.0"
 
@@ -65,6 +67,7 @@ __all__ = [
     "OfflineQueueFull",
     "Presence",
     "RateLimited",
+    "RecordingError",
     "RtkitError",
     "SharedChange",
     "SharedDoc",
@@ -74,6 +77,7 @@ __all__ = [
     "UnsupportedData",
     "__version__",
     "connect",
+    "replay",
 ]
 
 _CLIENT_NAMES = frozenset(
@@ -91,6 +95,10 @@ _CLIENT_NAMES = frozenset(
 
 
 def __getattr__(name: str) -> Any:
+    if name == "replay":
+        from .record import replay_sync
+
+        return replay_sync
     if name in _CLIENT_NAMES:
         from . import client
 

@@ -24,6 +24,7 @@ from .client.aio import (
     connect,
 )
 from .protocol import Member
+from .record import replay
 
 __all__ = [
     "Channel",
@@ -37,4 +38,5 @@ __all__ = [
     "SharedChange",
     "SharedDoc",
     "connect",
+    "replay",
 ]

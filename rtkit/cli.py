@@ -339,6 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="JupyterLab's root directory, relative to the current one; the notebooks "
         "and the hub's history (.rtkit/hub.db) go there",
     )
+    _add_record_parsers(sub)
     return parser
 
 
@@ -360,6 +361,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run(_publish(args))
         if args.command == "tail":
             return _run(_tail(args))
+        if args.command == "record":
+            return _run(_record(args))
+        if args.command == "replay":
+            return _run(_replay(args))
         if args.command == "demo":
             from .demo import run_demo
 
@@ -550,6 +555,127 @@ async def _tail(args: argparse.Namespace) -> int:
         await client.channel(args.channel).subscribe(show, since=args.since)
         with contextlib.suppress(asyncio.CancelledError):
             await done.wait()
+        return 0
+    finally:
+        await client.close()
+
+
+def _add_record_parsers(sub: Any) -> None:
+    """``rtkit record`` and ``rtkit replay`` (rtkit.record)."""
+
+    def speed(text: str) -> float:
+        if text in ("max", "inf"):
+            return 0.0
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number or 'max': {text!r}") from None
+        if value < 0:
+            raise argparse.ArgumentTypeError("must be >= 0")
+        return value
+
+    record = sub.add_parser(
+        "record",
+        help="record channels to a Parquet or JSON lines file",
+        description="Write every message of CHANNEL... to FILE (.parquet or .jsonl) until "
+        "Ctrl-C. An existing FILE is resumed from the last seq it holds per channel.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    record.add_argument("channels", nargs="+", metavar="CHANNEL")
+    record.add_argument("-o", "--output", required=True, metavar="FILE", help="the recording")
+    record.add_argument("--format", choices=["parquet", "jsonl"], help="(default: by suffix)")
+    record.add_argument(
+        "--since", type=int, default=None, help="start after this seq (default: from now)"
+    )
+    record.add_argument("--count", type=int, default=None, help="stop after this many rows")
+    record.add_argument("--chunk-rows", type=int, default=10_000, help="rows per write")
+    replay = sub.add_parser(
+        "replay",
+        help="publish a recording into a channel, keeping its timing",
+        description="Publish each message of FILE to --to, the recorded gaps divided by "
+        "--speed ('max' or 0: as fast as possible).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    replay.add_argument("file", metavar="FILE")
+    replay.add_argument("--to", required=True, metavar="CHANNEL", help="target channel")
+    replay.add_argument("--speed", type=speed, default=1.0, help="time factor, or 'max'")
+    replay.add_argument(
+        "--loop",
+        nargs="?",
+        type=int,
+        const=0,
+        default=None,
+        metavar="N",
+        help="repeat forever, or N times",
+    )
+    replay.add_argument("--from", dest="source", metavar="CHANNEL", help="only this channel's rows")
+    replay.add_argument("--format", choices=["parquet", "jsonl"], help="(default: by suffix)")
+    replay.add_argument(
+        "--run", default="", help="a new value replays again within the hub's dedup window"
+    )
+    for p in (record, replay):
+        p.add_argument("--url", default=os.environ.get("RTKIT_URL"), help="hub URL [env RTKIT_URL]")
+        p.add_argument(
+            "--token", default=os.environ.get("RTKIT_TOKEN"), help="token [env RTKIT_TOKEN]"
+        )
+
+
+async def _record(args: argparse.Namespace) -> int:
+    from .aio import connect
+    from .record import Recorder
+
+    client = await connect(args.url, args.token)
+    try:
+        recorder = await Recorder.start(
+            client,
+            args.channels,
+            args.output,
+            format=args.format,
+            since=args.since,
+            chunk_rows=args.chunk_rows,
+        )
+        try:
+            print(
+                f"recording {' '.join(args.channels)} to {args.output}", file=sys.stderr, flush=True
+            )
+            shown = 0
+            while args.count is None or recorder.rows < args.count:
+                await asyncio.sleep(0.1)
+                if args.count is not None:
+                    await recorder.flush()
+                if recorder.rows != shown:  # at most once a chunk or a flush interval
+                    shown = recorder.rows
+                    print(f"{shown} row(s) in {args.output}", file=sys.stderr, flush=True)
+        finally:
+            await recorder.close()
+            print(f"recorded {recorder.rows} row(s) to {args.output}", file=sys.stderr)
+        return 0
+    finally:
+        await client.close()
+
+
+async def _replay(args: argparse.Namespace) -> int:
+    from .aio import connect
+    from .record import iter_messages, replay
+
+    # A bad file fails here, before the hub is even asked.
+    next(iter_messages(args.file, format=args.format, chunk_rows=1), None)
+    client = await connect(args.url, args.token)
+    try:
+        loop: bool | int = False if args.loop is None else (args.loop or True)
+        stats = await replay(
+            args.file,
+            client.channel(args.to),
+            speed=args.speed,
+            loop=loop,
+            source=args.source,
+            run=args.run,
+            format=args.format,
+        )
+        print(
+            f"replayed {stats.rows} message(s) to {args.to} in {stats.seconds:.2f} s",
+            file=sys.stderr,
+        )
         return 0
     finally:
         await client.close()

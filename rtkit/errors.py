@@ -11,6 +11,7 @@ Each wire error code (``ack["error"]["code"]``) maps to exactly one class, so
     ├── OfflineQueueFull                  too many publishes queued while offline
     ├── ClientClosed                      the client was closed
     ├── UnsupportedData (TypeError)       a value rtkit cannot publish (names the fix)
+    ├── RecordingError (ValueError)       a recording file that cannot be read
     └── HubError                          the hub answered {"ok": false, ...}
         ├── BadRequest (ValueError)           bad_request
         ├── Unauthorized (PermissionError)    unauthorized
@@ -38,6 +39,7 @@ __all__ = [
     "NotFound",
     "OfflineQueueFull",
     "RateLimited",
+    "RecordingError",
     "RtkitError",
     "TooLarge",
     "Unauthorized",
@@ -53,6 +55,11 @@ class RtkitError(Exception):
 
 class ConfigurationError(RtkitError, ValueError):
     """A setting, URL or argument cannot work (the message says how to fix it)."""
+
+
+class RecordingError(RtkitError, ValueError):
+    """A recording (``rtkit record``'s file) is missing, torn in the middle or
+    not a recording; the message names the file and the line or row."""
 
 
 class NotConnected(RtkitError, ConnectionError):

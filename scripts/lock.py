@@ -8,7 +8,7 @@ pyproject.toml keeps ranges for users.
     python scripts/lock.py write   # re-resolve today's versions into constraints.txt (make lock)
     python scripts/lock.py check   # does a fresh user install stay within them? (make test)
 
-``check`` resolves what ``pip install 'rtkit[redis,pandas,widgets,jupyter]'``
+``check`` resolves what ``pip install 'rtkit[redis,pandas,widgets,jupyter,record]'``
 would install today (pip's own resolver, dry run, nothing installed) and
 fails when a package is missing from constraints.txt or comes in another
 release series than the tests ran on (another major version; another minor
@@ -33,7 +33,7 @@ from packaging.version import Version
 
 ROOT = Path(__file__).resolve().parents[1]
 CONSTRAINTS = ROOT / "constraints.txt"
-USER_EXTRAS = ("redis", "pandas", "widgets", "jupyter")
+USER_EXTRAS = ("redis", "pandas", "widgets", "jupyter", "record")
 HEADER = """\
 # The versions `make test` installs (pip install -c constraints.txt -e '.[dev]'),
 # resolved on Python {python} by `make lock` (scripts/lock.py write).

@@ -23,6 +23,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
+import os
 import threading
 import time
 import uuid
@@ -69,6 +70,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from ..frames import LiveFrame
+    from ..record import Recorder
 
 __all__ = [
     "MAX_BATCH_BYTES",
@@ -1104,6 +1106,18 @@ class Channel:
             group = payloads[start : start + _FRAME_PIPELINE]
             seqs += await asyncio.gather(*(self.publish(p) for p in group))
         return seqs
+
+    async def record(self, path: str | os.PathLike[str], **options: Any) -> Recorder:
+        """Record this channel to ``path`` (``.parquet`` or ``.jsonl``) until the
+        recorder is closed; see :class:`rtkit.record.Recorder` for ``options``
+        (``format``, ``since``, ``chunk_rows``, ``flush_interval``).
+
+        >>> rec = await ch.record("prices.parquet")
+        >>> await rec.close()
+        """
+        from ..record import Recorder
+
+        return await Recorder.start(self.client, [self.name], path, **options)
 
     async def history_frame(
         self,

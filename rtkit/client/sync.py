@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
+import os
 import threading
 import weakref
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping, Sequence
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from ..frames import LiveFrame
+    from ..record import SyncRecorder
 
 __all__ = ["Channel", "Client", "Presence", "SharedDoc", "connect"]
 
@@ -371,6 +373,17 @@ class Channel:
     def publish_frame(self, df: Any, batch_rows: int | None = None) -> list[int]:
         """Publish a DataFrame in batches; see :meth:`rtkit.aio.Channel.publish_frame`."""
         return self._runner.run("publish_frame", self.aio.publish_frame, df, batch_rows)
+
+    def record(self, path: str | os.PathLike[str], **options: Any) -> SyncRecorder:
+        """Record this channel to ``path`` (``.parquet`` or ``.jsonl``) until
+        ``close()``; see :meth:`rtkit.aio.Channel.record`.
+
+        >>> with hub.channel("prices").record("prices.jsonl") as rec:
+        ...     time.sleep(60)
+        """
+        from ..record import record_sync
+
+        return record_sync(self._client, [self.name], path, **options)
 
     def history_frame(
         self,

@@ -11,9 +11,9 @@ import rtkit.aio
 PUBLIC = {
     "AckTimeout", "BadRequest", "Channel", "Client", "ClientClosed", "ClientMetrics",
     "ConfigurationError", "Forbidden", "GapInfo", "HubError", "InternalError", "Member", "Message",
-    "NotConnected", "NotFound", "OfflineQueueFull", "Presence", "RateLimited", "RtkitError",
-    "SharedChange", "SharedDoc", "TooLarge", "Unauthorized", "Unavailable", "UnsupportedData",
-    "__version__", "connect",
+    "NotConnected", "NotFound", "OfflineQueueFull", "Presence", "RateLimited", "RecordingError",
+    "RtkitError", "SharedChange", "SharedDoc", "TooLarge", "Unauthorized", "Unavailable",
+    "UnsupportedData", "__version__", "connect", "replay",
 }  # fmt: skip
 
 
@@ -26,12 +26,13 @@ def test_rtkit_exports_exactly_the_public_names() -> None:
 def test_async_twin_has_the_same_client_names() -> None:
     for name in (
         "Channel", "Client", "ClientMetrics", "GapInfo", "Member", "Message", "Presence",
-        "SharedChange", "SharedDoc", "connect",
+        "SharedChange", "SharedDoc", "connect", "replay",
     ):  # fmt: skip
         assert hasattr(rtkit.aio, name), name
     assert rtkit.aio.Presence is not rtkit.Presence  # the blocking twin wraps the async one
     assert rtkit.aio.SharedDoc is not rtkit.SharedDoc
     assert rtkit.aio.connect is not rtkit.connect
+    assert rtkit.aio.replay is not rtkit.replay
 
 
 def test_import_rtkit_stays_light() -> None:
