@@ -15,9 +15,10 @@ from jupyter_server.utils import origin_matches_pat
 from tornado import web
 
 from rtkit.errors import Unauthorized
+from rtkit.hosts.tornado import HttpApiHandler as TornadoHttpApiHandler
 from rtkit.hosts.tornado import socketio_handler
 from rtkit.hub import Hub, Identity
-from rtkit.hub.http_api import Caller, HttpApi, HttpRequest
+from rtkit.hub.http_api import Caller, HttpResponse
 from rtkit.hub.transport.jupyter_handler import authenticate_by_header_token
 
 from ._auth import AUTH_RESOURCE, IDENTITY_KEY, KernelTokens, identity_for, rtkit_authorized
@@ -157,65 +158,27 @@ class StatusHandler(APIHandler):
 
 
 @web.stream_request_body
-class HttpApiHandler(APIHandler):
+class HttpApiHandler(TornadoHttpApiHandler, APIHandler):
     """``{base_url}rtkit/api/...``: the hub's HTTP API behind Jupyter's login.
 
     The caller is the Jupyter user, with its Authorizer rights on the
     ``rtkit`` resource (``read`` to read, ``write`` to publish, ``execute``
     to disconnect users and see every channel); the extension's ``api_key``
-    in ``X-API-Key`` gives full rights. The body streams in, so one over the
-    API's cap is dropped as it arrives instead of held whole.
+    in ``X-API-Key`` gives full rights.
     """
 
     auth_resource = AUTH_RESOURCE
 
-    def initialize(self, api: HttpApi) -> None:
-        self.api = api
-        self._body = bytearray()
-        self._over = False
-
     async def prepare(self) -> None:  # type: ignore[override]
-        await super().prepare()
-        declared = self.request.headers.get("Content-Length", "")
-        if declared.isdigit() and int(declared) > self.api.max_body_bytes:
-            self._over = True
+        await APIHandler.prepare(self)
+        await TornadoHttpApiHandler.prepare(self)
 
-    def data_received(self, chunk: bytes) -> None:
-        if self._over:
-            return
-        self._body += chunk
-        if len(self._body) > self.api.max_body_bytes:
-            self._over = True
-            self._body = bytearray()
-
-    async def _serve(self, path: str) -> None:
-        if self._over:
-            answer = self.api.too_large()
-        else:
-            request = HttpRequest(
-                self.request.method or "GET",
-                "/" + path,
-                {k: v[-1].decode() for k, v in self.request.query_arguments.items()},
-                {k.lower(): v for k, v in self.request.headers.items()},
-                bytes(self._body),
-            )
-            caller = await self._caller()
-            if caller is None:
-                answer = self.api.error(
-                    Unauthorized("log in to Jupyter: send 'Authorization: token <jupyter token>'")
-                )
-            else:
-                answer = await self.api.handle(request, caller)
-        self.set_status(answer.status)
-        for name, value in answer.headers.items():
-            self.set_header(name, value)
-        self.set_header("Cache-Control", "no-store")
-        self.finish(answer.body)
-
-    async def _caller(self) -> Caller | None:
+    async def caller(self) -> Caller | HttpResponse | None:
         user = self.current_user
         if not isinstance(user, User):
-            return None
+            return self.api.error(
+                Unauthorized("log in to Jupyter: send 'Authorization: token <jupyter token>'")
+            )
         key = self.request.headers.get("X-API-Key")
         expected = self.api.api_key
         if (
@@ -224,7 +187,6 @@ class HttpApiHandler(APIHandler):
             and hmac.compare_digest(key.encode(), expected.encode())
         ):
             return Caller(self.api.key_identity(), admin=True)
-        can_read = await rtkit_authorized(self, user, "read")
         identity = identity_for(
             user.username,
             name=user.display_name or user.name,
@@ -234,12 +196,6 @@ class HttpApiHandler(APIHandler):
             can_publish=await rtkit_authorized(self, user, "write"),
             max_name_chars=self.api.hub.config.limits.max_name_chars,
         )
-        if not can_read:
+        if not await rtkit_authorized(self, user, "read"):
             identity = Identity(user=identity.user, name=identity.name, color=identity.color)
         return Caller(identity, admin=await rtkit_authorized(self, user, "execute"))
-
-    async def get(self, path: str) -> None:
-        await self._serve(path)
-
-    async def post(self, path: str) -> None:
-        await self._serve(path)

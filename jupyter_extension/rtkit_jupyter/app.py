@@ -300,6 +300,7 @@ class RtkitExtension(ExtensionApp):
             self._install_kernel_env()
 
     def initialize_handlers(self) -> None:
+        api_path = f"{self._server.base_url}{HUB_PATH}/api"
         self.handlers.extend(
             [
                 (
@@ -310,7 +311,7 @@ class RtkitExtension(ExtensionApp):
                 (
                     rf"/{HUB_PATH}/api/(.*)",
                     HttpApiHandler,
-                    {"api": HttpApi(self.hub, server_url=f"{self._server.base_url}{HUB_PATH}/api")},
+                    {"api": HttpApi(self.hub, server_url=api_path), "prefix": api_path},
                 ),
             ]
         )

@@ -96,6 +96,10 @@ class HttpRequest:
 
 @dataclass(frozen=True, slots=True)
 class HttpResponse:
+    """What the host sends back: the status, the JSON body and its headers
+    (``Content-Type``, and ``Retry-After`` or ``WWW-Authenticate`` where
+    they apply)."""
+
     status: int
     body: bytes
     headers: dict[str, str] = field(default_factory=dict)

@@ -20,7 +20,7 @@ from referencing.jsonschema import DRAFT202012
 
 from rtkit.hub.auth import mint_token
 from rtkit.protocol import MAX_PUBLISH_BATCH
-from rtkit.pytest_plugin import InProcessHub
+from rtkit.pytest_plugin import HubProcess, InProcessHub
 
 from .conftest import SECRET, Connect, token
 
@@ -383,3 +383,27 @@ def test_readme_curl_example_works(api_hub: InProcessHub) -> None:
         assert done.returncode == 0, (line, done.stderr)
         outputs.append(done.stdout)
     assert all('"ok":true' in out.replace(" ", "") for out in outputs), outputs
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("server", ["tornado", "uvicorn"])
+async def test_the_other_hosts_serve_the_api(rt_hub_factory: Any, server: str) -> None:
+    """`rtkit hub --server tornado|uvicorn` mounts the same API."""
+    hub: HubProcess = rt_hub_factory(
+        secret=SECRET, extra_args=["--server", server, "--api-key", API_KEY]
+    )
+    async with httpx.AsyncClient(base_url=hub.url, timeout=10) as client:
+        batch = {"messages": [{"data": n, "id": str(n)} for n in range(3)]}
+        for _ in range(2):
+            answer = await client.post("/api/channels/h%2Fx/messages", headers=KEY, json=batch)
+            assert answer.json() == {"ok": True, "seqs": [1, 2, 3], "ts": answer.json()["ts"]}
+        history = await client.get("/api/channels/h%2Fx/messages?since=1", headers=KEY)
+        assert [m["data"] for m in history.json()["messages"]] == [1, 2]
+        assert history.json()["messages"][0]["channel"] == "h/x"
+        refused = await client.get("/api/channels", headers=bearer("bad"))
+        assert refused.status_code == 401
+        body = b'{"channel": "big", "data": "' + b"x" * 1_100_000 + b'"}'
+        huge = await client.post("/api/publish", headers=KEY, content=body)
+        assert huge.status_code == 413
+        document = await client.get("/api/openapi.json")
+        assert document.json()["openapi"] == "3.1.0"
