@@ -164,7 +164,11 @@ class HttpApi:
             if not self.hub.feed.up:
                 raise Unavailable("the hub lost its shared store; retry shortly")
             conn = self._connection(caller)
-            body = await route(caller, conn, request, parts)
+            if route == self._publish:
+                # Publishes have their own budget (the publish rate), as on the wire.
+                body = await route(caller, conn, request, parts)
+            else:
+                body = await self._bounded(route, caller, conn, request, parts)
             return HttpResponse(200, orjson.dumps(body), {"Content-Type": "application/json"})
         except HubError as exc:
             return self._error(exc, caller)
@@ -294,14 +298,36 @@ class HttpApi:
 
     # -- helpers -----------------------------------------------------------
 
+    async def _bounded(
+        self,
+        route: HttpApi.Route,
+        caller: Caller,
+        conn: Connection,
+        request: HttpRequest,
+        parts: list[str],
+    ) -> dict[str, Any]:
+        """Run a read as the wire runs one: at most max_requests_in_flight
+        of a caller's at once, and one answer that may be large (up to
+        max_ack_bytes) built at a time per caller."""
+        limit = self.hub.config.limits.max_requests_in_flight
+        if conn.in_flight >= limit:
+            raise RateLimited(
+                f"{limit} requests of this caller are still being answered; "
+                "wait for their answers before sending more"
+            )
+        conn.in_flight += 1
+        try:
+            async with conn.large_ack:
+                return await route(caller, conn, request, parts)
+        finally:
+            conn.in_flight -= 1
+
     def _connection(self, caller: Caller) -> Connection:
         """The caller's virtual connection: its budgets, its publish order."""
-        user = caller.identity.user
-        key = ("key:" if caller.admin else "user:") + user
+        key = _caller_key(caller)
         conn = self._callers.get(key)
-        if conn is None or conn.identity != caller.identity:
+        if conn is None:
             limits = self.hub.config.limits
-            old = conn
             conn = Connection(
                 sid=f"http:{key}",
                 eio_sid="",
@@ -310,14 +336,13 @@ class HttpApi:
                 reads=TokenBucket(limits.read_rate, limits.read_burst),
                 byte_bucket=TokenBucket(limits.publish_bytes_rate, limits.publish_bytes_burst),
             )
-            if old is not None:
-                # A fresh token of the same user keeps the user's budgets
-                # and publish order.
-                conn.bucket, conn.reads, conn.byte_bucket = old.bucket, old.reads, old.byte_bucket
-                conn.publish_gate = old.publish_gate
             self._callers[key] = conn
             while len(self._callers) > self._max_callers:
                 self._callers.popitem(last=False)
+        elif conn.identity != caller.identity:
+            # A fresh token with the same grants (another expiry or name):
+            # the budgets and publish order stay.
+            conn.identity = caller.identity
         self._callers.move_to_end(key)
         return conn
 
@@ -336,12 +361,23 @@ class HttpApi:
         """Whole seconds until the caller's budgets allow a request again."""
         if caller is None:
             return 1
-        key = ("key:" if caller.admin else "user:") + caller.identity.user
+        key = _caller_key(caller)
         conn = self._callers.get(key)
         if conn is None:
             return 1
         wait = max(conn.bucket.retry_after(), conn.reads.retry_after())
         return max(1, math.ceil(wait))
+
+
+def _caller_key(caller: Caller) -> str:
+    """Whose budgets a request spends: the API key's, or a user's with
+    these grants (two tokens of one user that grant different channels
+    never share a virtual connection, so one never acts with the
+    other's grants)."""
+    if caller.admin:
+        return f"key:{caller.identity.user}"
+    identity = caller.identity
+    return repr(("user", identity.user, identity.publish, identity.subscribe))
 
 
 class _MethodNotAllowed(BadRequest):

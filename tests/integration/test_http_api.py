@@ -159,6 +159,12 @@ async def test_tokens_grant_what_they_name(api: Checked) -> None:
         "POST", "/api/channels/tok.a/messages", headers=bearer(reader), json={"data": 2}
     )
     assert no_write.status_code == 403
+    # Another token of the same user grants only what it names.
+    narrow = mint_token(SECRET, "pub", subscribe=["tok.*"])
+    same_user = await api.request(
+        "POST", "/api/channels/tok.a/messages", headers=bearer(narrow), json={"data": 3}
+    )
+    assert same_user.status_code == 403
     # Channel list: only what the token may read; disconnect: API key only.
     listed = await api.request("GET", "/api/channels", headers=bearer(reader))
     assert set(listed.json()["channels"]) == {"tok.a"}
