@@ -311,7 +311,11 @@ class RtkitExtension(ExtensionApp):
                 (
                     rf"/{HUB_PATH}/api/(.*)",
                     HttpApiHandler,
-                    {"api": HttpApi(self.hub, server_url=api_path), "prefix": api_path},
+                    {
+                        "api": HttpApi(self.hub, server_url=api_path),
+                        "prefix": api_path,
+                        "tokens": self.kernel_tokens,
+                    },
                 ),
             ]
         )

@@ -138,6 +138,16 @@ class HttpApi:
         self._max_callers = max_callers
         self._callers: OrderedDict[str, Connection] = OrderedDict()
         self._document = orjson.dumps(openapi_document(server_url))
+        log.info(
+            "HTTP API at %s/ (credentials: %s)",
+            server_url,
+            " or ".join(
+                what
+                for what, on in (("API key", self._api_key), ("tokens", self._tokens))
+                if on is not None
+            )
+            or "none configured: every request is refused",
+        )
 
     # -- entry point -------------------------------------------------------
 

@@ -15,7 +15,7 @@ from openapi_spec_validator import validate as validate_openapi
 
 import rtkit.aio
 
-from .server import JupyterServer
+from .server import JupyterServer, Kernel
 
 pytestmark = pytest.mark.jupyter
 
@@ -86,3 +86,29 @@ async def test_jupyter_login_is_required(server: JupyterServer) -> None:
         )
         validate_openapi(document.json())
         assert document.json()["servers"] == [{"url": f"{server.base_url}rtkit/api"}]
+
+
+async def test_a_kernel_token_calls_the_api_for_its_user(server: JupyterServer) -> None:
+    """A kernel's RTKIT_TOKEN, as Authorization: Bearer, publishes over HTTP
+    (what a notebook's own HTTP call would send)."""
+    kernel = Kernel.start(server)
+    api = f"{server.url}rtkit/api"
+    try:
+        code = "import os; print(os.environ['RTKIT_TOKEN'])"
+        kernel_token = (await kernel.execute(code)).strip()
+        async with httpx.AsyncClient(timeout=10) as http:
+            headers = {"Authorization": f"Bearer {kernel_token}"}
+            answer = await http.post(
+                f"{api}/channels/jhttp.kernel/messages", headers=headers, json={"data": 1}
+            )
+            assert answer.status_code == 200, answer.text
+            history = await http.get(f"{api}/channels/jhttp.kernel/messages", headers=headers)
+            assert [m["data"] for m in history.json()["messages"]] == [1]
+            forged = await http.post(
+                f"{api}/channels/jhttp.kernel/messages",
+                headers={"Authorization": f"Bearer {kernel_token[:-4]}AAAA"},
+                json={"data": 2},
+            )
+            assert forged.status_code in {401, 403}
+    finally:
+        kernel.shutdown()
