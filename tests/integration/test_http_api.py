@@ -391,7 +391,6 @@ def test_readme_curl_example_works(api_hub: InProcessHub) -> None:
     assert all('"ok":true' in out.replace(" ", "") for out in outputs), outputs
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("server", ["tornado", "uvicorn"])
 async def test_the_other_hosts_serve_the_api(rt_hub_factory: Any, server: str) -> None:
     """`rtkit hub --server tornado|uvicorn` mounts the same API."""
