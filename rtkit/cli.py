@@ -76,6 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="let anyone connect without a token (loopback addresses only)",
     )
     hub.add_argument(
+        "--api-key",
+        default=os.environ.get("RTKIT_API_KEY"),
+        help="key for services calling the HTTP API at /api/ with full rights "
+        "(X-API-Key header) [env RTKIT_API_KEY]",
+    )
+    hub.add_argument(
         "--server",
         choices=SERVERS,
         default="aiohttp",
@@ -422,6 +428,7 @@ def hub_config(args: argparse.Namespace) -> HubConfig:
         store=args.store,
         secret=args.secret,
         allow_anonymous=args.allow_anonymous,
+        api_key=args.api_key or None,
         limits=limits,
         ping_interval=args.ping_interval,
         ping_timeout=args.ping_timeout,

@@ -114,6 +114,10 @@ class Limits:
             raise ConfigurationError("max_attachments must be >= 1")
 
 
+# The shortest HTTP API key a hub takes (HubConfig.api_key).
+MIN_API_KEY_CHARS = 16
+
+
 @dataclass(frozen=True, slots=True)
 class HubConfig:
     """Everything a hub needs to run, independent of its host.
@@ -126,6 +130,8 @@ class HubConfig:
     store: str = DEFAULT_STORE
     secret: str | None = None  # HS256 key for tokens
     allow_anonymous: bool = False
+    # The HTTP API's key for services (full rights); never shown in a repr.
+    api_key: str | None = field(default=None, repr=False)
     limits: Limits = field(default_factory=Limits)
     # Engine.IO heartbeat: a silent client is dropped after interval + timeout.
     ping_interval: float = 25.0
@@ -184,6 +190,11 @@ class HubConfig:
         if self.secret and len(self.secret.encode()) < MIN_SECRET_BYTES:
             raise ConfigurationError(
                 f"the token secret must be at least {MIN_SECRET_BYTES} bytes (HS256); make one "
+                "with: python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+            )
+        if self.api_key is not None and len(self.api_key) < MIN_API_KEY_CHARS:
+            raise ConfigurationError(
+                f"the API key must be at least {MIN_API_KEY_CHARS} characters; make one "
                 "with: python -c 'import secrets; print(secrets.token_urlsafe(32))'"
             )
         if self.allow_anonymous and not is_loopback(self.host):

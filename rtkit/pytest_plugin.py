@@ -96,6 +96,7 @@ class HubProcess:
             raise RuntimeError("this hub is already running")
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **(self.env or {})}
         env.pop("RTKIT_SECRET", None)
+        env.pop("RTKIT_API_KEY", None)  # a hub has an API key only when told
         self.proc = start_group(
             self.command(), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )
@@ -185,6 +186,8 @@ class InProcessHub:
             # The parser's default is $RTKIT_SECRET; a HubProcess drops it
             # from the environment, so this hub ignores it as well.
             args.secret = self.secret
+        if "--api-key" not in self.extra_args:
+            args.api_key = None  # as $RTKIT_API_KEY is dropped for a HubProcess
         return hub_config(args)
 
     def start(self, timeout: float = READY_TIMEOUT) -> InProcessHub:

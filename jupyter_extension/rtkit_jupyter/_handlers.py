@@ -3,6 +3,7 @@ status API, both behind Jupyter's authentication."""
 
 from __future__ import annotations
 
+import hmac
 import json
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
@@ -14,8 +15,10 @@ from jupyter_server.utils import origin_matches_pat
 from tornado import web
 
 from rtkit.errors import Unauthorized
+from rtkit.hosts.tornado import HttpApiHandler as TornadoHttpApiHandler
 from rtkit.hosts.tornado import socketio_handler
 from rtkit.hub import Hub, Identity
+from rtkit.hub.http_api import Caller, HttpApi, HttpResponse
 from rtkit.hub.transport.jupyter_handler import authenticate_by_header_token
 
 from ._auth import AUTH_RESOURCE, IDENTITY_KEY, KernelTokens, identity_for, rtkit_authorized
@@ -68,19 +71,7 @@ def socket_handler(
             self.rtkit_environ = {IDENTITY_KEY: identity}
 
         def _kernel_identity(self) -> Identity | None:
-            header = self.request.headers.get("Authorization", "")
-            if not header.lower().startswith(_BEARER):
-                return None
-            token = header.split(None, 1)[1].strip() if " " in header else ""
-            if not KernelTokens.looks_like_one(token):
-                return None
-            try:
-                return tokens.verify(token)
-            except Unauthorized as err:
-                # Maybe a token of an earlier run of this server; Jupyter's
-                # login gets its turn and refuses if it finds nobody.
-                self.log.info("rtkit: kernel token refused: %s", err.message)
-                return None
+            return _kernel_token_identity(self, tokens)
 
         async def _jupyter_identity(self) -> Identity:
             user = self.current_user
@@ -138,6 +129,24 @@ def socket_handler(
     return handler
 
 
+def _kernel_token_identity(handler: JupyterHandler, tokens: KernelTokens) -> Identity | None:
+    """The identity of a kernel token sent as ``Authorization: Bearer``, or
+    None (no such header, or not a valid kernel token)."""
+    header = handler.request.headers.get("Authorization", "")
+    if not header.lower().startswith(_BEARER):
+        return None
+    token = header.split(None, 1)[1].strip() if " " in header else ""
+    if not KernelTokens.looks_like_one(token):
+        return None
+    try:
+        return tokens.verify(token)
+    except Unauthorized as err:
+        # Maybe a token of an earlier run of this server; Jupyter's
+        # login gets its turn and refuses if it finds nobody.
+        handler.log.info("rtkit: kernel token refused: %s", err.message)
+        return None
+
+
 class StatusHandler(APIHandler):
     """``GET {base_url}rtkit/api/status``: the hub's state as JSON."""
 
@@ -152,3 +161,64 @@ class StatusHandler(APIHandler):
         self.set_header("Content-Type", "application/json")
         self.set_header("Cache-Control", "no-store")
         self.finish(json.dumps(await self.rtkit_app.status()))
+
+
+@web.stream_request_body
+class HttpApiHandler(TornadoHttpApiHandler, APIHandler):
+    """``{base_url}rtkit/api/...``: the hub's HTTP API behind Jupyter's login.
+
+    The caller is the Jupyter user, with its Authorizer rights on the
+    ``rtkit`` resource (``read`` to read, ``write`` to publish, ``execute``
+    to disconnect users and see every channel); the extension's ``api_key``
+    in ``X-API-Key`` gives full rights.
+    """
+
+    auth_resource = AUTH_RESOURCE
+
+    def initialize(  # type: ignore[override]
+        self, api: HttpApi, prefix: str, tokens: KernelTokens
+    ) -> None:
+        TornadoHttpApiHandler.initialize(self, api, prefix)
+        self._tokens = tokens
+        self._kernel: Identity | None = None
+
+    async def prepare(self) -> None:  # type: ignore[override]
+        self._kernel = _kernel_token_identity(self, self._tokens)
+        if self._kernel is None:
+            await APIHandler.prepare(self)
+        else:
+            # A kernel's RTKIT_TOKEN (Authorization: Bearer) acts for the
+            # user who started the kernel, as on the Socket.IO endpoint.
+            if not self.check_host():
+                raise web.HTTPError(403)
+            authenticate_by_header_token(self, User(username=self._kernel.user))
+        await TornadoHttpApiHandler.prepare(self)
+
+    async def caller(self) -> Caller | HttpResponse | None:
+        if self._kernel is not None:
+            return Caller(self._kernel)
+        user = self.current_user
+        if not isinstance(user, User):
+            return self.api.error(
+                Unauthorized("log in to Jupyter: send 'Authorization: token <jupyter token>'")
+            )
+        key = self.request.headers.get("X-API-Key")
+        expected = self.api.api_key
+        if (
+            key is not None
+            and expected is not None
+            and hmac.compare_digest(key.encode(), expected.encode())
+        ):
+            return Caller(self.api.key_identity(), admin=True)
+        identity = identity_for(
+            user.username,
+            name=user.display_name or user.name,
+            initials=user.initials,
+            color=user.color,
+            avatar_url=user.avatar_url,
+            can_publish=await rtkit_authorized(self, user, "write"),
+            max_name_chars=self.api.hub.config.limits.max_name_chars,
+        )
+        if not await rtkit_authorized(self, user, "read"):
+            identity = Identity(user=identity.user, name=identity.name, color=identity.color)
+        return Caller(identity, admin=await rtkit_authorized(self, user, "execute"))

@@ -27,6 +27,7 @@ from rtkit import __version__
 from rtkit.config import DEFAULT_LIMITS, HubConfig, Limits, hub_default
 from rtkit.errors import ConfigurationError, Unauthorized
 from rtkit.hub import Hub
+from rtkit.hub.http_api import HttpApi
 from rtkit.storage.base import Retention, Store
 from rtkit.storage.url import redact_url, store_from_url
 
@@ -38,7 +39,7 @@ from ._auth import (
     rtkit_authorized,
     server_user,
 )
-from ._handlers import StatusHandler, socket_handler
+from ._handlers import HttpApiHandler, StatusHandler, socket_handler
 
 if TYPE_CHECKING:
     from jupyter_server.serverapp import ServerApp
@@ -66,6 +67,14 @@ class RtkitExtension(ExtensionApp):
         help="""Store URL: memory://, sqlite:///relative.db or sqlite:////absolute.db.
         Empty (the default): a SQLite file in Jupyter's data directory
         (rtkit/hub.db), so history survives a server restart.""",
+    )
+    api_key = Unicode(
+        None,
+        allow_none=True,
+        config=True,
+        help="""Key for services calling the HTTP API ({base_url}rtkit/api/...) with
+        full rights (header X-API-Key), on top of Jupyter's login. At least 16
+        characters. None (the default): Jupyter users act with their own rights.""",
     )
     # Defaults come from rtkit's own config objects, as the CLI's do.
     retention_max_messages = Int(
@@ -279,6 +288,7 @@ class RtkitExtension(ExtensionApp):
             # The socket handler applies Jupyter's own Origin rules
             # (allow_origin, allow_origin_pat) before the hub sees a request.
             check_origin=False,
+            api_key=self.api_key or None,
         )
         self.hub = Hub(
             self.hub_config,
@@ -290,6 +300,7 @@ class RtkitExtension(ExtensionApp):
             self._install_kernel_env()
 
     def initialize_handlers(self) -> None:
+        api_path = f"{self._server.base_url}{HUB_PATH}/api"
         self.handlers.extend(
             [
                 (
@@ -297,6 +308,15 @@ class RtkitExtension(ExtensionApp):
                     socket_handler(self.hub, self.kernel_tokens, direct_writes=self.direct_writes),
                 ),
                 (rf"/{HUB_PATH}/api/status", StatusHandler, {"app": self}),
+                (
+                    rf"/{HUB_PATH}/api/(.*)",
+                    HttpApiHandler,
+                    {
+                        "api": HttpApi(self.hub, server_url=api_path),
+                        "prefix": api_path,
+                        "tokens": self.kernel_tokens,
+                    },
+                ),
             ]
         )
 

@@ -17,6 +17,7 @@ from aiohttp import web
 
 from ..config import HubConfig
 from ..hub import Hub
+from ..hub.http_api import HttpApi, HttpRequest
 from ..hub.transport.aiohttp_websocket import install_websocket
 from . import freeze_startup_objects
 
@@ -33,6 +34,31 @@ def create_app(hub: Hub) -> web.Application:
     async def readyz(request: web.Request) -> web.Response:
         return web.json_response({"ready": hub.ready}, status=200 if hub.ready else 503)
 
+    api = HttpApi(hub)
+
+    async def http_api(request: web.Request) -> web.Response:
+        # The size cap holds before the body is read: a declared length
+        # over it is refused at once, an undeclared one read up to it.
+        cap = api.max_body_bytes
+        if (request.content_length or 0) > cap:
+            return _response(api.too_large())
+        body = bytearray()
+        while chunk := await request.content.readany():
+            body += chunk
+            if len(body) > cap:
+                return _response(api.too_large())
+        answer = await api.handle(
+            HttpRequest(
+                request.method,
+                request.rel_url.raw_path.removeprefix("/api"),
+                dict(request.rel_url.query),
+                {k.lower(): v for k, v in request.headers.items()},
+                bytes(body),
+            )
+        )
+        return _response(answer)
+
+    app.router.add_route("*", "/api/{tail:.*}", http_api)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
 
@@ -68,6 +94,10 @@ async def serve(config: HubConfig, *, ready: Callable[[str], None] | None = None
         await asyncio.Event().wait()
     finally:
         await runner.cleanup()
+
+
+def _response(answer: Any) -> web.Response:
+    return web.Response(status=answer.status, body=answer.body, headers=answer.headers)
 
 
 def _host_for_url(host: str) -> str:

@@ -5,16 +5,54 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import parse_qsl
 
 import socketio
 import uvicorn  # optional: the CLI turns its absence into an install hint
 
 from ..config import HubConfig
 from ..hub import Hub
+from ..hub.http_api import HttpApi, HttpRequest, HttpResponse
 from . import freeze_startup_objects
 
 
+async def _read_body(receive: Any, cap: int) -> bytes | None:
+    """The request body, or None once it is over ``cap`` bytes (what is
+    left is not read)."""
+    body = bytearray()
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return bytes(body)
+        body += message.get("body", b"")
+        if len(body) > cap:
+            return None
+        if not message.get("more_body"):
+            return bytes(body)
+
+
+async def _send(send: Any, answer: HttpResponse) -> None:
+    headers = [(k.lower().encode(), v.encode()) for k, v in answer.headers.items()]
+    await send({"type": "http.response.start", "status": answer.status, "headers": headers})
+    await send({"type": "http.response.body", "body": answer.body})
+
+
 def create_app(hub: Hub) -> Any:
+    api = HttpApi(hub)
+
+    async def http_api(scope: dict[str, Any], receive: Any) -> HttpResponse:
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        declared = headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > api.max_body_bytes:
+            return api.too_large()
+        body = await _read_body(receive, api.max_body_bytes)
+        if body is None:
+            return api.too_large()
+        query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
+        raw_path = scope.get("raw_path") or scope["path"].encode()
+        path = raw_path.decode("latin-1").split("?")[0].removeprefix("/api")
+        return await api.handle(HttpRequest(scope["method"], path, query, headers, body))
+
     async def health(scope: dict[str, Any], receive: Any, send: Any) -> None:
         path = scope.get("path")
         if scope["type"] == "lifespan":
@@ -27,6 +65,9 @@ def create_app(hub: Hub) -> Any:
                     await hub.stop()
                     await send({"type": "lifespan.shutdown.complete"})
                     return
+        if scope["type"] == "http" and isinstance(path, str) and path.startswith("/api/"):
+            await _send(send, await http_api(scope, receive))
+            return
         if path in {"/healthz", "/readyz"}:
             ok = path == "/healthz" or hub.ready
             body = b'{"ok": true}' if ok else b'{"ok": false}'

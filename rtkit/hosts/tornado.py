@@ -31,6 +31,7 @@ from tornado.websocket import WebSocketHandler
 
 from ..config import HubConfig
 from ..hub import Hub
+from ..hub.http_api import Caller, HttpApi, HttpRequest, HttpResponse
 from ..hub.transport.guard import decode_engineio, violations
 from ..hub.transport.tornado_stream import install_translate_request
 from . import freeze_startup_objects
@@ -94,6 +95,78 @@ def socketio_handler(hub: Hub, *, direct_writes: bool = True) -> type[WebSocketH
     return handler
 
 
+@tornado.web.stream_request_body
+class HttpApiHandler(tornado.web.RequestHandler):
+    """The hub's HTTP API (:mod:`rtkit.hub.http_api`) on tornado, at
+    ``.../api/(.*)``. The body streams in, so one over the API's cap is
+    dropped as it arrives instead of held whole. A subclass with its own
+    login (the Jupyter extension's) overrides :meth:`caller`."""
+
+    def initialize(self, api: HttpApi, prefix: str = "/api") -> None:
+        self.api = api
+        # The raw path after it is the API's: tornado's path arguments are
+        # percent-decoded, and a channel name may hold an encoded "/".
+        self.prefix = prefix
+        self._body = bytearray()
+        self._over = False
+        self._read_all = False
+
+    async def prepare(self) -> None:
+        declared = self.request.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > self.api.max_body_bytes:
+            self._over = True
+
+    def data_received(self, chunk: bytes) -> None:
+        if self._over:
+            return
+        self._body += chunk
+        if len(self._body) > self.api.max_body_bytes:
+            self._over = True
+            self._body = bytearray()
+
+    async def caller(self) -> Caller | HttpResponse | None:
+        """Who calls: None to let the API read the request's credentials,
+        or an answer that refuses the request."""
+        return None
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        if not self._read_all:
+            # Refused before its body was read (a login or XSRF check):
+            # tornado drops the connection after this answer, so the
+            # client must not send its next request on it.
+            self.set_header("Connection", "close")
+        super().write_error(status_code, **kwargs)
+
+    async def _serve(self, path: str) -> None:
+        self._read_all = True
+        if self._over:
+            answer = self.api.too_large()
+        else:
+            caller = await self.caller()
+            if isinstance(caller, HttpResponse):
+                answer = caller
+            else:
+                request = HttpRequest(
+                    self.request.method or "GET",
+                    self.request.path.removeprefix(self.prefix),
+                    {k: v[-1].decode() for k, v in self.request.query_arguments.items()},
+                    {k.lower(): v for k, v in self.request.headers.items()},
+                    bytes(self._body),
+                )
+                answer = await self.api.handle(request, caller)
+        self.set_status(answer.status)
+        for name, value in answer.headers.items():
+            self.set_header(name, value)
+        self.set_header("Cache-Control", "no-store")
+        self.finish(answer.body)
+
+    async def get(self, path: str) -> None:
+        await self._serve(path)
+
+    async def post(self, path: str) -> None:
+        await self._serve(path)
+
+
 def create_app(hub: Hub) -> tornado.web.Application:
     hub_handler = socketio_handler(hub)
 
@@ -111,6 +184,7 @@ def create_app(hub: Hub) -> tornado.web.Application:
             (r"/socket.io/", hub_handler),
             (r"/healthz", Health),
             (r"/readyz", Ready),
+            (r"/api/(.*)", HttpApiHandler, {"api": HttpApi(hub)}),
         ]
     )
 
