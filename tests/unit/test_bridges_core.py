@@ -70,3 +70,20 @@ def test_transforms_load_by_name() -> None:
         load_transform("no_such_module_xyz:f")
     with pytest.raises(ConfigurationError, match="not a callable"):
         load_transform("json:nothing_here")
+
+
+def test_the_bridges_package_exports_its_names() -> None:
+    import rtkit.bridges
+
+    assert set(rtkit.bridges.__all__) == {
+        "Bridge", "BridgeState", "Position", "Source", "SourceMessage", "TopicMap",
+        "Transform", "decode_payload", "load_transform",
+    }  # fmt: skip
+
+
+def test_the_command_line_refuses_a_bad_map_clearly(capsys: pytest.CaptureFixture[str]) -> None:
+    from rtkit.cli import main
+
+    assert main(["bridge", "mqtt", "--map", "a/+=x.{2}", "--url", "http://127.0.0.1:9"]) == 2
+    err = capsys.readouterr().err
+    assert "rtkit bridge" in err and "1 wildcard" in err
