@@ -409,7 +409,12 @@ class Bridge:
                 raise  # stopped, or the client it publishes through is closed
             except Exception as exc:  # a source failure: reconnect, never crash
                 state.error(exc)
-                log.warning("bridge %s: source failed (%s); reconnecting", state.source, exc)
+                log.warning(
+                    "bridge %s: source failed (%s: %s); reconnecting",
+                    state.source,
+                    type(exc).__name__,
+                    exc,
+                )
             state.connected = False
             if self._stop.is_set():
                 break

@@ -221,8 +221,8 @@ class JetStreamSource:
             while True:
                 try:
                     msgs = await psub.fetch(self._batch, timeout=1)
-                except NatsTimeout:
-                    continue
+                except (NatsTimeout, TimeoutError):
+                    continue  # nothing new within a second (or a slow answer): ask again
                 state.connected = True
                 for msg in msgs:
                     meta = msg.metadata

@@ -157,7 +157,7 @@ def _bridge_process(args: list[str], hub_url: str, log: Path) -> subprocess.Pope
 
 
 @pytest.mark.slow
-async def test_jetstream_bridge_killed_mid_stream_delivers_each_message_once(
+async def test_jetstream_bridge_killed_mid_stream_and_broker_restarted_delivers_each_once(
     rt_hub_inprocess: InProcessHub, tmp_path: Path
 ) -> None:
     broker = nats_server(tmp_path / "js").start()
@@ -184,16 +184,20 @@ async def test_jetstream_bridge_killed_mid_stream_delivers_each_message_once(
             await publish(range(3000, 5000))
             proc = _bridge_process(args, rt_hub_inprocess.url, log)
             await wait_count(hub, "readings", 5000)
+            # The server restarts (its store on disk) under the running bridge.
+            await asyncio.to_thread(broker.restart)
+            await publish(range(5000, 6000))  # nats-py reconnects and sends
+            await wait_count(hub, "readings", 6000)
 
             async def all_acked() -> bool:
                 info = await js.consumer_info("READINGS", "to-hub")
-                return bool(info.ack_floor.stream_seq == 5000)
+                return bool(info.ack_floor.stream_seq == 6000)
 
             deadline = time.monotonic() + 20
             while not await all_acked():
                 assert time.monotonic() < deadline, log.read_text()
                 await asyncio.sleep(0.1)
-            assert await history(hub, "readings") == [{"i": i} for i in range(5000)]
+            assert await history(hub, "readings") == [{"i": i} for i in range(6000)]
     finally:
         if proc is not None:
             stop_group(proc, timeout=5)
