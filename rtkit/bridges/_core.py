@@ -275,7 +275,7 @@ class BridgeState:
     pending: int = 0
     """Messages read and not yet acked by the hub."""
     lag: int | None = None
-    """Messages waiting in the source (where it says: JetStream), else pending."""
+    """Messages still waiting in the source, where it says (JetStream); else None."""
     last_position: str | None = None
     """The last position committed to the source (acked by the hub)."""
     errors: int = 0

@@ -6,11 +6,13 @@ repeat them (QoS 1), and nobody can say how many. With ``qos=1`` and a
 persistent session (``session="ID"``: a fixed client id, clean session off)
 the broker keeps what arrives while the bridge is away and sends it on
 reconnect; with QoS 0 it does not. Each reconnect is counted in
-:attr:`BridgeState.gaps`, a window in which messages may be missing.
+:attr:`BridgeState.gaps`, a window in which messages may be missing, and
+so is each message dropped because the bridge fell ``max_queued`` behind.
 """
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -68,6 +70,17 @@ class MqttSource:
 
     async def messages(self, state: BridgeState) -> AsyncIterator[SourceMessage]:
         aiomqtt = _import()
+
+        class Inbox(asyncio.Queue[Any]):
+            """aiomqtt's incoming queue, counting what it discards when full."""
+
+            def put_nowait(self, item: Any) -> None:
+                try:
+                    super().put_nowait(item)
+                except asyncio.QueueFull:
+                    state.gaps += 1  # a message lost: the bridge fell behind
+                    raise
+
         client = aiomqtt.Client(
             self.host,
             self.port,
@@ -75,7 +88,8 @@ class MqttSource:
             clean_session=self._session is None,
             username=self._username,
             password=self._password,
-            # Bounded: past it paho drops incoming messages (counted by MQTT as lost).
+            # Bounded: past it aiomqtt discards incoming messages (counted above).
+            queue_type=Inbox,
             max_queued_incoming_messages=self._max_queued,
         )
         async with client:

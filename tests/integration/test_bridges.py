@@ -291,3 +291,39 @@ async def test_hub_killed_and_restarted_the_bridge_queues_and_resumes(
         await hub.close()
         await nc.close()
         broker.stop()
+
+
+async def test_mqtt_messages_lost_to_a_slow_bridge_are_counted(
+    rt_hub_inprocess: InProcessHub,
+) -> None:
+    from rtkit.bridges.mqtt import MqttSource
+
+    broker = mosquitto().start()
+    release = asyncio.Event()
+
+    async def slow(channel: str, data: Any, msg: SourceMessage) -> Any:
+        await release.wait()  # the bridge stalls; aiomqtt's bounded queue fills
+        return data
+
+    try:
+        async with rtkit.aio.Client(rt_hub_inprocess.url) as hub:
+            topics = TopicMap([("slow/x", "slow")], flavor="mqtt")
+            source = MqttSource("127.0.0.1", broker.port, topics=topics, max_queued=10)
+            bridge = Bridge(source, client=hub, transform=slow)
+            task = asyncio.create_task(bridge.run())
+            try:
+                await wait_for(lambda: bridge.state.connected, what="bridge subscribed")
+                async with aiomqtt.Client("127.0.0.1", broker.port) as pub:
+                    for i in range(100):
+                        await pub.publish("slow/x", orjson.dumps(i), qos=1)
+                await wait_for(lambda: bridge.state.gaps > 0, what="drops counted")
+                release.set()
+                await wait_for(lambda: bridge.state.received + bridge.state.gaps == 100)
+                await wait_count(hub, "slow", bridge.state.received)
+                got = await history(hub, "slow")
+                assert got == sorted(got) and len(got) == bridge.state.received < 100
+            finally:
+                bridge.stop()
+                await asyncio.wait_for(task, 10)
+    finally:
+        broker.stop()
