@@ -342,6 +342,8 @@ bridge and of the client's publish path (`publish(..., wait=False)`, batched
 (publish_rows above), and this run shares the 2 cores between the hub's
 fan-out to 10 subscribers, the subscribers, the broker, the producer and the
 bridge. Every message reached every subscriber in each case (no loss).
+Reading alone, nats-py consumes a stored stream at about 11,000 msg/s with
+`fetch(500)` (what the bridge uses) and 21,000 msg/s with a push subscription.
 """
 
 
