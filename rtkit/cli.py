@@ -346,7 +346,15 @@ def build_parser() -> argparse.ArgumentParser:
         "and the hub's history (.rtkit/hub.db) go there",
     )
     _add_record_parsers(sub)
+    _add_bridge(sub)
     return parser
+
+
+def _add_bridge(sub: Any) -> None:
+    """``rtkit bridge mqtt|nats|redis-stream`` (rtkit.bridges has the rest)."""
+    from .bridges._cli import add_parser
+
+    add_parser(sub)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -371,6 +379,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run(_record(args))
         if args.command == "replay":
             return _run(_replay(args))
+        if args.command == "bridge":
+            from .bridges._cli import run as run_bridge
+
+            return _run(run_bridge(args))
         if args.command == "demo":
             from .demo import run_demo
 

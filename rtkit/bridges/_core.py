@@ -1,0 +1,513 @@
+"""The bridge framework: topic maps, transforms, state, and the run loop.
+
+A :class:`Bridge` reads a :class:`Source` (MQTT, NATS, JetStream, a Redis
+stream...) and publishes what it reads to hub channels through the rtkit
+async client:
+
+- a :class:`TopicMap` names each message's channel from its source topic
+  (``sensors/+/temp`` -> ``sensors.{1}.temp``);
+- an optional transform (``"module:function"``, sync or async) rewrites the
+  data or drops the message by returning None;
+- where the source has positions (a JetStream stream sequence, a Redis
+  stream id) the publish id is derived from the position
+  (``"{source}:{stream}:{seq}"``), so a message read again after a crash is
+  a duplicate on the hub and stored once; the bridge commits a position back
+  to its source only once the hub acked it and everything before it;
+- source and hub away: the bridge reconnects with backoff, the client queues
+  (bounded) meanwhile, and :class:`BridgeState` says what is going on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import inspect
+import logging
+import re
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from functools import partial
+from typing import Any, Protocol
+
+import orjson
+
+from ..client._backoff import Backoff
+from ..errors import ClientClosed, ConfigurationError, OfflineQueueFull, RtkitError
+from ..protocol import CHANNEL_NAME_RE
+
+__all__ = [
+    "Bridge",
+    "BridgeState",
+    "Position",
+    "Source",
+    "SourceMessage",
+    "TopicMap",
+    "Transform",
+    "decode_payload",
+    "load_transform",
+]
+
+log = logging.getLogger(__name__)
+
+# How often committed positions go back to the source (an ack, a file write).
+_COMMIT_INTERVAL = 0.1
+
+
+# -- topic maps -------------------------------------------------------------------
+
+_TEMPLATE_REF = re.compile(r"\{([^}]*)\}")
+
+
+def _fill(values: dict[str, str], match: re.Match[str]) -> str:
+    return values[match[1]]
+
+
+@dataclass(frozen=True, slots=True)
+class _Rule:
+    pattern: str
+    regex: re.Pattern[str]
+    template: str
+
+
+class TopicMap:
+    """Source topics to channel names, by pattern and template.
+
+    Each rule is ``(pattern, template)``; the first pattern that matches a
+    topic wins. Patterns use the source's wildcards: MQTT's ``+`` (one
+    level) and ``#`` (the rest), or NATS's ``*`` and ``>``. The template
+    names the channel with ``{1}``, ``{2}``... for the topic's wildcard
+    levels in order (a multi-level one joined by ``.``) and ``{topic}`` for
+    the whole topic (its separators replaced by ``.``).
+
+    >>> TopicMap([("sensors/+/temp", "sensors.{1}.temp")], flavor="mqtt").channel(
+    ...     "sensors/kitchen/temp")
+    'sensors.kitchen.temp'
+    """
+
+    _WILDCARDS = {"mqtt": ("/", "+", "#"), "nats": (".", "*", ">"), "plain": ("\0", "\0", "\0")}
+
+    def __init__(self, rules: Sequence[tuple[str, str]], *, flavor: str = "mqtt") -> None:
+        if flavor not in self._WILDCARDS:
+            raise ConfigurationError(f"topic map flavor must be mqtt, nats or plain: {flavor!r}")
+        if not rules:
+            raise ConfigurationError("a topic map needs at least one rule (pattern, template)")
+        self.flavor = flavor
+        self._sep, one, rest = self._WILDCARDS[flavor]
+        self._rules = [self._compile(p, t, one, rest) for p, t in rules]
+
+    @property
+    def patterns(self) -> list[str]:
+        """The patterns, in order (what a source subscribes to)."""
+        return [rule.pattern for rule in self._rules]
+
+    def _compile(self, pattern: str, template: str, one: str, rest: str) -> _Rule:
+        if not pattern or not template:
+            raise ConfigurationError("a topic map rule needs a pattern and a template")
+        levels = pattern.split(self._sep)
+        parts: list[str] = []
+        wildcards = 0
+        for i, level in enumerate(levels):
+            if level == one:
+                parts.append(f"([^{re.escape(self._sep)}]+)")
+                wildcards += 1
+            elif level == rest:
+                if i != len(levels) - 1:
+                    raise ConfigurationError(f"{rest!r} must be the last level of {pattern!r}")
+                parts.append("(.+)")
+                wildcards += 1
+            elif one in level or rest in level:
+                raise ConfigurationError(f"a wildcard must be a whole level in {pattern!r}")
+            else:
+                parts.append(re.escape(level))
+        for ref in re.findall(r"\{([^}]*)\}", template):
+            if ref != "topic" and not (ref.isdigit() and 1 <= int(ref) <= wildcards):
+                raise ConfigurationError(
+                    f"template {template!r} names {{{ref}}}, but {pattern!r} has "
+                    f"{wildcards} wildcard(s): use {{1}}..{{{wildcards}}} or {{topic}}"
+                )
+        regex = re.compile(re.escape(self._sep).join(parts))
+        return _Rule(pattern, regex, template)
+
+    def channel(self, topic: str) -> str | None:
+        """The channel for ``topic``, or None when no rule matches it.
+
+        Raises :class:`ValueError` when the template gives a name that is
+        not a valid channel name."""
+        for rule in self._rules:
+            match = rule.regex.fullmatch(topic)
+            if match is None:
+                continue
+            values = {str(i): g.replace(self._sep, ".") for i, g in enumerate(match.groups(), 1)}
+            values["topic"] = topic.replace(self._sep, ".")
+            name = _TEMPLATE_REF.sub(partial(_fill, values), rule.template)
+            if not CHANNEL_NAME_RE.fullmatch(name):
+                raise ValueError(f"topic {topic!r} maps to {name!r}, not a valid channel name")
+            return name
+        return None
+
+    @classmethod
+    def parse(cls, specs: Sequence[str], *, flavor: str) -> TopicMap:
+        """From ``PATTERN=TEMPLATE`` strings (a bare ``PATTERN`` maps to ``{topic}``)."""
+        rules = []
+        for spec in specs:
+            pattern, sep, template = spec.partition("=")
+            rules.append((pattern.strip(), template.strip() if sep else "{topic}"))
+        return cls(rules, flavor=flavor)
+
+
+# -- messages, positions, sources ------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    """Where a message sits in its source: a stream and a sequence or id."""
+
+    stream: str
+    seq: str
+
+
+@dataclass(slots=True)
+class SourceMessage:
+    """One message read from a source.
+
+    ``position`` is None for sources without positions (core MQTT, NATS
+    core); ``commit`` is called once the hub acked this message and every
+    one before it: it notes the position, which the source's
+    :meth:`Source.checkpoint` then records (an ack, a file)."""
+
+    topic: str
+    data: Any
+    position: Position | None = None
+    commit: Callable[[], None] | None = None
+    lag: int | None = None  # messages still waiting in the source, where it says
+
+
+class Source(Protocol):
+    """A plug point: a broker the bridge reads from.
+
+    ``kind`` names it in publish ids (``"nats"``, ``"redis"``...);
+    ``messages()`` connects and yields messages until the connection fails
+    (it raises) or the bridge stops. A new call resumes: a positioned source
+    starts after the last message it was asked to commit, or after the last
+    it yielded if that is later (those are still in flight in the client)."""
+
+    kind: str
+    topics: TopicMap
+
+    def messages(self, state: BridgeState) -> AsyncIterator[SourceMessage]: ...
+
+    async def checkpoint(self) -> str | None:
+        """Record the positions committed so far; the last one, as text."""
+        ...
+
+
+def decode_payload(payload: bytes, mode: str = "auto") -> Any:
+    """Bytes from a broker as message data.
+
+    ``auto``: JSON if it parses, else text if UTF-8, else the bytes;
+    ``json``: JSON or ValueError; ``text``: UTF-8 text; ``bytes``: as is."""
+    if mode == "bytes":
+        return bytes(payload)
+    if mode == "text":
+        return bytes(payload).decode()
+    try:
+        return orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        if mode == "json":
+            raise ValueError("payload is not JSON") from None
+    try:
+        return bytes(payload).decode()
+    except UnicodeDecodeError:
+        return bytes(payload)
+
+
+# -- transforms ----------------------------------------------------------------
+
+
+Transform = Callable[[str, Any, SourceMessage], Any]
+"""``transform(channel, data, msg)``: the data to publish, None to drop
+the message; a plain function or a coroutine function."""
+
+
+def load_transform(spec: str) -> Transform:
+    """The callable named ``"package.module:function"``."""
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise ConfigurationError(f"a transform is 'module:function', got {spec!r}")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigurationError(
+            f"cannot import the transform's module {module_name!r}: {exc}"
+        ) from exc
+    obj: Any = module
+    for part in attr.split("."):
+        obj = getattr(obj, part, None)
+    if not callable(obj):
+        raise ConfigurationError(f"{spec!r} is not a callable")
+    return obj  # type: ignore[no-any-return]
+
+
+# -- state ----------------------------------------------------------------------
+
+
+@dataclass
+class BridgeState:
+    """What a bridge is doing, updated as it runs (read it any time).
+
+    ``gaps`` counts windows in which messages may have been lost without
+    anyone knowing how many: reconnects of a source without positions
+    (core MQTT, NATS core) and messages the source itself dropped."""
+
+    source: str
+    connected: bool = False
+    """The source connection is up."""
+    hub_connected: bool = False
+    received: int = 0
+    """Messages read from the source (a message read again counts again)."""
+    published: int = 0
+    """Messages the hub acked (a duplicate of a stored one counts)."""
+    dropped: int = 0
+    """Messages the transform dropped or no topic rule matched."""
+    pending: int = 0
+    """Messages read and not yet acked by the hub."""
+    lag: int | None = None
+    """Messages still waiting in the source, where it says (JetStream); else None."""
+    last_position: str | None = None
+    """The last position committed to the source (acked by the hub)."""
+    errors: int = 0
+    last_error: str | None = None
+    gaps: int = 0
+    reconnects: int = 0
+    started: float = field(default_factory=time.time)
+
+    def error(self, exc: BaseException | str) -> None:
+        self.errors += 1
+        self.last_error = exc if isinstance(exc, str) else f"{type(exc).__name__}: {exc}"
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready copy."""
+        return asdict(self)
+
+
+# -- the bridge -----------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _InFlight:
+    msg: SourceMessage
+    future: asyncio.Future[int] | None  # None: dropped, done at once
+
+
+class Bridge:
+    """Runs one source into hub channels until stopped.
+
+    ``client`` is an open :class:`rtkit.aio.Client` (or pass ``url`` and
+    ``token`` and the bridge connects, retrying until the hub answers).
+
+    >>> bridge = Bridge(MqttSource("127.0.0.1", topics=TopicMap(
+    ...     [("sensors/+/temp", "sensors.{1}.temp")])), url="http://127.0.0.1:8765")
+    >>> task = asyncio.create_task(bridge.run())
+    >>> bridge.state.published
+    """
+
+    def __init__(
+        self,
+        source: Source,
+        *,
+        client: Any = None,
+        url: str | None = None,
+        token: str | None = None,
+        transform: Transform | str | None = None,
+        backoff: Backoff | None = None,
+        max_pending: int = 10_000,
+    ) -> None:
+        self.source = source
+        self.state = BridgeState(source.kind)
+        self._client = client
+        self._own_client = client is None
+        self._url = url
+        self._token = token
+        self._transform = load_transform(transform) if isinstance(transform, str) else transform
+        self._backoff = backoff or Backoff(0.25, 10.0)
+        self._max_pending = max_pending
+        self._inflight: deque[_InFlight] = deque()
+        self._settled = asyncio.Event()
+        self._stop = asyncio.Event()
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to return (after committing what the hub acked)."""
+        self._stop.set()
+
+    async def run(self) -> None:
+        """Connect to the hub and the source, and bridge until :meth:`stop`.
+
+        On stop it waits (a few seconds at most) for the publishes in flight
+        to be acked and commits their positions."""
+        client = await self._connect_hub()
+        try:
+            async with asyncio.TaskGroup() as tg:
+                committer = tg.create_task(self._committer())
+                reader = tg.create_task(self._read_loop(client))
+                await self._stop.wait()
+                reader.cancel()
+                committer.cancel()
+            with contextlib.suppress(TimeoutError, RtkitError):
+                async with asyncio.timeout(5):
+                    await client.flush()
+        finally:
+            await self._commit()
+            if self._own_client:
+                await client.close()
+
+    async def _connect_hub(self) -> Any:
+        from ..client.aio import Client
+
+        if self._client is not None:
+            self._watch(self._client)
+            return self._client
+        attempt = 0
+        while True:
+            client = Client(self._url, self._token)
+            try:
+                await client.open()
+            except RtkitError as exc:
+                await client.close()
+                self.state.error(exc)
+                log.warning("bridge: hub unreachable (%s), retrying", exc)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self._backoff.delay(attempt) + 0.05):
+                        await self._stop.wait()
+                if self._stop.is_set():
+                    raise
+                attempt += 1
+                continue
+            self._watch(client)
+            self._client = client
+            return client
+
+    def _watch(self, client: Any) -> None:
+        state = self.state
+        client.on("connect", lambda: setattr(state, "hub_connected", True))
+        client.on("disconnect", lambda reason: setattr(state, "hub_connected", False))
+        state.hub_connected = client.connected
+
+    async def _read_loop(self, client: Any) -> None:
+        state = self.state
+        attempt = 0
+        while not self._stop.is_set():
+            try:
+                async for msg in self.source.messages(state):
+                    attempt = 0
+                    await self._handle(client, msg)
+                    if self._stop.is_set():
+                        break
+            except (asyncio.CancelledError, KeyboardInterrupt, ClientClosed):
+                raise  # stopped, or the client it publishes through is closed
+            except Exception as exc:  # a source failure: reconnect, never crash
+                state.error(exc)
+                log.warning(
+                    "bridge %s: source failed (%s: %s); reconnecting",
+                    state.source,
+                    type(exc).__name__,
+                    exc,
+                )
+            state.connected = False
+            if self._stop.is_set():
+                break
+            state.reconnects += 1
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._backoff.delay(attempt)):
+                    await self._stop.wait()
+            attempt += 1
+
+    async def _handle(self, client: Any, msg: SourceMessage) -> None:
+        state = self.state
+        state.received += 1
+        if msg.lag is not None:
+            state.lag = msg.lag
+        future: asyncio.Future[int] | None = None
+        try:
+            channel = self.source.topics.channel(msg.topic)
+        except ValueError as exc:
+            channel = None
+            state.error(exc)
+        data = msg.data
+        if channel is not None and self._transform is not None:
+            try:
+                data = self._transform(channel, data, msg)
+                if inspect.isawaitable(data):
+                    data = await data
+            except Exception as exc:  # the user's code: count it, go on
+                state.error(f"transform: {type(exc).__name__}: {exc}")
+                log.exception("bridge transform failed on %r", msg.topic)
+                data = None
+        if channel is None or data is None:
+            state.dropped += 1
+        else:
+            msg_id = None
+            if msg.position is not None:
+                msg_id = f"{self.source.kind}:{msg.position.stream}:{msg.position.seq}"
+            future = await self._publish(client, channel, data, msg_id)
+        while len(self._inflight) >= self._max_pending:
+            self._settled.clear()
+            await self._settled.wait()
+        entry = _InFlight(msg, future)
+        self._inflight.append(entry)
+        state.pending = len(self._inflight)
+        if future is None:
+            self._settled.set()
+        else:
+            future.add_done_callback(lambda f: self._on_ack(f))
+
+    async def _publish(
+        self, client: Any, channel: str, data: Any, msg_id: str | None
+    ) -> asyncio.Future[int] | None:
+        ch = client.channel(channel)
+        while True:
+            try:
+                fut: asyncio.Future[int] = await ch.publish(data, id=msg_id, wait=False)
+                return fut
+            except OfflineQueueFull:
+                # The hub is away and the client's queue is full: stop reading
+                # the source until the hub is back (back-pressure, no crash).
+                await client.wait_connected()
+            except ClientClosed:
+                raise
+            except RtkitError as exc:  # refused before queueing (too large, bad data)
+                self.state.error(exc)
+                return None
+
+    def _on_ack(self, future: asyncio.Future[int]) -> None:
+        if future.cancelled():
+            self.state.error("publish cancelled")
+        elif future.exception() is not None:
+            self.state.error(future.exception())  # type: ignore[arg-type]
+        else:
+            self.state.published += 1
+        self._settled.set()
+
+    async def _committer(self) -> None:
+        while True:
+            await asyncio.sleep(_COMMIT_INTERVAL)
+            await self._commit()
+
+    async def _commit(self) -> None:
+        """Commit every message settled in order, then checkpoint the source."""
+        queue = self._inflight
+        while queue and (queue[0].future is None or queue[0].future.done()):
+            entry = queue.popleft()
+            if entry.msg.commit is not None:
+                entry.msg.commit()
+        self.state.pending = len(queue)
+        self._settled.set()
+        try:
+            position = await self.source.checkpoint()
+        except Exception as exc:  # the source is away: the next checkpoint covers it
+            self.state.error(exc)
+            return
+        if position is not None:
+            self.state.last_position = position

@@ -1,0 +1,114 @@
+"""The MQTT source (``pip install 'rtkit[mqtt]'``, on aiomqtt).
+
+MQTT has no positions: a message carries no sequence a bridge could resume
+from, so a bridge restart or a lost connection may lose messages (QoS 0) or
+repeat them (QoS 1), and nobody can say how many. With ``qos=1`` and a
+persistent session (``session="ID"``: a fixed client id, clean session off)
+the broker keeps what arrives while the bridge is away and sends it on
+reconnect; with QoS 0 it does not. Each reconnect is counted in
+:attr:`BridgeState.gaps`, a window in which messages may be missing, and
+so is each message dropped because the bridge fell ``max_queued`` behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from ..errors import ConfigurationError
+from ._core import BridgeState, SourceMessage, TopicMap, decode_payload
+
+__all__ = ["MqttSource"]
+
+
+def _import() -> Any:
+    try:
+        import aiomqtt
+    except ImportError:
+        raise ConfigurationError(
+            "the MQTT bridge needs aiomqtt: pip install 'rtkit[mqtt]'"
+        ) from None
+    return aiomqtt
+
+
+class MqttSource:
+    """Messages of the MQTT topics a :class:`TopicMap` names (its patterns
+    are the subscriptions).
+
+    >>> source = MqttSource("127.0.0.1", 1883, topics=TopicMap(
+    ...     [("sensors/+/temp", "sensors.{1}.temp")], flavor="mqtt"))
+    """
+
+    kind = "mqtt"
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 1883,
+        *,
+        topics: TopicMap,
+        qos: int = 0,
+        session: str | None = None,
+        username: str | None = None,
+        password: str | None = None,
+        payload: str = "auto",
+        max_queued: int = 100_000,
+    ) -> None:
+        if qos not in (0, 1, 2):
+            raise ConfigurationError(f"MQTT qos is 0, 1 or 2, got {qos}")
+        self.host, self.port, self.topics, self.qos = host, port, topics, qos
+        self._session = session
+        self._username, self._password = username, password
+        self._payload = payload
+        self._max_queued = max_queued
+        self._connections = 0
+
+    async def checkpoint(self) -> str | None:
+        return None  # no positions
+
+    async def messages(self, state: BridgeState) -> AsyncIterator[SourceMessage]:
+        aiomqtt = _import()
+
+        class Inbox(asyncio.Queue[Any]):
+            """aiomqtt's incoming queue, counting what it discards when full."""
+
+            def put_nowait(self, item: Any) -> None:
+                try:
+                    super().put_nowait(item)
+                except asyncio.QueueFull:
+                    state.gaps += 1  # a message lost: the bridge fell behind
+                    raise
+
+        client = aiomqtt.Client(
+            self.host,
+            self.port,
+            identifier=self._session or f"rtkit-bridge-{uuid.uuid4().hex[:12]}",
+            clean_session=self._session is None,
+            username=self._username,
+            password=self._password,
+            # Bounded: past it aiomqtt discards incoming messages (counted above).
+            queue_type=Inbox,
+            max_queued_incoming_messages=self._max_queued,
+        )
+        async with client:
+            for pattern in self.topics.patterns:
+                await client.subscribe(pattern, qos=self.qos)
+            state.connected = True
+            if self._connections:
+                # Whatever was published while we were away may be lost.
+                state.gaps += 1
+            self._connections += 1
+            async for message in client.messages:
+                payload = message.payload
+                if isinstance(payload, str):
+                    payload = payload.encode()
+                elif not isinstance(payload, bytes | bytearray):
+                    payload = str(payload).encode()
+                try:
+                    data = decode_payload(payload, self._payload)
+                except ValueError as exc:
+                    state.error(f"{message.topic}: {exc}")
+                    continue
+                yield SourceMessage(str(message.topic), data)

@@ -1,0 +1,329 @@
+"""Bridges against real brokers: Mosquitto, NATS with JetStream, Redis.
+
+Each test starts its own broker on a free port (tests/integration/brokers.py),
+so a broker can be restarted mid-stream and nothing depends on the machine's
+services (Redis aside: the suite's own, as for the Redis store tests).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+import rtkit.aio
+from rtkit._process import kill_group, start_group, stop_group
+from rtkit.bridges import Bridge, SourceMessage, TopicMap
+from rtkit.pytest_plugin import REDIS_URL, InProcessHub
+
+from .brokers import mosquitto, nats_server
+
+aiomqtt = pytest.importorskip("aiomqtt")
+nats = pytest.importorskip("nats")
+
+
+async def wait_for(condition: Callable[[], Any], within: float = 20.0, what: str = "") -> None:
+    deadline = time.monotonic() + within
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"not within {within} s: {what or condition}")
+        await asyncio.sleep(0.02)
+
+
+async def history(hub: rtkit.aio.Client, channel: str) -> list[Any]:
+    """Every stored message's data, in seq order."""
+    out: list[Any] = []
+    since = 0
+    while True:
+        page = await hub.channel(channel).history(since=since, limit=1000)
+        if not page:
+            return out
+        out += [m.data for m in page]
+        since = page[-1].seq
+
+
+async def wait_count(hub: rtkit.aio.Client, channel: str, count: int, within: float = 30) -> None:
+    deadline = time.monotonic() + within
+    seen = 0
+    while True:
+        page = await hub.channel(channel).history(limit=1)
+        seen = page[-1].seq if page else 0
+        if seen >= count:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{channel}: {seen} of {count} messages after {within} s")
+        await asyncio.sleep(0.05)
+
+
+async def keep_even(channel: str, data: Any, msg: SourceMessage) -> Any:
+    """A transform: odd readings are dropped, even ones tagged."""
+    return {**data, "topic": msg.topic} if data["i"] % 2 == 0 else None
+
+
+async def test_mqtt_in_order_through_a_transform_and_across_a_broker_restart(
+    rt_hub_inprocess: InProcessHub,
+) -> None:
+    from rtkit.bridges.mqtt import MqttSource
+
+    broker = mosquitto().start()
+    try:
+        async with rtkit.aio.Client(rt_hub_inprocess.url) as hub:
+            topics = TopicMap([("sensors/+/temp", "sensors.{1}.temp")], flavor="mqtt")
+            source = MqttSource("127.0.0.1", broker.port, topics=topics, qos=1)
+            bridge = Bridge(source, client=hub, transform=keep_even)
+            task = asyncio.create_task(bridge.run())
+
+            async def publish(numbers: range) -> None:
+                async with aiomqtt.Client("127.0.0.1", broker.port) as pub:
+                    await pub.publish("other/thing", b"ignored", qos=1)
+                    for i in numbers:
+                        await pub.publish("sensors/kitchen/temp", orjson.dumps({"i": i}), qos=1)
+
+            await wait_for(lambda: bridge.state.connected, what="bridge subscribed")
+            await publish(range(200))
+            await wait_count(hub, "sensors.kitchen.temp", 100)
+            broker.restart()
+            await wait_for(
+                lambda: bridge.state.connected and bridge.state.reconnects >= 1,
+                what="bridge back on the restarted broker",
+            )
+            await publish(range(200, 400))
+            await wait_count(hub, "sensors.kitchen.temp", 200)
+            bridge.stop()
+            await asyncio.wait_for(task, 10)
+            assert await history(hub, "sensors.kitchen.temp") == [
+                {"i": i, "topic": "sensors/kitchen/temp"} for i in range(0, 400, 2)
+            ]
+            state = bridge.state
+            assert state.published == 200
+            assert state.received == 400  # not other/thing: only mapped topics are subscribed
+            assert state.dropped == 200  # the odd readings
+            assert state.gaps == 1  # the restart: a window nobody can account for
+            assert state.errors >= 1 and state.last_error
+            assert state.last_position is None  # MQTT has no positions
+    finally:
+        broker.stop()
+
+
+async def test_nats_core_across_a_broker_restart(
+    rt_hub_inprocess: InProcessHub, tmp_path: Path
+) -> None:
+    from rtkit.bridges.nats import NatsSource
+
+    broker = nats_server(tmp_path).start()
+    url = f"nats://127.0.0.1:{broker.port}"
+    try:
+        async with rtkit.aio.Client(rt_hub_inprocess.url) as hub:
+            topics = TopicMap([("plant.*.power", "power.{1}")], flavor="nats")
+            bridge = Bridge(NatsSource(url, topics=topics), client=hub)
+            task = asyncio.create_task(bridge.run())
+            await wait_for(lambda: bridge.state.connected, what="bridge subscribed")
+
+            async def publish(numbers: range) -> None:
+                nc = await nats.connect(url)
+                for i in numbers:
+                    await nc.publish("plant.a.power", orjson.dumps(i))
+                await nc.flush()
+                await nc.close()
+
+            await publish(range(300))
+            await wait_count(hub, "power.a", 300)
+            broker.restart()
+            await wait_for(
+                lambda: bridge.state.connected and bridge.state.reconnects >= 1,
+                what="bridge back on the restarted server",
+            )
+            await publish(range(300, 600))
+            await wait_count(hub, "power.a", 600)
+            bridge.stop()
+            await asyncio.wait_for(task, 10)
+            assert await history(hub, "power.a") == list(range(600))
+            assert bridge.state.gaps >= 1
+    finally:
+        broker.stop()
+
+
+def _bridge_process(args: list[str], hub_url: str, log: Path) -> subprocess.Popen[Any]:
+    argv = [sys.executable, "-m", "rtkit", "bridge", *args, "--url", hub_url, "--report", "0"]
+    with log.open("ab") as out:  # the child keeps its own copy of the descriptor
+        return start_group(argv, stdout=subprocess.DEVNULL, stderr=out)
+
+
+@pytest.mark.slow
+async def test_jetstream_bridge_killed_mid_stream_and_broker_restarted_delivers_each_once(
+    rt_hub_inprocess: InProcessHub, tmp_path: Path
+) -> None:
+    broker = nats_server(tmp_path / "js").start()
+    url = f"nats://127.0.0.1:{broker.port}"
+    nc = await nats.connect(url)
+    proc = None
+    try:
+        js = nc.jetstream()
+        await js.add_stream(name="READINGS", subjects=["readings.>"])
+
+        async def publish(numbers: range) -> None:
+            for i in numbers:
+                await nc.publish(f"readings.m{i % 3}", orjson.dumps({"i": i}))
+            await nc.flush()
+
+        await publish(range(3000))
+        args = ["nats", "--server", url, "--stream", "READINGS", "--durable", "to-hub"]
+        args += ["--map", "readings.*=readings"]
+        log = tmp_path / "bridge.log"
+        async with rtkit.aio.Client(rt_hub_inprocess.url) as hub:
+            proc = _bridge_process(args, rt_hub_inprocess.url, log)
+            await wait_count(hub, "readings", 500)
+            kill_group(proc)  # kill -9 mid-stream: acks and publishes in flight are lost
+            await publish(range(3000, 5000))
+            proc = _bridge_process(args, rt_hub_inprocess.url, log)
+            await wait_count(hub, "readings", 5000)
+            # The server restarts (its store on disk) under the running bridge.
+            await asyncio.to_thread(broker.restart)
+            await publish(range(5000, 6000))  # nats-py reconnects and sends
+            await wait_count(hub, "readings", 6000)
+
+            async def all_acked() -> bool:
+                info = await js.consumer_info("READINGS", "to-hub")
+                return bool(info.ack_floor.stream_seq == 6000)
+
+            deadline = time.monotonic() + 20
+            while not await all_acked():
+                assert time.monotonic() < deadline, log.read_text()
+                await asyncio.sleep(0.1)
+            assert await history(hub, "readings") == [{"i": i} for i in range(6000)]
+    finally:
+        if proc is not None:
+            stop_group(proc, timeout=5)
+        await nc.close()
+        broker.stop()
+
+
+@pytest.mark.slow
+async def test_redis_stream_bridge_killed_mid_stream_delivers_each_entry_once(
+    rt_hub_inprocess: InProcessHub, rt_redis_prefix: str, tmp_path: Path
+) -> None:
+    import redis.asyncio as aioredis
+
+    stream = f"{rt_redis_prefix}meter"
+    r = aioredis.Redis.from_url(REDIS_URL)
+    proc = None
+
+    async def add(numbers: range) -> None:
+        async with r.pipeline(transaction=False) as pipe:
+            for i in numbers:
+                pipe.xadd(stream, {"data": orjson.dumps({"i": i})})
+            await pipe.execute()
+
+    try:
+        await add(range(3000))
+        state = tmp_path / "bridge-state.json"
+        args = ["redis-stream", "--redis", REDIS_URL, "--state", str(state), "--start", "0"]
+        args += ["--map", f"{stream}=meter"]
+        log = tmp_path / "bridge.log"
+        async with rtkit.aio.Client(rt_hub_inprocess.url) as hub:
+            proc = _bridge_process(args, rt_hub_inprocess.url, log)
+            await wait_count(hub, "meter", 500)
+            kill_group(proc)
+            await add(range(3000, 5000))
+            proc = _bridge_process(args, rt_hub_inprocess.url, log)
+            await wait_count(hub, "meter", 5000)
+            last_id = (await r.xinfo_stream(stream))["last-generated-id"].decode()
+            await wait_for(
+                lambda: (
+                    state.exists()
+                    and orjson.loads(state.read_bytes())["positions"].get(stream) == last_id
+                ),
+                what="the state file records the last entry",
+            )
+            assert await history(hub, "meter") == [{"i": i} for i in range(5000)]
+    finally:
+        if proc is not None:
+            stop_group(proc, timeout=5)
+        await r.aclose()
+
+
+@pytest.mark.slow
+async def test_hub_killed_and_restarted_the_bridge_queues_and_resumes(
+    rt_hub_factory: Any, tmp_path: Path
+) -> None:
+    from rtkit.bridges.nats import NatsSource
+
+    hub_proc = rt_hub_factory(store=f"sqlite:///{tmp_path}/hub.db")
+    broker = nats_server(tmp_path / "nats").start()
+    url = f"nats://127.0.0.1:{broker.port}"
+    nc = await nats.connect(url)
+    # A small offline queue: while the hub is away the bridge stops reading
+    # (NATS buffers for it) instead of failing or growing without bound.
+    hub = await rtkit.aio.connect(
+        hub_proc.url, reconnect_delay=0.05, reconnect_delay_max=0.3, max_offline_queue=100
+    )
+    topics = TopicMap([("feed", "feed")], flavor="nats")
+    bridge = Bridge(NatsSource(url, topics=topics), client=hub)
+    task = asyncio.create_task(bridge.run())
+    try:
+        await wait_for(lambda: bridge.state.connected, what="bridge subscribed")
+
+        async def publish(numbers: range) -> None:
+            for i in numbers:
+                await nc.publish("feed", orjson.dumps(i))
+            await nc.flush()
+
+        await publish(range(300))
+        await wait_count(hub, "feed", 100)
+        await asyncio.to_thread(hub_proc.kill)  # kill -9, publishes in flight
+        await wait_for(lambda: not bridge.state.hub_connected, what="hub seen gone")
+        await publish(range(300, 800))
+        await wait_for(lambda: bridge.state.pending >= 100, what="the bridge queueing")
+        await asyncio.to_thread(hub_proc.start)
+        await wait_count(hub, "feed", 800)
+        assert await history(hub, "feed") == list(range(800))
+        assert bridge.state.hub_connected
+    finally:
+        bridge.stop()
+        await asyncio.wait_for(task, 10)
+        await hub.close()
+        await nc.close()
+        broker.stop()
+
+
+async def test_mqtt_messages_lost_to_a_slow_bridge_are_counted(
+    rt_hub_inprocess: InProcessHub,
+) -> None:
+    from rtkit.bridges.mqtt import MqttSource
+
+    broker = mosquitto().start()
+    release = asyncio.Event()
+
+    async def slow(channel: str, data: Any, msg: SourceMessage) -> Any:
+        await release.wait()  # the bridge stalls; aiomqtt's bounded queue fills
+        return data
+
+    try:
+        async with rtkit.aio.Client(rt_hub_inprocess.url) as hub:
+            topics = TopicMap([("slow/x", "slow")], flavor="mqtt")
+            source = MqttSource("127.0.0.1", broker.port, topics=topics, max_queued=10)
+            bridge = Bridge(source, client=hub, transform=slow)
+            task = asyncio.create_task(bridge.run())
+            try:
+                await wait_for(lambda: bridge.state.connected, what="bridge subscribed")
+                async with aiomqtt.Client("127.0.0.1", broker.port) as pub:
+                    for i in range(100):
+                        await pub.publish("slow/x", orjson.dumps(i), qos=1)
+                await wait_for(lambda: bridge.state.gaps > 0, what="drops counted")
+                release.set()
+                await wait_for(lambda: bridge.state.received + bridge.state.gaps == 100)
+                await wait_count(hub, "slow", bridge.state.received)
+                got = await history(hub, "slow")
+                assert got == sorted(got) and len(got) == bridge.state.received < 100
+            finally:
+                bridge.stop()
+                await asyncio.wait_for(task, 10)
+    finally:
+        broker.stop()

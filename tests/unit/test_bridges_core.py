@@ -1,0 +1,89 @@
+"""Topic maps, transforms and payloads of rtkit.bridges (no broker needed)."""
+
+from __future__ import annotations
+
+import pytest
+
+from rtkit.bridges import TopicMap, decode_payload, load_transform
+from rtkit.errors import ConfigurationError
+
+
+def test_mqtt_wildcards_fill_the_template() -> None:
+    topics = TopicMap(
+        [("sensors/+/temp", "sensors.{1}.temp"), ("plant/+/#", "plant.{1}.{2}")], flavor="mqtt"
+    )
+    assert topics.channel("sensors/kitchen/temp") == "sensors.kitchen.temp"
+    assert topics.channel("plant/a/b/c") == "plant.a.b.c"
+    assert topics.channel("sensors/kitchen/humidity") is None
+    assert topics.channel("sensors/a/b/temp") is None  # + is one level
+    assert topics.patterns == ["sensors/+/temp", "plant/+/#"]
+
+
+def test_nats_wildcards_and_the_whole_topic() -> None:
+    topics = TopicMap([("orders.*.created", "new-{1}"), ("audit.>", "{topic}")], flavor="nats")
+    assert topics.channel("orders.eu.created") == "new-eu"
+    assert topics.channel("audit.a.b") == "audit.a.b"
+    assert topics.channel("orders.eu.deleted") is None
+
+
+def test_first_matching_rule_wins() -> None:
+    topics = TopicMap.parse(["a/special=special", "a/+=other.{1}", "#"], flavor="mqtt")
+    assert topics.channel("a/special") == "special"
+    assert topics.channel("a/x") == "other.x"
+    assert topics.channel("b/c") == "b.c"
+
+
+@pytest.mark.parametrize(
+    ("pattern", "template", "message"),
+    [
+        ("a/#/b", "x", "last level"),
+        ("a/b+", "x", "whole level"),
+        ("a/+", "x.{2}", "1 wildcard"),
+        ("a/+", "x.{name}", "1 wildcard"),
+    ],
+)
+def test_bad_rules_are_refused(pattern: str, template: str, message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        TopicMap([(pattern, template)], flavor="mqtt")
+
+
+def test_a_topic_that_makes_a_bad_channel_name_raises() -> None:
+    topics = TopicMap([("+", "x {1}")], flavor="mqtt")
+    with pytest.raises(ValueError, match="not a valid channel name"):
+        topics.channel("a")
+
+
+def test_payloads_decode_as_json_then_text_then_bytes() -> None:
+    assert decode_payload(b'{"t": 21.5}') == {"t": 21.5}
+    assert decode_payload(b"on") == "on"
+    assert decode_payload(b"\xff\x00") == b"\xff\x00"
+    assert decode_payload(b"12", "text") == "12"
+    with pytest.raises(ValueError, match="not JSON"):
+        decode_payload(b"on", "json")
+
+
+def test_transforms_load_by_name() -> None:
+    assert load_transform("json:dumps") is __import__("json").dumps
+    with pytest.raises(ConfigurationError, match="module:function"):
+        load_transform("json.dumps")
+    with pytest.raises(ConfigurationError, match="cannot import"):
+        load_transform("no_such_module_xyz:f")
+    with pytest.raises(ConfigurationError, match="not a callable"):
+        load_transform("json:nothing_here")
+
+
+def test_the_bridges_package_exports_its_names() -> None:
+    import rtkit.bridges
+
+    assert set(rtkit.bridges.__all__) == {
+        "Bridge", "BridgeState", "Position", "Source", "SourceMessage", "TopicMap",
+        "Transform", "decode_payload", "load_transform",
+    }  # fmt: skip
+
+
+def test_the_command_line_refuses_a_bad_map_clearly(capsys: pytest.CaptureFixture[str]) -> None:
+    from rtkit.cli import main
+
+    assert main(["bridge", "mqtt", "--map", "a/+=x.{2}", "--url", "http://127.0.0.1:9"]) == 2
+    err = capsys.readouterr().err
+    assert "rtkit bridge" in err and "1 wildcard" in err
