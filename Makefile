@@ -58,10 +58,8 @@ docs: $(BIN)/rtkit
 
 ## Run the whole test suite (lint, types, the docs build, unit, contract and
 ## integration tests, the same without the transport's fast paths, notebooks).
-## The second run leaves out what does not depend on the transport's mode but
-## costs minutes: the browser tests, the minute-long soak, the storage abuse
-## tests (200,000 reads), the hub-restart convergence of shared documents,
-## installing and restarting Jupyter, the demo and the tooling checks.
+## The second run leaves out the browser tests and what does not depend on the
+## transport's mode (TRANSPORT_AGNOSTIC in tests/conftest.py).
 ## The notebooks find their hub through rtkit's pytest plugin (-p).
 test: machine setup
 	$(BIN)/ruff check rtkit jupyter_extension tests benchmarks scripts
@@ -72,11 +70,7 @@ test: machine setup
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir build/docs-check
 	$(BIN)/pytest
 	@echo "Again with the fast paths into library internals off (rtkit/hub/transport):"
-	RTKIT_FAST_PATHS=0 $(BIN)/pytest -m "not browser" -q --deselect tests/security/test_soak.py \
-		--deselect tests/security/test_storage.py --deselect tests/jupyter/test_lifecycle.py \
-		--deselect tests/jupyter/test_demo.py --deselect tests/integration/test_tooling.py \
-		--deselect tests/integration/test_machine_setup.py \
-		--deselect tests/integration/test_shared_docs.py::test_concurrent_and_offline_edits_converge_across_hub_restarts
+	RTKIT_FAST_PATHS=0 $(BIN)/pytest -q -m "not browser and not transport_agnostic"
 	$(BIN)/pytest -p rtkit.pytest_plugin --nbval notebooks --nbval-sanitize-with notebooks/sanitize.cfg
 
 ## Re-resolve today's newest allowed versions into constraints.txt, then

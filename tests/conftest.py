@@ -6,4 +6,37 @@ pytest (it would change other projects' test runs); a test suite asks for
 it, as this one does here.
 """
 
+import pytest
+
 pytest_plugins = ["rtkit.pytest_plugin"]
+
+# What `make test` leaves out of its second run, the one with the transport's
+# fast paths off (RTKIT_FAST_PATHS=0): tests whose outcome does not depend on
+# how the hub writes to its sockets, and that cost minutes. The first run
+# covers them.
+TRANSPORT_AGNOSTIC = (
+    "tests/unit/client/",  # a fake transport
+    "tests/unit/storage/",
+    "tests/unit/test_bridges_core.py",
+    "tests/unit/test_demo_notebooks.py",
+    "tests/unit/test_docs_site.py",
+    "tests/unit/test_frames.py",
+    "tests/unit/test_widgets_js.py",
+    "tests/integration/test_bridges.py",
+    "tests/integration/test_deploy_files.py",
+    "tests/integration/test_machine_setup.py",
+    "tests/integration/test_record.py",
+    "tests/integration/test_tooling.py",
+    # CRDT convergence across hub restarts, over a minute of hub restarts.
+    "tests/integration/test_shared_docs.py::test_concurrent_and_offline_edits_converge",
+    "tests/jupyter/test_demo.py",
+    "tests/jupyter/test_lifecycle.py",  # pip install, server restarts
+    "tests/security/test_soak.py",  # a minute of load
+    "tests/security/test_storage.py",  # 200,000 reads of the store
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.nodeid.startswith(TRANSPORT_AGNOSTIC):
+            item.add_marker(pytest.mark.transport_agnostic)

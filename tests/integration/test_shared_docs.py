@@ -294,4 +294,29 @@ def test_concurrent_and_offline_edits_converge_across_hub_restarts(
     steps: list[tuple[Any, ...]],
 ) -> None:
     with tempfile.TemporaryDirectory() as workdir:
-        asyncio.run(run_scenario(steps, workdir))
+        asyncio.run(within(SCENARIO_BUDGET, run_scenario(steps, workdir)))
+
+
+# One example takes a few seconds; past this, it hangs: say where.
+SCENARIO_BUDGET = 90.0
+
+
+async def within(seconds: float, scenario: Any) -> None:
+    """Run ``scenario``; past ``seconds``, fail naming what every task of the
+    loop was waiting on (pytest-timeout shows only threads)."""
+    task = asyncio.ensure_future(scenario)
+    done, _ = await asyncio.wait({task}, timeout=seconds)
+    if done:
+        return task.result()
+    stacks = []
+    for other in asyncio.all_tasks():
+        if other is asyncio.current_task():
+            continue
+        frames = other.get_stack(limit=8)
+        where = " <- ".join(
+            f"{f.f_code.co_filename.rsplit('/', 1)[-1]}:{f.f_lineno} {f.f_code.co_name}"
+            for f in reversed(frames)
+        )
+        stacks.append(f"{other.get_name()}: {where}")
+    task.cancel()
+    pytest.fail(f"the scenario hung for {seconds:.0f} s; tasks:\n" + "\n".join(stacks))
