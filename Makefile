@@ -58,8 +58,10 @@ docs: $(BIN)/rtkit
 
 ## Run the whole test suite (lint, types, the docs build, unit, contract and
 ## integration tests, the same without the transport's fast paths, notebooks).
-## The second run leaves out the browser tests and what does not depend on the
-## transport's mode (TRANSPORT_AGNOSTIC in tests/conftest.py).
+## The second run leaves out the browser tests, the slow ones (kill -9,
+## restarts: what they test is the store's and the client's, not how the hub
+## writes to its sockets) and what does not depend on the transport's mode
+## (TRANSPORT_AGNOSTIC in tests/conftest.py).
 ## The notebooks find their hub through rtkit's pytest plugin (-p).
 test: machine setup
 	$(BIN)/ruff check rtkit jupyter_extension tests benchmarks scripts
@@ -70,7 +72,7 @@ test: machine setup
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir build/docs-check
 	$(BIN)/pytest
 	@echo "Again with the fast paths into library internals off (rtkit/hub/transport):"
-	RTKIT_FAST_PATHS=0 $(BIN)/pytest -q -m "not browser and not transport_agnostic"
+	RTKIT_FAST_PATHS=0 $(BIN)/pytest -q -m "not browser and not slow and not transport_agnostic"
 	$(BIN)/pytest -p rtkit.pytest_plugin --nbval notebooks --nbval-sanitize-with notebooks/sanitize.cfg
 
 ## Re-resolve today's newest allowed versions into constraints.txt, then
