@@ -7,7 +7,9 @@
 
 The sources live in their own modules, each needing an optional extra:
 :mod:`rtkit.bridges.mqtt` (``rtkit[mqtt]``), :mod:`rtkit.bridges.nats`
-(``rtkit[nats]``) and :mod:`rtkit.bridges.redis_stream` (``rtkit[redis]``).
+(``rtkit[nats]``), :mod:`rtkit.bridges.redis_stream` (``rtkit[redis]``),
+:mod:`rtkit.bridges.amqp` (``rtkit[amqp]``) and :mod:`rtkit.bridges.postgres`
+(``rtkit[postgres]``).
 """
 
 from __future__ import annotations

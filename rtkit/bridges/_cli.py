@@ -1,4 +1,4 @@
-"""``rtkit bridge mqtt|nats|redis-stream``: the command line of the bridges."""
+"""``rtkit bridge mqtt|nats|redis-stream|amqp|postgres``: the command line of the bridges."""
 
 from __future__ import annotations
 
@@ -29,10 +29,11 @@ def add_parser(sub: Any) -> None:
     """Add ``bridge`` and its source subcommands to the ``rtkit`` parser."""
     bridge = sub.add_parser(
         "bridge",
-        help="bridge an MQTT, NATS or Redis Streams source into hub channels",
+        help="bridge an MQTT, NATS, Redis Streams, AMQP or PostgreSQL source into hub channels",
         description="Read a broker and publish what it carries to hub channels, "
         "reconnecting to both with backoff. Positioned sources (JetStream, Redis "
-        "streams) resume after the last message the hub acked, exactly once.",
+        "streams, a PostgreSQL outbox) resume after the last message the hub acked, "
+        "exactly once; AMQP acks a delivery once the hub acked it.",
     )
     kinds = bridge.add_subparsers(dest="source", metavar="SOURCE", required=True)
     mqtt = kinds.add_parser("mqtt", help="an MQTT broker (pip install 'rtkit[mqtt]')")
@@ -66,7 +67,60 @@ def add_parser(sub: Any) -> None:
         "--start", default="$", help="where to start without a state: $ (new entries) or 0"
     )
     redis.add_argument("--field", default="data", help="the entry field holding the data")
-    for p in (mqtt, nats, redis):
+    amqp = kinds.add_parser("amqp", help="a RabbitMQ queue (pip install 'rtkit[amqp]')")
+    amqp.add_argument(
+        "--amqp",
+        default=os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/"),
+        help="AMQP URL [env AMQP_URL]",
+    )
+    amqp.add_argument(
+        "--queue",
+        default=None,
+        help="the queue to consume (with --exchange: declared durable and bound; "
+        "without: it must exist)",
+    )
+    amqp.add_argument(
+        "--exchange",
+        default=None,
+        help="bind the queue to this exchange with the --map patterns as routing keys "
+        "(without --queue: a server-named queue that lives as long as the connection)",
+    )
+    amqp.add_argument(
+        "--prefetch", type=int, default=1000, help="deliveries in flight, not yet acked"
+    )
+    postgres = kinds.add_parser(
+        "postgres",
+        help="PostgreSQL LISTEN/NOTIFY or an outbox table (pip install 'rtkit[postgres]')",
+    )
+    postgres.add_argument(
+        "--dsn",
+        default=os.environ.get("PG_DSN", ""),
+        help="libpq connection string or URL [env PG_DSN; else libpq's PG* variables]",
+    )
+    mode = postgres.add_mutually_exclusive_group(required=True)
+    mode.add_argument(
+        "--listen", action="store_true", help="LISTEN on the --map patterns (channel names)"
+    )
+    mode.add_argument(
+        "--outbox", metavar="TABLE", default=None, help="read this outbox table: exactly once"
+    )
+    postgres.add_argument(
+        "--name",
+        default=None,
+        help="the outbox bridge's name, keying its position (default outbox:TABLE)",
+    )
+    postgres.add_argument(
+        "--notify", default=None, help="the outbox's NOTIFY channel (default: the table name)"
+    )
+    postgres.add_argument(
+        "--create",
+        action="store_true",
+        help="create the outbox table, its index and NOTIFY trigger when missing",
+    )
+    postgres.add_argument(
+        "--poll", type=float, default=1.0, help="read the outbox this often without a NOTIFY"
+    )
+    for p in (mqtt, nats, redis, amqp, postgres):
         p.add_argument(
             "--map", action="append", required=True, metavar="PATTERN=TEMPLATE", help=_MAP_HELP
         )
@@ -125,6 +179,32 @@ def source_from_args(args: argparse.Namespace) -> Source:
                 payload=args.payload,
             )
         return NatsSource(servers, topics=topics, payload=args.payload)
+    if args.source == "amqp":
+        from .amqp import AmqpSource
+
+        return AmqpSource(
+            args.amqp,
+            topics=TopicMap.parse(args.map, flavor="amqp"),
+            queue=args.queue,
+            exchange=args.exchange,
+            payload=args.payload,
+            prefetch=args.prefetch,
+        )
+    if args.source == "postgres":
+        from .postgres import PostgresNotifySource, PostgresOutboxSource
+
+        if args.listen:
+            topics = TopicMap.parse(args.map, flavor="plain")
+            return PostgresNotifySource(args.dsn, topics=topics, payload=args.payload)
+        return PostgresOutboxSource(
+            args.dsn,
+            topics=TopicMap.parse(args.map, flavor="amqp"),
+            table=args.outbox,
+            name=args.name,
+            notify=args.notify,
+            create=args.create,
+            poll=args.poll,
+        )
     from .redis_stream import RedisStreamSource
 
     return RedisStreamSource(

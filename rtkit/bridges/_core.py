@@ -77,7 +77,8 @@ class TopicMap:
 
     Each rule is ``(pattern, template)``; the first pattern that matches a
     topic wins. Patterns use the source's wildcards: MQTT's ``+`` (one
-    level) and ``#`` (the rest), or NATS's ``*`` and ``>``. The template
+    level) and ``#`` (the rest), NATS's ``*`` and ``>``, or AMQP's routing
+    key ``*`` (one word) and ``#`` (zero or more words, at any level). The template
     names the channel with ``{1}``, ``{2}``... for the topic's wildcard
     levels in order (a multi-level one joined by ``.``) and ``{topic}`` for
     the whole topic (its separators replaced by ``.``).
@@ -87,11 +88,18 @@ class TopicMap:
     'sensors.kitchen.temp'
     """
 
-    _WILDCARDS = {"mqtt": ("/", "+", "#"), "nats": (".", "*", ">"), "plain": ("\0", "\0", "\0")}
+    _WILDCARDS = {
+        "mqtt": ("/", "+", "#"),
+        "nats": (".", "*", ">"),
+        "amqp": (".", "*", "#"),
+        "plain": ("\0", "\0", "\0"),
+    }
 
     def __init__(self, rules: Sequence[tuple[str, str]], *, flavor: str = "mqtt") -> None:
         if flavor not in self._WILDCARDS:
-            raise ConfigurationError(f"topic map flavor must be mqtt, nats or plain: {flavor!r}")
+            raise ConfigurationError(
+                f"topic map flavor must be mqtt, nats, amqp or plain: {flavor!r}"
+            )
         if not rules:
             raise ConfigurationError("a topic map needs at least one rule (pattern, template)")
         self.flavor = flavor
@@ -107,29 +115,41 @@ class TopicMap:
         if not pattern or not template:
             raise ConfigurationError("a topic map rule needs a pattern and a template")
         levels = pattern.split(self._sep)
-        parts: list[str] = []
+        sep = re.escape(self._sep)
+        regex_text = ""
         wildcards = 0
         for i, level in enumerate(levels):
+            # After a leading AMQP "#" the separator is inside its optional group.
+            joiner = "" if i == 0 or (i == 1 and levels[0] == rest) else sep
             if level == one:
-                parts.append(f"([^{re.escape(self._sep)}]+)")
+                regex_text += f"{joiner}([^{sep}]+)"
+                wildcards += 1
+            elif level == rest and self.flavor == "amqp":
+                # AMQP's "#" also matches no word at all, separator included:
+                # "a.#" matches "a", "#.b" matches "b" (the level is then "").
+                if len(levels) == 1:
+                    regex_text += "(.*)"
+                elif i == 0:
+                    regex_text += f"(?:(.+){sep})?"
+                else:
+                    regex_text += f"(?:{sep}(.+))?"
                 wildcards += 1
             elif level == rest:
                 if i != len(levels) - 1:
                     raise ConfigurationError(f"{rest!r} must be the last level of {pattern!r}")
-                parts.append("(.+)")
+                regex_text += f"{joiner}(.+)"
                 wildcards += 1
             elif one in level or rest in level:
                 raise ConfigurationError(f"a wildcard must be a whole level in {pattern!r}")
             else:
-                parts.append(re.escape(level))
+                regex_text += joiner + re.escape(level)
         for ref in re.findall(r"\{([^}]*)\}", template):
             if ref != "topic" and not (ref.isdigit() and 1 <= int(ref) <= wildcards):
                 raise ConfigurationError(
                     f"template {template!r} names {{{ref}}}, but {pattern!r} has "
                     f"{wildcards} wildcard(s): use {{1}}..{{{wildcards}}} or {{topic}}"
                 )
-        regex = re.compile(re.escape(self._sep).join(parts))
-        return _Rule(pattern, regex, template)
+        return _Rule(pattern, re.compile(regex_text), template)
 
     def channel(self, topic: str) -> str | None:
         """The channel for ``topic``, or None when no rule matches it.
@@ -140,7 +160,9 @@ class TopicMap:
             match = rule.regex.fullmatch(topic)
             if match is None:
                 continue
-            values = {str(i): g.replace(self._sep, ".") for i, g in enumerate(match.groups(), 1)}
+            values = {
+                str(i): (g or "").replace(self._sep, ".") for i, g in enumerate(match.groups(), 1)
+            }
             values["topic"] = topic.replace(self._sep, ".")
             name = _TEMPLATE_REF.sub(partial(_fill, values), rule.template)
             if not CHANNEL_NAME_RE.fullmatch(name):
@@ -281,6 +303,9 @@ class BridgeState:
     errors: int = 0
     last_error: str | None = None
     gaps: int = 0
+    redelivered: int = 0
+    """Messages the source says it delivered before (AMQP's redelivered flag)
+    and that carry nothing to recognise them by: the hub may store them twice."""
     reconnects: int = 0
     started: float = field(default_factory=time.time)
 

@@ -26,6 +26,23 @@ def test_nats_wildcards_and_the_whole_topic() -> None:
     assert topics.channel("orders.eu.deleted") is None
 
 
+def test_amqp_wildcards_follow_routing_key_rules() -> None:
+    topics = TopicMap(
+        [("sensors.*.temp", "temp.{1}"), ("audit.#.done", "done.{1}"), ("log.#", "{topic}")],
+        flavor="amqp",
+    )
+    assert topics.channel("sensors.kitchen.temp") == "temp.kitchen"
+    assert topics.channel("sensors.a.b.temp") is None  # * is one word
+    assert topics.channel("audit.eu.orders.done") == "done.eu.orders"
+    assert topics.channel("audit.done") == "done."  # # also matches no word
+    assert topics.channel("log") == "log"
+    assert topics.channel("log.app.error") == "log.app.error"
+    assert topics.channel("logs.app") is None
+    leading = TopicMap([("#.error", "errors.{1}")], flavor="amqp")
+    assert leading.channel("app.db.error") == "errors.app.db"
+    assert leading.channel("app.db.errors") is None
+
+
 def test_first_matching_rule_wins() -> None:
     topics = TopicMap.parse(["a/special=special", "a/+=other.{1}", "#"], flavor="mqtt")
     assert topics.channel("a/special") == "special"

@@ -1,0 +1,315 @@
+"""The AMQP and PostgreSQL bridges against a RabbitMQ node and a PostgreSQL
+cluster of their own (tests/integration/brokers.py), so a broker can be
+restarted mid-stream without touching the machine's services."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+import rtkit.aio
+from rtkit._process import kill_group, stop_group
+from rtkit.bridges import Bridge, TopicMap
+from rtkit.pytest_plugin import InProcessHub
+
+from .brokers import Broker, postgres, rabbitmq
+from .helpers import bridge_process, history, wait_count, wait_until
+
+aio_pika = pytest.importorskip("aio_pika")
+psycopg = pytest.importorskip("psycopg")
+
+
+# -- RabbitMQ ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def rabbit() -> Iterator[Broker]:
+    """One private RabbitMQ node for the module's tests (it takes 5-10 s to
+    start); each test uses queues and exchanges of its own."""
+    broker = rabbitmq()
+    try:
+        yield broker.start()
+    finally:
+        broker.close()
+
+
+def amqp_url(broker: Broker) -> str:
+    return f"amqp://guest:guest@127.0.0.1:{broker.port}/"
+
+
+async def amqp_publish(
+    url: str, numbers: range, *, exchange: str = "", routing_key: str = "", key_of: Any = None
+) -> None:
+    """Persistent messages ``{"i": i}`` with the message id ``m{i}``, each
+    confirmed by the broker."""
+    async with await aio_pika.connect(url) as conn:
+        channel = await conn.channel()
+        target = await channel.get_exchange(exchange) if exchange else channel.default_exchange
+        for i in numbers:
+            message = aio_pika.Message(
+                orjson.dumps({"i": i}),
+                message_id=f"m{i}",
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            )
+            await target.publish(message, routing_key=key_of(i) if key_of else routing_key)
+
+
+async def queue_state(url: str, queue: str) -> tuple[int, int]:
+    """(messages ready, consumers) of a queue."""
+    async with await aio_pika.connect(url) as conn:
+        channel = await conn.channel()
+        declared = await channel.declare_queue(queue, passive=True)
+        result = declared.declaration_result
+        return result.message_count, result.consumer_count
+
+
+async def test_amqp_exchange_bindings_in_order_across_a_broker_restart(
+    rt_hub_inprocess: InProcessHub, rabbit: Broker
+) -> None:
+    from rtkit.bridges.amqp import AmqpSource
+
+    url = amqp_url(rabbit)
+    async with await aio_pika.connect(url) as conn:
+        channel = await conn.channel()
+        await channel.declare_exchange("plant", aio_pika.ExchangeType.TOPIC, durable=True)
+
+    def key_of(i: int) -> str:
+        # Every tenth reading goes to a key no binding matches.
+        return "plant.line1.debug.x" if i % 10 == 9 else f"plant.line{1 + i % 2}.power"
+
+    async with rtkit.aio.Client(rt_hub_inprocess.url) as hub:
+        topics = TopicMap([("plant.*.power", "power.{1}")], flavor="amqp")
+        source = AmqpSource(url, topics=topics, exchange="plant", queue="plant-to-hub", prefetch=50)
+        bridge = Bridge(source, client=hub)
+        task = asyncio.create_task(bridge.run())
+        try:
+            await wait_until(lambda: bridge.state.connected, "bridge bound and consuming")
+            await amqp_publish(url, range(2000), exchange="plant", key_of=key_of)
+            await wait_count(hub, "power.line1", 200)
+            # Mid-stream: deliveries in flight and not yet acked come again
+            # after the restart, flagged redelivered; their message ids make
+            # them duplicates on the hub.
+            await asyncio.to_thread(rabbit.restart)
+            await wait_until(
+                lambda: bridge.state.connected and bridge.state.reconnects >= 1,
+                "bridge back on the restarted broker",
+                within=30,
+            )
+            await amqp_publish(url, range(2000, 3000), exchange="plant", key_of=key_of)
+            expected = [i for i in range(3000) if i % 10 != 9]
+            await wait_count(hub, "power.line1", len([i for i in expected if i % 2 == 0]))
+            await wait_count(hub, "power.line2", len([i for i in expected if i % 2 == 1]))
+            await wait_until(lambda: bridge.state.pending == 0, "every delivery settled")
+        finally:
+            bridge.stop()
+            await asyncio.wait_for(task, 10)
+        assert await history(hub, "power.line1") == [{"i": i} for i in expected if i % 2 == 0]
+        assert await history(hub, "power.line2") == [{"i": i} for i in expected if i % 2 == 1]
+        state = bridge.state
+        assert state.errors >= 1 and state.last_error  # the lost connection, said
+        assert state.gaps == 0  # a named durable queue kept what came meanwhile
+        assert state.last_position is not None
+        assert await queue_state(url, "plant-to-hub") == (0, 0)  # all acked; consumer gone
+
+
+@pytest.mark.slow
+async def test_amqp_bridge_killed_mid_stream_delivers_each_message_once(
+    rt_hub_inprocess: InProcessHub, rabbit: Broker, tmp_path: Path
+) -> None:
+    url = amqp_url(rabbit)
+    async with await aio_pika.connect(url) as conn:
+        channel = await conn.channel()
+        await channel.declare_queue("meter-readings", durable=True)
+    await amqp_publish(url, range(3000), routing_key="meter-readings")
+    args = ["amqp", "--amqp", url, "--queue", "meter-readings", "--prefetch", "200"]
+    args += ["--map", "#=meter"]
+    log = tmp_path / "bridge.log"
+    proc = None
+    try:
+        async with rtkit.aio.Client(rt_hub_inprocess.url) as hub:
+            proc = bridge_process(args, rt_hub_inprocess.url, log)
+            await wait_count(hub, "meter", 500)
+            kill_group(proc)  # kill -9: its unacked deliveries go back to the queue
+            await amqp_publish(url, range(3000, 5000), routing_key="meter-readings")
+            proc = bridge_process(args, rt_hub_inprocess.url, log)
+            await wait_count(hub, "meter", 5000)
+            deadline = time.monotonic() + 20
+            while await queue_state(url, "meter-readings") != (0, 1):
+                assert time.monotonic() < deadline, log.read_text()
+                await asyncio.sleep(0.1)
+            assert await history(hub, "meter") == [{"i": i} for i in range(5000)]
+    finally:
+        if proc is not None:
+            stop_group(proc, timeout=5)
+
+
+# -- PostgreSQL -------------------------------------------------------------------
+
+
+@pytest.fixture
+def pg() -> Iterator[Broker]:
+    """A private PostgreSQL cluster (initdb takes about 2 s)."""
+    broker = postgres()
+    try:
+        yield broker.start()
+    finally:
+        broker.close()
+
+
+def pg_dsn(broker: Broker) -> str:
+    return f"postgresql://postgres@127.0.0.1:{broker.port}/postgres"
+
+
+@pytest.fixture
+async def db(pg: Broker) -> AsyncIterator[Any]:
+    """An autocommit connection to ``pg``."""
+    conn = await psycopg.AsyncConnection.connect(pg_dsn(pg), autocommit=True)
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+async def test_postgres_listen_in_order_with_a_gap_across_a_restart(
+    rt_hub_inprocess: InProcessHub, pg: Broker
+) -> None:
+    from rtkit.bridges.postgres import PostgresNotifySource
+
+    dsn = pg_dsn(pg)
+
+    async def notify(numbers: range) -> None:
+        async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+            for i in numbers:
+                await conn.execute("SELECT pg_notify('readings', %s)", (orjson.dumps(i).decode(),))
+            await conn.execute("SELECT pg_notify('elsewhere', 'not listened to')")
+
+    async with rtkit.aio.Client(rt_hub_inprocess.url) as hub:
+        topics = TopicMap([("readings", "pg.readings")], flavor="plain")
+        bridge = Bridge(PostgresNotifySource(dsn, topics=topics), client=hub)
+        task = asyncio.create_task(bridge.run())
+        try:
+            await wait_until(lambda: bridge.state.connected, "bridge listening")
+            await notify(range(300))
+            await wait_count(hub, "pg.readings", 300)
+            await asyncio.to_thread(pg.restart)
+            await wait_until(
+                lambda: bridge.state.connected and bridge.state.reconnects >= 1,
+                "bridge listening on the restarted server",
+            )
+            await notify(range(300, 600))
+            await wait_count(hub, "pg.readings", 600)
+        finally:
+            bridge.stop()
+            await asyncio.wait_for(task, 10)
+        assert await history(hub, "pg.readings") == list(range(600))
+        assert bridge.state.gaps == 1  # notifications sent while away are lost: said so
+        assert bridge.state.last_position is None
+        assert bridge.state.errors >= 1 and bridge.state.last_error
+
+
+async def insert_rows(conn: Any, numbers: range, per_transaction: int = 50) -> None:
+    """Outbox rows ``{"i": i}`` on topic ``orders.{eu|us}``, several per transaction."""
+    for start in range(numbers.start, numbers.stop, per_transaction):
+        async with conn.transaction(), conn.cursor() as cur:
+            await cur.executemany(
+                "INSERT INTO outbox (topic, payload) VALUES (%s, %s)",
+                [
+                    (f"orders.{'eu' if i % 2 else 'us'}", orjson.dumps({"i": i}).decode())
+                    for i in range(start, min(start + per_transaction, numbers.stop))
+                ],
+            )
+
+
+async def test_postgres_outbox_row_committed_late_is_not_skipped(
+    rt_hub_inprocess: InProcessHub, pg: Broker, db: Any
+) -> None:
+    """Row ids are taken before commit: a row that becomes visible after a
+    row with a larger id was read still reaches the hub, once."""
+    from rtkit.bridges.postgres import PostgresOutboxSource, outbox_ddl
+
+    for statement in outbox_ddl("outbox"):
+        await db.execute(statement)
+    dsn = pg_dsn(pg)
+    async with (
+        rtkit.aio.Client(rt_hub_inprocess.url) as hub,
+        await psycopg.AsyncConnection.connect(dsn) as slow,
+    ):
+        topics = TopicMap([("#", "late")], flavor="amqp")
+        source = PostgresOutboxSource(dsn, topics=topics, table="outbox", poll=0.05)
+        bridge = Bridge(source, client=hub)
+        task = asyncio.create_task(bridge.run())
+        try:
+            await wait_until(lambda: bridge.state.connected, "bridge reading the outbox")
+            await db.execute("INSERT INTO outbox (topic, payload) VALUES ('t', '\"first\"')")
+            await wait_count(hub, "late", 1)
+            # The slow writer takes id 2 (a cached sequence value: no
+            # transaction id yet) and holds it; a quick one commits id 3.
+            cur = await slow.execute("SELECT nextval('outbox_id_seq')")
+            row = await cur.fetchone()
+            assert row is not None and row[0] == 2
+            await db.execute("INSERT INTO outbox (topic, payload) VALUES ('t', '\"quick\"')")
+            await wait_count(hub, "late", 2)  # id 3 read while id 2 is not visible
+            await slow.execute(
+                "INSERT INTO outbox (id, topic, payload) VALUES (2, 't', '\"slow\"')"
+            )
+            await slow.commit()
+            await db.execute("INSERT INTO outbox (topic, payload) VALUES ('t', '\"last\"')")
+            await wait_count(hub, "late", 4)
+            await wait_until(lambda: bridge.state.pending == 0, "every row settled")
+        finally:
+            bridge.stop()
+            await asyncio.wait_for(task, 10)
+        # In transaction order: the slow one's began writing after the quick one.
+        assert await history(hub, "late") == ["first", "quick", "slow", "last"]
+        assert bridge.state.published == 4
+
+
+@pytest.mark.slow
+async def test_postgres_outbox_killed_mid_stream_and_db_restarted_delivers_each_row_once(
+    rt_hub_inprocess: InProcessHub, pg: Broker, db: Any, tmp_path: Path
+) -> None:
+    dsn = pg_dsn(pg)
+    log = tmp_path / "bridge.log"
+    args = ["postgres", "--dsn", dsn, "--outbox", "outbox", "--create", "--poll", "0.2"]
+    args += ["--map", "orders.*=orders"]
+    proc = None
+    try:
+        async with rtkit.aio.Client(rt_hub_inprocess.url) as hub:
+            proc = bridge_process(args, rt_hub_inprocess.url, log)  # it creates the table
+            deadline = time.monotonic() + 20
+            while not (await (await db.execute("SELECT to_regclass('outbox')")).fetchone())[0]:
+                assert time.monotonic() < deadline, log.read_text()
+                await asyncio.sleep(0.05)
+            await insert_rows(db, range(3000))
+            await wait_count(hub, "orders", 500)
+            kill_group(proc)  # kill -9 mid-stream: publishes and positions in flight lost
+            await insert_rows(db, range(3000, 5000))
+            proc = bridge_process(args, rt_hub_inprocess.url, log)
+            await wait_count(hub, "orders", 5000)
+            # The database restarts under the running bridge.
+            await db.close()
+            await asyncio.to_thread(pg.restart)
+            async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as again:
+                await insert_rows(again, range(5000, 6000))
+                await wait_count(hub, "orders", 6000)
+                deadline = time.monotonic() + 20
+                while True:
+                    cur = await again.execute(
+                        "SELECT p.id = (SELECT max(id) FROM outbox) FROM rtkit_bridge_positions p"
+                        " WHERE bridge = 'outbox:outbox'"
+                    )
+                    row = await cur.fetchone()
+                    if row is not None and row[0]:
+                        break  # the position of the last row is recorded
+                    assert time.monotonic() < deadline, log.read_text()
+                    await asyncio.sleep(0.1)
+            assert await history(hub, "orders") == [{"i": i} for i in range(6000)]
+    finally:
+        if proc is not None:
+            stop_group(proc, timeout=5)
