@@ -45,6 +45,27 @@ def _import() -> Any:
     return aio_pika
 
 
+def _recording_transport(url: str, writers: list[asyncio.StreamWriter]) -> Any:
+    """aiormq's own transport factory, keeping the socket writers it makes.
+
+    aiormq leaves a connection's socket open when the connection is lost
+    rather than closed by the client (a broker's ``CONNECTION_FORCED``, EOF;
+    https://github.com/mosquito/aiormq/issues/231); a bridge reconnecting
+    for days would leak one socket each time. The source closes them itself.
+    """
+    from aiormq.connection import TCPTransportFactory, TLSTransportFactory
+
+    base = TLSTransportFactory if url.startswith("amqps:") else TCPTransportFactory
+
+    class Recording(base):  # type: ignore[misc,valid-type]
+        async def create(self, url: Any, **kwargs: Any) -> Any:
+            reader, writer = await super().create(url, **kwargs)
+            writers.append(writer)
+            return reader, writer
+
+    return Recording()
+
+
 class AmqpSource:
     """Messages of a RabbitMQ queue, acked once the hub has them.
 
@@ -121,8 +142,12 @@ class AmqpSource:
 
     async def messages(self, state: BridgeState) -> AsyncIterator[SourceMessage]:
         aio_pika = _import()
-        connection = await aio_pika.connect(self.url, timeout=10)
+        writers: list[asyncio.StreamWriter] = []
+        # aio_pika.connect() in two steps, to hand aiormq the transport factory.
+        connection = aio_pika.Connection(self.url)
+        connection.kwargs["transport_factory"] = _recording_transport(self.url, writers)
         try:
+            await connection.connect(timeout=10)
             channel, queue = await self._queue(aio_pika, connection)
             self._generation += 1
             self._to_ack = None
@@ -167,3 +192,6 @@ class AmqpSource:
                 )
         finally:
             await connection.close()
+            for writer in writers:
+                if not writer.is_closing():
+                    writer.close()

@@ -60,6 +60,57 @@ async def amqp_publish(
             await target.publish(message, routing_key=key_of(i) if key_of else routing_key)
 
 
+async def amqp_publish_without_ids(port: int, queue: str, numbers: range) -> None:
+    """Persistent messages ``{"i": i}`` with no ``message_id``, over a bare
+    AMQP 0-9-1 connection: aio-pika and aiormq give every message a random
+    id, and producers in other languages often set none."""
+    from pamqp import body, commands, frame, header
+
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    buffer = b""
+
+    async def expect(kind: type) -> Any:
+        nonlocal buffer
+        while True:
+            try:
+                used, _, value = frame.unmarshal(buffer)
+            except Exception:  # pamqp: not a whole frame yet
+                chunk = await reader.read(65536)
+                assert chunk, "the broker closed the connection"
+                buffer += chunk
+                continue
+            buffer = buffer[used:]
+            if isinstance(value, kind):
+                return value
+
+    def send(value: Any, channel: int = 0) -> None:
+        writer.write(frame.marshal(value, channel))
+
+    try:
+        writer.write(frame.marshal(header.ProtocolHeader(), 0))
+        await expect(commands.Connection.Start)
+        send(commands.Connection.StartOk(mechanism="PLAIN", response="\0guest\0guest"))
+        tune = await expect(commands.Connection.Tune)
+        send(commands.Connection.TuneOk(tune.channel_max, tune.frame_max, 0))
+        send(commands.Connection.Open("/"))
+        await expect(commands.Connection.OpenOk)
+        send(commands.Channel.Open(), 1)
+        await expect(commands.Channel.OpenOk)
+        for i in numbers:
+            data = orjson.dumps({"i": i})
+            send(commands.Basic.Publish(routing_key=queue), 1)
+            properties = commands.Basic.Properties(delivery_mode=2)
+            send(header.ContentHeader(0, len(data), properties), 1)
+            send(body.ContentBody(data), 1)
+        # The broker handles a connection's frames in order: once it
+        # answers the close, every message is in the queue.
+        send(commands.Connection.Close(200, "done", 0, 0))
+        await expect(commands.Connection.CloseOk)
+    finally:
+        writer.close()
+        await writer.wait_closed()
+
+
 async def queue_state(url: str, queue: str) -> tuple[int, int]:
     """(messages ready, consumers) of a queue."""
     async with await aio_pika.connect(url) as conn:
@@ -116,6 +167,65 @@ async def test_amqp_exchange_bindings_in_order_across_a_broker_restart(
         assert state.gaps == 0  # a named durable queue kept what came meanwhile
         assert state.last_position is not None
         assert await queue_state(url, "plant-to-hub") == (0, 0)  # all acked; consumer gone
+
+
+@pytest.mark.parametrize("with_ids", [True, False], ids=["message-ids", "no-ids"])
+async def test_amqp_redeliveries_are_stored_once_only_with_message_ids(
+    rt_hub_inprocess: InProcessHub, rabbit: Broker, with_ids: bool
+) -> None:
+    from rtkit.bridges.amqp import AmqpSource
+
+    url = amqp_url(rabbit)
+    queue = f"redeliver-{'ids' if with_ids else 'bare'}"
+    async with await aio_pika.connect(url) as conn:
+        channel = await conn.channel()
+        await channel.declare_queue(queue, durable=True)
+    if with_ids:
+        await amqp_publish(url, range(30), routing_key=queue)
+    else:
+        await amqp_publish_without_ids(rabbit.port, queue, range(30))
+    release = asyncio.Event()
+
+    async def hold_the_first(channel: str, data: Any, msg: Any) -> Any:
+        if data["i"] == 0:
+            await release.wait()
+        return data
+
+    async with rtkit.aio.Client(rt_hub_inprocess.url) as hub:
+        source = AmqpSource(
+            url, topics=TopicMap([("#", "r")], flavor="amqp"), queue=queue, prefetch=10
+        )
+        bridge = Bridge(source, client=hub, transform=hold_the_first)
+        task = asyncio.create_task(bridge.run())
+        try:
+            await wait_until(lambda: bridge.state.received == 1, "the first delivery held")
+            # The broker drops the connection while 10 deliveries are unacked:
+            # they go back to the queue and come again, flagged redelivered.
+            ctl = await asyncio.create_subprocess_exec(
+                "/usr/lib/rabbitmq/bin/rabbitmqctl",
+                "close_all_connections",
+                "test",
+                env=rabbit.env,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.PIPE,
+            )
+            _, stderr = await asyncio.wait_for(ctl.communicate(), 60)
+            assert ctl.returncode == 0, stderr
+            release.set()
+            await wait_until(lambda: bridge.state.reconnects >= 1, "bridge reconnected")
+            await wait_count(hub, "r", 30 if with_ids else 40)
+            await wait_until(lambda: bridge.state.pending == 0, "every delivery settled")
+        finally:
+            bridge.stop()
+            await asyncio.wait_for(task, 10)
+        got = [m["i"] for m in await history(hub, "r")]
+        if with_ids:
+            assert got == list(range(30))  # exactly once
+            assert bridge.state.redelivered == 0  # recognised by their ids
+        else:
+            assert got == [*range(10), *range(30)]  # at least once: the ten twice
+            assert bridge.state.redelivered == 10
+        assert await queue_state(url, queue) == (0, 0)
 
 
 @pytest.mark.slow
