@@ -104,3 +104,38 @@ def test_the_command_line_refuses_a_bad_map_clearly(capsys: pytest.CaptureFixtur
     assert main(["bridge", "mqtt", "--map", "a/+=x.{2}", "--url", "http://127.0.0.1:9"]) == 2
     err = capsys.readouterr().err
     assert "rtkit bridge" in err and "1 wildcard" in err
+
+
+def test_the_command_line_builds_amqp_and_postgres_sources() -> None:
+    from rtkit.bridges._cli import source_from_args
+    from rtkit.bridges.amqp import AmqpSource
+    from rtkit.bridges.postgres import PostgresNotifySource, PostgresOutboxSource
+    from rtkit.cli import build_parser
+
+    parser = build_parser()
+    amqp = source_from_args(
+        parser.parse_args(
+            ["bridge", "amqp", "--exchange", "plant", "--queue", "q", "--map", "plant.*=p.{1}"]
+        )
+    )
+    assert isinstance(amqp, AmqpSource) and amqp.exchange == "plant" and amqp.queue_name == "q"
+    assert amqp.topics.channel("plant.a") == "p.a"
+    outbox = source_from_args(
+        parser.parse_args(["bridge", "postgres", "--outbox", "app.outbox", "--map", "#"])
+    )
+    assert isinstance(outbox, PostgresOutboxSource)
+    assert outbox.name == "outbox:app.outbox" and outbox.topics.channel("o.eu") == "o.eu"
+    listen = source_from_args(
+        parser.parse_args(["bridge", "postgres", "--listen", "--map", "orders=orders.live"])
+    )
+    assert isinstance(listen, PostgresNotifySource)
+    assert listen.topics.patterns == ["orders"]
+
+
+def test_the_command_line_refuses_an_amqp_bridge_with_nothing_to_read(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from rtkit.cli import main
+
+    assert main(["bridge", "amqp", "--map", "#", "--url", "http://127.0.0.1:9"]) == 2
+    assert "reads a queue, an exchange or both" in capsys.readouterr().err
