@@ -378,11 +378,15 @@ class Bridge:
                 committer = tg.create_task(self._committer())
                 reader = tg.create_task(self._read_loop(client))
                 await self._stop.wait()
-                reader.cancel()
                 committer.cancel()
-            with contextlib.suppress(TimeoutError, RtkitError):
-                async with asyncio.timeout(5):
-                    await client.flush()
+                # The reader reads no more but keeps the source open while
+                # what is in flight settles: some sources record positions on
+                # the connection they read from (an AMQP or JetStream ack).
+                with contextlib.suppress(TimeoutError, RtkitError):
+                    async with asyncio.timeout(5):
+                        await client.flush()
+                await self._commit()
+                reader.cancel()
         finally:
             await self._commit()
             if self._own_client:
@@ -424,12 +428,15 @@ class Bridge:
         state = self.state
         attempt = 0
         while not self._stop.is_set():
+            messages = self.source.messages(state)
             try:
-                async for msg in self.source.messages(state):
+                async for msg in messages:
                     attempt = 0
                     await self._handle(client, msg)
                     if self._stop.is_set():
-                        break
+                        # Hold the source open until run() has committed
+                        # on it and cancels this task.
+                        await asyncio.get_running_loop().create_future()
             except (asyncio.CancelledError, KeyboardInterrupt, ClientClosed):
                 raise  # stopped, or the client it publishes through is closed
             except Exception as exc:  # a source failure: reconnect, never crash
@@ -440,6 +447,12 @@ class Bridge:
                     type(exc).__name__,
                     exc,
                 )
+            finally:
+                # Close the source's connection now, not whenever the
+                # generator is garbage-collected.
+                aclose = getattr(messages, "aclose", None)
+                if aclose is not None:
+                    await aclose()
             state.connected = False
             if self._stop.is_set():
                 break

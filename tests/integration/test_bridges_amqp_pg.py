@@ -228,6 +228,31 @@ async def test_amqp_redeliveries_are_stored_once_only_with_message_ids(
         assert await queue_state(url, queue) == (0, 0)
 
 
+async def test_amqp_bridge_stopped_acks_everything_the_hub_has(
+    rt_hub_inprocess: InProcessHub, rabbit: Broker
+) -> None:
+    """A bridge stopped (SIGTERM, bridge.stop()) acks, on the channel it
+    read from, every delivery the hub acked: none comes again."""
+    from rtkit.bridges.amqp import AmqpSource
+
+    url = amqp_url(rabbit)
+    async with await aio_pika.connect(url) as conn:
+        channel = await conn.channel()
+        await channel.declare_queue("stop-acks", durable=True)
+    await amqp_publish(url, range(2000), routing_key="stop-acks")
+    async with rtkit.aio.Client(rt_hub_inprocess.url) as hub:
+        source = AmqpSource(
+            url, topics=TopicMap([("#", "stops")], flavor="amqp"), queue="stop-acks"
+        )
+        bridge = Bridge(source, client=hub)
+        task = asyncio.create_task(bridge.run())
+        await wait_until(lambda: bridge.state.published == 2000, "the hub acked all")
+        bridge.stop()
+        await asyncio.wait_for(task, 10)
+        assert await queue_state(url, "stop-acks") == (0, 0)
+        assert bridge.state.errors == 0, bridge.state.last_error
+
+
 @pytest.mark.slow
 async def test_amqp_bridge_killed_mid_stream_delivers_each_message_once(
     rt_hub_inprocess: InProcessHub, rabbit: Broker, tmp_path: Path
