@@ -214,7 +214,10 @@ class Source(Protocol):
     ``messages()`` connects and yields messages until the connection fails
     (it raises) or the bridge stops. A new call resumes: a positioned source
     starts after the last message it was asked to commit, or after the last
-    it yielded if that is later (those are still in flight in the client)."""
+    it yielded if that is later (those are still in flight in the client).
+    On stop the bridge reads no more but keeps the iterator open until it
+    has called :meth:`checkpoint` a last time, then closes it (``aclose``),
+    so a source may record positions on the connection it reads from."""
 
     kind: str
     topics: TopicMap

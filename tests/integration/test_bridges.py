@@ -86,6 +86,38 @@ async def test_mqtt_in_order_through_a_transform_and_across_a_broker_restart(
         broker.stop()
 
 
+async def test_jetstream_bridge_stopped_acks_everything_the_hub_has(
+    rt_hub_inprocess: InProcessHub, tmp_path: Path
+) -> None:
+    """Stopping commits on the source's own connection before closing it:
+    the consumer's ack floor reaches the last message the hub acked."""
+    from rtkit.bridges.nats import JetStreamSource
+
+    broker = nats_server(tmp_path).start()
+    url = f"nats://127.0.0.1:{broker.port}"
+    nc = await nats.connect(url)
+    try:
+        js = nc.jetstream()
+        await js.add_stream(name="STOPS", subjects=["stops.>"])
+        for i in range(3000):
+            await nc.publish("stops.x", orjson.dumps(i))
+        await nc.flush()
+        async with rtkit.aio.Client(rt_hub_inprocess.url) as hub:
+            topics = TopicMap([("stops.>", "stops")], flavor="nats")
+            source = JetStreamSource(url, stream="STOPS", durable="d", topics=topics)
+            bridge = Bridge(source, client=hub)
+            task = asyncio.create_task(bridge.run())
+            await wait_for(lambda: bridge.state.published == 3000, what="the hub acked all")
+            bridge.stop()
+            await asyncio.wait_for(task, 10)
+        info = await js.consumer_info("STOPS", "d")
+        assert info.ack_floor.stream_seq == 3000
+        assert bridge.state.errors == 0, bridge.state.last_error
+    finally:
+        await nc.close()
+        broker.stop()
+
+
 async def test_nats_core_across_a_broker_restart(
     rt_hub_inprocess: InProcessHub, tmp_path: Path
 ) -> None:
