@@ -345,6 +345,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="JupyterLab's root directory, relative to the current one; the notebooks "
         "and the hub's history (.rtkit/hub.db) go there",
     )
+    top = sub.add_parser(
+        "top",
+        help="a hub's channels, users and slow consumers, live in the terminal",
+        description="Show a hub's channels by message rate, connections by user, the "
+        "connections falling behind and the store's state, refreshed in place until "
+        "Ctrl-C. A standalone hub's status takes its API key; inside Jupyter, pass "
+        "the server's URL followed by /rtkit and the Jupyter token.",
+    )
+    top.add_argument(
+        "--url",
+        default=os.environ.get("RTKIT_URL", f"http://127.0.0.1:{DEFAULT_PORT}"),
+        help="hub URL, or Jupyter's URL + /rtkit [env RTKIT_URL]",
+    )
+    top.add_argument(
+        "--api-key", default=os.environ.get("RTKIT_API_KEY"), help="[env RTKIT_API_KEY]"
+    )
+    top.add_argument("--token", default=None, help="the Jupyter server's token")
+    top.add_argument("--interval", type=float, default=1.0, help="seconds between screens")
+    top.add_argument("--once", action="store_true", help="print one screen and exit")
     _add_record_parsers(sub)
     _add_bridge(sub)
     return parser
@@ -383,6 +402,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .bridges._cli import run as run_bridge
 
             return _run(run_bridge(args))
+        if args.command == "top":
+            from .top import run_top
+
+            if args.interval <= 0:
+                raise ConfigurationError("--interval must be a positive number of seconds")
+            return run_top(
+                args.url,
+                api_key=args.api_key,
+                token=args.token,
+                interval=args.interval,
+                once=args.once,
+            )
         if args.command == "demo":
             from .demo import run_demo
 

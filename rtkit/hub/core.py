@@ -67,6 +67,7 @@ from ..protocol import (
 )
 from ..storage.base import Appended, ImmediateChannelStore, QueuedChannelStore, Store
 from ..storage.url import redact_url, store_from_url
+from .analytics import ChannelAnalytics
 from .auth import AnonymousAuthenticator, Authenticator, Identity, TokenAuthenticator
 from .connection import Connection
 from .delivery import HubDelivery
@@ -92,6 +93,11 @@ log = logging.getLogger(__name__)
 # gets the newest ones and recovered=false (it has a gap), so one reconnect
 # can never produce an unbounded ack.
 MAX_RECOVERY = MAX_HISTORY_LIMIT
+# The status API's tables: users by connections, connections furthest behind.
+TOP_USERS = 20
+TOP_SLOW = 10
+# Seconds between samples of the per-channel analytics (see analytics.py).
+ANALYTICS_INTERVAL = 1.0
 # Attempts to line up a subscriber's backlog with live delivery.
 _SUBSCRIBE_ATTEMPTS = 5
 # Requests whose ack may be large: each waits for the connection's send
@@ -203,6 +209,9 @@ class Hub:
             max_pending_bytes=config.limits.max_pending_bytes,
             max_delay=config.max_coalesce_delay,
         )
+        self.analytics = ChannelAnalytics(self.fanout.channel_stats)
+        # Slow consumers seen since start (disconnected for falling behind).
+        self.slow_disconnects = 0
         self._connections: dict[str, Connection] = {}
         self.presence = PresenceRooms(config, self.store, self.fanout, self._connections)
         self.docs = SharedDocs(config, self.store, self.fanout, self._connections)
@@ -251,6 +260,7 @@ class Hub:
         await self.store.open()
         await self.feed.start(self.delivery)
         self.presence.start()
+        self._spawn(self._sample_analytics())
         self._started_at = time.time()
         self._state = "running"
         log.info("rtkit hub %s started (store %s)", __version__, redact_url(self.store.url))
@@ -326,10 +336,10 @@ class Hub:
         start, with its local subscribers and latest stored seq (read from
         the store, so messages stored by other hubs count too).
         """
-        channels: dict[str, Any] = {}
-        for name, (subscribers, delivered) in sorted(self.fanout.channel_stats().items()):
+        channels = self.analytics.report()
+        for name, figures in channels.items():
             seq, _ = await self.store.channels.head(name)
-            channels[name] = {"subscribers": subscribers, "seq": max(seq, delivered)}
+            figures["seq"] = max(seq, figures["seq"])
         return {
             "version": __version__,
             "state": self._state,
@@ -338,6 +348,8 @@ class Hub:
             "connections": len(self._connections),
             "users": len(self._per_user),
             "channels": channels,
+            "connections_by_user": dict(self._per_user.most_common(TOP_USERS)),
+            "slow_consumers": self._slow_consumers(),
             "deliveries": {
                 "messages": self.fanout.messages_delivered,
                 "packets": self.fanout.packets_sent,
@@ -348,6 +360,28 @@ class Hub:
             "shared_docs": self.docs.status(),
             **({"cluster": link} if (link := self.feed.status()) is not None else {}),
         }
+
+    def _slow_consumers(self) -> dict[str, Any]:
+        """The connections furthest behind now (packets queued for their
+        socket), and how many were disconnected for it since start."""
+        behind: list[tuple[int, int, Connection]] = []
+        for conn in self._connections.values():
+            transport = self.sio.transports.get(conn.eio_sid)
+            if transport is not None and (depth := transport.depth()) > 0:
+                behind.append((depth, transport.pending_bytes(), conn))
+        behind.sort(key=lambda entry: entry[0], reverse=True)
+        return {
+            "disconnected": self.slow_disconnects,
+            "queued": [
+                {"sid": conn.sid, "user": conn.identity.user, "packets": depth, "bytes": size}
+                for depth, size, conn in behind[:TOP_SLOW]
+            ],
+        }
+
+    async def _sample_analytics(self) -> None:
+        while True:
+            await asyncio.sleep(ANALYTICS_INTERVAL)
+            self.analytics.sample()
 
     def _spawn(self, coro: Awaitable[Any]) -> None:
         task: asyncio.Task[Any] = asyncio.ensure_future(coro)
@@ -423,6 +457,7 @@ class Hub:
             sid,
             conn.identity.user,
         )
+        self.slow_disconnects += 1
         for channel in conn.subscriptions:
             self.fanout.remove(channel, sid)
         conn.subscriptions.clear()
@@ -668,17 +703,20 @@ class Hub:
             size = self._check_size(req.data)
             # Charged after the size check: a refused payload costs no quota.
             conn.byte_bucket.take_bytes_or_refuse(size, "publish")
+            self.analytics.published(req.channel, conn.identity.user, size)
             return req
         conn.bucket.take_or_refuse("publishes", _PUBLISH_RATE_HINT)
         batch = _Batch()
         size = 0
+        sizes: list[int] = []
         for item in req.items:
             try:
                 if isinstance(item, HubError):
                     raise item
                 if not conn.identity.can_publish(item.channel):
                     raise Forbidden(f"{conn.identity.user!r} may not publish to {item.channel!r}")
-                size += self._check_size(item.data)
+                sizes.append(self._check_size(item.data))
+                size += sizes[-1]
             except HubError as exc:
                 batch.errors.append(exc)
                 continue
@@ -692,6 +730,8 @@ class Hub:
                 "publish_bytes_rate; send fewer messages per batch"
             )
         conn.byte_bucket.take_bytes_or_refuse(size, "publish")
+        for item, item_size in zip(batch.messages, sizes, strict=True):
+            self.analytics.published(item.channel, conn.identity.user, item_size)
         return batch
 
     async def _publish(self, conn: Connection, payload: Any) -> dict[str, Any]:
