@@ -55,6 +55,7 @@ _EOL = re.compile(rb"\r\n|\r|\n")
 # Publish ids are at most 128 characters (protocol.MAX_CLIENT_ID_LENGTH):
 # a longer SSE id is replaced by its digest in the publish id.
 _MAX_ID_IN_PUBLISH_ID = 64
+_MAX_NAME = 48
 
 
 def _topic_map(topics: TopicMap | str) -> TopicMap:
@@ -173,6 +174,7 @@ class SseParser:
     def _too_large(self, what: str) -> None:
         if self._error is None:
             self._error = f"{what} of an event is over {self.max_size} bytes: event dropped"
+        self._data.clear()  # the event is lost: hold none of it
 
     def _process(self, raw: bytes) -> SseEvent | None:
         line = raw.decode("utf-8", "replace")
@@ -186,10 +188,10 @@ class SseParser:
         name, _, value = line.partition(":")
         value = value.removeprefix(" ")
         if name == "data":
-            self._data_size += len(value) + 1
+            self._data_size += len(value.encode()) + 1
             if self._data_size > self.max_size:
                 self._too_large("the data")
-            else:
+            elif self._error is None:
                 self._data.append(value)
         elif name == "event":
             self._type = value
@@ -253,6 +255,11 @@ class SseSource:
         self.url = url
         self.topics = _topic_map(topics)
         self.name = name or hashlib.sha256(url.encode()).hexdigest()[:12]
+        if len(self.name) > _MAX_NAME or ":" in self.name:
+            raise ConfigurationError(
+                f"an SSE source's name is at most {_MAX_NAME} characters without ':' "
+                f"(it goes into publish ids), got {self.name!r}"
+            )
         self._topic_field = topic_field
         self._headers = dict(headers or {})
         self._payload = _check_payload(payload)
