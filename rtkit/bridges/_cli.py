@@ -123,6 +123,14 @@ def add_parser(sub: Any) -> None:
         "--last-event-id", default=None, help="resume after this event id when there is no state"
     )
     sse.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="reconnect when nothing, not even a comment, arrives for this long "
+        "(default: wait; for servers that send keep-alive comments)",
+    )
+    sse.add_argument(
         "--name",
         default=None,
         help="names the stream in publish ids and the state file (default: a digest of the URL)",
@@ -206,6 +214,7 @@ def source_from_args(args: argparse.Namespace) -> Source:
             state_file=args.state,
             name=args.name,
             last_event_id=args.last_event_id,
+            idle_timeout=args.idle_timeout,
         )
     from .redis_stream import RedisStreamSource
 

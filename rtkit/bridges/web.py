@@ -230,6 +230,9 @@ class SseSource:
     :class:`TopicMap` over those topics. ``name`` (a digest of the URL by
     default) goes into publish ids and the state file; ``state_file`` keeps
     the last event id the hub acked, from which a restarted bridge resumes.
+    ``connect_timeout`` bounds the request until the response starts;
+    ``idle_timeout`` (off by default) reconnects when the stream is silent
+    that long, for servers that send keep-alive comments.
 
     >>> source = SseSource("https://example.org/events", topics="feed.{topic}",
     ...     headers={"Authorization": "Bearer abc"}, state_file="bridge-feed.json")

@@ -54,8 +54,9 @@ class EventServer:
     ``drop_after``: event numbers (1-based) after which the server sends half
     of the next event and closes the connection (once each); ``refuse``: how
     many requests get HTTP 503 first; ``retry_ms``: sent as ``retry:`` at the
-    start of each stream; ``eol``: the line ending. Events appended later
-    are sent to the open stream (``changed`` wakes it)."""
+    start of each stream; ``eol``: the line ending; ``keepalive``: send a
+    comment every half second while quiet. Events appended later are sent
+    to the open stream (``changed`` wakes it)."""
 
     events: list[Event]
     drop_after: set[int] = field(default_factory=set)
@@ -63,6 +64,7 @@ class EventServer:
     retry_ms: int | None = None
     eol: str = "\n"
     authorization: str | None = None
+    keepalive: bool = True
     connections: list[Connection] = field(default_factory=list)
     drops: list[float] = field(default_factory=list)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -111,6 +113,9 @@ class EventServer:
                     request.transport.close()
                     return resp
             self.changed.clear()
+            if not self.keepalive:
+                await self.changed.wait()
+                continue
             try:
                 await asyncio.wait_for(self.changed.wait(), 0.5)
             except TimeoutError:
@@ -309,6 +314,27 @@ async def test_sse_fields_pick_channels_and_bad_channel_names_are_dropped(
         assert [d["i"] for d in await history(hub, "sensors.s0")] == list(range(2, 21, 2))
     assert bridge.state.dropped == 2
     assert "not a valid channel name" in (bridge.state.last_error or "")
+
+
+async def test_sse_silent_stream_is_reconnected_after_the_idle_timeout(
+    rt_hub_inprocess: InProcessHub, serve: Any
+) -> None:
+    server = EventServer(readings(range(1, 6)), keepalive=False)
+    url = await serve(server.handle)
+    async with rtkit.aio.Client(rt_hub_inprocess.url) as hub:
+        bridge = Bridge(SseSource(url, topics="quiet", idle_timeout=0.5), client=hub)
+        task = await run_bridge(bridge)
+        try:
+            await wait_count(hub, "quiet", 5)
+            await wait_until(lambda: len(server.connections) == 2, "a reconnect")
+            server.add(readings(range(6, 11)))
+            await wait_count(hub, "quiet", 10)
+        finally:
+            await stop_bridge(bridge, task)
+        assert await history(hub, "quiet") == [{"i": i} for i in range(1, 11)]
+    assert server.connections[1].last_event_id == "5"
+    assert bridge.state.errors >= 1 and "Timeout" in (bridge.state.last_error or "")
+    assert bridge.state.gaps == 0
 
 
 @pytest.mark.slow
