@@ -22,12 +22,13 @@ connection (aiohttp, code 1009), which is an error and a reconnect.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import os
 import re
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -267,6 +268,7 @@ class SseSource:
         self._headers = dict(headers or {})
         self._payload = _check_payload(payload)
         self._max_size = _check_size(max_size)
+        self._connect_timeout = connect_timeout
         self._timeout = aiohttp.ClientTimeout(
             total=None, connect=connect_timeout, sock_read=idle_timeout
         )
@@ -314,32 +316,44 @@ class SseSource:
         if resuming:
             headers["Last-Event-ID"] = self._read_id
         try:
-            async with (
-                aiohttp.ClientSession(timeout=self._timeout) as session,
-                session.get(self.url, headers=headers) as resp,
-            ):
-                if resp.status != 200:
-                    raise ConnectionError(f"SSE {self.url}: HTTP {resp.status} {resp.reason}")
-                if resp.content_type != "text/event-stream":
+            async with aiohttp.ClientSession(timeout=self._timeout) as session:
+                try:
+                    async with asyncio.timeout(self._connect_timeout):
+                        resp = await session.get(self.url, headers=headers)
+                except TimeoutError:
                     raise ConnectionError(
-                        f"SSE {self.url}: content type {resp.content_type!r}, not text/event-stream"
-                    )
-                state.connected = True
-                if self._connections and not resuming:
-                    # No id to resume from: what came meanwhile may be lost.
-                    state.gaps += 1
-                self._connections += 1
-                log.info("bridge sse: connected to %s (Last-Event-ID %r)", self.url, self._read_id)
-                parser = SseParser(self._max_size, last_id=self._read_id)
-                async for chunk in resp.content.iter_any():
-                    for event in parser.feed(chunk):
-                        self._read_id = event.last_id
-                        yield self._message(event, state)
-                    # Events without data still move the id a reconnect sends.
-                    self._read_id = parser.last_id
-                    self._retry = parser.retry if parser.retry is not None else self._retry
+                        f"SSE {self.url}: no response within {self._connect_timeout} s"
+                    ) from None
+                async with resp, contextlib.aclosing(self._read(resp, state, resuming)) as events:
+                    async for message in events:
+                        yield message
         finally:
             self._lost_at = time.monotonic()
+
+    async def _read(
+        self, resp: aiohttp.ClientResponse, state: BridgeState, resuming: bool
+    ) -> AsyncGenerator[SourceMessage, None]:
+        """Check the response, then yield its events as messages."""
+        if resp.status != 200:
+            raise ConnectionError(f"SSE {self.url}: HTTP {resp.status} {resp.reason}")
+        if resp.content_type != "text/event-stream":
+            raise ConnectionError(
+                f"SSE {self.url}: content type {resp.content_type!r}, not text/event-stream"
+            )
+        state.connected = True
+        if self._connections and not resuming:
+            # No id to resume from: what came meanwhile may be lost.
+            state.gaps += 1
+        self._connections += 1
+        log.info("bridge sse: connected to %s (Last-Event-ID %r)", self.url, self._read_id)
+        parser = SseParser(self._max_size, last_id=self._read_id)
+        async for chunk in resp.content.iter_any():
+            for event in parser.feed(chunk):
+                self._read_id = event.last_id
+                yield self._message(event, state)
+            # Events without data still move the id a reconnect sends.
+            self._read_id = parser.last_id
+            self._retry = parser.retry if parser.retry is not None else self._retry
 
     def _message(self, event: SseEvent, state: BridgeState) -> SourceMessage:
         data: Any = None

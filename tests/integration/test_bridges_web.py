@@ -53,7 +53,8 @@ class EventServer:
 
     ``drop_after``: event numbers (1-based) after which the server sends half
     of the next event and closes the connection (once each); ``refuse``: how
-    many requests get HTTP 503 first; ``retry_ms``: sent as ``retry:`` at the
+    many requests get HTTP 503 first; ``stall``: how many requests get no
+    answer at all until ``released`` is set; ``retry_ms``: sent as ``retry:`` at the
     start of each stream; ``eol``: the line ending; ``keepalive``: send a
     comment every half second while quiet. Events appended later are sent
     to the open stream (``changed`` wakes it)."""
@@ -61,6 +62,8 @@ class EventServer:
     events: list[Event]
     drop_after: set[int] = field(default_factory=set)
     refuse: int = 0
+    stall: int = 0
+    released: asyncio.Event = field(default_factory=asyncio.Event)
     retry_ms: int | None = None
     eol: str = "\n"
     authorization: str | None = None
@@ -86,6 +89,10 @@ class EventServer:
         last = request.headers.get("Last-Event-ID")
         auth = request.headers.get("Authorization")
         self.connections.append(Connection(time.monotonic(), last, auth))
+        if self.stall > 0:
+            self.stall -= 1
+            await self.released.wait()
+            raise web.HTTPServiceUnavailable()
         if self.refuse > 0:
             self.refuse -= 1
             raise web.HTTPServiceUnavailable()
@@ -285,6 +292,25 @@ async def test_sse_oversize_lines_and_bad_json_are_errors_and_the_stream_goes_on
     assert state.errors == 3 and state.dropped == 3
     assert state.last_error == "SSE event 'message' id '40': payload is not JSON"
     assert state.reconnects == 0 and len(server.connections) == 1  # never disconnected
+
+
+async def test_sse_server_that_never_answers_is_an_error_and_the_bridge_tries_again(
+    rt_hub_inprocess: InProcessHub, serve: Any
+) -> None:
+    server = EventServer(readings(range(1, 11)), stall=1)
+    url = await serve(server.handle)
+    async with rtkit.aio.Client(rt_hub_inprocess.url) as hub:
+        bridge = Bridge(SseSource(url, topics="late", connect_timeout=0.5), client=hub)
+        task = await run_bridge(bridge)
+        try:
+            await wait_count(hub, "late", 10)
+        finally:
+            server.released.set()
+            await stop_bridge(bridge, task)
+        assert await history(hub, "late") == [{"i": i} for i in range(1, 11)]
+    assert bridge.state.errors == 1
+    assert bridge.state.last_error == f"ConnectionError: SSE {url}: no response within 0.5 s"
+    assert len(server.connections) == 2
 
 
 async def test_sse_fields_pick_channels_and_bad_channel_names_are_dropped(
