@@ -370,7 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_bridge(sub: Any) -> None:
-    """``rtkit bridge mqtt|nats|redis-stream`` (rtkit.bridges has the rest)."""
+    """``rtkit bridge mqtt|nats|redis-stream|websocket|sse`` (rtkit.bridges has the rest)."""
     from .bridges._cli import add_parser
 
     add_parser(sub)

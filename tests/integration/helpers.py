@@ -18,13 +18,19 @@ from __future__ import annotations
 import asyncio
 import itertools
 import math
+import subprocess
+import sys
 import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 import socketio
+
+from rtkit._process import start_group
+from rtkit.aio import Client
 
 NS = "/rtkit"
 ENVELOPE_KEYS = frozenset({"channel", "seq", "ts", "id", "sender", "data"})
@@ -419,3 +425,39 @@ async def wait_until(
         if time.monotonic() > deadline:
             raise AssertionError(f"waited {within}s for {what}")
         await asyncio.sleep(0.02)
+
+
+# -- bridges ------------------------------------------------------------------
+
+
+async def history(hub: Client, channel: str) -> list[Any]:
+    """Every stored message's data, in seq order."""
+    out: list[Any] = []
+    since = 0
+    while True:
+        page = await hub.channel(channel).history(since=since, limit=1000)
+        if not page:
+            return out
+        out += [m.data for m in page]
+        since = page[-1].seq
+
+
+async def wait_count(hub: Client, channel: str, count: int, within: float = 30) -> None:
+    """Wait until ``channel`` holds ``count`` messages (its last seq)."""
+    deadline = time.monotonic() + within
+    seen = 0
+    while True:
+        page = await hub.channel(channel).history(limit=1)
+        seen = page[-1].seq if page else 0
+        if seen >= count:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{channel}: {seen} of {count} messages after {within} s")
+        await asyncio.sleep(0.05)
+
+
+def bridge_process(args: list[str], hub_url: str, log: Path) -> subprocess.Popen[Any]:
+    """``rtkit bridge ARGS`` in its own process group, its stderr appended to ``log``."""
+    argv = [sys.executable, "-m", "rtkit", "bridge", *args, "--url", hub_url, "--report", "0"]
+    with log.open("ab") as out:  # the child keeps its own copy of the descriptor
+        return start_group(argv, stdout=subprocess.DEVNULL, stderr=out)

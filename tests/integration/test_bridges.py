@@ -8,8 +8,6 @@ services (Redis aside: the suite's own, as for the Redis store tests).
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -19,11 +17,12 @@ import orjson
 import pytest
 
 import rtkit.aio
-from rtkit._process import kill_group, start_group, stop_group
+from rtkit._process import kill_group, stop_group
 from rtkit.bridges import Bridge, SourceMessage, TopicMap
 from rtkit.pytest_plugin import REDIS_URL, InProcessHub
 
 from .brokers import mosquitto, nats_server
+from .helpers import bridge_process, history, wait_count
 
 aiomqtt = pytest.importorskip("aiomqtt")
 nats = pytest.importorskip("nats")
@@ -35,31 +34,6 @@ async def wait_for(condition: Callable[[], Any], within: float = 20.0, what: str
         if time.monotonic() > deadline:
             raise TimeoutError(f"not within {within} s: {what or condition}")
         await asyncio.sleep(0.02)
-
-
-async def history(hub: rtkit.aio.Client, channel: str) -> list[Any]:
-    """Every stored message's data, in seq order."""
-    out: list[Any] = []
-    since = 0
-    while True:
-        page = await hub.channel(channel).history(since=since, limit=1000)
-        if not page:
-            return out
-        out += [m.data for m in page]
-        since = page[-1].seq
-
-
-async def wait_count(hub: rtkit.aio.Client, channel: str, count: int, within: float = 30) -> None:
-    deadline = time.monotonic() + within
-    seen = 0
-    while True:
-        page = await hub.channel(channel).history(limit=1)
-        seen = page[-1].seq if page else 0
-        if seen >= count:
-            return
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{channel}: {seen} of {count} messages after {within} s")
-        await asyncio.sleep(0.05)
 
 
 async def keep_even(channel: str, data: Any, msg: SourceMessage) -> Any:
@@ -150,12 +124,6 @@ async def test_nats_core_across_a_broker_restart(
         broker.stop()
 
 
-def _bridge_process(args: list[str], hub_url: str, log: Path) -> subprocess.Popen[Any]:
-    argv = [sys.executable, "-m", "rtkit", "bridge", *args, "--url", hub_url, "--report", "0"]
-    with log.open("ab") as out:  # the child keeps its own copy of the descriptor
-        return start_group(argv, stdout=subprocess.DEVNULL, stderr=out)
-
-
 @pytest.mark.slow
 async def test_jetstream_bridge_killed_mid_stream_and_broker_restarted_delivers_each_once(
     rt_hub_inprocess: InProcessHub, tmp_path: Path
@@ -178,11 +146,11 @@ async def test_jetstream_bridge_killed_mid_stream_and_broker_restarted_delivers_
         args += ["--map", "readings.*=readings"]
         log = tmp_path / "bridge.log"
         async with rtkit.aio.Client(rt_hub_inprocess.url) as hub:
-            proc = _bridge_process(args, rt_hub_inprocess.url, log)
+            proc = bridge_process(args, rt_hub_inprocess.url, log)
             await wait_count(hub, "readings", 500)
             kill_group(proc)  # kill -9 mid-stream: acks and publishes in flight are lost
             await publish(range(3000, 5000))
-            proc = _bridge_process(args, rt_hub_inprocess.url, log)
+            proc = bridge_process(args, rt_hub_inprocess.url, log)
             await wait_count(hub, "readings", 5000)
             # The server restarts (its store on disk) under the running bridge.
             await asyncio.to_thread(broker.restart)
@@ -228,11 +196,11 @@ async def test_redis_stream_bridge_killed_mid_stream_delivers_each_entry_once(
         args += ["--map", f"{stream}=meter"]
         log = tmp_path / "bridge.log"
         async with rtkit.aio.Client(rt_hub_inprocess.url) as hub:
-            proc = _bridge_process(args, rt_hub_inprocess.url, log)
+            proc = bridge_process(args, rt_hub_inprocess.url, log)
             await wait_count(hub, "meter", 500)
             kill_group(proc)
             await add(range(3000, 5000))
-            proc = _bridge_process(args, rt_hub_inprocess.url, log)
+            proc = bridge_process(args, rt_hub_inprocess.url, log)
             await wait_count(hub, "meter", 5000)
             last_id = (await r.xinfo_stream(stream))["last-generated-id"].decode()
             await wait_for(
