@@ -49,7 +49,7 @@ def test_widgets_export_the_notebook_names() -> None:
     import rtkit.widgets
 
     assert set(rtkit.widgets.__all__) == {
-        "Link", "LiveChart", "LiveTable", "PresenceBar", "StatusBadge", "link",
+        "HubMonitor", "Link", "LiveChart", "LiveTable", "PresenceBar", "StatusBadge", "link",
     }  # fmt: skip
     for name in rtkit.widgets.__all__:
         assert getattr(rtkit.widgets, name).__module__.startswith("rtkit.widgets._"), name
