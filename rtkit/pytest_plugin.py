@@ -23,6 +23,11 @@ Two kinds of hub, with the same arguments (``store``, ``secret``,
 
 Every hub a test starts is stopped after it (a process is killed if it does
 not stop).
+
+Under ``--nbval`` the plugin also gives notebooks what they expect to find:
+a hub at ``RTKIT_URL`` (one is started for the session when it is unset)
+and an MQTT broker at ``RTKIT_MQTT`` (a private ``mosquitto`` when nothing
+answers there), both stopped when the session ends.
 """
 
 from __future__ import annotations
@@ -367,7 +372,8 @@ def rt_hub_inprocess(rt_hub_inprocess_factory: Any) -> InProcessHub:
 # mosquitto on a free port stands in for the session.
 
 _NOTEBOOK_HUB = pytest.StashKey[HubProcess]()
-_NOTEBOOK_BROKER = pytest.StashKey["tuple[subprocess.Popen[bytes], str | None]"]()
+# The broker process, and RTKIT_MQTT as it was before (restored at the end).
+_NOTEBOOK_BROKER = pytest.StashKey[tuple[subprocess.Popen[bytes], str | None]]()
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -388,8 +394,12 @@ def _notebook_mqtt_broker(config: pytest.Config) -> None:
     Without mosquitto installed nothing is started; the notebooks that need
     a broker then say that none answers, and where they looked."""
     from .bridges.mqtt import broker_address
+    from .errors import ConfigurationError
 
-    host, port = broker_address()  # a malformed RTKIT_MQTT fails here, naming it
+    try:
+        host, port = broker_address()
+    except ConfigurationError as exc:  # a malformed RTKIT_MQTT: say so, not a traceback
+        pytest.exit(str(exc), returncode=pytest.ExitCode.USAGE_ERROR)
     if port_open(host, port):
         return
     mosquitto = find_program("mosquitto")

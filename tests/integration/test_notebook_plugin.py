@@ -47,24 +47,17 @@ print(await asyncio.wait_for(roundtrip(), 10))
 """
 
 
-def test_a_closed_rtkit_mqtt_gets_a_private_mosquitto_for_the_session(tmp_path: Path) -> None:
-    if find_program("mosquitto") is None:
-        pytest.skip("mosquitto is not installed (scripts/setup-test-machine installs it)")
+def run_nbval(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """``pytest -p rtkit.pytest_plugin --nbval`` on the round-trip notebook,
+    in ``tmp_path``, with ``env`` added to the environment."""
     cell = new_code_cell(ROUNDTRIP, execution_count=1)
     cell.outputs = [new_output("stream", name="stdout", text="b'hello'\n")]
     notebook = tmp_path / "roundtrip.ipynb"
     nbformat.write(new_notebook(cells=[cell]), notebook)
-    closed = f"127.0.0.1:{free_port()}"
-    seen = tmp_path / "broker.txt"
-    env = {
-        **os.environ,
-        "RTKIT_MQTT": closed,
-        "BROKER_SEEN": str(seen),
-        # A hub is not what this notebook needs: with RTKIT_URL set the plugin starts none.
-        "RTKIT_URL": "http://127.0.0.1:9",
-    }
+    # A hub is not what this notebook needs: with RTKIT_URL set the plugin starts none.
+    env = {**os.environ, "RTKIT_URL": "http://127.0.0.1:9", **env}
     plugins = ["-p", "no:cacheprovider", "-p", "no:asyncio", "-p", "rtkit.pytest_plugin"]
-    run = subprocess.run(
+    return subprocess.run(
         [sys.executable, "-m", "pytest", *plugins, "--nbval", notebook.name],
         cwd=tmp_path,
         env=env,
@@ -72,6 +65,14 @@ def test_a_closed_rtkit_mqtt_gets_a_private_mosquitto_for_the_session(tmp_path: 
         text=True,
         timeout=90,
     )
+
+
+def test_a_closed_rtkit_mqtt_gets_a_private_mosquitto_for_the_session(tmp_path: Path) -> None:
+    if find_program("mosquitto") is None:
+        pytest.skip("mosquitto is not installed (scripts/setup-test-machine installs it)")
+    closed = f"127.0.0.1:{free_port()}"
+    seen = tmp_path / "broker.txt"
+    run = run_nbval(tmp_path, RTKIT_MQTT=closed, BROKER_SEEN=str(seen))
     assert run.returncode == 0, run.stdout + run.stderr
     assert "1 passed" in run.stdout
     used = seen.read_text()
@@ -79,3 +80,10 @@ def test_a_closed_rtkit_mqtt_gets_a_private_mosquitto_for_the_session(tmp_path: 
     host, port = broker_address(used)
     assert host == "127.0.0.1"
     assert not port_open(host, port), "the private mosquitto outlived the session"
+
+
+def test_a_malformed_rtkit_mqtt_stops_the_run_with_its_reason(tmp_path: Path) -> None:
+    run = run_nbval(tmp_path, RTKIT_MQTT="broker:mqtt", BROKER_SEEN=str(tmp_path / "x"))
+    assert run.returncode == pytest.ExitCode.USAGE_ERROR, run.stdout + run.stderr
+    assert "RTKIT_MQTT: the port in 'broker:mqtt' is not 1-65535" in run.stdout + run.stderr
+    assert "INTERNALERROR" not in run.stdout + run.stderr
