@@ -38,8 +38,12 @@ def add_parser(sub: Any) -> None:
     )
     kinds = bridge.add_subparsers(dest="source", metavar="SOURCE", required=True)
     mqtt = kinds.add_parser("mqtt", help="an MQTT broker (pip install 'rtkit[mqtt]')")
-    mqtt.add_argument("--host", default="127.0.0.1", help="broker host")
-    mqtt.add_argument("--port", type=int, default=1883, help="broker port")
+    mqtt.add_argument(
+        "--host", default=None, help="broker host [env RTKIT_MQTT=host:port, else 127.0.0.1]"
+    )
+    mqtt.add_argument(
+        "--port", type=int, default=None, help="broker port [RTKIT_MQTT's, else 1883]"
+    )
     mqtt.add_argument("--qos", type=int, default=0, choices=[0, 1, 2], help="subscription QoS")
     mqtt.add_argument(
         "--session",

@@ -336,7 +336,9 @@ class Bridge:
     """Runs one source into hub channels until stopped.
 
     ``client`` is an open :class:`rtkit.aio.Client` (or pass ``url`` and
-    ``token`` and the bridge connects, retrying until the hub answers).
+    ``token`` and the bridge connects, retrying until the hub answers;
+    without them it connects where ``rtkit.connect()`` would:
+    ``RTKIT_URL`` and ``RTKIT_TOKEN``).
 
     >>> bridge = Bridge(MqttSource("127.0.0.1", topics=TopicMap(
     ...     [("sensors/+/temp", "sensors.{1}.temp")])), url="http://127.0.0.1:8765")
