@@ -740,6 +740,7 @@ class Channels:
         """Resumes the hub could not recover."""
         session.on_event(MESSAGES, self._on_messages)
         session.on_resume(self._resubscribe_all)
+        session.on_revoked("channel", self._revoked)
 
     def __iter__(self) -> Iterator[Channel]:
         return iter([entry.channel for entry in self._entries.values()])
@@ -790,6 +791,13 @@ class Channels:
             entry = entries.get(msg.channel)
             if entry is not None:
                 entry.receive(msg)
+
+    def _revoked(self, name: str) -> None:
+        """The hub ended ``name``'s subscription (a refreshed token no longer
+        grants it): its callbacks are dropped, as after a refused resubscribe."""
+        entry = self._entries.get(name)
+        if entry is not None:
+            entry.channel._drop_listeners()
 
     def _resubscribe_all(self) -> None:
         for entry in self._entries.values():
@@ -1198,13 +1206,15 @@ class Channel:
             self._session.dispatch(callback, (self.name, info))
         self._session.emit_state("gap", self.name, info)
 
+    def _drop_listeners(self) -> None:
+        """The hub will send this channel no more: drop every callback."""
+        if self._listeners:
+            log.error("rtkit: %r gets no more messages: its callbacks are dropped", self.name)
+        for listener in list(self._listeners):
+            self._remove_listener(listener)
+
     async def _resume(self) -> None:
         """Subscribe again on a new connection, from the last seq seen."""
-
-        def refused() -> None:
-            log.error("rtkit: %r gets no more messages: its callbacks are dropped", self.name)
-            for listener in list(self._listeners):
-                self._remove_listener(listener)
 
         await self._session.resume(
             # Built at each attempt: the cursor and token move on meanwhile.
@@ -1216,7 +1226,7 @@ class Channel:
             ),
             f"resubscribe {self.name!r}",
             active=lambda: self.subscribed,
-            on_refused=refused,
+            on_refused=self._drop_listeners,
         )
 
     def _receive(self, msg: Message) -> None:

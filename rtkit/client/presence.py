@@ -146,6 +146,12 @@ class Presence:
                 await self._session.request(PRESENCE_LEAVE, {"room": self.room}, wait=False)
         self._members.clear()
 
+    def _left_by_hub(self) -> None:
+        self._active = False
+        self._token += 1
+        self._rooms.forget(self)
+        self._members.clear()
+
     def _is_active(self) -> bool:
         """Still in the room (not left)."""
         return self._active
@@ -230,6 +236,7 @@ class Rooms:
         self._entries: dict[str, _Entry] = {}
         session.on_event(PRESENCE, self._on_presence)
         session.on_resume(self._rejoin_all)
+        session.on_revoked("room", self._revoked)
 
     def __contains__(self, room: object) -> bool:
         return room in self._entries
@@ -274,6 +281,13 @@ class Rooms:
         entry = self._entries.get(presence.room)
         if entry is not None and entry.presence is presence:
             del self._entries[presence.room]
+
+    def _revoked(self, room: str) -> None:
+        """The hub took this connection out of ``room`` (a refreshed token no
+        longer grants it): its Presence stops following it, as if it left."""
+        entry = self._entries.get(room)
+        if entry is not None:
+            entry.presence._left_by_hub()
 
     def _on_presence(self, payload: Any) -> None:
         if not isinstance(payload, dict):

@@ -44,6 +44,7 @@ from ..errors import (
     Unavailable,
 )
 from ..protocol import (
+    AUTH_REFRESH,
     CLOSING,
     DOC_SYNC,
     DOC_UPDATE,
@@ -55,11 +56,15 @@ from ..protocol import (
     PRESENCE_LIST,
     PRESENCE_UPDATE,
     PUBLISH,
+    REVOKED,
     SUBSCRIBE,
     UNSUBSCRIBE,
     Message,
     PublishRequest,
+    RevokedEvent,
+    RevokedKind,
     error_ack,
+    parse_auth_refresh,
     parse_history,
     parse_publish_any,
     parse_subscribe,
@@ -68,11 +73,17 @@ from ..protocol import (
 from ..storage.base import Appended, ImmediateChannelStore, QueuedChannelStore, Store
 from ..storage.url import redact_url, store_from_url
 from .analytics import ChannelAnalytics
-from .auth import AnonymousAuthenticator, Authenticator, Identity, TokenAuthenticator
+from .auth import (
+    AnonymousAuthenticator,
+    Authenticator,
+    Identity,
+    TokenAuthenticator,
+    TokenRefresher,
+)
 from .connection import Connection
 from .delivery import HubDelivery
 from .docs import SharedDocs
-from .fanout import FanOut
+from .fanout import FanOut, encode_event
 from .limits import TokenBucket
 from .origins import OriginCheck
 from .pages import Page, read_backward, read_forward
@@ -114,8 +125,8 @@ _PUBLISH_RATE_HINT = (
 )
 
 # Requests charged to a connection's read budget (Limits.read_rate): each
-# costs a store query and an ack.
-_READS = frozenset({SUBSCRIBE, HISTORY, PRESENCE_LIST, DOC_SYNC})
+# costs a store query and an ack (a token refresh: a signature check).
+_READS = frozenset({SUBSCRIBE, HISTORY, PRESENCE_LIST, DOC_SYNC, AUTH_REFRESH})
 
 Handler = Callable[["Connection", Any], Awaitable[dict[str, Any]]]
 
@@ -183,6 +194,7 @@ class Hub:
                 assert tokens is not None  # HubConfig insists on a secret
                 authenticator = tokens
         self.authenticator = authenticator
+        self._refresher = authenticator if isinstance(authenticator, TokenRefresher) else None
         # One switch for every fast path that relies on upstream internals
         # (RTKIT_FAST_PATHS=0: public APIs only); hosts read it from here.
         self.fast_paths = fast_paths_enabled()
@@ -234,6 +246,7 @@ class Hub:
             PRESENCE_LIST: self.presence.list,
             DOC_SYNC: self.docs.sync,
             DOC_UPDATE: self.docs.update,
+            AUTH_REFRESH: self._refresh,
         }
         self.sio.on("connect", self._on_connect, namespace=NAMESPACE)
         self.sio.on("disconnect", self._on_disconnect, namespace=NAMESPACE)
@@ -422,12 +435,7 @@ class Hub:
             reads=TokenBucket(limits.read_rate, limits.read_burst),
             byte_bucket=TokenBucket(limits.publish_bytes_rate, limits.publish_bytes_burst),
         )
-        if identity.expires_at is not None:
-            # The connection ends with its token, not just its requests: at
-            # expiry it leaves its rooms and stops getting messages.
-            loop = asyncio.get_running_loop()
-            left = max(0.0, identity.expires_at - time.time())
-            conn.expiry = loop.call_at(loop.time() + left, self._expire, sid)
+        self._schedule_expiry(conn)
         self._per_user[identity.user] += 1
         log.debug("connected %s as %s", sid, identity.user)
         return True
@@ -462,6 +470,67 @@ class Hub:
             self.fanout.remove(channel, sid)
         conn.subscriptions.clear()
         self._spawn(self.sio.disconnect(sid, namespace=NAMESPACE))
+
+    def _schedule_expiry(self, conn: Connection) -> None:
+        """(Re)arm the timer that ends ``conn`` with its token: at expiry it
+        leaves its rooms and stops getting messages, not just requests."""
+        if conn.expiry is not None:
+            conn.expiry.cancel()
+            conn.expiry = None
+        expires_at = conn.identity.expires_at
+        if expires_at is not None:
+            loop = asyncio.get_running_loop()
+            left = max(0.0, expires_at - time.time())
+            conn.expiry = loop.call_at(loop.time() + left, self._expire, conn.sid)
+
+    async def _refresh(self, conn: Connection, payload: Any) -> dict[str, Any]:
+        """``auth.refresh``: a fresh token for the same user replaces the
+        connection's grants and moves its expiry; what the new grants no
+        longer allow ends with a ``revoked`` event each, sent before the ack."""
+        req = parse_auth_refresh(payload)
+        if self._refresher is None:
+            raise BadRequest("auth.refresh: this hub's connections do not take token refreshes")
+        identity = await self._refresher.refresh(req.token)
+        if identity.user != conn.identity.user:
+            raise Forbidden(
+                f"auth.refresh: the token is {identity.user!r}'s, this connection is "
+                f"{conn.identity.user!r}'s: reconnect to change users"
+            )
+        if self._connections.get(conn.sid) is not conn:
+            raise Unavailable("disconnected while refreshing")
+        # From here to the ack nothing yields before the revoked events are
+        # queued: they reach the client before the ack, and no delivery of
+        # a revoked channel, room or document follows them.
+        conn.identity = identity
+        self._schedule_expiry(conn)
+        revoked: list[tuple[RevokedKind, str]] = []
+        for channel in sorted(conn.subscriptions):
+            if not identity.can_subscribe(channel):
+                self.fanout.remove(channel, conn.sid)
+                conn.subscriptions.discard(channel)
+                revoked.append(("channel", channel))
+        revoked.extend(("doc", name) for name in self.docs.revoke(conn.sid, identity))
+        rooms = self.presence.revoke(conn.sid, identity)
+        revoked.extend(("room", room) for room, _ in rooms)
+        for kind, name in revoked:
+            event: RevokedEvent = {
+                "kind": kind,
+                "name": name,
+                "code": "forbidden",
+                "message": f"the refreshed token no longer grants {kind} {name!r}",
+            }
+            self.fanout.send_to(
+                conn.sid, conn.eio_sid, encode_event(REVOKED, event), conn.frame_writer
+            )
+        if revoked:
+            log.info(
+                "refreshed %s (%s): %d subscription(s) ended by the new grants",
+                conn.sid,
+                identity.user,
+                len(revoked),
+            )
+        await self.presence.leave_revoked(conn.sid, rooms)
+        return {"ok": True, "expires": identity.expires_at}
 
     def _expire(self, sid: str) -> None:
         conn = self._connections.get(sid)

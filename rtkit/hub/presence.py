@@ -58,10 +58,14 @@ from .auth import color_for
 from .fanout import FanOut, encode_event
 
 if TYPE_CHECKING:
+    from .auth import Identity
     from .connection import Connection
 
 log = logging.getLogger(__name__)
 
+# (room, member id) of each room a connection was taken out of (a method of
+# PresenceRooms is called "list": the alias keeps the builtin in reach).
+RoomsLeft = list[tuple[str, str]]
 # [member existed before this batch, its latest change, order of its first change]
 _Slot = list[Any]
 
@@ -258,6 +262,30 @@ class PresenceRooms:
             member_id = self._forget(sid, room)
             if member_id is None:
                 continue
+            try:
+                await self._leave_store(sid, room, member_id)
+            except Exception:
+                # Its entry lapses at its deadline instead.
+                log.exception("presence: could not remove %s from %r", sid, room)
+
+    def revoke(self, sid: str, identity: Identity) -> RoomsLeft:
+        """Forget ``sid`` in every room ``identity`` may no longer join (it
+        needs both rights on the room's name); ``(room, member id)`` of each,
+        for :meth:`leave_revoked`. Synchronous: once it returns, no event
+        of those rooms reaches ``sid``."""
+        left: RoomsLeft = []
+        for room in sorted(self._joined.get(sid, ())):
+            if identity.can_subscribe(room) and identity.can_publish(room):
+                continue
+            member_id = self._forget(sid, room)
+            if member_id is not None:
+                left.append((room, member_id))
+        return left
+
+    async def leave_revoked(self, sid: str, rooms: RoomsLeft) -> None:
+        """Take ``sid`` out of the rooms :meth:`revoke` returned, in the store
+        (others see it leave when it was its user's last connection there)."""
+        for room, member_id in rooms:
             try:
                 await self._leave_store(sid, room, member_id)
             except Exception:

@@ -12,8 +12,8 @@ PUBLIC = {
     "AckTimeout", "BadRequest", "Channel", "Client", "ClientClosed", "ClientMetrics",
     "ConfigurationError", "Forbidden", "GapInfo", "HubError", "InternalError", "Member", "Message",
     "NotConnected", "NotFound", "OfflineQueueFull", "Presence", "RateLimited", "RecordingError",
-    "RtkitError", "SharedChange", "SharedDoc", "TooLarge", "Unauthorized", "Unavailable",
-    "UnsupportedData", "__version__", "connect", "replay",
+    "RtkitError", "SharedChange", "SharedDoc", "TokenUnavailable", "TooLarge", "Unauthorized",
+    "Unavailable", "UnsupportedData", "__version__", "connect", "replay",
 }  # fmt: skip
 
 
