@@ -718,6 +718,7 @@ class _Entry:
     channel: Channel
     receive: Callable[[Message], None]
     resume: Callable[[], Awaitable[None]]
+    revoked: Callable[[], None]
 
 
 class Channels:
@@ -759,10 +760,12 @@ class Channels:
         *,
         receive: Callable[[Message], None],
         resume: Callable[[], Awaitable[None]],
+        revoked: Callable[[], None],
     ) -> None:
         """Route ``channel``'s messages to ``receive``; run ``resume()`` after
-        each reconnect while it is subscribed."""
-        self._entries[channel.name] = _Entry(channel, receive, resume)
+        each reconnect while it is subscribed, ``revoked()`` when the hub
+        ended its subscription."""
+        self._entries[channel.name] = _Entry(channel, receive, resume, revoked)
 
     def gap(self, channel: str, info: GapInfo) -> None:
         """Count and report a resume that lost messages."""
@@ -797,7 +800,7 @@ class Channels:
         grants it): its callbacks are dropped, as after a refused resubscribe."""
         entry = self._entries.get(name)
         if entry is not None:
-            entry.channel._drop_listeners()
+            entry.revoked()
 
     def _resubscribe_all(self) -> None:
         for entry in self._entries.values():
@@ -839,7 +842,9 @@ class Channel:
         # Bumped whenever the wanted subscription changes, so that the ack of a
         # superseded subscribe request is ignored.
         self._token = 0
-        registry.register(self, receive=self._receive, resume=self._resume)
+        registry.register(
+            self, receive=self._receive, resume=self._resume, revoked=self._drop_listeners
+        )
 
     def __repr__(self) -> str:
         state = "subscribed" if self._listeners else "not subscribed"

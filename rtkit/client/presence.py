@@ -81,7 +81,13 @@ class Presence:
         self._active = True
         self._token = 0
         self._callbacks: dict[str, list[MemberCallback]] = {e: [] for e in PRESENCE_EVENTS}
-        rooms.register(self, on_event=self._on_event, join=self._join, active=self._is_active)
+        rooms.register(
+            self,
+            on_event=self._on_event,
+            join=self._join,
+            active=self._is_active,
+            revoked=self._left_by_hub,
+        )
 
     def __repr__(self) -> str:
         return f"<rtkit.aio.Presence {self.room!r} members={len(self._members)}>"
@@ -226,6 +232,7 @@ class _Entry:
     on_event: Callable[[str, Member], None]
     join: Callable[[], Awaitable[None]]
     active: Callable[[], bool]
+    revoked: Callable[[], None]
 
 
 class Rooms:
@@ -271,10 +278,12 @@ class Rooms:
         on_event: Callable[[str, Member], None],
         join: Callable[[], Awaitable[None]],
         active: Callable[[], bool],
+        revoked: Callable[[], None],
     ) -> None:
         """Route ``presence.room``'s events to ``on_event``; run ``join()``
-        after each reconnect while ``active()``."""
-        self._entries[presence.room] = _Entry(presence, on_event, join, active)
+        after each reconnect while ``active()``, ``revoked()`` when the hub
+        took the connection out of the room."""
+        self._entries[presence.room] = _Entry(presence, on_event, join, active, revoked)
 
     def forget(self, presence: Presence) -> None:
         """Stop routing events to ``presence`` (it left its room)."""
@@ -287,7 +296,7 @@ class Rooms:
         longer grants it): its Presence stops following it, as if it left."""
         entry = self._entries.get(room)
         if entry is not None:
-            entry.presence._left_by_hub()
+            entry.revoked()
 
     def _on_presence(self, payload: Any) -> None:
         if not isinstance(payload, dict):
