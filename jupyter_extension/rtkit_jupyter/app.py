@@ -39,13 +39,16 @@ from ._auth import (
     rtkit_authorized,
     server_user,
 )
-from ._handlers import HttpApiHandler, StatusHandler, socket_handler
+from ._handlers import HttpApiHandler, KernelTokenHandler, StatusHandler, socket_handler
 
 if TYPE_CHECKING:
     from jupyter_server.serverapp import ServerApp
 
 #: Where the hub lives under the server's base_url.
 HUB_PATH = "rtkit"
+# Under HUB_PATH: where a kernel renews its token (outside the HTTP API's
+# api/ paths, which take Jupyter's login).
+KERNEL_TOKEN_PATH = "kernel-token"
 
 
 class RtkitExtension(ExtensionApp):
@@ -221,8 +224,9 @@ class RtkitExtension(ExtensionApp):
         token is revoked (and its connections ended) when the kernel shuts down,
         is culled or restarts (a restarted kernel gets a new one), and every
         token stops working when the server stops (the key that signs them is
-        never stored). A kernel running longer than this loses its rtkit
-        connection until it is restarted.""",
+        never stored). A running kernel's client renews its token before it
+        expires (at RTKIT_TOKEN_URL, {base_url}rtkit/kernel-token) and hands
+        the new one to the hub on its live connection.""",
     )
     direct_writes = Bool(
         True,
@@ -308,6 +312,11 @@ class RtkitExtension(ExtensionApp):
                     socket_handler(self.hub, self.kernel_tokens, direct_writes=self.direct_writes),
                 ),
                 (rf"/{HUB_PATH}/api/status", StatusHandler, {"app": self}),
+                (
+                    rf"/{HUB_PATH}/{KERNEL_TOKEN_PATH}",
+                    KernelTokenHandler,
+                    {"tokens": self.kernel_tokens},
+                ),
                 (
                     rf"/{HUB_PATH}/api/(.*)",
                     HttpApiHandler,
@@ -450,7 +459,13 @@ class RtkitExtension(ExtensionApp):
         else:
             username, display = server_user()
             identity = identity_for(username, name=display, kind="kernel")
-        return {"RTKIT_URL": self.hub_url(), "RTKIT_TOKEN": self.kernel_tokens.mint(identity)}
+        hub_url = self.hub_url()
+        return {
+            "RTKIT_URL": hub_url,
+            "RTKIT_TOKEN": self.kernel_tokens.mint(identity),
+            # Where the kernel's client renews RTKIT_TOKEN before it expires.
+            "RTKIT_TOKEN_URL": f"{hub_url.rstrip('/')}/{KERNEL_TOKEN_PATH}",
+        }
 
     def hub_url(self) -> str:
         """The hub's URL for kernels: loopback unless configured."""

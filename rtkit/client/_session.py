@@ -68,7 +68,13 @@ from ..errors import (
 )
 from ..protocol import AUTH_REFRESH, CLOSING, ERROR_CODES, NAMESPACE, REVOKED
 from ._backoff import Backoff
-from ._token import TokenProvider, call_provider, renew_at, token_expiry
+from ._token import (
+    KernelTokenSource,
+    TokenProvider,
+    call_provider,
+    renew_at,
+    token_expiry,
+)
 from ._url import jupyter_hub_url, redact, split_url
 
 __all__ = [
@@ -345,6 +351,11 @@ def resolve_target(url: str | None, token: TokenSource | None) -> tuple[str, Tok
             )
     if token is None:
         token = os.environ.get("RTKIT_TOKEN") or None
+        renew_url = os.environ.get("RTKIT_TOKEN_URL")
+        if token is not None and renew_url:
+            # A kernel started by Jupyter with rtkit's extension: its token
+            # is renewed there before it expires.
+            return url, KernelTokenSource(token, renew_url)
     if callable(token):
         return url, token
     if token is not None and not isinstance(token, str):

@@ -11,14 +11,23 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
+import aiohttp
 import jwt
 
 from ..errors import TokenUnavailable
 
-__all__ = ["TokenProvider", "call_provider", "renew_at", "token_claims"]
+__all__ = [
+    "KernelTokenSource",
+    "TokenProvider",
+    "call_provider",
+    "renew_at",
+    "token_claims",
+    "token_expiry",
+]
 
 TokenProvider = Callable[[], str | Awaitable[str]]
 """A callable (plain or ``async``) that returns a fresh token string."""
@@ -104,3 +113,46 @@ async def call_provider(provider: TokenProvider, budget: float) -> str:
             f"the token source returned {type(result).__name__}, not a token string"
         )
     return result
+
+
+class KernelTokenSource:
+    """The token provider of a kernel started by a Jupyter server with rtkit's
+    extension: ``RTKIT_TOKEN`` first, then each renewal from
+    ``RTKIT_TOKEN_URL`` (``{base_url}rtkit/kernel-token``), asked for with
+    the current token as ``Authorization: Bearer``.
+
+    >>> source = KernelTokenSource(os.environ["RTKIT_TOKEN"], os.environ["RTKIT_TOKEN_URL"])
+    """
+
+    def __init__(self, token: str, url: str) -> None:
+        self.token = token
+        self.url = url
+        self._first = True
+
+    def __repr__(self) -> str:
+        return f"<KernelTokenSource {self.url}>"
+
+    async def __call__(self) -> str:
+        if self._first:
+            self._first = False
+            expires = token_expiry(self.token)
+            if expires is None or expires > time.time():
+                return self.token
+        try:
+            async with (
+                aiohttp.ClientSession() as http,
+                http.post(self.url, headers={"Authorization": f"Bearer {self.token}"}) as resp,
+            ):
+                body: Any = await resp.json(content_type=None)
+                status = resp.status
+        except (aiohttp.ClientError, ValueError) as exc:
+            raise TokenUnavailable(
+                f"could not renew the kernel's token at {self.url}: {exc}"
+            ) from None
+        fresh = body.get("token") if isinstance(body, dict) else None
+        if status != 200 or not isinstance(fresh, str) or not fresh:
+            error = body.get("error") if isinstance(body, dict) else None
+            why = error.get("message") if isinstance(error, dict) else f"{body!r:.200}"
+            raise TokenUnavailable(f"{self.url} answered HTTP {status}: {why}")
+        self.token = fresh
+        return fresh
