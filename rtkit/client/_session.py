@@ -869,6 +869,13 @@ class Session:
                 await self.request(AUTH_REFRESH, {"token": fresh}, wait=False)
             except ConnectionLost:
                 pass  # the reconnect uses the fresh token
+            except BadRequest as exc:
+                # A hub that takes no refresh (an older one, or one that
+                # verifies no tokens): it ends the connection at expiry, and
+                # the reconnect presents the fresh token.
+                log.warning(
+                    "rtkit: %s does not take a fresh token on a live connection: %s", self.url, exc
+                )
             else:
                 self.token_refreshes += 1
         self._set_token(fresh)

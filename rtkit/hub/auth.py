@@ -24,7 +24,7 @@ from typing import Any, Protocol, runtime_checkable
 import jwt
 
 from ..config import MIN_SECRET_BYTES
-from ..errors import ConfigurationError, Unauthorized
+from ..errors import BadRequest, ConfigurationError, Unauthorized
 
 TOKEN_ALGORITHM = "HS256"
 # Seconds a token stays good past its "exp", for clocks that disagree a little.
@@ -167,9 +167,9 @@ class AnonymousAuthenticator:
 
     async def refresh(self, token: str) -> Identity:
         if self._tokens is None:
-            raise Unauthorized(
-                "this hub verifies no tokens (anonymous mode without a secret): "
-                "there is nothing to refresh"
+            raise BadRequest(
+                "auth.refresh: this hub verifies no tokens (anonymous mode without a "
+                "secret): there is nothing to refresh"
             )
         return self._tokens.verify(token)
 

@@ -25,6 +25,7 @@ from rtkit.errors import Forbidden, TokenUnavailable
 from rtkit.hosts import aiohttp as aiohttp_host
 from rtkit.hub import Hub
 from rtkit.hub.auth import TokenAuthenticator, mint_token
+from rtkit.pytest_plugin import InProcessHub
 
 from .conftest import SECRET
 from .helpers import RawClient, assert_error, assert_gap_free, assert_ok, wait_until
@@ -405,3 +406,23 @@ async def test_an_async_provider_works_and_the_blocking_client_takes_one_too() -
 
         await asyncio.to_thread(blocking)
         assert provider_calls.calls >= 2
+
+
+async def test_a_hub_without_tokens_keeps_the_connection_and_the_client_stops_asking(
+    shared_hub: InProcessHub,
+) -> None:
+    """An anonymous hub without a secret answers auth.refresh bad_request;
+    its connections have no expiry, so the client keeps the connection and
+    raises no auth_error."""
+    provider = Provider("ivy")
+    client = await rtkit.aio.connect(shared_hub.url, provider)
+    try:
+        auth_errors: list[Exception] = []
+        client.on("auth_error", auth_errors.append)
+        sid = client.session.sid
+        await wait_until(lambda: provider.calls >= 3, "two renewals", within=3 * TTL)
+        assert client.session.sid == sid and client.connected
+        assert client.metrics.token_refreshes == 0 and client.metrics.reconnects == 0
+        assert auth_errors == []
+    finally:
+        await client.close()
