@@ -1003,6 +1003,9 @@ class Hub:
         for _ in range(_SUBSCRIBE_ATTEMPTS):
             if self._connections.get(conn.sid) is not conn:
                 raise Unavailable("disconnected while subscribing")
+            if not conn.identity.can_subscribe(channel):
+                # A token refresh took the right away while the backlog was read.
+                raise Forbidden(f"{conn.identity.user!r} may not subscribe to {channel!r}")
             missing = self.fanout.add(channel, conn.sid, conn.eio_sid, cursor, conn.frame_writer)
             if missing is not None:
                 backlog.extend(missing)

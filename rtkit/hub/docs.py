@@ -136,6 +136,10 @@ class SharedDocs:
         if self._connections.get(conn.sid) is not conn:
             self._maybe_evict(od)
             raise Unavailable("disconnected while syncing")
+        if not conn.identity.can_subscribe(req.doc):
+            # A token refresh took the right away while the document loaded.
+            self._maybe_evict(od)
+            raise Forbidden(f"{conn.identity.user!r} may not read document {req.doc!r}")
         try:
             update = od.doc.get_update(req.state_vector)
         except ValueError:

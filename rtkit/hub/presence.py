@@ -210,6 +210,11 @@ class PresenceRooms:
             # Gone while the store was at work: undo, or it lingers until expiry.
             await self._store.presence.leave(req.room, member.id, conn.sid)
             raise Unavailable("disconnected while joining")
+        if not (conn.identity.can_subscribe(req.room) and conn.identity.can_publish(req.room)):
+            # A token refresh took the right away while the store was at work:
+            # undo (the join's change was not sent, so neither is the leave's).
+            await self._store.presence.leave(req.room, member.id, conn.sid)
+            raise Forbidden(f"{conn.identity.user!r} may not join room {req.room!r}")
         self._local.setdefault(req.room, {})[conn.sid] = (member.id, next(self._order))
         self._joined.setdefault(conn.sid, set()).add(req.room)
         if change is not None:

@@ -34,11 +34,11 @@ TTL = 3  # seconds: every token of these tests but the publisher's
 
 
 @asynccontextmanager
-async def hub_without_leeway() -> AsyncIterator[tuple[Hub, str]]:
+async def hub_without_leeway(config: HubConfig | None = None) -> AsyncIterator[tuple[Hub, str]]:
     """A hub on a free loopback port that ends a connection exactly at its
     token's ``exp`` (no leeway), so expiries come every few seconds."""
     hub = Hub(
-        HubConfig(secret=SECRET),
+        config or HubConfig(secret=SECRET),
         authenticator=TokenAuthenticator(SECRET, leeway=0.0),
         async_mode="aiohttp",
     )
@@ -426,3 +426,37 @@ async def test_a_hub_without_tokens_keeps_the_connection_and_the_client_stops_as
         assert auth_errors == []
     finally:
         await client.close()
+
+
+async def test_a_subscribe_racing_a_refresh_that_revokes_it_never_outlives_it(
+    tmp_path: Any,
+) -> None:
+    """A subscribe whose backlog read is still in the store when a refresh
+    takes the channel's right away: it is refused (or revoked), never left
+    standing under the new grants. SQLite reads yield to the event loop,
+    which is what lets the two interleave."""
+    config = HubConfig(secret=SECRET, store=f"sqlite:///{tmp_path / 'hub.db'}")
+    async with hub_without_leeway(config) as (hub, url):
+        tag = uuid.uuid4().hex[:8]
+        both = token_for("kim", ttl=60, subscribe=["a.*", "b.*"])
+        fewer = token_for("kim", ttl=60, subscribe=["a.*"])
+        async with raw(url, both) as kim:
+            revoked: list[str] = []
+            kim.sio.on("revoked", lambda body: revoked.append(body["name"]), namespace="/rtkit")
+            sid = kim.sio.get_sid("/rtkit")
+            # A long backlog keeps the subscribe in the store for a while.
+            channel = f"b.{tag}"
+            for _ in range(10):
+                batch = [{"channel": channel, "data": "x" * 200} for _ in range(500)]
+                assert_ok(await kim.call("publish", {"messages": batch}))
+            for _ in range(10):
+                revoked.clear()
+                assert_ok(await kim.call("auth.refresh", {"token": both}))
+                subscribing = asyncio.ensure_future(
+                    kim.call("subscribe", {"channel": channel, "history": 5000})
+                )
+                await asyncio.sleep(0)  # the subscribe goes out first
+                assert_ok(await kim.call("auth.refresh", {"token": fewer}))
+                ack = await subscribing
+                assert ack["ok"] is False or channel in revoked, (ack, revoked)
+                assert hub._connections[sid].subscriptions == set()
