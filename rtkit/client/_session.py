@@ -16,6 +16,10 @@ and never each other's members:
   more than a new socket;
 - request/ack with a time budget (:meth:`Session.request`), and a plain
   emit for the publish pump, which keeps its own window and timers;
+- tokens from a token provider (:mod:`._token`): renewed before they expire
+  and handed to the hub on the live connection (``auth.refresh``), fetched
+  afresh before a reconnect whose token is spent, and the hub's ``revoked``
+  events routed to the features (:meth:`Session.on_revoked`);
 - the hub-event registry (:meth:`Session.on_event`) and the hooks features
   register for what to redo after a (re)connection, to reset when a
   connection drops, and to fail when the client stops
