@@ -198,7 +198,8 @@ async def test_a_token_that_runs_out_closes_the_connection_and_the_next_one_resu
                 assert "identity provider is down" in str(auth_errors[0])
                 assert not client.connected
                 provider.down = False
-                await client.wait_connected()
+                async with asyncio.timeout(15):
+                    await client.wait_connected()
                 # Messages keep coming on the new connection.
                 seen = len(received)
                 await wait_until(lambda: len(received) > seen + 5)
