@@ -348,11 +348,17 @@ async def test_the_client_drops_what_a_refresh_revoked_and_says_so() -> None:
             await client.channel(kept).subscribe(lambda msg: None)
             await client.channel(lost).subscribe(lambda msg: None)
             room = await client.presence(f"b.room.{tag}")
-            await wait_until(lambda: len(revoked) == 2, "revoked events", within=TTL + 5)
+            doc = await client.shared(f"b.doc.{tag}")
+            doc["x"] = 1
+            await doc.flush()
+            await wait_until(lambda: len(revoked) == 3, "revoked events", within=TTL + 5)
             assert {(kind, name) for kind, name, _ in revoked} == {
                 ("channel", lost),
                 ("room", f"b.room.{tag}"),
+                ("doc", f"b.doc.{tag}"),
             }
+            await wait_until(lambda: not doc.synced, "the document to stop syncing")
+            assert doc["x"] == 1  # the local copy stays readable
             assert all(isinstance(err, Forbidden) for _, _, err in revoked)
             assert not client.channel(lost).subscribed
             assert client.channel(kept).subscribed
