@@ -70,7 +70,13 @@ from ..protocol import (
     parse_subscribe,
     parse_unsubscribe,
 )
-from ..storage.base import Appended, ImmediateChannelStore, QueuedChannelStore, Store
+from ..storage.base import (
+    Appended,
+    ImmediateChannelStore,
+    PresenceChange,
+    QueuedChannelStore,
+    Store,
+)
 from ..storage.url import redact_url, store_from_url
 from .analytics import ChannelAnalytics
 from .auth import (
@@ -96,6 +102,14 @@ from .transport import (
     FrameWriter,
     create_server,
     fast_paths_enabled,
+)
+from .webhooks import (
+    CHANNEL_OCCUPIED,
+    CHANNEL_VACATED,
+    CONNECTION_CLOSED,
+    PRESENCE_JOINED,
+    PRESENCE_LEFT,
+    WebhookSender,
 )
 
 log = logging.getLogger(__name__)
@@ -225,7 +239,14 @@ class Hub:
         # Slow consumers seen since start (disconnected for falling behind).
         self.slow_disconnects = 0
         self._connections: dict[str, Connection] = {}
-        self.presence = PresenceRooms(config, self.store, self.fanout, self._connections)
+        self.webhooks = WebhookSender(config.webhooks) if config.webhooks is not None else None
+        self.presence = PresenceRooms(
+            config,
+            self.store,
+            self.fanout,
+            self._connections,
+            on_change=self._presence_webhook if self.webhooks is not None else None,
+        )
         self.docs = SharedDocs(config, self.store, self.fanout, self._connections)
         # Stored messages reach the fan-out only through the store's feed
         # (with a shared store: one order for every hub), never from here.
@@ -272,6 +293,8 @@ class Hub:
             raise RuntimeError(f"Hub.start() called on a hub that is {self._state}")
         await self.store.open()
         await self.feed.start(self.delivery)
+        if self.webhooks is not None:
+            await self.webhooks.start()
         self.presence.start()
         self._spawn(self._sample_analytics())
         self._started_at = time.time()
@@ -294,6 +317,8 @@ class Hub:
         if was_running:
             self.fanout.flush()
             sids = list(self._connections)
+            for conn in self._connections.values():
+                conn.close_reason = "hub_stopping"
             if sids:
                 log.info("disconnecting %d clients", len(sids))
                 try:
@@ -313,6 +338,10 @@ class Hub:
                     )
         await self.presence.stop()
         await self.docs.stop()
+        if self.webhooks is not None:
+            # After the disconnects above: their events go out too, if the
+            # receiver answers within the budget.
+            await self.webhooks.stop(drain_timeout)
         await self.feed.stop()
         self.fanout.close()
         for task in list(self._tasks):
@@ -371,6 +400,7 @@ class Hub:
             },
             "presence": self.presence.status(),
             "shared_docs": self.docs.status(),
+            **({"webhooks": self.webhooks.status()} if self.webhooks is not None else {}),
             **({"cluster": link} if (link := self.feed.status()) is not None else {}),
         }
 
@@ -448,13 +478,37 @@ class Hub:
             conn.expiry.cancel()
         self.sio.close_connection(conn.eio_sid)
         for channel in conn.subscriptions:
-            self.fanout.remove(channel, sid)
+            self._remove_subscriber(channel, sid)
         self._per_user[conn.identity.user] -= 1
         if self._per_user[conn.identity.user] <= 0:
             del self._per_user[conn.identity.user]
         self.docs.disconnected(sid)
         await self.presence.disconnected(sid)
+        if self.webhooks is not None:
+            self.webhooks.emit(
+                CONNECTION_CLOSED,
+                sid=sid,
+                user=conn.identity.user,
+                reason=conn.close_reason or str(reason or "unknown").replace(" ", "_"),
+                duration=round(time.time() - conn.connected_at, 3),
+            )
         log.debug("disconnected %s (%s)", sid, reason)
+
+    def _remove_subscriber(self, channel: str, sid: str) -> None:
+        removed = self.fanout.remove(channel, sid)
+        if removed and self.webhooks is not None and self.fanout.subscriber_count(channel) == 0:
+            self.webhooks.emit(CHANNEL_VACATED, channel=channel)
+
+    def _presence_webhook(self, change: PresenceChange) -> None:
+        """Presence changes this hub made (not those it hears of from others)."""
+        assert self.webhooks is not None
+        if change.event in ("join", "leave"):
+            member = change.member
+            self.webhooks.emit(
+                PRESENCE_JOINED if change.event == "join" else PRESENCE_LEFT,
+                room=change.room,
+                member={"id": member.id, "user": member.user, "name": member.name},
+            )
 
     def _disconnect_slow(self, sid: str) -> None:
         conn = self._connections.get(sid)
@@ -466,8 +520,9 @@ class Hub:
             conn.identity.user,
         )
         self.slow_disconnects += 1
+        conn.close_reason = "slow_consumer"
         for channel in conn.subscriptions:
-            self.fanout.remove(channel, sid)
+            self._remove_subscriber(channel, sid)
         conn.subscriptions.clear()
         self._spawn(self.sio.disconnect(sid, namespace=NAMESPACE))
 
@@ -537,6 +592,7 @@ class Hub:
         if conn is None:
             return
         log.info("disconnecting %s (%s): its token has expired", sid, conn.identity.user)
+        conn.close_reason = "token_expired"
         self._end(conn, Unauthorized("the token has expired: reconnect with a fresh token"))
 
     def disconnect_where(self, match: Callable[[Identity], bool], error: HubError) -> int:
@@ -544,6 +600,7 @@ class Hub:
         credential), telling each client ``error``; returns how many."""
         ended = [conn for conn in self._connections.values() if match(conn.identity)]
         for conn in ended:
+            conn.close_reason = "revoked"
             self._end(conn, error)
         return len(ended)
 
@@ -551,7 +608,7 @@ class Hub:
         """Stop deliveries to ``conn`` now, tell its client why (the CLOSING
         event), then disconnect it: it leaves its rooms and documents."""
         for channel in conn.subscriptions:
-            self.fanout.remove(channel, conn.sid)
+            self._remove_subscriber(channel, conn.sid)
         conn.subscriptions.clear()
         self.docs.disconnected(conn.sid)
 
@@ -950,8 +1007,10 @@ class Hub:
                 f"subscription limit reached ({self.config.limits.max_subscriptions} "
                 "channels per connection)"
             )
-        # A repeated subscribe starts over from what this request asks.
-        if channel in conn.subscriptions:
+        # A repeated subscribe starts over from what this request asks (the
+        # channel stays occupied meanwhile: no webhook either way).
+        resubscribed = channel in conn.subscriptions
+        if resubscribed:
             self.fanout.remove(channel, conn.sid)
             conn.subscriptions.discard(channel)
 
@@ -1015,6 +1074,12 @@ class Hub:
             cursor = max(more.seq, cursor)
         else:
             raise Unavailable(f"{channel!r} is too busy to subscribe right now; retry")
+        if (
+            self.webhooks is not None
+            and not resubscribed
+            and self.fanout.subscriber_count(channel) == 1
+        ):
+            self.webhooks.emit(CHANNEL_OCCUPIED, channel=channel)
         conn.subscriptions.add(channel)
         return {
             "ok": True,
@@ -1029,7 +1094,7 @@ class Hub:
         if req.channel not in conn.subscriptions:
             raise NotFound(f"not subscribed to {req.channel!r}")
         conn.subscriptions.discard(req.channel)
-        self.fanout.remove(req.channel, conn.sid)
+        self._remove_subscriber(req.channel, conn.sid)
         return {"ok": True}
 
     async def _history(self, conn: Connection, payload: Any) -> dict[str, Any]:

@@ -38,7 +38,7 @@ import logging
 import re
 import time
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..config import HubConfig
@@ -118,8 +118,13 @@ class PresenceRooms:
         store: Store,
         fanout: FanOut,
         connections: Mapping[str, Connection],
+        *,
+        on_change: Callable[[PresenceChange], None] | None = None,
     ) -> None:
         self._config = config
+        # Told of every change this hub makes (joins, leaves, expiries),
+        # not of the changes other hubs make (remote_change).
+        self._on_change = on_change
         self._limits = config.limits
         self._store = store
         self._fanout = fanout
@@ -167,7 +172,7 @@ class PresenceRooms:
                 await self._store.presence.refresh(list(self._joined), now + expiry)
                 for change in await self._store.presence.expire(now):
                     log.info("presence: %s in %r expired", change.member.user, change.room)
-                    self._queue(change)
+                    self._changed(change)
             except Exception:
                 log.exception("presence heartbeat failed; retrying")
 
@@ -218,7 +223,7 @@ class PresenceRooms:
         self._local.setdefault(req.room, {})[conn.sid] = (member.id, next(self._order))
         self._joined.setdefault(conn.sid, set()).add(req.room)
         if change is not None:
-            self._queue(change)
+            self._changed(change)
         members = await self._store.presence.members(req.room)
         me = next((m for m in members if m.id == member.id), None)
         return {
@@ -238,7 +243,7 @@ class PresenceRooms:
             req.room, member_id, req.state, max_state_bytes=self._limits.max_presence_state_bytes
         )
         if change is not None:
-            self._queue(change)
+            self._changed(change)
         return {"ok": True}
 
     def _take(self, conn: Connection) -> None:
@@ -314,7 +319,7 @@ class PresenceRooms:
     async def _leave_store(self, sid: str, room: str, member_id: str) -> None:
         change = await self._store.presence.leave(room, member_id, sid)
         if change is not None:
-            self._queue(change)
+            self._changed(change)
 
     # -- events -------------------------------------------------------------
 
@@ -322,6 +327,12 @@ class PresenceRooms:
         """A change another hub made to a room (through a shared store)."""
         if change.room in self._local:
             self._queue(change)
+
+    def _changed(self, change: PresenceChange) -> None:
+        """A change this hub made: its members hear of it, and the hook."""
+        if self._on_change is not None:
+            self._on_change(change)
+        self._queue(change)
 
     def _queue(self, change: PresenceChange) -> None:
         slots = self._pending.setdefault(change.room, {})
