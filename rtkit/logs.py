@@ -9,8 +9,8 @@ The filter sits on the handler, so it sees every record that reaches it
 from any logger: rtkit's own, the web servers' (tornado's access log writes
 each request's URI, with its query string, at INFO), aiohttp's, uvicorn's
 (its host lets records propagate instead of installing its own handlers)
-and any library's. It masks, in the message, the traceback and string
-``extra`` fields:
+and any library's. It masks, in the message, the traceback and ``extra``
+fields (one that is not a string or a number becomes its JSON text):
 
 - the values it is given (the hub's token secret, API key, webhook secret),
 - JWTs (``eyJ...``; rtkit's tokens and kernel tokens are JWTs),
@@ -173,5 +173,14 @@ def configure_logging(level: str, log_format: str = "text", secrets: Iterable[st
     handler.setFormatter(formatter)
     handler.addFilter(RedactingFilter(secrets))
     logging.basicConfig(level=level, handlers=[handler])
-    # Warnings go through logging, so they are JSON and masked too.
+    # Warnings and a crash's traceback go through logging too, so they are
+    # in the same format and masked as well.
     logging.captureWarnings(True)
+    sys.excepthook = _log_uncaught
+
+
+def _log_uncaught(kind: type[BaseException], exc: BaseException, tb: Any) -> None:
+    if issubclass(kind, KeyboardInterrupt):
+        sys.__excepthook__(kind, exc, tb)
+        return
+    logging.getLogger("rtkit").critical("stopped by an unexpected error", exc_info=(kind, exc, tb))
