@@ -24,7 +24,7 @@ from jupyter_server.extension.application import ExtensionApp
 from traitlets import Bool, Float, Int, Unicode
 
 from rtkit import __version__
-from rtkit.config import DEFAULT_LIMITS, HubConfig, Limits, hub_default
+from rtkit.config import DEFAULT_LIMITS, HubConfig, Limits, Webhooks, hub_default, webhook_default
 from rtkit.errors import ConfigurationError, Unauthorized
 from rtkit.hub import Hub
 from rtkit.hub.http_api import HttpApi
@@ -246,6 +246,43 @@ class RtkitExtension(ExtensionApp):
     stop_timeout = Float(
         5.0, config=True, help="Seconds to drain clients and flush the store on shutdown."
     )
+    webhook_url = Unicode(
+        None,
+        allow_none=True,
+        config=True,
+        help="""URL the hub POSTs lifecycle events to (channel occupied/vacated,
+        presence join/leave, connection closed), in signed JSON batches; see
+        rtkit's operations docs. None (the default): no webhooks.""",
+    )
+    webhook_secret = Unicode(
+        None,
+        allow_none=True,
+        config=True,
+        help="""Key of the webhooks' HMAC-SHA256 signature (X-Rtkit-Signature),
+        at least 16 characters; required with webhook_url.""",
+    )
+    webhook_max_batch = Int(
+        webhook_default("max_batch"), config=True, help="Most webhook events in one POST."
+    )
+    webhook_batch_delay = Float(
+        webhook_default("batch_delay"),
+        config=True,
+        help="Seconds a webhook event waits for others to share its POST.",
+    )
+    webhook_max_queue = Int(
+        webhook_default("max_queue"),
+        config=True,
+        help="""Webhook events kept while the receiver is away; beyond, the oldest
+        are dropped (and counted in the status).""",
+    )
+    webhook_timeout = Float(
+        webhook_default("timeout"), config=True, help="Seconds a webhook POST may take."
+    )
+    webhook_retry_max = Float(
+        webhook_default("retry_max"),
+        config=True,
+        help="Longest wait between retries of a failed webhook POST (the wait doubles).",
+    )
 
     # The SQLite store's lock file, held while this server runs.
     _lock: IO[str] | None = None
@@ -293,6 +330,7 @@ class RtkitExtension(ExtensionApp):
             # (allow_origin, allow_origin_pat) before the hub sees a request.
             check_origin=False,
             api_key=self.api_key or None,
+            webhooks=self._webhooks(),
         )
         self.hub = Hub(
             self.hub_config,
@@ -357,6 +395,25 @@ class RtkitExtension(ExtensionApp):
             self.log.error("rtkit hub did not stop within %.0f s", self.stop_timeout * 2)
         finally:
             self._release_lock()
+
+    def _webhooks(self) -> Webhooks | None:
+        if not self.webhook_url:
+            return None
+        if not self.webhook_secret:
+            raise ConfigurationError(
+                "c.RtkitExtension.webhook_url needs c.RtkitExtension.webhook_secret: "
+                "receivers check each POST's signature with it"
+            )
+        return Webhooks(
+            self.webhook_url,
+            secret=self.webhook_secret,
+            max_batch=self.webhook_max_batch,
+            batch_delay=self.webhook_batch_delay,
+            max_queue=self.webhook_max_queue,
+            timeout=self.webhook_timeout,
+            retry_initial=min(webhook_default("retry_initial"), self.webhook_retry_max),
+            retry_max=self.webhook_retry_max,
+        )
 
     def _wire_logging(self) -> None:
         """rtkit's loggers write to the server's log, at the server's level."""
