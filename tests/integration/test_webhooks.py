@@ -28,7 +28,7 @@ from rtkit.config import HubConfig, Webhooks
 from rtkit.hosts import aiohttp as aiohttp_host
 from rtkit.hub import Hub
 from rtkit.hub.webhooks import verify
-from rtkit.pytest_plugin import HubProcess, free_port
+from rtkit.pytest_plugin import REDIS_URL, HubProcess, free_port
 
 from .conftest import Connect
 from .helpers import RawClient
@@ -124,9 +124,12 @@ def webhooks(url: str, **options: Any) -> Webhooks:
 
 
 @asynccontextmanager
-async def hub_with(hooks: Webhooks | None) -> AsyncIterator[tuple[Hub, str]]:
+async def hub_with(
+    hooks: Webhooks | None, store: str = "memory://"
+) -> AsyncIterator[tuple[Hub, str]]:
     """A hub on the aiohttp host, on a loopback port, in this event loop."""
-    hub = Hub(HubConfig(allow_anonymous=True, webhooks=hooks), async_mode="aiohttp")
+    config = HubConfig(allow_anonymous=True, webhooks=hooks, store=store)
+    hub = Hub(config, async_mode="aiohttp")
     runner = web.AppRunner(aiohttp_host.create_app(hub), handle_signals=False)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0).start()
@@ -294,6 +297,55 @@ async def test_the_queue_bound_drops_the_oldest_and_counts_them(
         finally:
             await client.close()
             await receiver.stop()
+
+
+@pytest.mark.redis
+async def test_in_a_cluster_occupancy_is_per_hub_and_presence_once(
+    connect: Connect, rt_redis_prefix: str
+) -> None:
+    receiver = await Receiver().start()
+    store = f"{REDIS_URL}?prefix={rt_redis_prefix}"
+    try:
+        async with (
+            hub_with(webhooks(receiver.url), store) as (one, url_one),
+            hub_with(webhooks(receiver.url), store) as (two, url_two),
+        ):
+            hub_of = {one.webhooks.hub_id: "one", two.webhooks.hub_id: "two"}  # type: ignore[union-attr]
+            ann_one = await connect(url_one, auth={"user": "ann"})
+            ann_two = await connect(url_two, auth={"user": "ann"})
+            bob_two = await connect(url_two, auth={"user": "bob"})
+            seen: list[tuple[str, str, str]] = []
+
+            async def expect(*events: tuple[str, str, str]) -> None:
+                got = await receiver.wait_for(len(seen) + len(events))
+                for event in got[len(seen) :]:
+                    hub = hub_of[event["id"].rsplit("-", 1)[0]]
+                    who = event.get("member", {}).get("user", event.get("channel", ""))
+                    seen.append((hub, event["type"], who))
+                assert seen[-len(events) :] == list(events)
+
+            assert (await ann_one.subscribe("wh.cluster"))["ok"]
+            await expect(("one", "channel.occupied", "wh.cluster"))
+            assert (await ann_two.subscribe("wh.cluster"))["ok"]
+            await expect(("two", "channel.occupied", "wh.cluster"))
+            assert (await bob_two.subscribe("wh.cluster"))["ok"]  # hub two has it already
+            assert (await ann_one.unsubscribe("wh.cluster"))["ok"]
+            await expect(("one", "channel.vacated", "wh.cluster"))
+            # ann is one member of the room, whichever hub her connections use.
+            assert (await ann_one.call("presence.join", {"room": "wh.team"}))["ok"]
+            await expect(("one", "presence.join", "ann"))
+            assert (await ann_two.call("presence.join", {"room": "wh.team"}))["ok"]
+            assert (await bob_two.call("presence.join", {"room": "wh.team"}))["ok"]
+            await expect(("two", "presence.join", "bob"))
+            assert (await ann_one.call("presence.leave", {"room": "wh.team"}))["ok"]
+            assert (await ann_two.call("presence.leave", {"room": "wh.team"}))["ok"]
+            await expect(("two", "presence.leave", "ann"))
+            assert len(receiver.events) == len(seen)
+            for client in (ann_one, ann_two, bob_two):
+                await client.close()
+            await receiver.wait_for(len(seen) + 5)  # bob's leave, a vacate, three closes
+    finally:
+        await receiver.stop()
 
 
 PUBLISHES = 300
