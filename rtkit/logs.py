@@ -46,11 +46,18 @@ _SECRET_PARAMS = (
     r"(?:access_?)?token|id_token|refresh_token|api[_-]?key|apikey|x-api-key|secret"
     r"|client_secret|password|passwd|pwd|pass|auth|signature"
 )
-_RULES: tuple[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]], ...] = (
-    # 'authorization': 'Bearer x', "token": "x" (a dict or JSON logged whole).
+# Words one of which a text must hold (lowercased) for a rule to apply: most
+# log lines hold none, and a substring test is far cheaper than the regex.
+_PARAM_WORDS = ("token", "key", "secret", "pass", "pwd", "auth", "signature")
+_RULES: tuple[
+    tuple[tuple[str, ...], re.Pattern[str], str | Callable[[re.Match[str]], str]], ...
+] = (
+    # 'authorization': 'Bearer x', "token": "x" (a dict or JSON logged whole;
+    # only where a quote is: this is the costly one).
     (
+        (*_PARAM_WORDS, "cookie"),
         re.compile(
-            r"""(?i)(["']?(?:authorization|proxy-authorization|x-api-key|cookie|"""
+            r"""(?i)(["']?\b(?:authorization|proxy-authorization|x-api-key|cookie|"""
             + _SECRET_PARAMS
             + r""")["']?\s*[:=]\s*["'])[^"']*(["'])"""
         ),
@@ -58,21 +65,24 @@ _RULES: tuple[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]], ...]
     ),
     # Authorization: Bearer x / X-API-Key: x / Cookie: a=b; c=d (header lines).
     (
+        ("authorization", "x-api-key"),
         re.compile(
             r"(?i)\b((?:proxy-)?authorization|x-api-key)(\s*[:=]\s*)"
             r"(?:(bearer|token|basic)\s+)?[^\s,;'\"]+"
         ),
         lambda m: f"{m[1]}{m[2]}{m[3] + ' ' if m[3] else ''}{REDACTED}",
     ),
-    (re.compile(r"(?i)\b(cookie)(\s*[:=]\s*)[^\r\n'\"]+"), rf"\g<1>\g<2>{REDACTED}"),
-    (re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9._~+/=-]+"), rf"\g<1> {REDACTED}"),
+    (("cookie",), re.compile(r"(?i)\b(cookie)(\s*[:=]\s*)[^\r\n'\"]+"), rf"\g<1>\g<2>{REDACTED}"),
+    (("bearer",), re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9._~+/=-]+"), rf"\g<1> {REDACTED}"),
     # ?token=x&api_key=y, also in relative URIs (an access log's request line).
     (
+        _PARAM_WORDS,
         re.compile(r"(?i)(^|[?&;\s,(])(" + _SECRET_PARAMS + r")=([^&\s'\",;)#]+)"),
         rf"\g<1>\g<2>={REDACTED}",
     ),
     # A JWT wherever it stands: header.payload.signature, the header JSON.
     (
+        ("eyj",),
         re.compile(r"\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*"),
         REDACTED,
     ),
@@ -88,9 +98,13 @@ def redact_text(text: str, secrets: Iterable[str] = ()) -> str:
     for secret in secrets:
         if secret in text:
             text = text.replace(secret, REDACTED)
-    text = _URL.sub(lambda m: redact_url(m.group(0)), text)
-    for pattern, replacement in _RULES:
-        text = pattern.sub(replacement, text)
+    if "://" in text:
+        text = _URL.sub(lambda m: redact_url(m.group(0)), text)
+    lowered = text.lower()
+    quoted = "'" in text or '"' in text
+    for number, (words, pattern, replacement) in enumerate(_RULES):
+        if (number or quoted) and any(word in lowered for word in words):
+            text = pattern.sub(replacement, text)
     return text
 
 

@@ -377,6 +377,8 @@ class Hub:
         ``channels`` lists every channel subscribed or published to since
         start, with its local subscribers and latest stored seq (read from
         the store, so messages stored by other hubs count too).
+        ``webhooks`` (when configured) has the webhook sender's counters:
+        events sent, failed attempts, dropped, rejected, queue depth.
         """
         channels = self.analytics.report()
         for name, figures in channels.items():

@@ -186,7 +186,7 @@ class WebhookSender:
                 log.warning(
                     "webhook queue full (%d events; receiver %s unreachable or slow): "
                     "dropped the oldest %d, %d in all",
-                    len(queue),
+                    self.config.max_queue,
                     redact_url(self.config.url),
                     self._drops_unlogged,
                     self.dropped,
