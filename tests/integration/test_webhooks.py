@@ -251,18 +251,22 @@ async def test_a_receiver_that_was_down_gets_every_event_once(connect: Connect) 
             await receiver.stop()
 
 
-async def test_5xx_answers_are_retried(connect: Connect) -> None:
-    receiver = await Receiver(mode="unavailable").start()
+@pytest.mark.parametrize(("mode", "error"), [("unavailable", "HTTP 503"), ("hang", "TimeoutError")])
+async def test_5xx_answers_and_timeouts_are_retried(
+    connect: Connect, mode: str, error: str
+) -> None:
+    receiver = await Receiver(mode=mode).start()
     try:
-        async with hub_with(webhooks(receiver.url)) as (hub, url):
+        async with hub_with(webhooks(receiver.url, timeout=0.3)) as (hub, url):
             client = await connect(url)
             await cycle(client, "wh.5xx")
 
             async def retried() -> bool:
                 return (await hub.status())["webhooks"]["failed_attempts"] >= 2
 
-            await until(retried, "503 answers were retried")
-            assert (await hub.status())["webhooks"]["last_error"] == "HTTP 503"
+            await until(retried, f"{error} was retried")
+            assert (await hub.status())["webhooks"]["last_error"] == error
+            assert receiver.events == []
             receiver.mode = "ok"
             events = await receiver.wait_for(2)
             assert [e["type"] for e in events] == ["channel.occupied", "channel.vacated"]
