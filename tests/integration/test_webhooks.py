@@ -20,6 +20,7 @@ from contextlib import asynccontextmanager
 from dataclasses import replace
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 from aiohttp import web
@@ -32,6 +33,7 @@ from rtkit.pytest_plugin import REDIS_URL, HubProcess, free_port
 
 from .conftest import Connect
 from .helpers import RawClient
+from .test_http_api import Checked
 
 WEBHOOK_SECRET = "webhook-secret-0123456789"
 WAIT = 15.0
@@ -419,6 +421,7 @@ async def test_a_hanging_receiver_does_not_slow_the_fan_out(connect: Connect) ->
 
 async def test_rtkit_hub_sends_webhooks_from_its_options() -> None:
     receiver = await Receiver().start()
+    api_key = "webhook-test-api-key-0123"
     hub = HubProcess(
         extra_args=[
             "--webhook",
@@ -427,6 +430,8 @@ async def test_rtkit_hub_sends_webhooks_from_its_options() -> None:
             WEBHOOK_SECRET,
             "--webhook-batch-delay",
             "0.01",
+            "--api-key",
+            api_key,
         ]
     )
     await asyncio.to_thread(hub.start)
@@ -437,6 +442,18 @@ async def test_rtkit_hub_sends_webhooks_from_its_options() -> None:
         events = await receiver.wait_for(2)
         assert [e["type"] for e in events] == ["channel.occupied", "channel.vacated"]
         assert receiver.bad_signatures == 0
+        # The operator's view: GET /api/status has the counters, as its
+        # OpenAPI document says.
+        async with httpx.AsyncClient(
+            base_url=hub.url, headers={"X-API-Key": api_key}, timeout=10
+        ) as http:
+            api = Checked(http, (await http.get("/api/openapi.json")).json())
+
+            async def counted() -> bool:
+                counters = (await api.request("GET", "/api/status")).json()["webhooks"]
+                return bool(counters["sent"] == 2 and counters["queued"] == 0)
+
+            await until(counted, "GET /api/status counts the two events sent")
     finally:
         await client.close()
         await asyncio.to_thread(hub.terminate)
