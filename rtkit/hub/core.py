@@ -563,7 +563,7 @@ class Hub:
         revoked: list[tuple[RevokedKind, str]] = []
         for channel in sorted(conn.subscriptions):
             if not identity.can_subscribe(channel):
-                self.fanout.remove(channel, conn.sid)
+                self._remove_subscriber(channel, conn.sid)
                 conn.subscriptions.discard(channel)
                 revoked.append(("channel", channel))
         revoked.extend(("doc", name) for name in self.docs.revoke(conn.sid, identity))

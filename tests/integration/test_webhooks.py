@@ -26,12 +26,13 @@ import pytest
 from aiohttp import web
 
 from rtkit.config import HubConfig, Webhooks
+from rtkit.errors import Forbidden
 from rtkit.hosts import aiohttp as aiohttp_host
 from rtkit.hub import Hub
 from rtkit.hub.webhooks import verify
 from rtkit.pytest_plugin import REDIS_URL, HubProcess, free_port
 
-from .conftest import Connect
+from .conftest import SECRET, Connect, token
 from .helpers import RawClient
 from .test_http_api import Checked
 
@@ -127,10 +128,11 @@ def webhooks(url: str, **options: Any) -> Webhooks:
 
 @asynccontextmanager
 async def hub_with(
-    hooks: Webhooks | None, store: str = "memory://"
+    hooks: Webhooks | None, store: str = "memory://", secret: str | None = None
 ) -> AsyncIterator[tuple[Hub, str]]:
-    """A hub on the aiohttp host, on a loopback port, in this event loop."""
-    config = HubConfig(allow_anonymous=True, webhooks=hooks, store=store)
+    """A hub on the aiohttp host, on a loopback port, in this event loop
+    (anonymous, unless given a token secret)."""
+    config = HubConfig(allow_anonymous=secret is None, secret=secret, webhooks=hooks, store=store)
     hub = Hub(config, async_mode="aiohttp")
     runner = web.AppRunner(aiohttp_host.create_app(hub), handle_signals=False)
     await runner.setup()
@@ -303,6 +305,32 @@ async def test_the_queue_bound_drops_the_oldest_and_counts_them(
         finally:
             await client.close()
             await receiver.stop()
+
+
+async def test_the_hub_ending_a_subscription_vacates_the_channel(connect: Connect) -> None:
+    receiver = await Receiver().start()
+    try:
+        async with hub_with(webhooks(receiver.url), secret=SECRET) as (hub, url):
+            client = await connect(url, token=token("ann", subscribe=["wh.*"]))
+            assert (await client.subscribe("wh.granted"))["ok"]
+            # A refreshed token that no longer grants the channel ends it.
+            refreshed = await client.call("auth.refresh", {"token": token("ann", subscribe=["x"])})
+            assert refreshed["ok"], refreshed
+            events = await receiver.wait_for(2)
+            assert [(e["type"], e["channel"]) for e in events] == [
+                ("channel.occupied", "wh.granted"),
+                ("channel.vacated", "wh.granted"),
+            ]
+            # The API's disconnect ends the connection, with its reason.
+            assert hub.disconnect_where(lambda who: who.user == "ann", Forbidden("bye")) == 1
+            closed = (await receiver.wait_for(3))[2]
+            assert (closed["type"], closed["user"], closed["reason"]) == (
+                "connection.closed",
+                "ann",
+                "revoked",
+            )
+    finally:
+        await receiver.stop()
 
 
 @pytest.mark.redis
