@@ -10,7 +10,10 @@ servers all follow the same steps, which live here:
 - :class:`OutputLines` reads a child's output on a thread, keeps every line
   and lets callers wait for one (a "listening on" line, a log message).
 - :func:`wait_for_port` waits until something accepts connections on a
-  loopback port, for programs that print nothing useful when ready.
+  loopback port, for programs that print nothing useful when ready
+  (:func:`port_open` asks once).
+- :func:`find_program` finds a server binary, also in the sbin directories
+  that are not on an ordinary user's PATH (mosquitto, nginx).
 - :func:`stop_group` asks the leader to stop (SIGTERM), waits, then kills the
   whole group (:func:`stop_groups`: several side by side);
   :func:`kill_group` kills it at once (SIGKILL, no clean-up).
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -36,8 +40,10 @@ from typing import IO, Any
 
 __all__ = [
     "OutputLines",
+    "find_program",
     "free_port",
     "kill_group",
+    "port_open",
     "start_group",
     "stop_group",
     "stop_groups",
@@ -55,6 +61,29 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def find_program(name: str) -> str | None:
+    """The path of the program ``name``: on PATH, else in /usr/sbin or
+    /usr/bin (Debian installs its servers in sbin, which a user's PATH may
+    lack); None when it is not installed."""
+    found = shutil.which(name)
+    if found is not None:
+        return found
+    for directory in ("/usr/sbin", "/usr/local/sbin", "/usr/bin"):
+        path = os.path.join(directory, name)
+        if os.access(path, os.X_OK):
+            return path
+    return None
+
+
+def port_open(host: str, port: int, timeout: float = 1.0) -> bool:
+    """Whether something accepts a TCP connection on ``host:port`` now."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
 
 
 def start_group(
@@ -143,7 +172,7 @@ def wait_for_port(
     while True:
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"{_name(proc)} exited with {proc.returncode} while starting")
-        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
+        if port_open(host, port, timeout=0.5):
             return
         if time.monotonic() > deadline:
             raise TimeoutError(f"nothing listens on {host}:{port} after {within} s")

@@ -12,13 +12,24 @@ import signal
 import sys
 from collections.abc import Coroutine, Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 
 from . import __version__
-from .config import DEFAULT_LIMITS, DEFAULT_PORT, DEFAULT_STORE, HubConfig, Limits, hub_default
+from .config import (
+    DEFAULT_LIMITS,
+    DEFAULT_PORT,
+    DEFAULT_STORE,
+    HubConfig,
+    Limits,
+    Webhooks,
+    hub_default,
+    webhook_default,
+)
 from .errors import ConfigurationError, RtkitError
 from .hosts import SERVERS
+from .logs import LOG_FORMATS, configure_logging
 
 log = logging.getLogger("rtkit")
 
@@ -47,6 +58,16 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get("RTKIT_LOG_LEVEL", "INFO"),
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="how much to log on stderr (default: INFO)",
+    )
+    log_format_help = (
+        "text, or json: one JSON object per line (time, level, logger, message, extra "
+        "fields); either way credentials are masked [env RTKIT_LOG_FORMAT]"
+    )
+    parser.add_argument(
+        "--log-format",
+        default=os.environ.get("RTKIT_LOG_FORMAT", "text"),
+        choices=LOG_FORMATS,
+        help=log_format_help + " (default: text)",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
@@ -87,6 +108,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="aiohttp",
         help="web server that hosts the hub",
     )
+    # Also after 'hub' (rtkit hub --log-format json); SUPPRESS keeps the
+    # top-level value when it is not given here.
+    hub.add_argument(
+        "--log-format", default=argparse.SUPPRESS, choices=LOG_FORMATS, help=log_format_help
+    )
+    _add_webhook_options(hub)
     limits = hub.add_argument_group("limits")
     defaults = DEFAULT_LIMITS
     limits.add_argument(
@@ -345,13 +372,118 @@ def build_parser() -> argparse.ArgumentParser:
         help="JupyterLab's root directory, relative to the current one; the notebooks "
         "and the hub's history (.rtkit/hub.db) go there",
     )
+    top = sub.add_parser(
+        "top",
+        help="a hub's channels, users and slow consumers, live in the terminal",
+        description="Show a hub's channels by message rate, connections by user, the "
+        "connections falling behind and the store's state, refreshed in place until "
+        "Ctrl-C. A standalone hub's status takes its API key; inside Jupyter, pass "
+        "the server's URL followed by /rtkit and the Jupyter token.",
+    )
+    top.add_argument(
+        "--url",
+        default=os.environ.get("RTKIT_URL", f"http://127.0.0.1:{DEFAULT_PORT}"),
+        help="hub URL, or Jupyter's URL + /rtkit [env RTKIT_URL]",
+    )
+    top.add_argument(
+        "--api-key", default=os.environ.get("RTKIT_API_KEY"), help="[env RTKIT_API_KEY]"
+    )
+    top.add_argument("--token", default=None, help="the Jupyter server's token")
+    top.add_argument("--interval", type=float, default=1.0, help="seconds between screens")
+    top.add_argument("--once", action="store_true", help="print one screen and exit")
     _add_record_parsers(sub)
     _add_bridge(sub)
     return parser
 
 
+def _add_webhook_options(hub: argparse.ArgumentParser) -> None:
+    group = hub.add_argument_group(
+        "webhooks",
+        "POST lifecycle events (channel occupied/vacated, presence join/leave, "
+        "connection closed) to a URL, signed; see docs/operations.md",
+    )
+    group.add_argument(
+        "--webhook",
+        default=os.environ.get("RTKIT_WEBHOOK_URL"),
+        metavar="URL",
+        help="where to POST event batches [env RTKIT_WEBHOOK_URL]",
+    )
+    group.add_argument(
+        "--webhook-secret",
+        default=os.environ.get("RTKIT_WEBHOOK_SECRET"),
+        help="key of the HMAC-SHA256 signature (X-Rtkit-Signature) [env RTKIT_WEBHOOK_SECRET]",
+    )
+    group.add_argument(
+        "--webhook-batch",
+        type=int,
+        default=webhook_default("max_batch"),
+        help="most events in one POST",
+    )
+    group.add_argument(
+        "--webhook-batch-delay",
+        type=float,
+        default=webhook_default("batch_delay"),
+        help="seconds an event waits for others to share its POST",
+    )
+    group.add_argument(
+        "--webhook-max-queue",
+        type=int,
+        default=webhook_default("max_queue"),
+        help="events kept while the receiver is away; beyond, the oldest are dropped",
+    )
+    group.add_argument(
+        "--webhook-timeout",
+        type=float,
+        default=webhook_default("timeout"),
+        help="seconds a POST may take before it is retried",
+    )
+    group.add_argument(
+        "--webhook-retry-max",
+        type=float,
+        default=webhook_default("retry_max"),
+        help="longest wait between retries (the wait doubles from "
+        f"{webhook_default('retry_initial')} s)",
+    )
+
+
+def _webhooks(args: argparse.Namespace) -> Webhooks | None:
+    if not args.webhook:
+        if args.webhook_secret and "RTKIT_WEBHOOK_SECRET" not in os.environ:
+            raise ConfigurationError("--webhook-secret without --webhook URL")
+        return None
+    if not args.webhook_secret:
+        raise ConfigurationError(
+            "--webhook needs --webhook-secret (or RTKIT_WEBHOOK_SECRET): receivers check "
+            "each POST's signature with it"
+        )
+    return Webhooks(
+        args.webhook,
+        secret=args.webhook_secret,
+        max_batch=args.webhook_batch,
+        batch_delay=args.webhook_batch_delay,
+        max_queue=args.webhook_max_queue,
+        timeout=args.webhook_timeout,
+        retry_initial=min(webhook_default("retry_initial"), args.webhook_retry_max),
+        retry_max=args.webhook_retry_max,
+    )
+
+
+def _secrets(args: argparse.Namespace) -> list[str]:
+    """Values no log line may show: every credential the command was given."""
+    values = [
+        getattr(args, name, None) for name in ("secret", "api_key", "webhook_secret", "token")
+    ]
+    for name in ("store", "webhook", "url"):
+        url = getattr(args, name, None)
+        if isinstance(url, str):
+            with contextlib.suppress(ValueError):
+                values.append(urlsplit(url).password)
+    return [v for v in values if isinstance(v, str) and v]
+
+
 def _add_bridge(sub: Any) -> None:
-    """``rtkit bridge mqtt|nats|redis-stream|amqp|postgres`` (rtkit.bridges has the rest)."""
+    """``rtkit bridge mqtt|nats|redis-stream|websocket|sse|amqp|postgres`` (rtkit.bridges has
+    the rest)."""
     from .bridges._cli import add_parser
 
     add_parser(sub)
@@ -359,9 +491,7 @@ def _add_bridge(sub: Any) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(args.log_level, args.log_format, _secrets(args))
     try:
         if args.command == "hub":
             return _run(_hub(args))
@@ -383,6 +513,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .bridges._cli import run as run_bridge
 
             return _run(run_bridge(args))
+        if args.command == "top":
+            from .top import run_top
+
+            if args.interval <= 0:
+                raise ConfigurationError("--interval must be a positive number of seconds")
+            return run_top(
+                args.url,
+                api_key=args.api_key,
+                token=args.token,
+                interval=args.interval,
+                once=args.once,
+            )
         if args.command == "demo":
             from .demo import run_demo
 
@@ -451,6 +593,7 @@ def hub_config(args: argparse.Namespace) -> HubConfig:
         connect_timeout=args.connect_timeout,
         max_pending_per_address=args.max_pending_per_address,
         trusted_proxies=tuple(args.trusted_proxy or ()),
+        webhooks=_webhooks(args),
     )
 
 

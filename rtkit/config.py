@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
+from urllib.parse import urlsplit
 
 from .errors import ConfigurationError
 
@@ -116,6 +117,55 @@ class Limits:
 
 # The shortest HTTP API key a hub takes (HubConfig.api_key).
 MIN_API_KEY_CHARS = 16
+# The shortest key that signs webhook bodies (Webhooks.secret).
+MIN_WEBHOOK_SECRET_CHARS = 16
+
+
+@dataclass(frozen=True, slots=True)
+class Webhooks:
+    """Lifecycle webhooks: where the hub POSTs its events, and how.
+
+    Events (channel occupied/vacated, presence join/leave, connection closed)
+    are sent in batches of up to ``max_batch``, at most ``batch_delay``
+    seconds after the first of a batch was queued, each POST signed with
+    HMAC-SHA256 under ``secret`` (see :mod:`rtkit.hub.webhooks`). A POST that
+    fails (no connection, a timeout after ``timeout`` seconds, an HTTP 5xx,
+    408 or 429) is retried after ``retry_initial`` seconds, doubling up to
+    ``retry_max``, for as long as it takes; meanwhile at most ``max_queue``
+    events wait, the oldest dropped (and counted) beyond that.
+
+    >>> Webhooks("https://example.org/rtkit-events", secret=os.environ["WEBHOOK_SECRET"])
+    """
+
+    url: str
+    secret: str = field(repr=False)
+    max_batch: int = 100
+    batch_delay: float = 0.2
+    max_queue: int = 10_000
+    timeout: float = 10.0
+    retry_initial: float = 0.5
+    retry_max: float = 30.0
+
+    def __post_init__(self) -> None:
+        parts = urlsplit(self.url)
+        if parts.scheme not in {"http", "https"} or not parts.hostname:
+            raise ConfigurationError(
+                f"the webhook URL must be http:// or https:// with a host, not {self.url[:80]!r}"
+            )
+        if len(self.secret) < MIN_WEBHOOK_SECRET_CHARS:
+            raise ConfigurationError(
+                f"the webhook secret must be at least {MIN_WEBHOOK_SECRET_CHARS} characters "
+                "(--webhook-secret); make one with: "
+                "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+            )
+        if self.max_batch < 1 or self.max_queue < self.max_batch:
+            raise ConfigurationError("webhook max_batch must be >= 1 and max_queue >= max_batch")
+        if self.batch_delay < 0 or self.timeout <= 0:
+            raise ConfigurationError(
+                "webhook batch_delay must be >= 0 and timeout positive (seconds)"
+            )
+        if not 0 < self.retry_initial <= self.retry_max:
+            raise ConfigurationError("webhook retry_initial must be > 0 and <= retry_max")
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +223,8 @@ class HubConfig:
     # Proxies (e.g. the nginx of `rtkit cluster`) whose X-Forwarded-For
     # names the client address for max_pending_per_address.
     trusted_proxies: tuple[str, ...] = ()
+    # Lifecycle webhooks (rtkit.hub.webhooks); None: none are sent.
+    webhooks: Webhooks | None = None
 
     @property
     def presence_expiry(self) -> float:
@@ -223,14 +275,23 @@ def hub_default(name: str) -> Any:
     for hosts that offer it as an option. A HubConfig cannot be built with
     only defaults (it needs a secret or anonymous mode), hence a field
     lookup rather than an instance."""
-    for f in fields(HubConfig):
+    return _field_default(HubConfig, name)
+
+
+def webhook_default(name: str) -> Any:
+    """The default of :class:`Webhooks`' field ``name`` (e.g. ``"max_queue"``)."""
+    return _field_default(Webhooks, name)
+
+
+def _field_default(cls: type[Any], name: str) -> Any:
+    for f in fields(cls):
         if f.name == name:
             if f.default is not MISSING:
                 return f.default
             if f.default_factory is not MISSING:
                 return f.default_factory()
             break
-    raise KeyError(f"HubConfig has no field {name!r} with a default")
+    raise KeyError(f"{cls.__name__} has no field {name!r} with a default")
 
 
 def is_loopback(host: str) -> bool:

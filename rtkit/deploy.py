@@ -14,7 +14,6 @@ repository is its output for three hubs, to adapt for a real deployment.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -22,8 +21,8 @@ import tempfile
 import time
 from collections.abc import Sequence
 
+from ._process import find_program, start_group, stop_groups, wait_for_port
 from ._process import free_port as free_port  # where rtkit.demo and benchmarks find it
-from ._process import start_group, stop_groups, wait_for_port
 from .errors import ConfigurationError
 
 __all__ = ["nginx_config", "run_cluster"]
@@ -96,9 +95,7 @@ def _wait_listening(port: int, proc: subprocess.Popen[bytes]) -> None:
 
 def run_cluster(hubs: int, port: int, store: str, hub_args: Sequence[str] = ()) -> int:
     """Start ``hubs`` hubs and nginx on ``port``; stop them all on SIGINT/SIGTERM."""
-    nginx = shutil.which("nginx") or (
-        "/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None
-    )
+    nginx = find_program("nginx")
     if nginx is None:
         raise ConfigurationError("rtkit cluster needs nginx (Debian: apt-get install nginx)")
     if not store.startswith(("redis://", "rediss://")):

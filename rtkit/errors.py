@@ -10,6 +10,7 @@ Each wire error code (``ack["error"]["code"]``) maps to exactly one class, so
     ├── AckTimeout (TimeoutError)         the hub did not answer in time
     ├── OfflineQueueFull                  too many publishes queued while offline
     ├── ClientClosed                      the client was closed
+    ├── TokenUnavailable                  the token provider failed (retried)
     ├── UnsupportedData (TypeError)       a value rtkit cannot publish (names the fix)
     ├── RecordingError (ValueError)       a recording file that cannot be read
     └── HubError                          the hub answered {"ok": false, ...}
@@ -41,6 +42,7 @@ __all__ = [
     "RateLimited",
     "RecordingError",
     "RtkitError",
+    "TokenUnavailable",
     "TooLarge",
     "Unauthorized",
     "Unavailable",
@@ -76,6 +78,14 @@ class OfflineQueueFull(RtkitError):
 
 class ClientClosed(RtkitError):
     """The client was closed; create a new one with ``rtkit.connect()``."""
+
+
+class TokenUnavailable(RtkitError):
+    """The client's token provider raised, timed out or returned no token.
+
+    Raised by ``connect()`` when there is no first token; later the client
+    retries with backoff and reports each failure as an ``"auth_error"``
+    event (:meth:`rtkit.aio.Client.on`)."""
 
 
 class UnsupportedData(RtkitError, TypeError):

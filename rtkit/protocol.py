@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final, Literal, NotRequired, TypedDict
 
 import orjson
@@ -35,6 +35,9 @@ PRESENCE_LEAVE: Final = "presence.leave"
 PRESENCE_LIST: Final = "presence.list"
 DOC_SYNC: Final = "doc.sync"
 DOC_UPDATE: Final = "doc.update"
+# Hands the hub a fresh token on a live connection (same user): its grants
+# and its expiry deadline are replaced, without a reconnect.
+AUTH_REFRESH: Final = "auth.refresh"
 
 # hub -> client
 MESSAGES: Final = "messages"
@@ -44,6 +47,9 @@ PRESENCE: Final = "presence"
 # why (e.g. unauthorized: the token has expired or was revoked): Socket.IO's
 # DISCONNECT packet carries no reason a client could show.
 CLOSING: Final = "closing"
+# A subscription, room membership or document sync the hub ended because a
+# refreshed token no longer grants it: {"kind", "name", "code", "message"}.
+REVOKED: Final = "revoked"
 
 CLIENT_EVENTS: Final = frozenset(
     {
@@ -57,6 +63,7 @@ CLIENT_EVENTS: Final = frozenset(
         PRESENCE_LIST,
         DOC_SYNC,
         DOC_UPDATE,
+        AUTH_REFRESH,
     }
 )
 
@@ -96,6 +103,9 @@ MAX_HISTORY_LIMIT: Final = 10_000
 # exactly, far inside what every store can hold (SQLite INTEGER and Redis
 # stream ids are 64-bit), so that ``since + 1`` and its kin never overflow one.
 MAX_SEQ: Final = 2**53 - 1
+# Longest token an auth.refresh may carry (a JWT with long pattern lists
+# stays far below it).
+MAX_TOKEN_LENGTH: Final = 16_384
 
 
 class ErrorBody(TypedDict):
@@ -606,3 +616,47 @@ def parse_doc_update(payload: Any) -> DocUpdateRequest:
     _reject_unknown(obj, _UPDATE_FIELDS, DOC_UPDATE)
     doc = validate_name(obj.get("doc"), "doc", DOC_UPDATE)
     return DocUpdateRequest(doc, _binary(obj, "update", DOC_UPDATE))
+
+
+# -- token refresh ----------------------------------------------------------
+
+RevokedKind = Literal["channel", "room", "doc"]
+
+
+class AuthRefreshAck(TypedDict):
+    """The ack of ``auth.refresh``: when the hub will now end the connection
+    unless refreshed again (unix seconds; null: never)."""
+
+    ok: Literal[True]
+    expires: float | None
+
+
+class RevokedEvent(TypedDict):
+    """The ``revoked`` event: the hub ended one subscription (``kind``
+    "channel"), room membership ("room") or document sync ("doc") of the
+    connection because the token it was refreshed with no longer grants it.
+    Sent before the ``auth.refresh`` ack; nothing more of ``name`` follows."""
+
+    kind: RevokedKind
+    name: str
+    code: ErrorCode
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class AuthRefreshRequest:
+    token: str = field(repr=False)
+
+
+_REFRESH_FIELDS = frozenset({"token"})
+
+
+def parse_auth_refresh(payload: Any) -> AuthRefreshRequest:
+    obj = _require_object(payload, AUTH_REFRESH)
+    _reject_unknown(obj, _REFRESH_FIELDS, AUTH_REFRESH)
+    token = obj.get("token")
+    if not isinstance(token, str) or not token:
+        raise BadRequest(f"auth.refresh: 'token' must be a non-empty string, got {_kind(token)}")
+    if len(token) > MAX_TOKEN_LENGTH:
+        raise BadRequest(f"auth.refresh: 'token' is at most {MAX_TOKEN_LENGTH} characters")
+    return AuthRefreshRequest(token)

@@ -23,6 +23,11 @@ Two kinds of hub, with the same arguments (``store``, ``secret``,
 
 Every hub a test starts is stopped after it (a process is killed if it does
 not stop).
+
+Under ``--nbval`` the plugin also gives notebooks what they expect to find:
+a hub at ``RTKIT_URL`` (one is started for the session when it is unset)
+and an MQTT broker at ``RTKIT_MQTT`` (a private ``mosquitto`` when nothing
+answers there), both stopped when the session ends.
 """
 
 from __future__ import annotations
@@ -39,7 +44,15 @@ from typing import Any
 
 import pytest
 
-from ._process import OutputLines, kill_group, start_group, stop_group
+from ._process import (
+    OutputLines,
+    find_program,
+    kill_group,
+    port_open,
+    start_group,
+    stop_group,
+    wait_for_port,
+)
 from ._process import free_port as free_port  # for tests and benchmarks too
 from .config import HubConfig
 
@@ -354,18 +367,55 @@ def rt_hub_inprocess(rt_hub_inprocess_factory: Any) -> InProcessHub:
 # no jupyter server, so when a run collects notebook cells and RTKIT_URL is
 # not set, this plugin starts a loopback hub for the session and exports its
 # URL before nbval starts the first kernel (kernels inherit the environment).
+# The same goes for the MQTT broker the bridge tutorial reads from
+# (RTKIT_MQTT, else 127.0.0.1:1883): when nothing answers there, a private
+# mosquitto on a free port stands in for the session.
 
 _NOTEBOOK_HUB = pytest.StashKey[HubProcess]()
+# The broker process, and RTKIT_MQTT as it was before (restored at the end).
+_NOTEBOOK_BROKER = pytest.StashKey[tuple[subprocess.Popen[bytes], str | None]]()
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    if os.environ.get("RTKIT_URL"):
-        return
     if not any(type(item).__module__.split(".")[0] == "nbval" for item in session.items):
+        return
+    _notebook_mqtt_broker(session.config)
+    if os.environ.get("RTKIT_URL"):
         return
     hub = HubProcess().start()
     session.config.stash[_NOTEBOOK_HUB] = hub
     os.environ["RTKIT_URL"] = hub.url
+
+
+def _notebook_mqtt_broker(config: pytest.Config) -> None:
+    """Make sure an MQTT broker answers at RTKIT_MQTT (or 127.0.0.1:1883):
+    else start mosquitto on a free port and point RTKIT_MQTT at it.
+
+    Without mosquitto installed nothing is started; the notebooks that need
+    a broker then say that none answers, and where they looked."""
+    from .bridges.mqtt import broker_address
+    from .errors import ConfigurationError
+
+    try:
+        host, port = broker_address()
+    except ConfigurationError as exc:  # a malformed RTKIT_MQTT: say so, not a traceback
+        pytest.exit(str(exc), returncode=pytest.ExitCode.USAGE_ERROR)
+    if port_open(host, port):
+        return
+    mosquitto = find_program("mosquitto")
+    if mosquitto is None:
+        return
+    port = free_port()
+    proc = start_group(
+        [mosquitto, "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        wait_for_port(port, proc, within=READY_TIMEOUT)
+    except BaseException:
+        stop_group(proc, timeout=5)
+        raise
+    config.stash[_NOTEBOOK_BROKER] = (proc, os.environ.get("RTKIT_MQTT"))
+    os.environ["RTKIT_MQTT"] = f"127.0.0.1:{port}"
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
@@ -373,3 +423,11 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     if hub is not None:
         os.environ.pop("RTKIT_URL", None)
         hub.terminate(timeout=5)
+    broker = session.config.stash.get(_NOTEBOOK_BROKER, None)
+    if broker is not None:
+        proc, before = broker
+        if before is None:
+            os.environ.pop("RTKIT_MQTT", None)
+        else:
+            os.environ["RTKIT_MQTT"] = before
+        stop_group(proc, timeout=5)

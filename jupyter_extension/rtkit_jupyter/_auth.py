@@ -12,7 +12,10 @@ of the Engine.IO handshake (see ``_handlers``), before any Socket.IO packet:
   only in its memory, handed to the kernels it starts (``RTKIT_TOKEN``). They
   name the user the kernel acts for and die with their kernel (revoked when it
   shuts down, is culled or restarts) and with the server process. They are no
-  Jupyter credential: Jupyter's REST API refuses them.
+  Jupyter credential: Jupyter's REST API refuses them. A kernel renews its
+  token before it expires at ``{base_url}rtkit/kernel-token``
+  (``RTKIT_TOKEN_URL``), presenting the current one; the renewals of one
+  kernel's token form its *line*, revoked as one.
 
 The handler puts the resulting :class:`~rtkit.hub.auth.Identity` in the
 Engine.IO environ; :class:`JupyterAuthenticator` (the hub's plug-in) takes it
@@ -51,8 +54,9 @@ AUTH_RESOURCE = "rtkit"
 # A claim that marks a kernel token, so that no other token signed with the
 # same secret could pass for one.
 _KIND = "rtkit-kernel"
-# Identity.extra key holding a kernel token's id (its "jti" claim), so that the
-# hub can end the connections made with a token when it is revoked.
+# Identity.extra key holding a kernel token's line id (the "jti" of the
+# kernel's first token, which every renewal carries as "line"), so that the
+# hub can end the connections made with any token of a line when it is revoked.
 TOKEN_ID = "token_id"
 
 
@@ -141,8 +145,11 @@ class KernelTokens:
         # the number of kernels ended within one ttl.
         self._revoked: dict[str, float] = {}
 
-    def mint(self, identity: Identity, *, now: float | None = None) -> str:
+    def mint(self, identity: Identity, *, now: float | None = None, line: str = "") -> str:
+        """A kernel token for ``identity``; ``line``: the line of the token it
+        renews (none: the first of a new line)."""
         issued = int(now if now is not None else time.time())
+        token_id = uuid.uuid4().hex
         claims: dict[str, Any] = {
             "sub": identity.user,
             "name": identity.name,
@@ -150,7 +157,8 @@ class KernelTokens:
             "initials": identity.extra.get("initials"),
             "iat": issued,
             "exp": issued + int(self.ttl),
-            "jti": uuid.uuid4().hex,
+            "jti": token_id,
+            "line": line or token_id,
             "kind": _KIND,
             "rtkit": {"publish": list(identity.publish), "subscribe": list(identity.subscribe)},
         }
@@ -164,7 +172,7 @@ class KernelTokens:
         claims = jwt.decode(token, options={"verify_signature": False})
         if claims.get("kind") != _KIND:
             raise Unauthorized("not an rtkit kernel token")
-        token_id = str(claims.get("jti") or "")
+        token_id = _line_of(claims)
         if not token_id or token_id in self._revoked:
             raise Unauthorized(
                 "this kernel token was revoked: its kernel has shut down or restarted "
@@ -179,6 +187,20 @@ class KernelTokens:
                 TOKEN_ID: token_id,
             },
         )
+
+    def renew(self, token: str) -> str:
+        """The next token of a running kernel's line, for its current (or an
+        earlier, unexpired) ``token``; Unauthorized if that is no good or its
+        kernel is not running. The old token stays good until it expires:
+        the kernel's connection refreshes to the new one meanwhile."""
+        identity = self.verify(token)
+        line = str(identity.extra[TOKEN_ID])
+        for kernel_id, current in self._by_kernel.items():
+            if _line_of(jwt.decode(current, options={"verify_signature": False})) == line:
+                new = self.mint(identity, line=line)
+                self._by_kernel[kernel_id] = new
+                return new
+        raise Unauthorized("this kernel token belongs to no running kernel of this server")
 
     def bind(self, kernel_id: str, token: str) -> None:
         """Record ``token`` as the one kernel ``kernel_id`` runs with."""
@@ -206,13 +228,14 @@ class KernelTokens:
         return self.revoke(token) if token is not None else None
 
     def revoke(self, token: str) -> str:
-        """Revoke one token; its token id."""
+        """Revoke a token and its whole line (pass the line's latest token: its
+        expiry bounds the line's); the line's id."""
         claims = jwt.decode(token, options={"verify_signature": False})
         now = time.time()
         for token_id, until in list(self._revoked.items()):
             if until < now:
                 del self._revoked[token_id]
-        token_id = str(claims.get("jti") or "")
+        token_id = _line_of(claims)
         self._revoked[token_id] = float(claims.get("exp", now)) + TOKEN_LEEWAY
         return token_id
 
@@ -220,6 +243,10 @@ class KernelTokens:
     def looks_like_one(token: str) -> bool:
         """A JWT has three dot-separated parts; a Jupyter token has none."""
         return token.count(".") == 2
+
+
+def _line_of(claims: Mapping[str, Any]) -> str:
+    return str(claims.get("line") or claims.get("jti") or "")
 
 
 class JupyterAuthenticator:
@@ -250,3 +277,10 @@ class JupyterAuthenticator:
         if KernelTokens.looks_like_one(token):
             return self._tokens.verify(token)
         raise Unauthorized("auth.token is neither this server's Jupyter token nor a kernel token")
+
+    async def refresh(self, token: str) -> Identity:
+        """``auth.refresh`` takes a kernel token (a kernel's renewed
+        RTKIT_TOKEN); browsers, logged in to Jupyter, have nothing to renew."""
+        if not KernelTokens.looks_like_one(token):
+            raise Unauthorized("auth.refresh takes a kernel token here (a kernel's RTKIT_TOKEN)")
+        return self._tokens.verify(token)

@@ -147,6 +147,43 @@ def _kernel_token_identity(handler: JupyterHandler, tokens: KernelTokens) -> Ide
         return None
 
 
+class KernelTokenHandler(JupyterHandler):
+    """``POST {base_url}rtkit/kernel-token``: a running kernel's next token.
+
+    The only credential taken is the kernel's current token as
+    ``Authorization: Bearer`` (a header, which no other site's page can
+    send: no XSRF check, no cookie); the answer is ``{"token", "expires"}``.
+    The kernel's client calls it (``RTKIT_TOKEN_URL``) before its token
+    expires, then hands the new token to the hub (``auth.refresh``).
+    """
+
+    def initialize(self, tokens: KernelTokens) -> None:
+        self._tokens = tokens
+
+    async def prepare(self) -> None:  # type: ignore[override]
+        if not self.check_host():
+            raise web.HTTPError(403)
+
+    def check_xsrf_cookie(self) -> None:
+        return  # only a header credential is accepted here
+
+    def post(self) -> None:
+        self.set_header("Content-Type", "application/json")
+        self.set_header("Cache-Control", "no-store")
+        header = self.request.headers.get("Authorization", "")
+        token = header.split(None, 1)[1].strip() if header.lower().startswith("bearer ") else ""
+        try:
+            if not KernelTokens.looks_like_one(token):
+                raise Unauthorized("send the kernel's RTKIT_TOKEN as 'Authorization: Bearer'")
+            fresh = self._tokens.renew(token)
+        except Unauthorized as err:
+            self.set_status(401)
+            self.finish(json.dumps({"error": {"code": err.code, "message": err.message}}))
+            return
+        expires = self._tokens.verify(fresh).expires_at
+        self.finish(json.dumps({"token": fresh, "expires": expires}))
+
+
 class StatusHandler(APIHandler):
     """``GET {base_url}rtkit/api/status``: the hub's state as JSON."""
 

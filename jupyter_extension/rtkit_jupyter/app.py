@@ -24,7 +24,7 @@ from jupyter_server.extension.application import ExtensionApp
 from traitlets import Bool, Float, Int, Unicode
 
 from rtkit import __version__
-from rtkit.config import DEFAULT_LIMITS, HubConfig, Limits, hub_default
+from rtkit.config import DEFAULT_LIMITS, HubConfig, Limits, Webhooks, hub_default, webhook_default
 from rtkit.errors import ConfigurationError, Unauthorized
 from rtkit.hub import Hub
 from rtkit.hub.http_api import HttpApi
@@ -39,13 +39,16 @@ from ._auth import (
     rtkit_authorized,
     server_user,
 )
-from ._handlers import HttpApiHandler, StatusHandler, socket_handler
+from ._handlers import HttpApiHandler, KernelTokenHandler, StatusHandler, socket_handler
 
 if TYPE_CHECKING:
     from jupyter_server.serverapp import ServerApp
 
 #: Where the hub lives under the server's base_url.
 HUB_PATH = "rtkit"
+# Under HUB_PATH: where a kernel renews its token (outside the HTTP API's
+# api/ paths, which take Jupyter's login).
+KERNEL_TOKEN_PATH = "kernel-token"
 
 
 class RtkitExtension(ExtensionApp):
@@ -221,8 +224,9 @@ class RtkitExtension(ExtensionApp):
         token is revoked (and its connections ended) when the kernel shuts down,
         is culled or restarts (a restarted kernel gets a new one), and every
         token stops working when the server stops (the key that signs them is
-        never stored). A kernel running longer than this loses its rtkit
-        connection until it is restarted.""",
+        never stored). A running kernel's client renews its token before it
+        expires (at RTKIT_TOKEN_URL, {base_url}rtkit/kernel-token) and hands
+        the new one to the hub on its live connection.""",
     )
     direct_writes = Bool(
         True,
@@ -241,6 +245,43 @@ class RtkitExtension(ExtensionApp):
     )
     stop_timeout = Float(
         5.0, config=True, help="Seconds to drain clients and flush the store on shutdown."
+    )
+    webhook_url = Unicode(
+        None,
+        allow_none=True,
+        config=True,
+        help="""URL the hub POSTs lifecycle events to (channel occupied/vacated,
+        presence join/leave, connection closed), in signed JSON batches; see
+        rtkit's operations docs. None (the default): no webhooks.""",
+    )
+    webhook_secret = Unicode(
+        None,
+        allow_none=True,
+        config=True,
+        help="""Key of the webhooks' HMAC-SHA256 signature (X-Rtkit-Signature),
+        at least 16 characters; required with webhook_url.""",
+    )
+    webhook_max_batch = Int(
+        webhook_default("max_batch"), config=True, help="Most webhook events in one POST."
+    )
+    webhook_batch_delay = Float(
+        webhook_default("batch_delay"),
+        config=True,
+        help="Seconds a webhook event waits for others to share its POST.",
+    )
+    webhook_max_queue = Int(
+        webhook_default("max_queue"),
+        config=True,
+        help="""Webhook events kept while the receiver is away; beyond, the oldest
+        are dropped (and counted in the status).""",
+    )
+    webhook_timeout = Float(
+        webhook_default("timeout"), config=True, help="Seconds a webhook POST may take."
+    )
+    webhook_retry_max = Float(
+        webhook_default("retry_max"),
+        config=True,
+        help="Longest wait between retries of a failed webhook POST (the wait doubles).",
     )
 
     # The SQLite store's lock file, held while this server runs.
@@ -289,6 +330,7 @@ class RtkitExtension(ExtensionApp):
             # (allow_origin, allow_origin_pat) before the hub sees a request.
             check_origin=False,
             api_key=self.api_key or None,
+            webhooks=self._webhooks(),
         )
         self.hub = Hub(
             self.hub_config,
@@ -308,6 +350,11 @@ class RtkitExtension(ExtensionApp):
                     socket_handler(self.hub, self.kernel_tokens, direct_writes=self.direct_writes),
                 ),
                 (rf"/{HUB_PATH}/api/status", StatusHandler, {"app": self}),
+                (
+                    rf"/{HUB_PATH}/{KERNEL_TOKEN_PATH}",
+                    KernelTokenHandler,
+                    {"tokens": self.kernel_tokens},
+                ),
                 (
                     rf"/{HUB_PATH}/api/(.*)",
                     HttpApiHandler,
@@ -348,6 +395,25 @@ class RtkitExtension(ExtensionApp):
             self.log.error("rtkit hub did not stop within %.0f s", self.stop_timeout * 2)
         finally:
             self._release_lock()
+
+    def _webhooks(self) -> Webhooks | None:
+        if not self.webhook_url:
+            return None
+        if not self.webhook_secret:
+            raise ConfigurationError(
+                "c.RtkitExtension.webhook_url needs c.RtkitExtension.webhook_secret: "
+                "receivers check each POST's signature with it"
+            )
+        return Webhooks(
+            self.webhook_url,
+            secret=self.webhook_secret,
+            max_batch=self.webhook_max_batch,
+            batch_delay=self.webhook_batch_delay,
+            max_queue=self.webhook_max_queue,
+            timeout=self.webhook_timeout,
+            retry_initial=min(webhook_default("retry_initial"), self.webhook_retry_max),
+            retry_max=self.webhook_retry_max,
+        )
 
     def _wire_logging(self) -> None:
         """rtkit's loggers write to the server's log, at the server's level."""
@@ -450,7 +516,13 @@ class RtkitExtension(ExtensionApp):
         else:
             username, display = server_user()
             identity = identity_for(username, name=display, kind="kernel")
-        return {"RTKIT_URL": self.hub_url(), "RTKIT_TOKEN": self.kernel_tokens.mint(identity)}
+        hub_url = self.hub_url()
+        return {
+            "RTKIT_URL": hub_url,
+            "RTKIT_TOKEN": self.kernel_tokens.mint(identity),
+            # Where the kernel's client renews RTKIT_TOKEN before it expires.
+            "RTKIT_TOKEN_URL": f"{hub_url.rstrip('/')}/{KERNEL_TOKEN_PATH}",
+        }
 
     def hub_url(self) -> str:
         """The hub's URL for kernels: loopback unless configured."""

@@ -1,4 +1,5 @@
-"""``rtkit bridge mqtt|nats|redis-stream|amqp|postgres``: the command line of the bridges."""
+"""``rtkit bridge mqtt|nats|redis-stream|websocket|sse|amqp|postgres``: the command line of
+the bridges."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 
 import orjson
 
+from ..errors import ConfigurationError
 from ._core import Bridge, Source, TopicMap
 
 __all__ = ["add_parser", "run"]
@@ -29,16 +31,21 @@ def add_parser(sub: Any) -> None:
     """Add ``bridge`` and its source subcommands to the ``rtkit`` parser."""
     bridge = sub.add_parser(
         "bridge",
-        help="bridge an MQTT, NATS, Redis Streams, AMQP or PostgreSQL source into hub channels",
-        description="Read a broker and publish what it carries to hub channels, "
-        "reconnecting to both with backoff. Positioned sources (JetStream, Redis "
-        "streams, a PostgreSQL outbox) resume after the last message the hub acked, "
-        "exactly once; AMQP acks a delivery once the hub acked it.",
+        help="bridge an MQTT, NATS, Redis Streams, websocket, SSE, AMQP or PostgreSQL source "
+        "into hub channels",
+        description="Read a broker or a stream URL and publish what it carries to hub "
+        "channels, reconnecting to both with backoff. Positioned sources (JetStream, "
+        "Redis streams, SSE with ids, a PostgreSQL outbox) resume after the last message "
+        "the hub acked, exactly once; AMQP acks a delivery once the hub acked it.",
     )
     kinds = bridge.add_subparsers(dest="source", metavar="SOURCE", required=True)
     mqtt = kinds.add_parser("mqtt", help="an MQTT broker (pip install 'rtkit[mqtt]')")
-    mqtt.add_argument("--host", default="127.0.0.1", help="broker host")
-    mqtt.add_argument("--port", type=int, default=1883, help="broker port")
+    mqtt.add_argument(
+        "--host", default=None, help="broker host [env RTKIT_MQTT=host:port, else 127.0.0.1]"
+    )
+    mqtt.add_argument(
+        "--port", type=int, default=None, help="broker port [RTKIT_MQTT's, else 1883]"
+    )
     mqtt.add_argument("--qos", type=int, default=0, choices=[0, 1, 2], help="subscription QoS")
     mqtt.add_argument(
         "--session",
@@ -124,6 +131,70 @@ def add_parser(sub: Any) -> None:
         p.add_argument(
             "--map", action="append", required=True, metavar="PATTERN=TEMPLATE", help=_MAP_HELP
         )
+    websocket = kinds.add_parser(
+        "websocket", help="a websocket URL sending JSON messages (no positions)"
+    )
+    sse = kinds.add_parser(
+        "sse", help="a server-sent events URL: exactly once where it resumes after Last-Event-ID"
+    )
+    for p in (websocket, sse):
+        p.add_argument("source_url", metavar="URL", help="the websocket or event stream URL")
+        p.add_argument(
+            "--to",
+            required=True,
+            metavar="TEMPLATE",
+            help="the channel: a name, or a template where {topic} is the --topic-field "
+            "value (else the SSE event name, or 'message')",
+        )
+        p.add_argument(
+            "--topic-field",
+            default=None,
+            metavar="FIELD",
+            help="the JSON field whose value fills {topic}; messages without it are dropped",
+        )
+        p.add_argument(
+            "--header",
+            action="append",
+            default=[],
+            metavar="'NAME: VALUE'",
+            help="an HTTP header to send (repeat for more), e.g. 'Authorization: Bearer ...'",
+        )
+        p.add_argument(
+            "--header-env",
+            action="append",
+            default=[],
+            metavar="NAME=VARIABLE",
+            help="a header whose value is in an environment variable (keeps secrets out of "
+            "the process list)",
+        )
+        p.add_argument(
+            "--max-size",
+            type=int,
+            default=1 << 20,
+            metavar="BYTES",
+            help="the largest SSE line or event, or websocket message (default 1 MiB): an SSE "
+            "event over it is dropped with an error, a websocket message closes the connection",
+        )
+    sse.add_argument(
+        "--state", default=None, help="JSON file keeping the last event id the hub acked"
+    )
+    sse.add_argument(
+        "--last-event-id", default=None, help="resume after this event id when there is no state"
+    )
+    sse.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="reconnect when nothing, not even a comment, arrives for this long "
+        "(default: wait; for servers that send keep-alive comments)",
+    )
+    sse.add_argument(
+        "--name",
+        default=None,
+        help="names the stream in publish ids and the state file (default: a digest of the URL)",
+    )
+    for p in (mqtt, nats, redis, amqp, postgres, websocket, sse):
         p.add_argument(
             "--transform",
             default=None,
@@ -205,6 +276,31 @@ def source_from_args(args: argparse.Namespace) -> Source:
             create=args.create,
             poll=args.poll,
         )
+    if args.source in ("websocket", "sse"):
+        from .web import SseSource, WebSocketSource
+
+        headers = _headers(args.header, args.header_env)
+        if args.source == "websocket":
+            return WebSocketSource(
+                args.source_url,
+                topics=args.to,
+                topic_field=args.topic_field,
+                headers=headers,
+                payload=args.payload,
+                max_size=args.max_size,
+            )
+        return SseSource(
+            args.source_url,
+            topics=args.to,
+            topic_field=args.topic_field,
+            headers=headers,
+            payload=args.payload,
+            max_size=args.max_size,
+            state_file=args.state,
+            name=args.name,
+            last_event_id=args.last_event_id,
+            idle_timeout=args.idle_timeout,
+        )
     from .redis_stream import RedisStreamSource
 
     return RedisStreamSource(
@@ -214,6 +310,24 @@ def source_from_args(args: argparse.Namespace) -> Source:
         start=args.start,
         field=args.field,
     )
+
+
+def _headers(specs: list[str], env_specs: list[str]) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    for spec in specs:
+        name, sep, value = spec.partition(":")
+        if not sep or not name.strip():
+            raise ConfigurationError(f"a header is 'NAME: VALUE', got {spec!r}")
+        headers[name.strip()] = value.strip()
+    for spec in env_specs:
+        name, sep, variable = spec.partition("=")
+        if not sep or not name.strip() or not variable.strip():
+            raise ConfigurationError(f"--header-env is NAME=VARIABLE, got {spec!r}")
+        secret = os.environ.get(variable.strip())
+        if secret is None:
+            raise ConfigurationError(f"--header-env {spec}: ${variable.strip()} is not set")
+        headers[name.strip()] = secret
+    return headers
 
 
 async def run(args: argparse.Namespace) -> int:

@@ -24,12 +24,15 @@ import contextlib
 import importlib
 import inspect
 import logging
+import os
 import re
+import tempfile
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import partial
+from pathlib import Path
 from typing import Any, Protocol
 
 import orjson
@@ -249,6 +252,33 @@ def decode_payload(payload: bytes, mode: str = "auto") -> Any:
         return bytes(payload)
 
 
+def read_positions(path: Path) -> dict[str, str]:
+    """The positions a bridge state file keeps (none when it does not exist yet)."""
+    try:
+        raw = orjson.loads(path.read_bytes())
+    except FileNotFoundError:
+        return {}
+    except orjson.JSONDecodeError as exc:
+        raise ConfigurationError(f"bridge state file {path} is not JSON: {exc}") from None
+    positions = raw.get("positions", {}) if isinstance(raw, dict) else {}
+    return {str(k): str(v) for k, v in positions.items()}
+
+
+def write_positions(path: Path, positions: dict[str, str]) -> None:
+    """Replace the state file atomically: a crash leaves the old one or the new one."""
+    data = orjson.dumps({"positions": positions})
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 # -- transforms ----------------------------------------------------------------
 
 
@@ -334,7 +364,9 @@ class Bridge:
     """Runs one source into hub channels until stopped.
 
     ``client`` is an open :class:`rtkit.aio.Client` (or pass ``url`` and
-    ``token`` and the bridge connects, retrying until the hub answers).
+    ``token`` and the bridge connects, retrying until the hub answers;
+    without them it connects where ``rtkit.connect()`` would:
+    ``RTKIT_URL`` and ``RTKIT_TOKEN``).
 
     >>> bridge = Bridge(MqttSource("127.0.0.1", topics=TopicMap(
     ...     [("sensors/+/temp", "sensors.{1}.temp")])), url="http://127.0.0.1:8765")
@@ -477,7 +509,9 @@ class Bridge:
             channel = None
             state.error(exc)
         data = msg.data
-        if channel is not None and self._transform is not None:
+        # None is a message the source could not read (it said why): dropped
+        # here, after its position, without bothering the transform.
+        if channel is not None and data is not None and self._transform is not None:
             try:
                 data = self._transform(channel, data, msg)
                 if inspect.isawaitable(data):

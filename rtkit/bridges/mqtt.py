@@ -8,11 +8,16 @@ the broker keeps what arrives while the bridge is away and sends it on
 reconnect; with QoS 0 it does not. Each reconnect is counted in
 :attr:`BridgeState.gaps`, a window in which messages may be missing, and
 so is each message dropped because the bridge fell ``max_queued`` behind.
+
+Where the broker is: :func:`broker_address` reads ``$RTKIT_MQTT``
+(``host:port``, 127.0.0.1:1883 when unset), which is also what
+:class:`MqttSource` and ``rtkit bridge mqtt`` use when given no host.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -20,7 +25,43 @@ from typing import Any
 from ..errors import ConfigurationError
 from ._core import BridgeState, SourceMessage, TopicMap, decode_payload
 
-__all__ = ["MqttSource"]
+__all__ = ["DEFAULT_BROKER", "MqttSource", "broker_address"]
+
+DEFAULT_BROKER = ("127.0.0.1", 1883)
+"""The broker :func:`broker_address` names when ``$RTKIT_MQTT`` is unset."""
+
+
+def broker_address(value: str | None = None) -> tuple[str, int]:
+    """The MQTT broker to use, as ``(host, port)``: ``value``, else
+    ``$RTKIT_MQTT``, else 127.0.0.1:1883.
+
+    The text is ``host:port`` or a bare ``host`` (port 1883); an IPv6
+    address goes in brackets (``[::1]:1883``).
+
+    >>> broker_address("broker.lan:8883")
+    ('broker.lan', 8883)
+    """
+    text = (value if value is not None else os.environ.get("RTKIT_MQTT", "")).strip()
+    if not text:
+        return DEFAULT_BROKER
+    where = "RTKIT_MQTT" if value is None else "the MQTT broker address"
+    host, port_text = text, ""
+    if text.startswith("["):  # [v6 address]:port
+        host, sep, rest = text[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            raise ConfigurationError(f"{where}: {text!r} is not [IPv6 address]:port")
+        port_text = rest[1:]
+    elif text.count(":") == 1:
+        host, _, port_text = text.partition(":")
+    elif ":" in text:
+        raise ConfigurationError(f"{where}: put an IPv6 address in brackets: [{text}]:1883")
+    if not host:
+        raise ConfigurationError(f"{where}: {text!r} names no host (host:port)")
+    if not port_text:
+        return host, DEFAULT_BROKER[1]
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ConfigurationError(f"{where}: the port in {text!r} is not 1-65535 (host:port)")
+    return host, int(port_text)
 
 
 def _import() -> Any:
@@ -37,6 +78,9 @@ class MqttSource:
     """Messages of the MQTT topics a :class:`TopicMap` names (its patterns
     are the subscriptions).
 
+    Without ``host`` the broker is :func:`broker_address`'s (``$RTKIT_MQTT``);
+    without ``port``, the port that names, else 1883.
+
     >>> source = MqttSource("127.0.0.1", 1883, topics=TopicMap(
     ...     [("sensors/+/temp", "sensors.{1}.temp")], flavor="mqtt"))
     """
@@ -45,8 +89,8 @@ class MqttSource:
 
     def __init__(
         self,
-        host: str = "127.0.0.1",
-        port: int = 1883,
+        host: str | None = None,
+        port: int | None = None,
         *,
         topics: TopicMap,
         qos: int = 0,
@@ -58,7 +102,11 @@ class MqttSource:
     ) -> None:
         if qos not in (0, 1, 2):
             raise ConfigurationError(f"MQTT qos is 0, 1 or 2, got {qos}")
-        self.host, self.port, self.topics, self.qos = host, port, topics, qos
+        if host is None:
+            host, default_port = broker_address()
+            port = port or default_port
+        self.host, self.port = host, port or DEFAULT_BROKER[1]
+        self.topics, self.qos = topics, qos
         self._session = session
         self._username, self._password = username, password
         self._payload = payload

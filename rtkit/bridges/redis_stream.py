@@ -11,43 +11,24 @@ a crash are stored once. Without a state file the bridge starts at
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import anyio
-import orjson
 
 from ..errors import ConfigurationError
-from ._core import BridgeState, Position, SourceMessage, TopicMap, decode_payload
+from ._core import (
+    BridgeState,
+    Position,
+    SourceMessage,
+    TopicMap,
+    decode_payload,
+    read_positions,
+    write_positions,
+)
 
 __all__ = ["RedisStreamSource"]
-
-
-def _read_state(path: Path) -> dict[str, str]:
-    try:
-        raw = orjson.loads(path.read_bytes())
-    except FileNotFoundError:
-        return {}
-    except orjson.JSONDecodeError as exc:
-        raise ConfigurationError(f"bridge state file {path} is not JSON: {exc}") from None
-    positions = raw.get("positions", {}) if isinstance(raw, dict) else {}
-    return {str(k): str(v) for k, v in positions.items()}
-
-
-def _write_state(path: Path, positions: dict[str, str]) -> None:
-    data = orjson.dumps({"positions": positions})
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class RedisStreamSource:
@@ -77,7 +58,7 @@ class RedisStreamSource:
     ) -> None:
         self.url, self.topics, self._field, self._batch = url, topics, field, batch
         self._path = Path(state_file) if state_file is not None else None
-        self._committed: dict[str, str] = _read_state(self._path) if self._path else {}
+        self._committed: dict[str, str] = read_positions(self._path) if self._path else {}
         self._saved = dict(self._committed)
         # Where the next XREAD starts: after what was read (in flight in the
         # client), which is at or after what the hub acked.
@@ -86,7 +67,7 @@ class RedisStreamSource:
     async def checkpoint(self) -> str | None:
         if self._path is not None and self._committed != self._saved:
             snapshot = dict(self._committed)
-            await anyio.to_thread.run_sync(_write_state, self._path, snapshot)
+            await anyio.to_thread.run_sync(write_positions, self._path, snapshot)
             self._saved = snapshot
         if not self._committed:
             return None

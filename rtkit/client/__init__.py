@@ -13,7 +13,8 @@ Where the asyncio implementation lives:
   their registries;
 - pure pieces: :mod:`._cursor` (resume position), :mod:`._queue` (outbox),
   :mod:`._data` (what a Python value becomes on the wire), :mod:`._backoff`,
-  :mod:`._url`, :mod:`._types`.
+  :mod:`._url`, :mod:`._types`, :mod:`._token` (token providers: when to
+  renew, how to call one).
 
 Channels, presence and documents use only the session's methods, never
 each other's private members (``tests/unit/client/test_structure.py``).

@@ -16,6 +16,10 @@ and never each other's members:
   more than a new socket;
 - request/ack with a time budget (:meth:`Session.request`), and a plain
   emit for the publish pump, which keeps its own window and timers;
+- tokens from a token provider (:mod:`._token`): renewed before they expire
+  and handed to the hub on the live connection (``auth.refresh``), fetched
+  afresh before a reconnect whose token is spent, and the hub's ``revoked``
+  events routed to the features (:meth:`Session.on_revoked`);
 - the hub-event registry (:meth:`Session.on_event`) and the hooks features
   register for what to redo after a (re)connection, to reset when a
   connection drops, and to fail when the client stops
@@ -40,6 +44,7 @@ import inspect
 import itertools
 import logging
 import os
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
@@ -60,12 +65,20 @@ from ..errors import (
     NotConnected,
     NotFound,
     RtkitError,
+    TokenUnavailable,
     TooLarge,
     Unauthorized,
     error_for_code,
 )
-from ..protocol import CLOSING, ERROR_CODES, NAMESPACE
+from ..protocol import AUTH_REFRESH, CLOSING, ERROR_CODES, NAMESPACE, REVOKED
 from ._backoff import Backoff
+from ._token import (
+    KernelTokenSource,
+    TokenProvider,
+    call_provider,
+    renew_at,
+    token_expiry,
+)
 from ._url import jupyter_hub_url, redact, split_url
 
 __all__ = [
@@ -112,8 +125,8 @@ class _RedactTokens(logging.Filter):
 _wire_log.addFilter(_RedactTokens())
 log.addFilter(_RedactTokens())
 
-StateEvent = Literal["connect", "disconnect", "reconnect", "gap"]
-STATE_EVENTS: Final = ("connect", "disconnect", "reconnect", "gap")
+StateEvent = Literal["connect", "disconnect", "reconnect", "gap", "revoked", "auth_error"]
+STATE_EVENTS: Final = ("connect", "disconnect", "reconnect", "gap", "revoked", "auth_error")
 
 # Largest websocket message the client accepts: a shared document's first
 # sync carries the whole document in one binary attachment.
@@ -248,6 +261,12 @@ class SocketIOTransport:
     def connected(self) -> bool:
         return bool(self._sio.connected)
 
+    @property
+    def sid(self) -> str | None:
+        """The hub's id of this connection (Socket.IO's namespace sid)."""
+        sid = self._sio.get_sid(NAMESPACE)
+        return sid if isinstance(sid, str) else None
+
     def on(self, event: str, handler: Callable[..., Any]) -> None:
         self._sio.on(event, handler, namespace=NAMESPACE)
 
@@ -320,7 +339,11 @@ class Revocable(Protocol):
     active: bool
 
 
-def resolve_target(url: str | None, token: str | None) -> tuple[str, str | None]:
+TokenSource = str | TokenProvider
+"""A token, or a callable that returns a fresh one (see :mod:`._token`)."""
+
+
+def resolve_target(url: str | None, token: TokenSource | None) -> tuple[str, TokenSource | None]:
     """The hub URL and token: the arguments, else ``$RTKIT_URL``/``$RTKIT_TOKEN``."""
     if url is None:
         url = os.environ.get("RTKIT_URL") or None
@@ -332,6 +355,17 @@ def resolve_target(url: str | None, token: str | None) -> tuple[str, str | None]
             )
     if token is None:
         token = os.environ.get("RTKIT_TOKEN") or None
+        renew_url = os.environ.get("RTKIT_TOKEN_URL")
+        if token is not None and renew_url:
+            # A kernel started by Jupyter with rtkit's extension: its token
+            # is renewed there before it expires.
+            return url, KernelTokenSource(token, renew_url)
+    if callable(token):
+        return url, token
+    if token is not None and not isinstance(token, str):
+        raise ConfigurationError(
+            f"token must be a string or a callable that returns one, got {type(token).__name__}"
+        )
     return url, token or None
 
 
@@ -392,11 +426,20 @@ class Session:
     def __init__(
         self,
         url: str,
-        token: str | None,
+        token: TokenSource | None,
         options: SessionOptions,
         transport_factory: TransportFactory = SocketIOTransport,
     ) -> None:
-        self.token = token
+        # With a provider, the token is the provider's latest (fetched on open).
+        self._provider: TokenProvider | None = None
+        if callable(token):
+            self._provider, token = token, None
+        self.token: str | None = token
+        self._token_at = time.time()  # when self.token arrived
+        self._token_version = 0  # bumped with every new token
+        self.token_refreshes = 0
+        """Tokens handed to the hub on a live connection (``auth.refresh``)."""
+        self._revoke_hooks: dict[str, Callable[[str], None]] = {}
         self.origin, self.path = split_url(url)
         self._target = url
         self.url = redact(url, token)
@@ -426,6 +469,7 @@ class Session:
         self._online = asyncio.Event()
         self._lost = asyncio.Event()
         self.reconnects = 0
+        self._event_handlers[REVOKED] = self._on_revoked
 
     # -- state ------------------------------------------------------------
 
@@ -438,6 +482,13 @@ class Session:
     def state(self) -> str:
         """``"new"``, ``"opening"``, ``"open"`` or ``"closed"``."""
         return self._state
+
+    @property
+    def sid(self) -> str | None:
+        """The hub's id of the current connection (None while disconnected)."""
+        transport = self._transport
+        sid = getattr(transport, "sid", None) if self._connected else None
+        return sid if isinstance(sid, str) else None
 
     @property
     def generation(self) -> int:
@@ -483,6 +534,11 @@ class Session:
         """Call ``hook(exc)`` when the session stops: closed, or refused for good."""
         self._failure_hooks.append(hook)
 
+    def on_revoked(self, kind: str, hook: Callable[[str], None]) -> None:
+        """Call ``hook(name)`` when the hub ends a ``kind`` ("channel", "room",
+        "doc") of this connection because a refreshed token no longer grants it."""
+        self._revoke_hooks[kind] = hook
+
     def on_state(self, event: str, callback: Callable[..., Any]) -> None:
         """Dispatch ``callback`` on a connection event (see :data:`STATE_EVENTS`)."""
         if event not in self._state_callbacks:
@@ -505,6 +561,8 @@ class Session:
             raise RuntimeError(f"this client is already {self._state}; open() runs once")
         self._state = "opening"
         try:
+            if self._provider is not None:
+                self._set_token(await call_provider(self._provider, self.options.connect_timeout))
             await self._connect_once()
         except BaseException:
             self._state = "closed"
@@ -517,6 +575,8 @@ class Session:
         self._state = "open"
         self.spawn(self._supervise(), "supervisor")
         self.spawn(self._run_callbacks(), "callbacks")
+        if self._provider is not None:
+            self.spawn(self._renew_tokens(), "token-renewal")
         log.info("rtkit: connected to %s", self.url)
 
     def start(self) -> None:
@@ -680,7 +740,10 @@ class Session:
     def _on_transport_disconnect(self, gen: int, *args: Any) -> None:
         if gen != self._generation or not self._connected or self._state != "open":
             return
-        self._connection_lost(str(args[0]) if args else "unknown reason")
+        reason = str(args[0]) if args else "unknown reason"
+        if self._closing is not None:
+            reason = f"{reason}: {self._closing}"  # the hub said why (CLOSING)
+        self._connection_lost(reason)
 
     def _connection_lost(self, reason: str) -> None:
         self._connected = False
@@ -702,15 +765,27 @@ class Session:
             self._lost.clear()
             old, self._transport = self._transport, None
             await self._dispose(old)
-            if isinstance(self._closing, Unauthorized):
-                # The hub ended the connection because its token expired or
-                # was revoked: reconnecting with the same token cannot help.
+            # The hub ended the connection because its token expired or was
+            # revoked: reconnecting with the same token cannot help, a fresh
+            # one from the provider can.
+            stale = isinstance(self._closing, Unauthorized)
+            if stale and self._provider is None:
+                assert self._closing is not None
                 self._stop_for_good(self._closing)
                 return
             attempt = 0
             while True:
                 await asyncio.sleep(self.backoff.delay(attempt))
                 attempt += 1
+                if self._provider is not None and (stale or self._token_spent()):
+                    try:
+                        self._set_token(
+                            await call_provider(self._provider, self.options.connect_timeout)
+                        )
+                    except TokenUnavailable as exc:
+                        self._auth_error(exc)
+                        continue
+                    stale = False
                 try:
                     await self._connect_once()
                 except _PassingRefusal as exc:
@@ -719,6 +794,11 @@ class Session:
                     log.info("rtkit: reconnect attempt %d refused: %s", attempt, exc)
                     continue
                 except Unauthorized as exc:
+                    if self._provider is not None:
+                        # The provider may have a better token next time.
+                        self._auth_error(exc)
+                        stale = True
+                        continue
                     # A token the hub rejects will not improve by retrying.
                     # (Forbidden is retried: "too many connections" lasts only
                     # until the hub notices the connection that just died.)
@@ -732,6 +812,95 @@ class Session:
             self.reconnects += 1
             log.info("rtkit: reconnected to %s after %d attempt(s)", self.url, attempt)
             self._after_connect(attempts=attempt)
+
+    # -- tokens -------------------------------------------------------------
+
+    def _set_token(self, token: str) -> None:
+        self.token = token
+        self._token_at = time.time()
+        self._token_version += 1
+
+    def _token_spent(self) -> bool:
+        """True when the current token is past the time to renew it."""
+        if self.token is None:
+            return True
+        at = renew_at(self.token, self._token_at)
+        return at is not None and time.time() >= at
+
+    def _auth_error(self, exc: RtkitError) -> None:
+        log.warning("rtkit: could not renew the token for %s: %s; retrying", self.url, exc)
+        self.emit_state("auth_error", exc)
+
+    async def _renew_tokens(self) -> None:
+        """Before each token runs out, get the next from the provider and
+        hand it to the hub on the live connection (``auth.refresh``); while
+        disconnected, keep it for the reconnect. Failures are retried with
+        backoff and reported as ``auth_error``; a token that runs out
+        meanwhile ends the connection, and the reconnect asks again."""
+        assert self._provider is not None
+        while True:
+            token, version = self.token, self._token_version
+            at = renew_at(token, self._token_at) if token is not None else None
+            if token is None or at is None:
+                return  # a token without an expiry: nothing to renew
+            await asyncio.sleep(max(0.0, at - time.time()))
+            attempt = 0
+            # Until renewed here, or by a reconnect that fetched its own.
+            while self._token_version == version:
+                try:
+                    await self._renew_once(token, version)
+                except ClientClosed:
+                    return
+                except (TokenUnavailable, HubError, AckTimeout, NotConnected) as exc:
+                    if self._token_version != version:
+                        break
+                    self._auth_error(exc)
+                    await asyncio.sleep(self.backoff.delay(attempt))
+                    attempt += 1
+
+    async def _renew_once(self, current: str, version: int) -> None:
+        assert self._provider is not None
+        fresh = await call_provider(self._provider, self.options.connect_timeout)
+        if self._token_version != version:
+            return  # a reconnect fetched one meanwhile
+        old_expiry, new_expiry = token_expiry(current), token_expiry(fresh)
+        if old_expiry is not None and (new_expiry is None or new_expiry <= old_expiry):
+            raise TokenUnavailable(
+                "the token source returned a token that expires no later than the current one"
+            )
+        if self._connected:
+            try:
+                await self.request(AUTH_REFRESH, {"token": fresh}, wait=False)
+            except ConnectionLost:
+                pass  # the reconnect uses the fresh token
+            except BadRequest as exc:
+                # A hub that takes no refresh (an older one, or one that
+                # verifies no tokens): it ends the connection at expiry, and
+                # the reconnect presents the fresh token.
+                log.warning(
+                    "rtkit: %s does not take a fresh token on a live connection: %s", self.url, exc
+                )
+            else:
+                self.token_refreshes += 1
+        self._set_token(fresh)
+        log.debug("rtkit: renewed the token for %s", self.url)
+
+    def _on_revoked(self, payload: Any) -> None:
+        if not isinstance(payload, dict):
+            return
+        kind, name = payload.get("kind"), payload.get("name")
+        code = payload.get("code")
+        if not isinstance(kind, str) or not isinstance(name, str):
+            return
+        error = error_for_code(
+            code if isinstance(code, str) and code in ERROR_CODES else "forbidden",
+            str(payload.get("message") or f"{kind} {name!r} is no longer granted"),
+        )
+        log.warning("rtkit: the hub ended %s %r: %s", kind, name, error)
+        hook = self._revoke_hooks.get(kind)
+        if hook is not None:
+            hook(name)
+        self.emit_state("revoked", kind, name, error)
 
     def _after_connect(self, attempts: int) -> None:
         for hook in self._resume_hooks:

@@ -41,3 +41,4 @@ class ClientMetrics:
     subscriptions: int  # channels with at least one callback
     publish_requests: int = 0  # publish requests sent (a batch of rows is one)
     publish_failures: int = 0  # publishes that failed (refused, timed out, closed)
+    token_refreshes: int = 0  # fresh tokens handed to the hub on a live connection

@@ -29,6 +29,7 @@ from ._session import (
     SessionOptions,
     SocketIOTransport,
     StateEvent,
+    TokenSource,
     TransportFactory,
     check_ack,
     resolve_target,
@@ -102,7 +103,7 @@ class Client:
     def __init__(
         self,
         url: str | None = None,
-        token: str | None = None,
+        token: TokenSource | None = None,
         *,
         _transport: TransportFactory = SocketIOTransport,
         **options: Unpack[ConnectOptions],
@@ -174,6 +175,7 @@ class Client:
             reconnects=self._session.reconnects,
             gaps=channels.gaps,
             subscriptions=sum(1 for ch in channels if ch.subscribed),
+            token_refreshes=self._session.token_refreshes,
         )
 
     async def open(self) -> Client:
@@ -232,7 +234,14 @@ class Client:
         ``"disconnect"``: ``callback(reason)`` when the connection drops;
         ``"reconnect"``: ``callback(attempts)`` after a reconnection (after
         ``"connect"``); ``"gap"``: ``callback(channel_name, info)`` when a
-        channel could not be resumed without loss (see :meth:`Channel.on_gap`).
+        channel could not be resumed without loss (see :meth:`Channel.on_gap`);
+        ``"revoked"``: ``callback(kind, name, error)`` when the hub ended a
+        subscription (``kind`` "channel"), room membership ("room") or
+        document sync ("doc") because a refreshed token no longer grants it
+        (its callbacks are dropped, the room left, the document closed);
+        ``"auth_error"``: ``callback(error)`` each time renewing the token
+        failed (the token provider's :class:`~rtkit.errors.TokenUnavailable`,
+        or the hub refusing the new token); the client retries with backoff.
         """
         self._session.on_state(event, callback)
         return callback
@@ -267,15 +276,25 @@ class Client:
 
 
 async def connect(
-    url: str | None = None, token: str | None = None, **options: Unpack[ConnectOptions]
+    url: str | None = None, token: TokenSource | None = None, **options: Unpack[ConnectOptions]
 ) -> Client:
     """Connect to a hub and return an open :class:`Client`.
 
     ``url`` defaults to ``$RTKIT_URL`` and ``token`` to ``$RTKIT_TOKEN``.
+    ``token`` may also be a token provider: a callable (plain or ``async``)
+    that returns a fresh token string. The client calls it to connect,
+    again before each token expires (80% of its lifetime or 30 s before,
+    whichever is earlier), and hands the new token to the hub on the live
+    connection: subscriptions, rooms and documents carry on, nothing is
+    missed. Provider failures are retried with backoff (``"auth_error"``
+    events); a connection whose token ran out meanwhile is closed by the
+    hub, and the client reconnects with the provider's next token and
+    resumes. A plain provider runs on a worker thread, so it may block.
     Options are listed in :class:`ConnectOptions`.
 
     >>> hub = await rtkit.aio.connect("http://127.0.0.1:8765")
     >>> await hub.channel("prices").publish({"px": 1.0})
+    >>> hub = await rtkit.aio.connect(url, token=fetch_token)  # a token provider
     """
     client = Client(url, token, **options)
     await client.open()

@@ -718,6 +718,7 @@ class _Entry:
     channel: Channel
     receive: Callable[[Message], None]
     resume: Callable[[], Awaitable[None]]
+    revoked: Callable[[], None]
 
 
 class Channels:
@@ -740,6 +741,7 @@ class Channels:
         """Resumes the hub could not recover."""
         session.on_event(MESSAGES, self._on_messages)
         session.on_resume(self._resubscribe_all)
+        session.on_revoked("channel", self._revoked)
 
     def __iter__(self) -> Iterator[Channel]:
         return iter([entry.channel for entry in self._entries.values()])
@@ -758,10 +760,12 @@ class Channels:
         *,
         receive: Callable[[Message], None],
         resume: Callable[[], Awaitable[None]],
+        revoked: Callable[[], None],
     ) -> None:
         """Route ``channel``'s messages to ``receive``; run ``resume()`` after
-        each reconnect while it is subscribed."""
-        self._entries[channel.name] = _Entry(channel, receive, resume)
+        each reconnect while it is subscribed, ``revoked()`` when the hub
+        ended its subscription."""
+        self._entries[channel.name] = _Entry(channel, receive, resume, revoked)
 
     def gap(self, channel: str, info: GapInfo) -> None:
         """Count and report a resume that lost messages."""
@@ -790,6 +794,13 @@ class Channels:
             entry = entries.get(msg.channel)
             if entry is not None:
                 entry.receive(msg)
+
+    def _revoked(self, name: str) -> None:
+        """The hub ended ``name``'s subscription (a refreshed token no longer
+        grants it): its callbacks are dropped, as after a refused resubscribe."""
+        entry = self._entries.get(name)
+        if entry is not None:
+            entry.revoked()
 
     def _resubscribe_all(self) -> None:
         for entry in self._entries.values():
@@ -831,7 +842,9 @@ class Channel:
         # Bumped whenever the wanted subscription changes, so that the ack of a
         # superseded subscribe request is ignored.
         self._token = 0
-        registry.register(self, receive=self._receive, resume=self._resume)
+        registry.register(
+            self, receive=self._receive, resume=self._resume, revoked=self._drop_listeners
+        )
 
     def __repr__(self) -> str:
         state = "subscribed" if self._listeners else "not subscribed"
@@ -1198,13 +1211,15 @@ class Channel:
             self._session.dispatch(callback, (self.name, info))
         self._session.emit_state("gap", self.name, info)
 
+    def _drop_listeners(self) -> None:
+        """The hub will send this channel no more: drop every callback."""
+        if self._listeners:
+            log.error("rtkit: %r gets no more messages: its callbacks are dropped", self.name)
+        for listener in list(self._listeners):
+            self._remove_listener(listener)
+
     async def _resume(self) -> None:
         """Subscribe again on a new connection, from the last seq seen."""
-
-        def refused() -> None:
-            log.error("rtkit: %r gets no more messages: its callbacks are dropped", self.name)
-            for listener in list(self._listeners):
-                self._remove_listener(listener)
 
         await self._session.resume(
             # Built at each attempt: the cursor and token move on meanwhile.
@@ -1216,7 +1231,7 @@ class Channel:
             ),
             f"resubscribe {self.name!r}",
             active=lambda: self.subscribed,
-            on_refused=refused,
+            on_refused=self._drop_listeners,
         )
 
     def _receive(self, msg: Message) -> None:

@@ -428,6 +428,7 @@ class Docs:
         self._entries: dict[str, _Entry] = {}
         session.on_event(DOC_UPDATE, self._on_doc_update)
         session.on_resume(self._resync_all)
+        session.on_revoked("doc", self._revoked)
         session.on_disconnect(self._connection_lost)
         session.on_failure(self._wake_all)
 
@@ -477,6 +478,13 @@ class Docs:
         entry = self._entries.get(str(payload.get("doc"))) if isinstance(payload, dict) else None
         if entry is not None:
             entry.on_update(payload)
+
+    def _revoked(self, name: str) -> None:
+        """The hub stopped syncing ``name`` with this connection (a refreshed
+        token no longer grants it): the document stops syncing, as if closed."""
+        entry = self._entries.get(name)
+        if entry is not None:
+            self.session.spawn(entry.doc.close(), "close-revoked")
 
     def _resync_all(self) -> None:
         for name, entry in self._entries.items():

@@ -81,7 +81,13 @@ class Presence:
         self._active = True
         self._token = 0
         self._callbacks: dict[str, list[MemberCallback]] = {e: [] for e in PRESENCE_EVENTS}
-        rooms.register(self, on_event=self._on_event, join=self._join, active=self._is_active)
+        rooms.register(
+            self,
+            on_event=self._on_event,
+            join=self._join,
+            active=self._is_active,
+            revoked=self._left_by_hub,
+        )
 
     def __repr__(self) -> str:
         return f"<rtkit.aio.Presence {self.room!r} members={len(self._members)}>"
@@ -144,6 +150,12 @@ class Presence:
         if self._session.connected:
             with contextlib.suppress(NotConnected, NotFound):
                 await self._session.request(PRESENCE_LEAVE, {"room": self.room}, wait=False)
+        self._members.clear()
+
+    def _left_by_hub(self) -> None:
+        self._active = False
+        self._token += 1
+        self._rooms.forget(self)
         self._members.clear()
 
     def _is_active(self) -> bool:
@@ -220,6 +232,7 @@ class _Entry:
     on_event: Callable[[str, Member], None]
     join: Callable[[], Awaitable[None]]
     active: Callable[[], bool]
+    revoked: Callable[[], None]
 
 
 class Rooms:
@@ -230,6 +243,7 @@ class Rooms:
         self._entries: dict[str, _Entry] = {}
         session.on_event(PRESENCE, self._on_presence)
         session.on_resume(self._rejoin_all)
+        session.on_revoked("room", self._revoked)
 
     def __contains__(self, room: object) -> bool:
         return room in self._entries
@@ -264,16 +278,25 @@ class Rooms:
         on_event: Callable[[str, Member], None],
         join: Callable[[], Awaitable[None]],
         active: Callable[[], bool],
+        revoked: Callable[[], None],
     ) -> None:
         """Route ``presence.room``'s events to ``on_event``; run ``join()``
-        after each reconnect while ``active()``."""
-        self._entries[presence.room] = _Entry(presence, on_event, join, active)
+        after each reconnect while ``active()``, ``revoked()`` when the hub
+        took the connection out of the room."""
+        self._entries[presence.room] = _Entry(presence, on_event, join, active, revoked)
 
     def forget(self, presence: Presence) -> None:
         """Stop routing events to ``presence`` (it left its room)."""
         entry = self._entries.get(presence.room)
         if entry is not None and entry.presence is presence:
             del self._entries[presence.room]
+
+    def _revoked(self, room: str) -> None:
+        """The hub took this connection out of ``room`` (a refreshed token no
+        longer grants it): its Presence stops following it, as if it left."""
+        entry = self._entries.get(room)
+        if entry is not None:
+            entry.revoked()
 
     def _on_presence(self, payload: Any) -> None:
         if not isinstance(payload, dict):

@@ -33,7 +33,7 @@ from anyio.from_thread import start_blocking_portal
 from ..errors import ClientClosed, NotConnected
 from ..protocol import Member
 from . import aio
-from ._session import StateEvent, resolve_target
+from ._session import StateEvent, TokenSource, resolve_target
 from ._types import ClientMetrics, Message
 from ._url import split_url
 from .channel import check_frame_args, prepare
@@ -583,7 +583,7 @@ class Client:
     def __init__(
         self,
         url: str | None = None,
-        token: str | None = None,
+        token: TokenSource | None = None,
         **options: Unpack[aio.ConnectOptions],
     ) -> None:
         # Fail on a bad URL here, before a thread is started for nothing.
@@ -660,7 +660,8 @@ class Client:
             return wrapper
 
     def on(self, event: StateEvent, callback: Callable[..., Any]) -> Callable[..., Any]:
-        """Call ``callback`` on ``"connect"``, ``"disconnect"``, ``"reconnect"`` or ``"gap"``.
+        """Call ``callback`` on ``"connect"``, ``"disconnect"``, ``"reconnect"``,
+        ``"gap"``, ``"revoked"`` or ``"auth_error"``.
 
         See :meth:`rtkit.aio.Client.on`; callbacks run on the I/O thread.
         """
@@ -688,12 +689,16 @@ class Client:
 
 
 def connect(
-    url: str | None = None, token: str | None = None, **options: Unpack[aio.ConnectOptions]
+    url: str | None = None,
+    token: TokenSource | None = None,
+    **options: Unpack[aio.ConnectOptions],
 ) -> Client:
     """Connect to a hub and return a blocking :class:`Client`.
 
-    ``url`` defaults to ``$RTKIT_URL`` and ``token`` to ``$RTKIT_TOKEN``; the
-    keyword options are those of :class:`rtkit.aio.ConnectOptions`.
+    ``url`` defaults to ``$RTKIT_URL`` and ``token`` to ``$RTKIT_TOKEN``;
+    ``token`` may also be a callable that returns a fresh token, which the
+    client calls to renew it before it expires (see :func:`rtkit.aio.connect`).
+    The keyword options are those of :class:`rtkit.aio.ConnectOptions`.
 
     >>> hub = rtkit.connect("http://127.0.0.1:8765")
     >>> hub.channel("prices").publish({"px": 1.0})

@@ -94,6 +94,10 @@ async def serve(config: HubConfig, *, ready: Callable[[str], None] | None = None
             host=config.host,
             port=config.port,
             log_level="warning",
+            # uvicorn's own logging config gives its loggers handlers of their
+            # own (and stops them propagating): they would bypass rtkit's
+            # format and credential filter. Without it they reach the root's.
+            log_config=None,
             lifespan="on",
             ws_per_message_deflate=config.websocket_compression,
         )

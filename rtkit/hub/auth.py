@@ -19,12 +19,12 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import jwt
 
 from ..config import MIN_SECRET_BYTES
-from ..errors import ConfigurationError, Unauthorized
+from ..errors import BadRequest, ConfigurationError, Unauthorized
 
 TOKEN_ALGORITHM = "HS256"
 # Seconds a token stays good past its "exp", for clocks that disagree a little.
@@ -74,6 +74,17 @@ class Authenticator(Protocol):
     async def authenticate(self, environ: Mapping[str, Any], auth: Any) -> Identity: ...
 
 
+@runtime_checkable
+class TokenRefresher(Protocol):
+    """An :class:`Authenticator` that also takes fresh tokens on live
+    connections (the ``auth.refresh`` request). Optional: the hub refuses
+    ``auth.refresh`` when its authenticator is not one."""
+
+    async def refresh(self, token: str) -> Identity:
+        """The identity ``token`` names; Unauthorized if it is not good."""
+        ...
+
+
 class TokenAuthenticator:
     """Verifies HS256 tokens minted by :func:`mint_token`."""
 
@@ -87,6 +98,9 @@ class TokenAuthenticator:
         token = auth.get("token") if isinstance(auth, Mapping) else None
         if not token or not isinstance(token, str):
             raise Unauthorized("a token is required: connect with auth={'token': '<JWT>'}")
+        return self.verify(token)
+
+    async def refresh(self, token: str) -> Identity:
         return self.verify(token)
 
     def verify(self, token: str) -> Identity:
@@ -150,6 +164,14 @@ class AnonymousAuthenticator:
             subscribe=ALL_CHANNELS,
             anonymous=True,
         )
+
+    async def refresh(self, token: str) -> Identity:
+        if self._tokens is None:
+            raise BadRequest(
+                "auth.refresh: this hub verifies no tokens (anonymous mode without a "
+                "secret): there is nothing to refresh"
+            )
+        return self._tokens.verify(token)
 
 
 def mint_token(

@@ -39,3 +39,7 @@ class Connection:
     # only through coroutines: the connection's later publishes wait for it,
     # so they are numbered after the whole batch (see Hub._append_batch).
     publish_gate: asyncio.Future[None] | None = None
+    # Why the hub ended the connection (slow_consumer, token_expired,
+    # revoked, hub_stopping), for the connection.closed webhook; None when
+    # the client or its transport ended it.
+    close_reason: str | None = None

@@ -44,6 +44,7 @@ from ..errors import (
     Unavailable,
 )
 from ..protocol import (
+    AUTH_REFRESH,
     CLOSING,
     DOC_SYNC,
     DOC_UPDATE,
@@ -55,23 +56,40 @@ from ..protocol import (
     PRESENCE_LIST,
     PRESENCE_UPDATE,
     PUBLISH,
+    REVOKED,
     SUBSCRIBE,
     UNSUBSCRIBE,
     Message,
     PublishRequest,
+    RevokedEvent,
+    RevokedKind,
     error_ack,
+    parse_auth_refresh,
     parse_history,
     parse_publish_any,
     parse_subscribe,
     parse_unsubscribe,
 )
-from ..storage.base import Appended, ImmediateChannelStore, QueuedChannelStore, Store
+from ..storage.base import (
+    Appended,
+    ImmediateChannelStore,
+    PresenceChange,
+    QueuedChannelStore,
+    Store,
+)
 from ..storage.url import redact_url, store_from_url
-from .auth import AnonymousAuthenticator, Authenticator, Identity, TokenAuthenticator
+from .analytics import ChannelAnalytics
+from .auth import (
+    AnonymousAuthenticator,
+    Authenticator,
+    Identity,
+    TokenAuthenticator,
+    TokenRefresher,
+)
 from .connection import Connection
 from .delivery import HubDelivery
 from .docs import SharedDocs
-from .fanout import FanOut
+from .fanout import FanOut, encode_event
 from .limits import TokenBucket
 from .origins import OriginCheck
 from .pages import Page, read_backward, read_forward
@@ -85,6 +103,14 @@ from .transport import (
     create_server,
     fast_paths_enabled,
 )
+from .webhooks import (
+    CHANNEL_OCCUPIED,
+    CHANNEL_VACATED,
+    CONNECTION_CLOSED,
+    PRESENCE_JOINED,
+    PRESENCE_LEFT,
+    WebhookSender,
+)
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +118,11 @@ log = logging.getLogger(__name__)
 # gets the newest ones and recovered=false (it has a gap), so one reconnect
 # can never produce an unbounded ack.
 MAX_RECOVERY = MAX_HISTORY_LIMIT
+# The status API's tables: users by connections, connections furthest behind.
+TOP_USERS = 20
+TOP_SLOW = 10
+# Seconds between samples of the per-channel analytics (see analytics.py).
+ANALYTICS_INTERVAL = 1.0
 # Attempts to line up a subscriber's backlog with live delivery.
 _SUBSCRIBE_ATTEMPTS = 5
 # Requests whose ack may be large: each waits for the connection's send
@@ -108,8 +139,8 @@ _PUBLISH_RATE_HINT = (
 )
 
 # Requests charged to a connection's read budget (Limits.read_rate): each
-# costs a store query and an ack.
-_READS = frozenset({SUBSCRIBE, HISTORY, PRESENCE_LIST, DOC_SYNC})
+# costs a store query and an ack (a token refresh: a signature check).
+_READS = frozenset({SUBSCRIBE, HISTORY, PRESENCE_LIST, DOC_SYNC, AUTH_REFRESH})
 
 Handler = Callable[["Connection", Any], Awaitable[dict[str, Any]]]
 
@@ -177,6 +208,7 @@ class Hub:
                 assert tokens is not None  # HubConfig insists on a secret
                 authenticator = tokens
         self.authenticator = authenticator
+        self._refresher = authenticator if isinstance(authenticator, TokenRefresher) else None
         # One switch for every fast path that relies on upstream internals
         # (RTKIT_FAST_PATHS=0: public APIs only); hosts read it from here.
         self.fast_paths = fast_paths_enabled()
@@ -203,8 +235,18 @@ class Hub:
             max_pending_bytes=config.limits.max_pending_bytes,
             max_delay=config.max_coalesce_delay,
         )
+        self.analytics = ChannelAnalytics(self.fanout.channel_stats)
+        # Slow consumers seen since start (disconnected for falling behind).
+        self.slow_disconnects = 0
         self._connections: dict[str, Connection] = {}
-        self.presence = PresenceRooms(config, self.store, self.fanout, self._connections)
+        self.webhooks = WebhookSender(config.webhooks) if config.webhooks is not None else None
+        self.presence = PresenceRooms(
+            config,
+            self.store,
+            self.fanout,
+            self._connections,
+            on_change=self._presence_webhook if self.webhooks is not None else None,
+        )
         self.docs = SharedDocs(config, self.store, self.fanout, self._connections)
         # Stored messages reach the fan-out only through the store's feed
         # (with a shared store: one order for every hub), never from here.
@@ -225,6 +267,7 @@ class Hub:
             PRESENCE_LIST: self.presence.list,
             DOC_SYNC: self.docs.sync,
             DOC_UPDATE: self.docs.update,
+            AUTH_REFRESH: self._refresh,
         }
         self.sio.on("connect", self._on_connect, namespace=NAMESPACE)
         self.sio.on("disconnect", self._on_disconnect, namespace=NAMESPACE)
@@ -250,7 +293,10 @@ class Hub:
             raise RuntimeError(f"Hub.start() called on a hub that is {self._state}")
         await self.store.open()
         await self.feed.start(self.delivery)
+        if self.webhooks is not None:
+            await self.webhooks.start()
         self.presence.start()
+        self._spawn(self._sample_analytics())
         self._started_at = time.time()
         self._state = "running"
         log.info("rtkit hub %s started (store %s)", __version__, redact_url(self.store.url))
@@ -271,6 +317,8 @@ class Hub:
         if was_running:
             self.fanout.flush()
             sids = list(self._connections)
+            for conn in self._connections.values():
+                conn.close_reason = "hub_stopping"
             if sids:
                 log.info("disconnecting %d clients", len(sids))
                 try:
@@ -290,6 +338,10 @@ class Hub:
                     )
         await self.presence.stop()
         await self.docs.stop()
+        if self.webhooks is not None:
+            # After the disconnects above: their events go out too, if the
+            # receiver answers within the budget.
+            await self.webhooks.stop(drain_timeout)
         await self.feed.stop()
         self.fanout.close()
         for task in list(self._tasks):
@@ -325,11 +377,13 @@ class Hub:
         ``channels`` lists every channel subscribed or published to since
         start, with its local subscribers and latest stored seq (read from
         the store, so messages stored by other hubs count too).
+        ``webhooks`` (when configured) has the webhook sender's counters:
+        events sent, failed attempts, dropped, rejected, queue depth.
         """
-        channels: dict[str, Any] = {}
-        for name, (subscribers, delivered) in sorted(self.fanout.channel_stats().items()):
+        channels = self.analytics.report()
+        for name, figures in channels.items():
             seq, _ = await self.store.channels.head(name)
-            channels[name] = {"subscribers": subscribers, "seq": max(seq, delivered)}
+            figures["seq"] = max(seq, figures["seq"])
         return {
             "version": __version__,
             "state": self._state,
@@ -338,6 +392,8 @@ class Hub:
             "connections": len(self._connections),
             "users": len(self._per_user),
             "channels": channels,
+            "connections_by_user": dict(self._per_user.most_common(TOP_USERS)),
+            "slow_consumers": self._slow_consumers(),
             "deliveries": {
                 "messages": self.fanout.messages_delivered,
                 "packets": self.fanout.packets_sent,
@@ -346,8 +402,31 @@ class Hub:
             },
             "presence": self.presence.status(),
             "shared_docs": self.docs.status(),
+            **({"webhooks": self.webhooks.status()} if self.webhooks is not None else {}),
             **({"cluster": link} if (link := self.feed.status()) is not None else {}),
         }
+
+    def _slow_consumers(self) -> dict[str, Any]:
+        """The connections furthest behind now (packets queued for their
+        socket), and how many were disconnected for it since start."""
+        behind: list[tuple[int, int, Connection]] = []
+        for conn in self._connections.values():
+            transport = self.sio.transports.get(conn.eio_sid)
+            if transport is not None and (depth := transport.depth()) > 0:
+                behind.append((depth, transport.pending_bytes(), conn))
+        behind.sort(key=lambda entry: entry[0], reverse=True)
+        return {
+            "disconnected": self.slow_disconnects,
+            "queued": [
+                {"sid": conn.sid, "user": conn.identity.user, "packets": depth, "bytes": size}
+                for depth, size, conn in behind[:TOP_SLOW]
+            ],
+        }
+
+    async def _sample_analytics(self) -> None:
+        while True:
+            await asyncio.sleep(ANALYTICS_INTERVAL)
+            self.analytics.sample()
 
     def _spawn(self, coro: Awaitable[Any]) -> None:
         task: asyncio.Task[Any] = asyncio.ensure_future(coro)
@@ -388,12 +467,7 @@ class Hub:
             reads=TokenBucket(limits.read_rate, limits.read_burst),
             byte_bucket=TokenBucket(limits.publish_bytes_rate, limits.publish_bytes_burst),
         )
-        if identity.expires_at is not None:
-            # The connection ends with its token, not just its requests: at
-            # expiry it leaves its rooms and stops getting messages.
-            loop = asyncio.get_running_loop()
-            left = max(0.0, identity.expires_at - time.time())
-            conn.expiry = loop.call_at(loop.time() + left, self._expire, sid)
+        self._schedule_expiry(conn)
         self._per_user[identity.user] += 1
         log.debug("connected %s as %s", sid, identity.user)
         return True
@@ -406,13 +480,37 @@ class Hub:
             conn.expiry.cancel()
         self.sio.close_connection(conn.eio_sid)
         for channel in conn.subscriptions:
-            self.fanout.remove(channel, sid)
+            self._remove_subscriber(channel, sid)
         self._per_user[conn.identity.user] -= 1
         if self._per_user[conn.identity.user] <= 0:
             del self._per_user[conn.identity.user]
         self.docs.disconnected(sid)
         await self.presence.disconnected(sid)
+        if self.webhooks is not None:
+            self.webhooks.emit(
+                CONNECTION_CLOSED,
+                sid=sid,
+                user=conn.identity.user,
+                reason=conn.close_reason or str(reason or "unknown").replace(" ", "_"),
+                duration=round(time.time() - conn.connected_at, 3),
+            )
         log.debug("disconnected %s (%s)", sid, reason)
+
+    def _remove_subscriber(self, channel: str, sid: str) -> None:
+        removed = self.fanout.remove(channel, sid)
+        if removed and self.webhooks is not None and self.fanout.subscriber_count(channel) == 0:
+            self.webhooks.emit(CHANNEL_VACATED, channel=channel)
+
+    def _presence_webhook(self, change: PresenceChange) -> None:
+        """Presence changes this hub made (not those it hears of from others)."""
+        assert self.webhooks is not None
+        if change.event in ("join", "leave"):
+            member = change.member
+            self.webhooks.emit(
+                PRESENCE_JOINED if change.event == "join" else PRESENCE_LEFT,
+                room=change.room,
+                member={"id": member.id, "user": member.user, "name": member.name},
+            )
 
     def _disconnect_slow(self, sid: str) -> None:
         conn = self._connections.get(sid)
@@ -423,16 +521,80 @@ class Hub:
             sid,
             conn.identity.user,
         )
+        self.slow_disconnects += 1
+        conn.close_reason = "slow_consumer"
         for channel in conn.subscriptions:
-            self.fanout.remove(channel, sid)
+            self._remove_subscriber(channel, sid)
         conn.subscriptions.clear()
         self._spawn(self.sio.disconnect(sid, namespace=NAMESPACE))
+
+    def _schedule_expiry(self, conn: Connection) -> None:
+        """(Re)arm the timer that ends ``conn`` with its token: at expiry it
+        leaves its rooms and stops getting messages, not just requests."""
+        if conn.expiry is not None:
+            conn.expiry.cancel()
+            conn.expiry = None
+        expires_at = conn.identity.expires_at
+        if expires_at is not None:
+            loop = asyncio.get_running_loop()
+            left = max(0.0, expires_at - time.time())
+            conn.expiry = loop.call_at(loop.time() + left, self._expire, conn.sid)
+
+    async def _refresh(self, conn: Connection, payload: Any) -> dict[str, Any]:
+        """``auth.refresh``: a fresh token for the same user replaces the
+        connection's grants and moves its expiry; what the new grants no
+        longer allow ends with a ``revoked`` event each, sent before the ack."""
+        req = parse_auth_refresh(payload)
+        if self._refresher is None:
+            raise BadRequest("auth.refresh: this hub's connections do not take token refreshes")
+        identity = await self._refresher.refresh(req.token)
+        if identity.user != conn.identity.user:
+            raise Forbidden(
+                f"auth.refresh: the token is {identity.user!r}'s, this connection is "
+                f"{conn.identity.user!r}'s: reconnect to change users"
+            )
+        if self._connections.get(conn.sid) is not conn:
+            raise Unavailable("disconnected while refreshing")
+        # From here to the ack nothing yields before the revoked events are
+        # queued: they reach the client before the ack, and no delivery of
+        # a revoked channel, room or document follows them.
+        conn.identity = identity
+        self._schedule_expiry(conn)
+        revoked: list[tuple[RevokedKind, str]] = []
+        for channel in sorted(conn.subscriptions):
+            if not identity.can_subscribe(channel):
+                self._remove_subscriber(channel, conn.sid)
+                conn.subscriptions.discard(channel)
+                revoked.append(("channel", channel))
+        revoked.extend(("doc", name) for name in self.docs.revoke(conn.sid, identity))
+        rooms = self.presence.revoke(conn.sid, identity)
+        revoked.extend(("room", room) for room, _ in rooms)
+        for kind, name in revoked:
+            event: RevokedEvent = {
+                "kind": kind,
+                "name": name,
+                "code": "forbidden",
+                "message": f"the refreshed token no longer grants {kind} {name!r}",
+            }
+            self.fanout.send_to(
+                conn.sid, conn.eio_sid, encode_event(REVOKED, event), conn.frame_writer
+            )
+        if revoked:
+            log.info(
+                "refreshed %s (%s): %d subscription(s) ended by the new grants",
+                conn.sid,
+                identity.user,
+                len(revoked),
+            )
+        await self.presence.leave_revoked(conn.sid, rooms)
+        return {"ok": True, "expires": identity.expires_at}
 
     def _expire(self, sid: str) -> None:
         conn = self._connections.get(sid)
         if conn is None:
             return
         log.info("disconnecting %s (%s): its token has expired", sid, conn.identity.user)
+        conn.close_reason = "token_expired"
         self._end(conn, Unauthorized("the token has expired: reconnect with a fresh token"))
 
     def disconnect_where(self, match: Callable[[Identity], bool], error: HubError) -> int:
@@ -440,6 +602,7 @@ class Hub:
         credential), telling each client ``error``; returns how many."""
         ended = [conn for conn in self._connections.values() if match(conn.identity)]
         for conn in ended:
+            conn.close_reason = "revoked"
             self._end(conn, error)
         return len(ended)
 
@@ -447,7 +610,7 @@ class Hub:
         """Stop deliveries to ``conn`` now, tell its client why (the CLOSING
         event), then disconnect it: it leaves its rooms and documents."""
         for channel in conn.subscriptions:
-            self.fanout.remove(channel, conn.sid)
+            self._remove_subscriber(channel, conn.sid)
         conn.subscriptions.clear()
         self.docs.disconnected(conn.sid)
 
@@ -668,17 +831,20 @@ class Hub:
             size = self._check_size(req.data)
             # Charged after the size check: a refused payload costs no quota.
             conn.byte_bucket.take_bytes_or_refuse(size, "publish")
+            self.analytics.published(req.channel, conn.identity.user, size)
             return req
         conn.bucket.take_or_refuse("publishes", _PUBLISH_RATE_HINT)
         batch = _Batch()
         size = 0
+        sizes: list[int] = []
         for item in req.items:
             try:
                 if isinstance(item, HubError):
                     raise item
                 if not conn.identity.can_publish(item.channel):
                     raise Forbidden(f"{conn.identity.user!r} may not publish to {item.channel!r}")
-                size += self._check_size(item.data)
+                sizes.append(self._check_size(item.data))
+                size += sizes[-1]
             except HubError as exc:
                 batch.errors.append(exc)
                 continue
@@ -692,6 +858,8 @@ class Hub:
                 "publish_bytes_rate; send fewer messages per batch"
             )
         conn.byte_bucket.take_bytes_or_refuse(size, "publish")
+        for item, item_size in zip(batch.messages, sizes, strict=True):
+            self.analytics.published(item.channel, conn.identity.user, item_size)
         return batch
 
     async def _publish(self, conn: Connection, payload: Any) -> dict[str, Any]:
@@ -841,8 +1009,10 @@ class Hub:
                 f"subscription limit reached ({self.config.limits.max_subscriptions} "
                 "channels per connection)"
             )
-        # A repeated subscribe starts over from what this request asks.
-        if channel in conn.subscriptions:
+        # A repeated subscribe starts over from what this request asks (the
+        # channel stays occupied meanwhile: no webhook either way).
+        resubscribed = channel in conn.subscriptions
+        if resubscribed:
             self.fanout.remove(channel, conn.sid)
             conn.subscriptions.discard(channel)
 
@@ -894,6 +1064,9 @@ class Hub:
         for _ in range(_SUBSCRIBE_ATTEMPTS):
             if self._connections.get(conn.sid) is not conn:
                 raise Unavailable("disconnected while subscribing")
+            if not conn.identity.can_subscribe(channel):
+                # A token refresh took the right away while the backlog was read.
+                raise Forbidden(f"{conn.identity.user!r} may not subscribe to {channel!r}")
             missing = self.fanout.add(channel, conn.sid, conn.eio_sid, cursor, conn.frame_writer)
             if missing is not None:
                 backlog.extend(missing)
@@ -903,6 +1076,12 @@ class Hub:
             cursor = max(more.seq, cursor)
         else:
             raise Unavailable(f"{channel!r} is too busy to subscribe right now; retry")
+        if (
+            self.webhooks is not None
+            and not resubscribed
+            and self.fanout.subscriber_count(channel) == 1
+        ):
+            self.webhooks.emit(CHANNEL_OCCUPIED, channel=channel)
         conn.subscriptions.add(channel)
         return {
             "ok": True,
@@ -917,7 +1096,7 @@ class Hub:
         if req.channel not in conn.subscriptions:
             raise NotFound(f"not subscribed to {req.channel!r}")
         conn.subscriptions.discard(req.channel)
-        self.fanout.remove(req.channel, conn.sid)
+        self._remove_subscriber(req.channel, conn.sid)
         return {"ok": True}
 
     async def _history(self, conn: Connection, payload: Any) -> dict[str, Any]:

@@ -43,6 +43,7 @@ from ..storage.base import DocRecord, Store
 from .fanout import FanOut, encode_event
 
 if TYPE_CHECKING:
+    from .auth import Identity
     from .connection import Connection
 
 log = logging.getLogger(__name__)
@@ -135,6 +136,10 @@ class SharedDocs:
         if self._connections.get(conn.sid) is not conn:
             self._maybe_evict(od)
             raise Unavailable("disconnected while syncing")
+        if not conn.identity.can_subscribe(req.doc):
+            # A token refresh took the right away while the document loaded.
+            self._maybe_evict(od)
+            raise Forbidden(f"{conn.identity.user!r} may not read document {req.doc!r}")
         try:
             update = od.doc.get_update(req.state_vector)
         except ValueError:
@@ -225,6 +230,23 @@ class SharedDocs:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def revoke(self, sid: str, identity: Identity) -> list[str]:
+        """Stop sending ``sid`` the documents ``identity`` may no longer read;
+        their names."""
+        names = self._by_conn.get(sid)
+        if not names:
+            return []
+        revoked = sorted(name for name in names if not identity.can_subscribe(name))
+        for name in revoked:
+            names.discard(name)
+            od = self._docs.get(name)
+            if od is not None:
+                od.subscribers.pop(sid, None)
+                self._maybe_evict(od)
+        if not names:
+            del self._by_conn[sid]
+        return revoked
 
     def disconnected(self, sid: str) -> None:
         for name in self._by_conn.pop(sid, ()):

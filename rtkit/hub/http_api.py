@@ -230,6 +230,7 @@ class HttpApi:
     def _route(self, method: str, parts: list[str]) -> HttpApi.Route:
         routes: dict[tuple[str, ...], dict[str, HttpApi.Route]] = {
             ("publish",): {"POST": self._publish},
+            ("status",): {"GET": self._status},
             ("channels",): {"GET": self._channels},
             ("channels", "*", "messages"): {"POST": self._publish, "GET": self._history},
             ("rooms", "*", "members"): {"GET": self._members},
@@ -284,6 +285,17 @@ class HttpApi:
             if caller.admin or caller.identity.can_subscribe(name)
         }
         return {"ok": True, "channels": channels}
+
+    async def _status(
+        self, caller: Caller, conn: Connection, request: HttpRequest, parts: list[str]
+    ) -> dict[str, Any]:
+        # Every channel and user of the hub: for its operator, not its users.
+        if not caller.admin:
+            raise Forbidden("the hub's status takes the hub's API key")
+        if request.query:
+            raise BadRequest("this endpoint takes no query parameters")
+        conn.reads.take_or_refuse("reads")
+        return {"ok": True, **(await self.hub.status())}
 
     async def _members(
         self, caller: Caller, conn: Connection, request: HttpRequest, parts: list[str]

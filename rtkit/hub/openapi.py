@@ -183,6 +183,56 @@ _SCHEMAS: dict[str, Any] = {
             "more": {"const": True},
         },
     },
+    "ChannelFigures": {
+        "type": "object",
+        "required": [
+            "subscribers",
+            "seq",
+            "rate",
+            "bytes_rate",
+            "bytes",
+            "published",
+            "publishers",
+            "last_activity",
+        ],
+        "properties": {
+            "subscribers": {
+                "type": "integer",
+                "minimum": 0,
+                "description": "subscribers connected to this hub",
+            },
+            "seq": {"type": "integer", "minimum": 0},
+            "rate": {
+                "type": "number",
+                "minimum": 0,
+                "description": "messages/s stored (by any hub), last 10 s",
+            },
+            "bytes_rate": {
+                "type": "number",
+                "minimum": 0,
+                "description": "payload bytes/s published through this hub, last 10 s",
+            },
+            "bytes": {
+                "type": "integer",
+                "minimum": 0,
+                "description": "payload bytes published through this hub since start",
+            },
+            "published": {
+                "type": "integer",
+                "minimum": 0,
+                "description": "messages published through this hub since start",
+            },
+            "publishers": {
+                "type": "integer",
+                "minimum": 0,
+                "description": "users publishing through this hub, last 10 s",
+            },
+            "last_activity": {
+                "type": ["number", "null"],
+                "description": "unix time of the last message seen",
+            },
+        },
+    },
     "Channels": {
         "type": "object",
         "required": ["ok", "channels"],
@@ -190,13 +240,76 @@ _SCHEMAS: dict[str, Any] = {
             "ok": {"const": True},
             "channels": {
                 "type": "object",
-                "additionalProperties": {
-                    "type": "object",
-                    "required": ["subscribers", "seq"],
-                    "properties": {
-                        "subscribers": {"type": "integer", "minimum": 0},
-                        "seq": {"type": "integer", "minimum": 0},
+                "additionalProperties": {"$ref": "#/components/schemas/ChannelFigures"},
+            },
+        },
+    },
+    "Status": {
+        "type": "object",
+        "required": [
+            "ok",
+            "state",
+            "connections",
+            "users",
+            "channels",
+            "connections_by_user",
+            "slow_consumers",
+        ],
+        "properties": {
+            "ok": {"const": True},
+            "state": {"type": "string"},
+            "connections": {"type": "integer", "minimum": 0},
+            "users": {"type": "integer", "minimum": 0},
+            "channels": {
+                "type": "object",
+                "additionalProperties": {"$ref": "#/components/schemas/ChannelFigures"},
+            },
+            "connections_by_user": {
+                "type": "object",
+                "description": "the users with the most connections to this hub (top 20)",
+                "additionalProperties": {"type": "integer", "minimum": 1},
+            },
+            "slow_consumers": {
+                "type": "object",
+                "required": ["disconnected", "queued"],
+                "properties": {
+                    "disconnected": {"type": "integer", "minimum": 0},
+                    "queued": {
+                        "type": "array",
+                        "description": "connections with packets waiting, most first",
+                        "items": {
+                            "type": "object",
+                            "required": ["sid", "user", "packets", "bytes"],
+                        },
                     },
+                },
+            },
+            "webhooks": {
+                "type": "object",
+                "description": "lifecycle webhooks' delivery counters (only when configured)",
+                "required": [
+                    "url",
+                    "hub",
+                    "sent",
+                    "batches",
+                    "failed_attempts",
+                    "dropped",
+                    "rejected",
+                    "queued",
+                    "in_flight",
+                    "last_error",
+                ],
+                "properties": {
+                    "url": {"type": "string", "description": "credentials masked"},
+                    "hub": {"type": "string", "description": "this hub's id in webhook events"},
+                    "sent": {"type": "integer", "minimum": 0},
+                    "batches": {"type": "integer", "minimum": 0},
+                    "failed_attempts": {"type": "integer", "minimum": 0},
+                    "dropped": {"type": "integer", "minimum": 0},
+                    "rejected": {"type": "integer", "minimum": 0},
+                    "queued": {"type": "integer", "minimum": 0},
+                    "in_flight": {"type": "integer", "minimum": 0},
+                    "last_error": {"type": ["string", "null"]},
                 },
             },
         },
@@ -263,9 +376,16 @@ def openapi_document(server_url: str = "/api") -> dict[str, Any]:
                     ),
                 }
             },
+            "/status": {
+                "get": {
+                    "summary": "The hub's status: channels, users, slow consumers (API key)",
+                    "operationId": "status",
+                    "responses": _responses("Status", "the hub's status"),
+                }
+            },
             "/channels": {
                 "get": {
-                    "summary": "Channels seen by this hub, with subscribers and latest seq",
+                    "summary": "Channels seen by this hub, with their figures",
                     "operationId": "channels",
                     "responses": _responses("Channels", "channels the caller may read"),
                 }

@@ -38,7 +38,7 @@ import logging
 import re
 import time
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..config import HubConfig
@@ -58,10 +58,14 @@ from .auth import color_for
 from .fanout import FanOut, encode_event
 
 if TYPE_CHECKING:
+    from .auth import Identity
     from .connection import Connection
 
 log = logging.getLogger(__name__)
 
+# (room, member id) of each room a connection was taken out of (a method of
+# PresenceRooms is called "list": the alias keeps the builtin in reach).
+RoomsLeft = list[tuple[str, str]]
 # [member existed before this batch, its latest change, order of its first change]
 _Slot = list[Any]
 
@@ -114,8 +118,13 @@ class PresenceRooms:
         store: Store,
         fanout: FanOut,
         connections: Mapping[str, Connection],
+        *,
+        on_change: Callable[[PresenceChange], None] | None = None,
     ) -> None:
         self._config = config
+        # Told of every change this hub makes (joins, leaves, expiries),
+        # not of the changes other hubs make (remote_change).
+        self._on_change = on_change
         self._limits = config.limits
         self._store = store
         self._fanout = fanout
@@ -163,7 +172,7 @@ class PresenceRooms:
                 await self._store.presence.refresh(list(self._joined), now + expiry)
                 for change in await self._store.presence.expire(now):
                     log.info("presence: %s in %r expired", change.member.user, change.room)
-                    self._queue(change)
+                    self._changed(change)
             except Exception:
                 log.exception("presence heartbeat failed; retrying")
 
@@ -206,10 +215,15 @@ class PresenceRooms:
             # Gone while the store was at work: undo, or it lingers until expiry.
             await self._store.presence.leave(req.room, member.id, conn.sid)
             raise Unavailable("disconnected while joining")
+        if not (conn.identity.can_subscribe(req.room) and conn.identity.can_publish(req.room)):
+            # A token refresh took the right away while the store was at work:
+            # undo (the join's change was not sent, so neither is the leave's).
+            await self._store.presence.leave(req.room, member.id, conn.sid)
+            raise Forbidden(f"{conn.identity.user!r} may not join room {req.room!r}")
         self._local.setdefault(req.room, {})[conn.sid] = (member.id, next(self._order))
         self._joined.setdefault(conn.sid, set()).add(req.room)
         if change is not None:
-            self._queue(change)
+            self._changed(change)
         members = await self._store.presence.members(req.room)
         me = next((m for m in members if m.id == member.id), None)
         return {
@@ -229,7 +243,7 @@ class PresenceRooms:
             req.room, member_id, req.state, max_state_bytes=self._limits.max_presence_state_bytes
         )
         if change is not None:
-            self._queue(change)
+            self._changed(change)
         return {"ok": True}
 
     def _take(self, conn: Connection) -> None:
@@ -264,6 +278,30 @@ class PresenceRooms:
                 # Its entry lapses at its deadline instead.
                 log.exception("presence: could not remove %s from %r", sid, room)
 
+    def revoke(self, sid: str, identity: Identity) -> RoomsLeft:
+        """Forget ``sid`` in every room ``identity`` may no longer join (it
+        needs both rights on the room's name); ``(room, member id)`` of each,
+        for :meth:`leave_revoked`. Synchronous: once it returns, no event
+        of those rooms reaches ``sid``."""
+        left: RoomsLeft = []
+        for room in sorted(self._joined.get(sid, ())):
+            if identity.can_subscribe(room) and identity.can_publish(room):
+                continue
+            member_id = self._forget(sid, room)
+            if member_id is not None:
+                left.append((room, member_id))
+        return left
+
+    async def leave_revoked(self, sid: str, rooms: RoomsLeft) -> None:
+        """Take ``sid`` out of the rooms :meth:`revoke` returned, in the store
+        (others see it leave when it was its user's last connection there)."""
+        for room, member_id in rooms:
+            try:
+                await self._leave_store(sid, room, member_id)
+            except Exception:
+                # Its entry lapses at its deadline instead.
+                log.exception("presence: could not remove %s from %r", sid, room)
+
     def _forget(self, sid: str, room: str) -> str | None:
         """Drop this hub's record of ``sid`` in ``room``; its member id, or
         None if it was not there."""
@@ -281,7 +319,7 @@ class PresenceRooms:
     async def _leave_store(self, sid: str, room: str, member_id: str) -> None:
         change = await self._store.presence.leave(room, member_id, sid)
         if change is not None:
-            self._queue(change)
+            self._changed(change)
 
     # -- events -------------------------------------------------------------
 
@@ -289,6 +327,12 @@ class PresenceRooms:
         """A change another hub made to a room (through a shared store)."""
         if change.room in self._local:
             self._queue(change)
+
+    def _changed(self, change: PresenceChange) -> None:
+        """A change this hub made: its members hear of it, and the hook."""
+        if self._on_change is not None:
+            self._on_change(change)
+        self._queue(change)
 
     def _queue(self, change: PresenceChange) -> None:
         slots = self._pending.setdefault(change.room, {})

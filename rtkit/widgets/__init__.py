@@ -6,6 +6,7 @@ who is here (a presence bar) and widgets bound to shared documents (``link``).
 >>> LiveChart("sensors", series=["value"], x="timestamp", by="sensor_id")
 >>> StatusBadge("prices")
 >>> PresenceBar("analysis")
+>>> HubMonitor()          # the hub's channels, users, slow consumers, live
 >>> link(ipywidgets.FloatSlider(), hub.shared("params"), "alpha")
 
 Inside Jupyter (rtkit's server extension loaded) the widget's JavaScript
@@ -30,9 +31,10 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from ._base import LiveChart, LiveTable, StatusBadge
     from ._link import Link, link
+    from ._monitor import HubMonitor
     from ._presence import PresenceBar
 
-__all__ = ["Link", "LiveChart", "LiveTable", "PresenceBar", "StatusBadge", "link"]
+__all__ = ["HubMonitor", "Link", "LiveChart", "LiveTable", "PresenceBar", "StatusBadge", "link"]
 
 # Where each name lives; imported on first use, so that ``import rtkit.widgets``
 # works (and says what is missing) without the widget packages.
@@ -41,6 +43,7 @@ _MODULES = {
     "LiveTable": "_base",
     "StatusBadge": "_base",
     "PresenceBar": "_presence",
+    "HubMonitor": "_monitor",
     "Link": "_link",
     "link": "_link",
 }

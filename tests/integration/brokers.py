@@ -18,13 +18,18 @@ from typing import Any
 
 import pytest
 
-from rtkit._process import free_port, kill_group, start_group, stop_group, wait_for_port
+from rtkit._process import (
+    find_program,
+    free_port,
+    kill_group,
+    start_group,
+    stop_group,
+    wait_for_port,
+)
 
 
 def _binary(name: str) -> str:
-    path = shutil.which(name) or next(
-        (p for p in (f"/usr/sbin/{name}", f"/usr/bin/{name}") if Path(p).exists()), None
-    )
+    path = find_program(name)
     if path is None:
         # scripts/setup-test-machine installs it (make test); only a machine
         # set up some other way lacks it.

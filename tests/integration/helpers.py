@@ -29,8 +29,8 @@ from typing import Any
 
 import socketio
 
-import rtkit.aio
 from rtkit._process import start_group
+from rtkit.aio import Client
 
 NS = "/rtkit"
 ENVELOPE_KEYS = frozenset({"channel", "seq", "ts", "id", "sender", "data"})
@@ -427,7 +427,10 @@ async def wait_until(
         await asyncio.sleep(0.02)
 
 
-async def history(hub: rtkit.aio.Client, channel: str) -> list[Any]:
+# -- bridges ------------------------------------------------------------------
+
+
+async def history(hub: Client, channel: str) -> list[Any]:
     """Every stored message's data, in seq order."""
     out: list[Any] = []
     since = 0
@@ -439,7 +442,7 @@ async def history(hub: rtkit.aio.Client, channel: str) -> list[Any]:
         since = page[-1].seq
 
 
-async def wait_count(hub: rtkit.aio.Client, channel: str, count: int, within: float = 30) -> None:
+async def wait_count(hub: Client, channel: str, count: int, within: float = 30) -> None:
     """Wait until ``channel`` holds ``count`` messages (its last seq)."""
     deadline = time.monotonic() + within
     seen = 0
@@ -454,8 +457,7 @@ async def wait_count(hub: rtkit.aio.Client, channel: str, count: int, within: fl
 
 
 def bridge_process(args: list[str], hub_url: str, log: Path) -> subprocess.Popen[Any]:
-    """``rtkit bridge ARGS...`` as a process group of its own, its stderr
-    appended to ``log``."""
+    """``rtkit bridge ARGS`` in its own process group, its stderr appended to ``log``."""
     argv = [sys.executable, "-m", "rtkit", "bridge", *args, "--url", hub_url, "--report", "0"]
     with log.open("ab") as out:  # the child keeps its own copy of the descriptor
         return start_group(argv, stdout=subprocess.DEVNULL, stderr=out)

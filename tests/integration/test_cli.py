@@ -62,6 +62,15 @@ def test_token_with_only_subscribe_is_read_only() -> None:
         (["hub", "--allow-anonymous", "--store", "mongodb://x"], "unknown store URL"),
         (["token", "--user", "ada"], "--secret"),
         (["token", "--secret", SECRET, "--user", "ada"], "--publish '*' --subscribe '*'"),
+        (["hub", "--allow-anonymous", "--webhook", "http://127.0.0.1:9/h"], "--webhook-secret"),
+        (
+            ["hub", "--allow-anonymous", "--webhook", "ftp://x/h", "--webhook-secret", "s" * 16],
+            "http:// or https://",
+        ),
+        (
+            ["hub", "--allow-anonymous", "--webhook", "http://h/x", "--webhook-secret", "short"],
+            "at least 16 characters",
+        ),
     ],
 )
 def test_misconfiguration_fails_fast_with_a_hint(args: list[str], message: str) -> None:

@@ -361,6 +361,7 @@ async def test_every_endpoint_is_documented_and_checked(api: Checked) -> None:
     )
     await api.request("GET", "/api/channels/d/messages?limit=1", headers=KEY)
     await api.request("GET", "/api/channels", headers=KEY)
+    await api.request("GET", "/api/status", headers=KEY)
     await api.request("GET", "/api/rooms/empty/members", headers=KEY)
     await api.request("POST", "/api/users/none/disconnect", headers=KEY)
     wanted = {

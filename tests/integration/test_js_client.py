@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -40,11 +41,13 @@ pytestmark = [
 ]
 
 
-async def _run_node(*args: str, env: dict[str, str], within: float = 60) -> dict[str, Any]:
+async def _run_node(
+    *args: str, env: dict[str, str], within: float = 60, script: Path = SCRIPT
+) -> dict[str, Any]:
     assert NODE is not None
     proc = await asyncio.create_subprocess_exec(
         NODE,
-        str(SCRIPT),
+        str(script),
         *args,
         cwd=JS_DIR,
         env={**os.environ, **env},
@@ -147,3 +150,38 @@ async def test_js_client_anonymous_hub(rt_hub_inprocess: InProcessHub) -> None:
     assert summary["problems"] == []
     assert summary["live"]["gapFree"] is True and summary["replay"]["gapFree"] is True
     assert summary["sender"] == "anonymous"
+
+
+async def test_js_client_refreshes_its_token_on_the_live_connection(
+    rt_hub_inprocess_factory: Callable[..., InProcessHub],
+) -> None:
+    """auth.refresh, the revoked event and the connection outliving its
+    first token, from socket.io-client with only the protocol's text."""
+    hub = rt_hub_inprocess_factory(secret=SECRET)
+    keep, lose = "js.keep.refresh", "js.lose.refresh"
+    grants = {"publish": ["*"]}
+    summary = await _run_node(
+        hub.url,
+        keep,
+        lose,
+        script=JS_DIR / "refresh_client.mjs",
+        env={
+            # The hub ends a connection 5 s (its leeway) after its token's exp.
+            "RTKIT_TOKEN": mint_token(SECRET, "jo", subscribe=["js.*"], ttl=1, **grants),
+            "RTKIT_FRESH_TOKEN": mint_token(SECRET, "jo", subscribe=["js.keep.*"], **grants),
+            "RTKIT_OTHER_TOKEN": token("mallory"),
+            "RTKIT_OUTLIVE_MS": "7000",
+        },
+    )
+    assert summary["other"]["ok"] is False
+    assert summary["other"]["error"]["code"] == "forbidden"
+    assert summary["bad"]["error"]["code"] == "unauthorized"
+    # The revocation comes before the ack, and nothing closes the connection.
+    assert [e["event"] for e in summary["events"]] == ["revoked", "ack"], summary["events"]
+    revoked, ack = (e["body"] for e in summary["events"])
+    assert (revoked["kind"], revoked["name"], revoked["code"]) == ("channel", lose, "forbidden")
+    assert ack["ok"] is True and ack["expires"] > time.time() + 3000
+    assert summary["resubscribe"]["error"]["code"] == "forbidden"
+    assert summary["connected"] is True
+    assert summary["published"]["lost"] is True
+    assert summary["received"] == {keep: [summary["published"]["kept"]], lose: []}

@@ -183,6 +183,21 @@ def test_jupyter_traits_default_to_hub_config_defaults() -> None:
     assert {name: traits[name].default_value for name in expected} == expected
 
 
+def test_webhook_options_default_to_the_webhooks_defaults() -> None:
+    from rtkit_jupyter.app import RtkitExtension
+
+    from rtkit.config import Webhooks, webhook_default
+
+    url, secret = "https://hooks.example.org/rtkit", "w" * 16
+    args = build_parser().parse_args(
+        ["hub", "--allow-anonymous", "--webhook", url, "--webhook-secret", secret]
+    )
+    assert hub_config(args).webhooks == Webhooks(url, secret=secret)
+    traits = RtkitExtension.class_traits()
+    for name in ("max_batch", "batch_delay", "max_queue", "timeout", "retry_max"):
+        assert traits[f"webhook_{name}"].default_value == webhook_default(name), name
+
+
 def test_hub_default_knows_only_hub_config_fields() -> None:
     assert hub_default("limits") == DEFAULT_LIMITS
     with pytest.raises(KeyError):

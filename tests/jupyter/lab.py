@@ -48,11 +48,14 @@ def write_notebook(server: JupyterServer, name: str, cells: list[str] | Any) -> 
 
 
 @contextmanager
-def running_lab(home: Path, notebooks: dict[str, Any]) -> Iterator[JupyterServer]:
+def running_lab(
+    home: Path, notebooks: dict[str, Any], env: dict[str, str] | None = None
+) -> Iterator[JupyterServer]:
     """A Jupyter server with ``notebooks`` ({file name: what write_notebook takes}) and a
     quiet JupyterLab: the notebook's kernel starts without a dialog, and
-    there is no news pop-up and no request beyond this server."""
-    server = JupyterServer(home)
+    there is no news pop-up and no request beyond this server. ``env`` is
+    added to the server's environment (its kernels inherit it)."""
+    server = JupyterServer(home, env=env)
     for name, cells in notebooks.items():
         write_notebook(server, name, cells)
     server.lab_settings("@jupyterlab/notebook-extension:tracker", {"autoStartDefaultKernel": True})

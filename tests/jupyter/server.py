@@ -35,8 +35,10 @@ class JupyterServer:
         base_url: str = "/user/ada/",
         token: str = TOKEN,
         extra_args: list[str] | None = None,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.home = home
+        self.extra_env = env or {}  # for the server and its kernels, after the rest
         self.base_url = base_url
         self.token = token
         self.port = free_port()
@@ -71,6 +73,7 @@ class JupyterServer:
             JUPYTERLAB_WORKSPACES_DIR=str(self.home / "lab-workspaces"),
             PYTHONUNBUFFERED="1",
         )
+        env.update(self.extra_env)
         return env
 
     def lab_settings(self, plugin: str, settings: dict[str, Any]) -> None:

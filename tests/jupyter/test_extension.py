@@ -46,7 +46,9 @@ async def test_client_connects_with_the_jupyter_token(jupyter: JupyterServer) ->
         assert msg.data == {"n": 1}
         status = jupyter.get_json("rtkit/api/status")
         assert status["connections"] >= 1
-        assert status["channels"]["ext.token"] == {"subscribers": 1, "seq": 1}
+        figures = status["channels"]["ext.token"]
+        assert (figures["subscribers"], figures["seq"], figures["published"]) == (1, 1, 1)
+        assert figures["bytes"] == len(b'{"n":1}')
 
 
 async def _raw_connect(jupyter: JupyterServer, headers: dict[str, str], auth: Any = None) -> None:

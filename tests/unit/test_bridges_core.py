@@ -106,6 +106,70 @@ def test_the_command_line_refuses_a_bad_map_clearly(capsys: pytest.CaptureFixtur
     assert "rtkit bridge" in err and "1 wildcard" in err
 
 
+# -- where the MQTT broker is ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "address"),
+    [
+        ("", ("127.0.0.1", 1883)),
+        ("broker.lan:8883", ("broker.lan", 8883)),
+        ("broker.lan", ("broker.lan", 1883)),
+        (" 10.0.0.5:1884 ", ("10.0.0.5", 1884)),
+        ("[::1]:1885", ("::1", 1885)),
+        ("[::1]", ("::1", 1883)),
+    ],
+)
+def test_broker_address_reads_host_and_port(value: str, address: tuple[str, int]) -> None:
+    from rtkit.bridges.mqtt import broker_address
+
+    assert broker_address(value) == address
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("broker:http", "not 1-65535"),
+        ("broker:70000", "not 1-65535"),
+        (":1883", "names no host"),
+        ("::1:1883", "in brackets"),
+        ("[::1", "[IPv6 address]:port"),
+    ],
+)
+def test_a_bad_broker_address_says_what_is_wrong(value: str, message: str) -> None:
+    from rtkit.bridges.mqtt import broker_address
+
+    with pytest.raises(ConfigurationError, match=message.replace("[", r"\[")):
+        broker_address(value)
+
+
+def test_rtkit_mqtt_names_the_broker_of_sources_and_the_command_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from rtkit.bridges._cli import source_from_args
+    from rtkit.bridges.mqtt import MqttSource, broker_address
+    from rtkit.cli import build_parser
+
+    topics = TopicMap([("sensors/+/temp", "sensors.{1}")])
+    monkeypatch.delenv("RTKIT_MQTT", raising=False)
+    assert broker_address() == ("127.0.0.1", 1883)
+    monkeypatch.setenv("RTKIT_MQTT", "mqtt.example:2883")
+    assert broker_address() == ("mqtt.example", 2883)
+    source = MqttSource(topics=topics)
+    assert (source.host, source.port) == ("mqtt.example", 2883)
+    # An explicit host or port wins over the environment.
+    assert MqttSource(port=1999, topics=topics).port == 1999
+    explicit = MqttSource("other", topics=topics)
+    assert (explicit.host, explicit.port) == ("other", 1883)
+    args = build_parser().parse_args(["bridge", "mqtt", "--map", "sensors/+/temp"])
+    cli_source = source_from_args(args)
+    assert isinstance(cli_source, MqttSource)
+    assert (cli_source.host, cli_source.port) == ("mqtt.example", 2883)
+    monkeypatch.setenv("RTKIT_MQTT", "mqtt.example:nope")
+    with pytest.raises(ConfigurationError, match="RTKIT_MQTT"):
+        MqttSource(topics=topics)
+
+
 def test_the_command_line_builds_amqp_and_postgres_sources() -> None:
     from rtkit.bridges._cli import source_from_args
     from rtkit.bridges.amqp import AmqpSource

@@ -12,8 +12,8 @@ PUBLIC = {
     "AckTimeout", "BadRequest", "Channel", "Client", "ClientClosed", "ClientMetrics",
     "ConfigurationError", "Forbidden", "GapInfo", "HubError", "InternalError", "Member", "Message",
     "NotConnected", "NotFound", "OfflineQueueFull", "Presence", "RateLimited", "RecordingError",
-    "RtkitError", "SharedChange", "SharedDoc", "TooLarge", "Unauthorized", "Unavailable",
-    "UnsupportedData", "__version__", "connect", "replay",
+    "RtkitError", "SharedChange", "SharedDoc", "TokenUnavailable", "TooLarge", "Unauthorized",
+    "Unavailable", "UnsupportedData", "__version__", "connect", "replay",
 }  # fmt: skip
 
 
@@ -49,7 +49,7 @@ def test_widgets_export_the_notebook_names() -> None:
     import rtkit.widgets
 
     assert set(rtkit.widgets.__all__) == {
-        "Link", "LiveChart", "LiveTable", "PresenceBar", "StatusBadge", "link",
+        "HubMonitor", "Link", "LiveChart", "LiveTable", "PresenceBar", "StatusBadge", "link",
     }  # fmt: skip
     for name in rtkit.widgets.__all__:
         assert getattr(rtkit.widgets, name).__module__.startswith("rtkit.widgets._"), name

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from rtkit_jupyter._auth import (
     IDENTITY_KEY,
@@ -106,3 +108,57 @@ def test_the_revocation_list_forgets_tokens_that_expired_anyway() -> None:
     tokens.bind("new", tokens.mint(identity_for("ada")))
     tokens.revoke_kernel("new")
     assert len(tokens._revoked) == 1
+
+
+def test_a_running_kernel_renews_its_token_and_the_line_ends_with_the_kernel() -> None:
+    tokens = KernelTokens(ttl=60)
+    first = tokens.mint(identity_for("ada", name="Ada Lovelace"), now=time.time() - 30)
+    tokens.bind("k1", first)
+    second = tokens.renew(first)
+    third = tokens.renew(second)
+    renewed = tokens.verify(third)
+    assert (renewed.user, renewed.name, renewed.extra["initials"]) == ("ada", "Ada Lovelace", "AL")
+    # One line: the same token id for the hub to end connections by.
+    ids = {tokens.verify(t).extra["token_id"] for t in (first, second, third)}
+    assert len(ids) == 1
+    assert (tokens.verify(third).expires_at or 0) > (tokens.verify(first).expires_at or 0)
+    # Shutting the kernel down revokes the whole line, not just the latest.
+    assert tokens.revoke_kernel("k1") == ids.pop()
+    for token in (first, second, third):
+        with pytest.raises(Unauthorized, match="revoked"):
+            tokens.verify(token)
+        with pytest.raises(Unauthorized, match="revoked"):
+            tokens.renew(token)
+
+
+def test_only_a_running_kernels_token_renews() -> None:
+    tokens = KernelTokens(ttl=60)
+    unbound = tokens.mint(identity_for("ada"))
+    with pytest.raises(Unauthorized, match="no running kernel"):
+        tokens.renew(unbound)
+    with pytest.raises(Unauthorized, match="expired"):
+        tokens.renew(tokens.mint(identity_for("ada"), now=0))
+    with pytest.raises(Unauthorized, match="kernel token"):
+        tokens.renew(mint_token(tokens.secret, "mallory", publish=["*"], subscribe=["*"]))
+
+
+def test_a_restart_starts_a_new_line() -> None:
+    tokens = KernelTokens(ttl=60)
+    first = tokens.mint(identity_for("ada"))
+    tokens.bind("k1", first)
+    renewed = tokens.renew(first)
+    rotated = tokens.rotate("k1")
+    assert rotated is not None
+    new, old_line = rotated
+    assert tokens.verify(new).extra["token_id"] != old_line
+    for token in (first, renewed):
+        with pytest.raises(Unauthorized, match="revoked"):
+            tokens.verify(token)
+
+
+async def test_the_authenticator_refreshes_with_kernel_tokens_only() -> None:
+    tokens = KernelTokens(ttl=60)
+    auth = JupyterAuthenticator(tokens, lambda: JUPYTER_TOKEN)
+    assert (await auth.refresh(tokens.mint(identity_for("bob")))).user == "bob"
+    with pytest.raises(Unauthorized, match="kernel token"):
+        await auth.refresh(JUPYTER_TOKEN)

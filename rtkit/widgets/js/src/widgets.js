@@ -2,7 +2,8 @@
 //
 //   widgets.js   this entry: picks the renderer by the model's `_kind`
 //   chart.js     LiveChart (uPlot), table.js LiveTable, status.js
-//                StatusBadge, presence.js PresenceBar: one `render` each
+//                StatusBadge, presence.js PresenceBar, monitor.js
+//                HubMonitor: one `render` each
 //   hub.js       the page's connections to hubs, shared by every widget,
 //                and the fallback to the kernel relay
 //   protocol.js  the wire names used, as rtkit/protocol.py defines them
@@ -22,6 +23,7 @@
 // The same blob: import makes every widget model a module instance of its
 // own: what the widgets on one page share lives in hub.js's page registry.
 import { render as chart } from "./chart.js";
+import { render as monitor } from "./monitor.js";
 import { render as presence } from "./presence.js";
 import { render as status } from "./status.js";
 import { render as table } from "./table.js";
@@ -34,6 +36,7 @@ const RENDERERS = new Map(/** @type {[string, AnyRender][]} */ ([
   ["table", table],
   ["status", status],
   ["presence", presence],
+  ["monitor", monitor],
 ]));
 
 /** @type {import("@anywidget/types").Render<{ _kind: string }>} */
