@@ -30,8 +30,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-import orjson
-
 from ..errors import ConfigurationError
 from ._core import BridgeState, Position, SourceMessage, TopicMap, decode_payload
 
@@ -212,11 +210,16 @@ class PostgresOutboxSource:
         return commit
 
     async def _prepare(self, conn: Any) -> None:
-        await conn.execute(
-            f"CREATE TABLE IF NOT EXISTS {POSITIONS_TABLE} ("
-            " bridge text PRIMARY KEY, txid xid8 NOT NULL, id bigint NOT NULL,"
-            " updated timestamptz NOT NULL DEFAULT now())"
-        )
+        cur = await conn.execute("SELECT to_regclass(%s) IS NULL", (POSITIONS_TABLE,))
+        missing = await cur.fetchone()
+        if missing is not None and missing[0]:
+            # Only when missing: creating needs a privilege that reading and
+            # writing an existing table does not.
+            await conn.execute(
+                f"CREATE TABLE IF NOT EXISTS {POSITIONS_TABLE} ("
+                " bridge text PRIMARY KEY, txid xid8 NOT NULL, id bigint NOT NULL,"
+                " updated timestamptz NOT NULL DEFAULT now())"
+            )
         if self._create:
             for statement in outbox_ddl(self.table, self._notify):
                 await conn.execute(statement)
@@ -259,9 +262,15 @@ class PostgresOutboxSource:
                 for txid, row_id, topic, payload in rows:
                     position = (int(txid), row_id)
                     self._read = position
+                    # A table of the application's own may allow NULLs or
+                    # text payloads: such a row is dropped (no topic, no
+                    # data) or read as text, never retried forever.
+                    data = None
+                    if topic is not None and payload is not None:
+                        data = decode_payload(payload.encode())
                     yield SourceMessage(
-                        topic,
-                        orjson.loads(payload),
+                        topic or "",
+                        data,
                         Position(self.table, str(row_id)),
                         self._committer(position),
                     )

@@ -405,6 +405,41 @@ async def test_postgres_outbox_row_committed_late_is_not_skipped(
         assert bridge.state.published == 4
 
 
+async def test_postgres_outbox_of_the_applications_own_shape_without_a_trigger(
+    rt_hub_inprocess: InProcessHub, pg: Broker, db: Any
+) -> None:
+    """A table with nullable columns and text payloads, and no NOTIFY
+    trigger: rows are found by polling; a row without a topic or a payload
+    is dropped and counted, not retried forever."""
+    from rtkit.bridges.postgres import PostgresOutboxSource
+
+    await db.execute(
+        "CREATE TABLE events (id bigserial PRIMARY KEY, topic text, payload text,"
+        " txid xid8 NOT NULL DEFAULT pg_current_xact_id())"
+    )
+    await db.execute(
+        "INSERT INTO events (topic, payload) VALUES ('a', '{\"x\": 1}'), (NULL, '\"lost\"'),"
+        " ('a', 'plain text'), ('a', NULL), ('a', '2')"
+    )
+    async with rtkit.aio.Client(rt_hub_inprocess.url) as hub:
+        source = PostgresOutboxSource(
+            pg_dsn(pg), topics=TopicMap([("#", "evs")], flavor="amqp"), table="events", poll=0.1
+        )
+        bridge = Bridge(source, client=hub)
+        task = asyncio.create_task(bridge.run())
+        try:
+            await wait_count(hub, "evs", 3)
+            await wait_until(lambda: bridge.state.pending == 0, "every row settled")
+        finally:
+            bridge.stop()
+            await asyncio.wait_for(task, 10)
+        assert await history(hub, "evs") == [{"x": 1}, "plain text", 2]
+        assert bridge.state.dropped == 2
+        assert bridge.state.last_position == "events:5"
+    cur = await db.execute("SELECT id FROM rtkit_bridge_positions WHERE bridge = 'outbox:events'")
+    assert await cur.fetchone() == (5,)
+
+
 @pytest.mark.slow
 async def test_postgres_outbox_killed_mid_stream_and_db_restarted_delivers_each_row_once(
     rt_hub_inprocess: InProcessHub, pg: Broker, db: Any, tmp_path: Path
