@@ -23,6 +23,7 @@ TRANSPORT_AGNOSTIC = (
     "tests/unit/test_frames.py",
     "tests/unit/test_widgets_js.py",
     "tests/integration/test_bridges.py",
+    "tests/integration/test_bridges_amqp_pg.py",
     "tests/integration/test_bridges_web.py",
     "tests/integration/test_deploy_files.py",
     "tests/integration/test_machine_setup.py",

@@ -120,6 +120,7 @@ async def queue_state(url: str, queue: str) -> tuple[int, int]:
         return result.message_count, result.consumer_count
 
 
+@pytest.mark.slow
 async def test_amqp_exchange_bindings_in_order_across_a_broker_restart(
     rt_hub_inprocess: InProcessHub, rabbit: Broker
 ) -> None:
