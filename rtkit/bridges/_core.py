@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import importlib
 import inspect
 import logging
@@ -184,6 +185,15 @@ class TopicMap:
 
 
 # -- messages, positions, sources ------------------------------------------------------
+
+
+def short_key(text: str, limit: int) -> str:
+    """``text`` as a part of a publish id: itself when at most ``limit``
+    characters, else ``sha256-`` and 40 hex digits of its digest (publish
+    ids are at most 128 characters; broker ids and names may be longer)."""
+    if len(text) <= limit:
+        return text
+    return "sha256-" + hashlib.sha256(text.encode()).hexdigest()[:40]
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,9 +30,13 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from ..errors import ConfigurationError
-from ._core import BridgeState, Position, SourceMessage, TopicMap, decode_payload
+from ._core import BridgeState, Position, SourceMessage, TopicMap, decode_payload, short_key
 
 __all__ = ["AmqpSource"]
+
+# The most of a queue name or a message id that goes into a publish id as
+# is ("amqp:" and two of them stay within the hub's 128 characters).
+_ID_PART = 56
 
 
 def _import() -> Any:
@@ -122,7 +126,7 @@ class AmqpSource:
 
         return commit
 
-    async def _queue(self, aio_pika: Any, connection: Any) -> tuple[Any, Any]:
+    async def _queue(self, connection: Any) -> tuple[Any, Any]:
         """The channel and the queue to consume, declared and bound."""
         channel = await connection.channel()
         await channel.set_qos(prefetch_count=self._prefetch)
@@ -148,7 +152,7 @@ class AmqpSource:
         connection.kwargs["transport_factory"] = _recording_transport(self.url, writers)
         try:
             await connection.connect(timeout=10)
-            channel, queue = await self._queue(aio_pika, connection)
+            channel, queue = await self._queue(connection)
             self._generation += 1
             self._to_ack = None
             self._acked = 0
@@ -176,7 +180,9 @@ class AmqpSource:
                     raise ConnectionError(f"AMQP connection lost: {item!r}") from item
                 position = None
                 if item.message_id:
-                    position = Position(queue.name, str(item.message_id))
+                    # AMQP names and ids run to 255 characters each.
+                    key = short_key(str(item.message_id), _ID_PART)
+                    position = Position(short_key(queue.name, _ID_PART), key)
                 elif item.redelivered:
                     state.redelivered += 1
                 try:

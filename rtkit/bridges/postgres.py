@@ -31,7 +31,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from ..errors import ConfigurationError
-from ._core import BridgeState, Position, SourceMessage, TopicMap, decode_payload
+from ._core import BridgeState, Position, SourceMessage, TopicMap, decode_payload, short_key
 
 __all__ = ["PostgresNotifySource", "PostgresOutboxSource", "outbox_ddl"]
 
@@ -271,7 +271,7 @@ class PostgresOutboxSource:
                     yield SourceMessage(
                         topic or "",
                         data,
-                        Position(self.table, str(row_id)),
+                        Position(short_key(self.table, 96), str(row_id)),
                         self._committer(position),
                     )
                 if len(rows) == self._batch:

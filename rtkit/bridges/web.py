@@ -44,6 +44,7 @@ from ._core import (
     TopicMap,
     decode_payload,
     read_positions,
+    short_key,
     write_positions,
 )
 
@@ -370,9 +371,7 @@ class SseSource:
             topic = _topic_from_field(data, self._topic_field)
         if event.id is None:
             return SourceMessage(topic, data)
-        key = event.id
-        if len(key) > _MAX_ID_IN_PUBLISH_ID:
-            key = "sha256-" + hashlib.sha256(key.encode()).hexdigest()[:40]
+        key = short_key(event.id, _MAX_ID_IN_PUBLISH_ID)
         return SourceMessage(topic, data, Position(self.name, key), self._committer(event.id))
 
 

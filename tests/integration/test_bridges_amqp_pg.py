@@ -44,17 +44,23 @@ def amqp_url(broker: Broker) -> str:
 
 
 async def amqp_publish(
-    url: str, numbers: range, *, exchange: str = "", routing_key: str = "", key_of: Any = None
+    url: str,
+    numbers: range,
+    *,
+    exchange: str = "",
+    routing_key: str = "",
+    key_of: Any = None,
+    id_prefix: str = "m",
 ) -> None:
-    """Persistent messages ``{"i": i}`` with the message id ``m{i}``, each
-    confirmed by the broker."""
+    """Persistent messages ``{"i": i}`` with the message id ``{id_prefix}{i}``,
+    each confirmed by the broker."""
     async with await aio_pika.connect(url) as conn:
         channel = await conn.channel()
         target = await channel.get_exchange(exchange) if exchange else channel.default_exchange
         for i in numbers:
             message = aio_pika.Message(
                 orjson.dumps({"i": i}),
-                message_id=f"m{i}",
+                message_id=f"{id_prefix}{i}",
                 delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
             )
             await target.publish(message, routing_key=key_of(i) if key_of else routing_key)
@@ -177,12 +183,14 @@ async def test_amqp_redeliveries_are_stored_once_only_with_message_ids(
     from rtkit.bridges.amqp import AmqpSource
 
     url = amqp_url(rabbit)
-    queue = f"redeliver-{'ids' if with_ids else 'bare'}"
+    # Names and ids longer than a publish id holds whole: shortened, still
+    # recognised.
+    queue = f"redeliver-{'ids' if with_ids else 'bare'}-" + "q" * 150
     async with await aio_pika.connect(url) as conn:
         channel = await conn.channel()
         await channel.declare_queue(queue, durable=True)
     if with_ids:
-        await amqp_publish(url, range(30), routing_key=queue)
+        await amqp_publish(url, range(30), routing_key=queue, id_prefix="m" * 200)
     else:
         await amqp_publish_without_ids(rabbit.port, queue, range(30))
     release = asyncio.Event()

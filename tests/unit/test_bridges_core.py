@@ -43,6 +43,15 @@ def test_amqp_wildcards_follow_routing_key_rules() -> None:
     assert leading.channel("app.db.errors") is None
 
 
+def test_short_keys_fit_publish_ids() -> None:
+    from rtkit.bridges._core import short_key
+
+    assert short_key("READINGS", 56) == "READINGS"
+    long = short_key("x" * 300, 56)
+    assert long.startswith("sha256-") and len(long) == 47
+    assert long == short_key("x" * 300, 56) != short_key("x" * 299, 56)
+
+
 def test_first_matching_rule_wins() -> None:
     topics = TopicMap.parse(["a/special=special", "a/+=other.{1}", "#"], flavor="mqtt")
     assert topics.channel("a/special") == "special"
