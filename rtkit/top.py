@@ -114,6 +114,14 @@ def render(status: Mapping[str, Any], *, url: str, width: int = 100, height: int
     cluster = status.get("cluster")
     if cluster is not None:
         lines.append("cluster " + "  ".join(f"{k} {v}" for k, v in sorted(cluster.items())))
+    hooks = status.get("webhooks")
+    if hooks:
+        lines.append(
+            f"webhooks sent {hooks.get('sent', 0):,}  queued {hooks.get('queued', 0):,}  "
+            f"failed attempts {hooks.get('failed_attempts', 0):,}  "
+            f"dropped {hooks.get('dropped', 0):,}"
+            + (f"  last error: {hooks['last_error']}" if hooks.get("last_error") else "")
+        )
     lines.append("")
 
     users: dict[str, int] = status.get("connections_by_user", {})

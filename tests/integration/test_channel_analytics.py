@@ -154,3 +154,17 @@ def test_the_table_stays_bounded() -> None:
     now[0] += 601
     analytics.sample()
     assert analytics.report() == {}
+
+
+def test_top_shows_the_webhook_counters() -> None:
+    from rtkit.top import render
+
+    screen = render(
+        {
+            "state": "running",
+            "channels": {},
+            "webhooks": {"sent": 3, "queued": 1, "failed_attempts": 2, "dropped": 0},
+        },
+        url="http://hub",
+    )
+    assert "webhooks sent 3  queued 1  failed attempts 2  dropped 0" in screen
