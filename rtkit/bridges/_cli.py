@@ -12,10 +12,12 @@ from typing import Any
 
 import orjson
 
+from ..config import DEFAULT_BRIDGE_CHANNEL
 from ..errors import ConfigurationError
 from ._core import Bridge, Source, TopicMap
+from ._report import REPORT_EVERY
 
-__all__ = ["add_parser", "run"]
+__all__ = ["add_parser", "bridge_from_args", "run"]
 
 log = logging.getLogger("rtkit.bridge")
 
@@ -164,6 +166,26 @@ def add_parser(sub: Any) -> None:
             default=30.0,
             help="log the bridge's state every this many seconds (0: never)",
         )
+        p.add_argument(
+            "--name",
+            default=None,
+            help="the bridge's name in the hub's status (default: the source's kind: mqtt, "
+            "nats, nats-core, redis); its state goes to the channel STATUS_CHANNEL.NAME",
+        )
+        p.add_argument(
+            "--status-channel",
+            default=DEFAULT_BRIDGE_CHANNEL,
+            help="where the bridge reports its state for the hub's status and badges "
+            "(STATUS_CHANNEL.NAME, announced on STATUS_CHANNEL); '' reports nothing",
+        )
+        p.add_argument(
+            "--status-every",
+            type=float,
+            default=REPORT_EVERY,
+            metavar="SECONDS",
+            help="report the state at least this often (and on change, once a second at "
+            "most); the hub shows a bridge silent for 3 times this long as stale",
+        )
 
 
 def source_from_args(args: argparse.Namespace) -> Source:
@@ -249,13 +271,27 @@ def _headers(specs: list[str], env_specs: list[str]) -> dict[str, str]:
     return headers
 
 
+def bridge_from_args(args: argparse.Namespace, **kwargs: Any) -> Bridge:
+    """The bridge an ``rtkit bridge ...`` command line describes; ``kwargs``
+    go to :class:`Bridge` (``url`` and ``token`` come from the arguments
+    unless given)."""
+    kwargs.setdefault("url", args.url)
+    kwargs.setdefault("token", args.token)
+    return Bridge(
+        source_from_args(args),
+        transform=args.transform,
+        name=args.name,
+        report_channel=args.status_channel or None,
+        report_every=args.status_every,
+        **kwargs,
+    )
+
+
 async def run(args: argparse.Namespace) -> int:
     """Run the bridge a parsed ``rtkit bridge`` command line describes."""
     if "" not in sys.path and os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())  # so --transform finds the user's module
-    bridge = Bridge(
-        source_from_args(args), url=args.url, token=args.token, transform=args.transform
-    )
+    bridge = bridge_from_args(args)
     log.info("bridge %s: starting", args.source)
 
     async def report() -> None:
