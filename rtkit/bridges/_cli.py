@@ -7,8 +7,10 @@ import asyncio
 import contextlib
 import logging
 import os
+import shlex
 import sys
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, NoReturn
 
 import orjson
 
@@ -17,7 +19,7 @@ from ..errors import ConfigurationError
 from ._core import Bridge, Source, TopicMap
 from ._report import REPORT_EVERY
 
-__all__ = ["add_parser", "bridge_from_args", "run"]
+__all__ = ["add_parser", "bridge_from_args", "parse_bridge", "run"]
 
 log = logging.getLogger("rtkit.bridge")
 
@@ -271,20 +273,78 @@ def _headers(specs: list[str], env_specs: list[str]) -> dict[str, str]:
     return headers
 
 
-def bridge_from_args(args: argparse.Namespace, **kwargs: Any) -> Bridge:
-    """The bridge an ``rtkit bridge ...`` command line describes; ``kwargs``
-    go to :class:`Bridge` (``url`` and ``token`` come from the arguments
-    unless given)."""
-    kwargs.setdefault("url", args.url)
-    kwargs.setdefault("token", args.token)
-    return Bridge(
-        source_from_args(args),
-        transform=args.transform,
-        name=args.name,
-        report_channel=args.status_channel or None,
-        report_every=args.status_every,
-        **kwargs,
-    )
+class _RefusingParser(argparse.ArgumentParser):
+    """Raises ConfigurationError where argparse would print and exit: a
+    bridge configured inside a server must not end the server."""
+
+    def error(self, message: str) -> NoReturn:
+        raise ConfigurationError(f"{self.prog}: {message}")
+
+    def print_help(self, file: Any = None) -> None:
+        pass  # --help: refused by exit() below, with nothing printed
+
+    def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
+        raise ConfigurationError(message or f"{self.prog}: asked to exit (--help?)")
+
+
+def parse_bridge(spec: str | Mapping[str, Any]) -> argparse.Namespace:
+    """The arguments of one bridge, described as ``rtkit bridge`` arguments
+    (``"mqtt --port 1883 --map 'sensors/#'"``) or as a mapping of the same
+    options (``{"kind": "mqtt", "port": 1883, "map": ["sensors/#"]}``: a
+    list repeats its option, True is a switch, ``source_url`` the websocket
+    or SSE URL); ConfigurationError when they are wrong."""
+    if isinstance(spec, str):
+        try:
+            argv = shlex.split(spec)
+        except ValueError as exc:
+            raise ConfigurationError(f"bridge {spec!r}: {exc}") from None
+        if argv[:2] == ["rtkit", "bridge"]:
+            argv = argv[2:]
+        elif argv[:1] == ["bridge"]:
+            argv = argv[1:]
+    elif isinstance(spec, Mapping):
+        options = dict(spec)
+        kind = options.pop("kind", None)
+        if not isinstance(kind, str):
+            raise ConfigurationError(
+                f"a bridge mapping needs 'kind' (the source: mqtt, nats...): {spec!r}"
+            )
+        argv = [kind]
+        # The websocket and SSE sources' URL is positional (--url is the hub's).
+        if (source_url := options.pop("source_url", None)) is not None:
+            argv.append(str(source_url))
+        for key, value in options.items():
+            flag = "--" + str(key).replace("_", "-")
+            for one in value if isinstance(value, list | tuple) else [value]:
+                if one is True:  # a switch
+                    argv.append(flag)
+                elif one is not None and one is not False:
+                    argv += [flag, str(one)]
+    else:
+        raise ConfigurationError(
+            f"a bridge is a string of 'rtkit bridge' arguments or a mapping, not {spec!r}"
+        )
+    parser = _RefusingParser(prog="rtkit")
+    add_parser(parser.add_subparsers(dest="command", required=True))
+    return parser.parse_args(["bridge", *argv])
+
+
+def bridge_from_args(
+    args: argparse.Namespace, source: Source | None = None, **kwargs: Any
+) -> Bridge:
+    """The bridge an ``rtkit bridge ...`` command line describes (with
+    ``source`` if already built from it); ``kwargs`` go to :class:`Bridge`
+    and win over the arguments."""
+    options: dict[str, Any] = {
+        "url": args.url,
+        "token": args.token,
+        "transform": args.transform,
+        "name": args.name,
+        "report_channel": args.status_channel or None,
+        "report_every": args.status_every,
+    }
+    options.update(kwargs)
+    return Bridge(source or source_from_args(args), **options)
 
 
 async def run(args: argparse.Namespace) -> int:
