@@ -12,6 +12,7 @@ import orjson
 import traitlets
 
 from ..client import sync
+from ..config import DEFAULT_BRIDGE_CHANNEL
 from ..errors import HubError
 from ..frames import _pandas, decode_messages, is_batch, parse_window
 from ..protocol import MAX_HISTORY_LIMIT, Message, validate_channel
@@ -384,8 +385,30 @@ class StatusBadge(_HubWidget):
     page's connection receives. In relay mode it shows the updates coalesced
     and the messages dropped by the kernel relay.
 
+    ``bridges=True`` adds a line per bridge reporting to the hub (state,
+    lag, errors; stale when it fell silent), read from the bridges' report
+    channels (``bridge_channel`` and ``bridge_channel.<name>``) by the
+    browser's own connection to the hub, as the status API lists them.
+
     >>> StatusBadge("prices")
+    >>> StatusBadge(bridges=True)
     """
 
     _kind = traitlets.Unicode("status").tag(sync=True)
     _channel_optional = True
+    bridges = traitlets.Bool(False).tag(sync=True)
+    bridge_channel = traitlets.Unicode(DEFAULT_BRIDGE_CHANNEL).tag(sync=True)
+
+    def __init__(
+        self,
+        channel: str | sync.Channel = "",
+        *,
+        bridges: bool = False,
+        bridge_channel: str = DEFAULT_BRIDGE_CHANNEL,
+        **kwargs: Any,
+    ) -> None:
+        if not isinstance(bridges, bool):
+            raise ValueError(f"StatusBadge: bridges must be True or False, got {bridges!r}")
+        if bridges:
+            validate_channel(bridge_channel, "StatusBadge")
+        super().__init__(channel, bridges=bridges, bridge_channel=bridge_channel, **kwargs)

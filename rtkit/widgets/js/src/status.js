@@ -1,11 +1,108 @@
 // Connection status badge: connected/reconnecting, latency, messages/s and
-// the duplicates dropped (direct) or updates coalesced (kernel relay).
+// the duplicates dropped (direct) or updates coalesced (kernel relay); with
+// `bridges`, a line per bridge (state, lag, errors) under it.
 import { attach, hubFor, target } from "./hub.js";
+
+// Bridges report on "<index>.<name>" and announce themselves on "<index>"
+// (rtkit/bridges/_report.py). The badge reads the newest announcements and
+// follows at most MAX_BRIDGES bridges (a subscription each).
+const INDEX_SCAN = 256;
+const MAX_BRIDGES = 16;
+// A bridge silent for this many of its report intervals is stale (as
+// rtkit/hub/bridges.py's STALE_AFTER).
+const STALE_AFTER = 3;
+
+/** @type {Record<string, string>} */
+const BRIDGE_COLORS = { connected: "#2ca02c", connecting: "#999", disconnected: "#d62728", stopped: "#999", stale: "#ff7f0e" };
+
+/**
+ * A bridge's last report (rtkit/bridges/_report.py), as far as shown here.
+ * @typedef {{ status?: string, every?: number, lag?: number | null, errors?: number, last_error?: string | null, gaps?: number }} BridgeReport
+ */
+
+/**
+ * A channel followed live, with its newest `backfill` stored messages first
+ * (the direct path of hub.js's attach, for a widget that follows several).
+ * @param {import("./hub.js").Hub} hub
+ * @param {string} name
+ * @param {number} backfill
+ * @param {(envs: import("./hub.js").Envelope[]) => void} take
+ * @returns {() => void}
+ */
+function follow(hub, name, backfill, take) {
+  let live = true;
+  const stop = hub.listen(name, { onMessages: take });
+  const fetch = () => {
+    hub.history(name, backfill, () => false).then(
+      (envs) => live && take(envs),
+      () => {}, // refused (no right to read it): nothing to show
+    );
+  };
+  if (hub.socket.connected) fetch();
+  else hub.socket.once("connect", fetch);
+  return () => {
+    live = false;
+    stop();
+  };
+}
+
+/**
+ * Follows the bridges announced on `index`, calling `changed` when a report
+ * comes; returns the stop function and the reports by bridge name.
+ * @param {import("./hub.js").Hub} hub
+ * @param {string} index
+ * @param {() => void} changed
+ */
+function followBridges(hub, index, changed) {
+  /** @type {Map<string, { report: BridgeReport | null, ts: number, seq: number, stop: () => void }>} */
+  const bridges = new Map();
+  let more = 0;
+  /** @param {unknown} name */
+  const add = (name) => {
+    if (typeof name !== "string" || bridges.has(name)) return;
+    if (bridges.size >= MAX_BRIDGES) {
+      more += 1;
+      return;
+    }
+    const entry = { report: /** @type {BridgeReport | null} */ (null), ts: 0, seq: 0, stop: () => {} };
+    bridges.set(name, entry);
+    entry.stop = follow(hub, `${index}.${name}`, 1, (envs) => {
+      const last = envs[envs.length - 1];
+      // History and live messages may cross: the newest seq wins.
+      if (!last || last.seq <= entry.seq || !last.data || typeof last.data !== "object") return;
+      entry.report = /** @type {BridgeReport} */ (last.data);
+      entry.ts = last.ts;
+      entry.seq = last.seq;
+      changed();
+    });
+    changed();
+  };
+  const stopIndex = follow(hub, index, INDEX_SCAN, (envs) => {
+    // Newest announcements first: those are the bridges kept past MAX_BRIDGES.
+    for (let i = envs.length - 1; i >= 0; i--) {
+      const data = /** @type {{ bridge?: unknown } | null} */ (envs[i].data);
+      add(data && typeof data === "object" ? data.bridge : undefined);
+    }
+  });
+  return {
+    bridges,
+    more: () => more,
+    stop() {
+      stopIndex();
+      for (const entry of bridges.values()) entry.stop();
+    },
+  };
+}
 
 /** @type {Record<string, string>} */
 const COLORS = { connected: "#2ca02c", connecting: "#999", reconnecting: "#ff7f0e", unreachable: "#d62728", relay: "#1f77b4" };
 
-/** @type {import("@anywidget/types").Render<import("./hub.js").HubModelState>} */
+/**
+ * StatusBadge's traits (rtkit/widgets/_base.py).
+ * @typedef {import("./hub.js").HubModelState & { bridges: boolean, bridge_channel: string }} StatusModelState
+ */
+
+/** @type {import("@anywidget/types").Render<StatusModelState>} */
 export function render({ model, el }) {
   const badge = document.createElement("span");
   badge.className = "rtkit-status";
@@ -50,6 +147,47 @@ export function render({ model, el }) {
       })();
   const stopWatch = hub ? hub.watch((s) => (state = s)) : () => {};
 
+  const lines = document.createElement("div");
+  lines.className = "rtkit-bridges";
+  lines.style.cssText = "font:12px sans-serif;margin:2px 0 0 4px";
+  const watched = model.get("bridges") && hub ? followBridges(hub, model.get("bridge_channel") || "bridges", () => drawBridges()) : null;
+  if (model.get("bridges")) {
+    el.appendChild(lines);
+    if (!watched) lines.textContent = "bridges: shown when the browser reaches the hub directly";
+  }
+
+  function drawBridges() {
+    if (!watched) return;
+    const now = (hub && hub.hubNow()) || Date.now() / 1000;
+    const rows = [...watched.bridges.entries()].sort(([a], [b]) => (a < b ? -1 : 1));
+    lines.replaceChildren(
+      ...rows.map(([name, { report, ts }]) => {
+        let status = report ? report.status || "unknown" : "waiting";
+        const every = report && typeof report.every === "number" && report.every > 0 ? report.every : 5;
+        if (report && status !== "stopped" && now - ts > STALE_AFTER * every) status = "stale";
+        const row = document.createElement("div");
+        row.className = "rtkit-bridge";
+        row.dataset.bridge = name;
+        row.dataset.status = status;
+        row.style.cssText = "display:flex;gap:6px;align-items:center";
+        const dot = document.createElement("span");
+        dot.style.cssText = `width:6px;height:6px;border-radius:50%;display:inline-block;background:${BRIDGE_COLORS[status] || "#999"}`;
+        const text = document.createElement("span");
+        /** @type {string[]} */
+        const parts = [`${name}: ${status}`];
+        if (report && typeof report.lag === "number") parts.push(`lag ${report.lag.toLocaleString()}`);
+        if (report) parts.push(`errors ${report.errors || 0}`);
+        if (report && report.gaps) parts.push(`gaps ${report.gaps}`);
+        text.textContent = parts.join(" · ");
+        if (report && report.last_error) row.title = report.last_error;
+        row.append(dot, text);
+        return row;
+      }),
+    );
+    const more = watched.more();
+    if (more) lines.append(`+${more} more`);
+  }
+
   function update() {
     const now = performance.now();
     const total = channel ? count : hub ? hub.received : 0;
@@ -66,6 +204,7 @@ export function render({ model, el }) {
     dot.style.background = COLORS[state] || "#999";
     badge.dataset.state = state;
     badge.dataset.rate = String(Math.round(rate));
+    drawBridges(); // also turns a silent bridge stale
   }
   update();
   const timer = setInterval(update, 1000);
@@ -73,5 +212,6 @@ export function render({ model, el }) {
     clearInterval(timer);
     stop();
     stopWatch();
+    if (watched) watched.stop();
   };
 }
