@@ -20,7 +20,7 @@ import rtkit.aio
 from rtkit._process import kill_group, start_group, stop_group
 from rtkit.bridges import Bridge, TopicMap
 from rtkit.hub.auth import mint_token
-from rtkit.pytest_plugin import InProcessHub
+from rtkit.pytest_plugin import REDIS_URL, InProcessHub
 
 from .brokers import mosquitto, nats_server
 from .conftest import SECRET
@@ -178,3 +178,38 @@ async def test_a_stopped_bridge_says_stopped_and_a_jetstream_one_its_position_an
     finally:
         await nc.close()
         broker.stop()
+
+
+@pytest.mark.redis
+async def test_every_hub_of_a_cluster_lists_a_bridge_connected_to_another(
+    rt_redis_prefix: str,
+) -> None:
+    from rtkit.bridges.mqtt import MqttSource
+
+    store = f"{REDIS_URL}?prefix={rt_redis_prefix}"
+    hubs = [
+        InProcessHub(store=store, secret=SECRET, extra_args=["--api-key", API_KEY]).start()
+        for _ in range(2)
+    ]
+    broker = mosquitto().start()
+    try:
+        topics = TopicMap([("sensors/+/temp", "sensors.{1}")], flavor="mqtt")
+        source = MqttSource("127.0.0.1", broker.port, topics=topics)
+        # The bridge talks to the first hub only.
+        bridge = Bridge(source, url=hubs[0].url, token=bridge_token("east"), name="east")
+        task = asyncio.create_task(bridge.run())
+        try:
+            async with httpx.AsyncClient(base_url=hubs[1].url, timeout=10) as other:
+                entry = await wait_status(
+                    other, "east", lambda b: b["status"] == "connected", what="connected"
+                )
+                assert entry["source"] == "mqtt" and entry["age"] < 5
+        finally:
+            bridge.stop()
+            await asyncio.wait_for(task, 10)
+        async with httpx.AsyncClient(base_url=hubs[1].url, timeout=10) as other:
+            await wait_status(other, "east", lambda b: b["status"] == "stopped", what="stopped")
+    finally:
+        broker.stop()
+        for hub in hubs:
+            hub.terminate(timeout=5)
