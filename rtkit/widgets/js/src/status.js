@@ -101,6 +101,115 @@ const COLORS = { connected: "#2ca02c", connecting: "#999", reconnecting: "#ff7f0
  * StatusBadge's traits (rtkit/widgets/_base.py).
  * @typedef {import("./hub.js").HubModelState & { bridges: boolean, bridge_channel: string }} StatusModelState
  */
+/** @typedef {import("@anywidget/types").AnyModel<StatusModelState>} StatusModel */
+
+/**
+ * What the kernel sends for the bridge lines on the relay (rtkit/widgets/_base.py's _BridgeRelay).
+ * @typedef {{ type: "bridges", now?: number, bridges?: { name: string, report: BridgeReport, ts: number }[], more?: number, error?: { message?: string } }} BridgeRelayMessage
+ */
+
+/**
+ * The bridge lines under the badge: fed by the page's own connection to the
+ * hub (direct) or, where the browser cannot reach it, by the kernel (relay).
+ * @param {StatusModel} model
+ * @param {HTMLElement} el
+ */
+function bridgeLines(model, el) {
+  const index = model.get("bridge_channel") || "bridges";
+  const lines = document.createElement("div");
+  lines.className = "rtkit-bridges";
+  lines.style.cssText = "font:12px sans-serif;margin:2px 0 0 4px";
+  el.appendChild(lines);
+  /** @type {import("./hub.js").Hub | null} */
+  let hub = null;
+  /** @type {ReturnType<typeof followBridges> | null} */
+  let watched = null;
+  /** @type {BridgeRelayMessage | null} */
+  let relayed = null;
+  let relaying = false;
+  let relayNow = { kernel: 0, local: 0 }; // the kernel's clock against this page's
+  /** @param {unknown} msg */
+  const onCustom = (msg) => {
+    const m = /** @type {BridgeRelayMessage | null} */ (msg);
+    if (!relaying || !m || m.type !== "bridges") return;
+    if (m.error) {
+      relayed = null;
+      lines.textContent = `bridges: ${m.error.message || "refused"}`;
+      return;
+    }
+    relayed = m;
+    relayNow = { kernel: m.now || Date.now() / 1000, local: Date.now() / 1000 };
+    draw();
+  };
+  model.on("msg:custom", onCustom);
+
+  function draw() {
+    /** @type {[string, { report: BridgeReport | null, ts: number }][]} */
+    let rows;
+    let now;
+    let more = 0;
+    if (watched && hub) {
+      rows = [...watched.bridges.entries()];
+      now = hub.hubNow() || Date.now() / 1000;
+      more = watched.more();
+    } else if (relayed) {
+      rows = (relayed.bridges || []).map((b) => [b.name, { report: b.report, ts: b.ts }]);
+      now = relayNow.kernel + (Date.now() / 1000 - relayNow.local);
+      more = relayed.more || 0;
+    } else {
+      return;
+    }
+    rows.sort(([a], [b]) => (a < b ? -1 : 1));
+    lines.replaceChildren(
+      ...rows.map(([name, { report, ts }]) => {
+        let status = report ? report.status || "unknown" : "waiting";
+        const every = report && typeof report.every === "number" && report.every > 0 ? report.every : 5;
+        if (report && status !== "stopped" && now - ts > STALE_AFTER * every) status = "stale";
+        const row = document.createElement("div");
+        row.className = "rtkit-bridge";
+        row.dataset.bridge = name;
+        row.dataset.status = status;
+        row.style.cssText = "display:flex;gap:6px;align-items:center";
+        const dot = document.createElement("span");
+        dot.style.cssText = `width:6px;height:6px;border-radius:50%;display:inline-block;background:${BRIDGE_COLORS[status] || "#999"}`;
+        const text = document.createElement("span");
+        /** @type {string[]} */
+        const parts = [`${name}: ${status}`];
+        if (report && typeof report.lag === "number") parts.push(`lag ${report.lag.toLocaleString()}`);
+        if (report) parts.push(`errors ${report.errors || 0}`);
+        if (report && report.gaps) parts.push(`gaps ${report.gaps}`);
+        text.textContent = parts.join(" · ");
+        if (report && report.last_error) row.title = report.last_error;
+        row.append(dot, text);
+        return row;
+      }),
+    );
+    if (more) lines.append(`+${more} more`);
+  }
+
+  return {
+    draw,
+    /** @param {import("./hub.js").Hub} h */
+    direct(h) {
+      if (watched || relaying) return;
+      hub = h;
+      watched = followBridges(h, index, draw);
+    },
+    relay() {
+      if (relaying) return;
+      if (watched) watched.stop();
+      watched = hub = null;
+      relaying = true;
+      lines.textContent = "bridges: asking the kernel…";
+      model.send({ type: "bridges" });
+    },
+    stop() {
+      model.off("msg:custom", onCustom);
+      if (watched) watched.stop();
+      if (relaying) model.send({ type: "bridges.stop" });
+    },
+  };
+}
 
 /** @type {import("@anywidget/types").Render<StatusModelState>} */
 export function render({ model, el }) {
@@ -113,6 +222,7 @@ export function render({ model, el }) {
   const text = document.createElement("span");
   badge.append(dot, text);
   el.appendChild(badge);
+  const bridges = model.get("bridges") ? bridgeLines(model, el) : null;
 
   /** @type {import("./hub.js").Hub | null} */
   let hub = null;
@@ -139,54 +249,26 @@ export function render({ model, el }) {
     ? attach(model, channel, listener, (kind, h) => {
         hub = h;
         if (kind === "relay") state = "relay";
+        if (bridges) {
+          if (h) bridges.direct(h);
+          else bridges.relay();
+        }
       })
     : (() => {
         const t = target(model);
         if (t) hub = hubFor(t);
-        return () => {};
+        if (!bridges) return () => {};
+        if (!hub) {
+          bridges.relay();
+          return () => {};
+        }
+        bridges.direct(hub);
+        // As attach does for a channel: an unreachable hub hands over to the kernel.
+        return hub.watch((s) => {
+          if (s === "unreachable" && model.get("mode") === "auto") bridges.relay();
+        });
       })();
   const stopWatch = hub ? hub.watch((s) => (state = s)) : () => {};
-
-  const lines = document.createElement("div");
-  lines.className = "rtkit-bridges";
-  lines.style.cssText = "font:12px sans-serif;margin:2px 0 0 4px";
-  const watched = model.get("bridges") && hub ? followBridges(hub, model.get("bridge_channel") || "bridges", () => drawBridges()) : null;
-  if (model.get("bridges")) {
-    el.appendChild(lines);
-    if (!watched) lines.textContent = "bridges: shown when the browser reaches the hub directly";
-  }
-
-  function drawBridges() {
-    if (!watched) return;
-    const now = (hub && hub.hubNow()) || Date.now() / 1000;
-    const rows = [...watched.bridges.entries()].sort(([a], [b]) => (a < b ? -1 : 1));
-    lines.replaceChildren(
-      ...rows.map(([name, { report, ts }]) => {
-        let status = report ? report.status || "unknown" : "waiting";
-        const every = report && typeof report.every === "number" && report.every > 0 ? report.every : 5;
-        if (report && status !== "stopped" && now - ts > STALE_AFTER * every) status = "stale";
-        const row = document.createElement("div");
-        row.className = "rtkit-bridge";
-        row.dataset.bridge = name;
-        row.dataset.status = status;
-        row.style.cssText = "display:flex;gap:6px;align-items:center";
-        const dot = document.createElement("span");
-        dot.style.cssText = `width:6px;height:6px;border-radius:50%;display:inline-block;background:${BRIDGE_COLORS[status] || "#999"}`;
-        const text = document.createElement("span");
-        /** @type {string[]} */
-        const parts = [`${name}: ${status}`];
-        if (report && typeof report.lag === "number") parts.push(`lag ${report.lag.toLocaleString()}`);
-        if (report) parts.push(`errors ${report.errors || 0}`);
-        if (report && report.gaps) parts.push(`gaps ${report.gaps}`);
-        text.textContent = parts.join(" · ");
-        if (report && report.last_error) row.title = report.last_error;
-        row.append(dot, text);
-        return row;
-      }),
-    );
-    const more = watched.more();
-    if (more) lines.append(`+${more} more`);
-  }
 
   function update() {
     const now = performance.now();
@@ -204,7 +286,7 @@ export function render({ model, el }) {
     dot.style.background = COLORS[state] || "#999";
     badge.dataset.state = state;
     badge.dataset.rate = String(Math.round(rate));
-    drawBridges(); // also turns a silent bridge stale
+    if (bridges) bridges.draw(); // also turns a silent bridge stale
   }
   update();
   const timer = setInterval(update, 1000);
@@ -212,6 +294,6 @@ export function render({ model, el }) {
     clearInterval(timer);
     stop();
     stopWatch();
-    if (watched) watched.stop();
+    if (bridges) bridges.stop();
   };
 }
