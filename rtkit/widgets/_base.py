@@ -233,11 +233,11 @@ class _BridgeRelay:
 
     def stop(self) -> None:
         self.stopped.set()
-        self.index_channel.unsubscribe(self._on_announce)
-        for channel in self.followed.values():
-            channel.unsubscribe(self._on_report)
         if threading.current_thread() is not self.thread:
-            self.thread.join(5.0)
+            self.thread.join(5.0)  # before reading what it follows
+        self.index_channel.unsubscribe(self._on_announce)
+        for channel in list(self.followed.values()):
+            channel.unsubscribe(self._on_report)
 
 
 def _stored_envelopes(channel: sync.Channel, limit: int, budget: int) -> list[Any]:
