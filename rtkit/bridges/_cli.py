@@ -141,7 +141,9 @@ def add_parser(sub: Any) -> None:
     sse.add_argument(
         "--name",
         default=None,
-        help="names the stream in publish ids and the state file (default: a digest of the URL)",
+        help="names the bridge in the hub's status (STATUS_CHANNEL.NAME), and the stream in "
+        "publish ids and the state file (default: sse in the status, a digest of the URL "
+        "in ids)",
     )
     for p in (mqtt, nats, redis, websocket, sse):
         p.add_argument(
@@ -168,12 +170,14 @@ def add_parser(sub: Any) -> None:
             default=30.0,
             help="log the bridge's state every this many seconds (0: never)",
         )
-        p.add_argument(
-            "--name",
-            default=None,
-            help="the bridge's name in the hub's status (default: the source's kind: mqtt, "
-            "nats, nats-core, redis); its state goes to the channel STATUS_CHANNEL.NAME",
-        )
+        if p is not sse:  # the SSE source's --name names the bridge too
+            p.add_argument(
+                "--name",
+                default=None,
+                help="the bridge's name in the hub's status (default: the source's kind: "
+                "mqtt, nats, nats-core, redis, websocket); its state goes to the channel "
+                "STATUS_CHANNEL.NAME",
+            )
         p.add_argument(
             "--status-channel",
             default=DEFAULT_BRIDGE_CHANNEL,
