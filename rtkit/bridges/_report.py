@@ -137,8 +137,14 @@ class StateReporter:
         that fails is logged once per kind of failure and tried again."""
         last: tuple[Any, ...] | None = None
         sent = -math.inf
+        reconnects = client.metrics.reconnects
         while True:
             self._track()
+            if client.metrics.reconnects != reconnects:
+                # The hub may have lost its store (a memory hub restarted):
+                # see again that the index names this bridge.
+                reconnects = client.metrics.reconnects
+                self._announced = False
             watched = self._watched()
             now = time.monotonic()
             if (watched != last or now - sent >= self.every) and client.connected:

@@ -213,3 +213,34 @@ async def test_every_hub_of_a_cluster_lists_a_bridge_connected_to_another(
         broker.stop()
         for hub in hubs:
             hub.terminate(timeout=5)
+
+
+async def test_a_bridge_announces_itself_again_to_a_hub_that_lost_its_memory(
+    rt_hub_inprocess_factory: Any,
+) -> None:
+    from rtkit.bridges.mqtt import MqttSource
+
+    args = ["--api-key", API_KEY]
+    first = rt_hub_inprocess_factory(secret=SECRET, extra_args=args)
+    broker = mosquitto().start()
+    try:
+        topics = TopicMap([("sensors/+/temp", "sensors.{1}")], flavor="mqtt")
+        source = MqttSource("127.0.0.1", broker.port, topics=topics)
+        bridge = Bridge(source, url=first.url, token=bridge_token("west"), name="west")
+        task = asyncio.create_task(bridge.run())
+        try:
+            async with httpx.AsyncClient(base_url=first.url, timeout=10) as http:
+                await wait_status(http, "west", lambda b: b["status"] == "connected")
+            # The hub restarts on the same port with an empty memory store.
+            first.terminate(timeout=15)
+            again = rt_hub_inprocess_factory(port=first.port, secret=SECRET, extra_args=args)
+            async with httpx.AsyncClient(base_url=again.url, timeout=10) as http:
+                entry = await wait_status(
+                    http, "west", lambda b: b["status"] == "connected", what="listed again"
+                )
+            assert entry["hub_connected"] is True
+        finally:
+            bridge.stop()
+            await asyncio.wait_for(task, 10)
+    finally:
+        broker.stop()
