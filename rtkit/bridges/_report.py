@@ -88,7 +88,9 @@ class StateReporter:
             raise ConfigurationError(f"the report channel must be a channel name: {channel!r}")
         if not CHANNEL_NAME_RE.fullmatch(f"{channel}.{name}") or not name:
             raise ConfigurationError(
-                f"a bridge name must fit a channel name ({channel}.<name>): {name!r}"
+                f"a bridge name must fit a channel name ({channel}.<name>: letters, digits "
+                f"and _ . : @ / -), got {name!r}; or turn state reports off "
+                "(--status-channel '', report_channel=None)"
             )
         if not math.isfinite(every) or every < _MIN_INTERVAL:
             raise ConfigurationError(f"report every must be >= {_MIN_INTERVAL} s, got {every!r}")
