@@ -92,6 +92,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="key that signs tokens (mint them with 'rtkit token') [env RTKIT_SECRET]",
     )
     hub.add_argument(
+        "--bridge-channel",
+        default=hub_default("bridge_channel"),
+        metavar="CHANNEL",
+        help="the channel bridges announce themselves on (their states on CHANNEL.<name>), "
+        "listed by the status API; '' lists none",
+    )
+    hub.add_argument(
         "--allow-anonymous",
         action="store_true",
         help="let anyone connect without a token (loopback addresses only)",
@@ -593,6 +600,7 @@ def hub_config(args: argparse.Namespace) -> HubConfig:
         max_pending_per_address=args.max_pending_per_address,
         trusted_proxies=tuple(args.trusted_proxy or ()),
         webhooks=_webhooks(args),
+        bridge_channel=args.bridge_channel or None,
     )
 
 

@@ -14,10 +14,14 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .errors import ConfigurationError
+from .protocol import CHANNEL_NAME_RE
 
 DEFAULT_PORT = 8765
 DEFAULT_STORE = "memory://"
 MIN_SECRET_BYTES = 32  # RFC 7518 section 3.2: an HS256 key as long as the hash
+# Bridges report their state as messages on "<this>.<bridge name>" and
+# announce themselves on "<this>" (rtkit.bridges._report, rtkit.hub.bridges).
+DEFAULT_BRIDGE_CHANNEL = "bridges"
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,6 +229,9 @@ class HubConfig:
     trusted_proxies: tuple[str, ...] = ()
     # Lifecycle webhooks (rtkit.hub.webhooks); None: none are sent.
     webhooks: Webhooks | None = None
+    # The channel bridges announce themselves on (their states are on
+    # "<it>.<bridge name>"); status() lists them. None: no bridges listed.
+    bridge_channel: str | None = DEFAULT_BRIDGE_CHANNEL
 
     @property
     def presence_expiry(self) -> float:
@@ -263,6 +270,12 @@ class HubConfig:
         if self.connect_timeout <= 0 or self.max_pending_per_address < 0:
             raise ConfigurationError(
                 "connect_timeout must be positive and max_pending_per_address >= 0"
+            )
+        if self.bridge_channel is not None and not CHANNEL_NAME_RE.fullmatch(
+            f"{self.bridge_channel}.x"
+        ):
+            raise ConfigurationError(
+                f"bridge_channel must be a channel name, got {self.bridge_channel!r}"
             )
 
 

@@ -136,7 +136,8 @@ class ChannelAnalytics:
     def report(self) -> dict[str, dict[str, Any]]:
         """``{channel: figures}``, JSON-ready: ``subscribers``, ``seq``,
         ``rate`` and ``bytes_rate`` (per second over the last samples),
-        ``bytes`` and ``published`` (through this hub since start),
+        ``bytes`` and ``published`` (publishes this hub took in since
+        start, resends of an idempotent id included),
         ``publishers`` (distinct users publishing here in the window) and
         ``last_activity`` (unix time, or None)."""
         now = self._clock()

@@ -86,6 +86,7 @@ from .auth import (
     TokenAuthenticator,
     TokenRefresher,
 )
+from .bridges import bridge_status
 from .connection import Connection
 from .delivery import HubDelivery
 from .docs import SharedDocs
@@ -376,7 +377,9 @@ class Hub:
 
         ``channels`` lists every channel subscribed or published to since
         start, with its local subscribers and latest stored seq (read from
-        the store, so messages stored by other hubs count too).
+        the store, so messages stored by other hubs count too). ``bridges``
+        lists the bridges that report to this hub or any hub sharing its
+        store, by name, with their last reported state (:mod:`.bridges`).
         ``webhooks`` (when configured) has the webhook sender's counters:
         events sent, failed attempts, dropped, rejected, queue depth.
         """
@@ -403,6 +406,11 @@ class Hub:
             "presence": self.presence.status(),
             "shared_docs": self.docs.status(),
             **({"webhooks": self.webhooks.status()} if self.webhooks is not None else {}),
+            "bridges": (
+                await bridge_status(self.store.channels, index, time.time())
+                if (index := self.config.bridge_channel)
+                else {}
+            ),
             **({"cluster": link} if (link := self.feed.status()) is not None else {}),
         }
 
