@@ -156,7 +156,7 @@ def test_the_table_stays_bounded() -> None:
     assert analytics.report() == {}
 
 
-def test_top_shows_the_webhook_counters() -> None:
+def test_top_shows_webhooks_and_bridges() -> None:
     from rtkit.top import render
 
     screen = render(
@@ -164,7 +164,11 @@ def test_top_shows_the_webhook_counters() -> None:
             "state": "running",
             "channels": {},
             "webhooks": {"sent": 3, "queued": 1, "failed_attempts": 2, "dropped": 0},
+            "bridges": {"plant": {"status": "connected", "lag": 4, "last_position": "S:17"}},
         },
         url="http://hub",
     )
     assert "webhooks sent 3  queued 1  failed attempts 2  dropped 0" in screen
+    assert any(
+        line.split() == ["plant", "connected", "4", "0", "S:17"] for line in screen.splitlines()
+    ), screen
