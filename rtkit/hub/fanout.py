@@ -124,6 +124,10 @@ class FanOut:
         self._due = 0.0
         self._slack = 0.0  # how late the pending flush may run without having waited on work
         self._queued = False  # the last flush left packets to Engine.IO's writer tasks
+        # Subscribers found too slow during a delivery, reported once it is
+        # done: on_slow unsubscribes them, which must not happen while a
+        # delivery walks the subscribers.
+        self._slow: dict[str, None] = {}
         self.packets_sent = 0
         self.direct_writes = 0  # packets that took the fast path
         self.messages_delivered = 0
@@ -274,6 +278,8 @@ class FanOut:
         self._last_cost = cost
         self._queued = self.packets_sent - self.direct_writes > queued_before
         self.flushes += 1
+        if self._slow:
+            self._report_slow()
 
     def _deliver(self, ch: _Channel, batch: list[Message]) -> None:
         first, last = batch[0].seq, batch[-1].seq
@@ -315,7 +321,7 @@ class FanOut:
             transport.depth() >= self._max_pending
             or transport.pending_bytes() >= self._max_pending_bytes
         ):
-            self._on_slow(sub.sid)
+            self._slow[sub.sid] = None
             return False
         for pkt in packets:
             transport.queue_packet(pkt)
@@ -328,7 +334,15 @@ class FanOut:
         """Put packets made by :func:`encode_event` on one connection, the
         way channel deliveries go (same order, same slow-consumer check).
         The packets may be shared by any number of recipients."""
-        return self._send(_Subscriber(sid, eio_sid, 0, writer), packets)
+        sent = self._send(_Subscriber(sid, eio_sid, 0, writer), packets)
+        if self._slow:
+            self._report_slow()
+        return sent
+
+    def _report_slow(self) -> None:
+        slow, self._slow = self._slow, {}
+        for sid in slow:
+            self._on_slow(sid)
 
     def close(self) -> None:
         if self._handle is not None:
