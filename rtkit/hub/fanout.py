@@ -29,7 +29,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..config import DEFAULT_LIMITS
 from ..protocol import Message
@@ -42,6 +42,9 @@ from .transport import (
     encode_messages,
     websocket_text_frame,
 )
+
+if TYPE_CHECKING:
+    from .stats import Histogram
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +135,9 @@ class FanOut:
         self.direct_writes = 0  # packets that took the fast path
         self.messages_delivered = 0
         self.flushes = 0
+        # Set by a hub with metrics on: how long each channel's oldest
+        # pending message waited from its hub timestamp to this flush.
+        self.delivery_seconds: Histogram | None = None
 
     # -- subscriptions ------------------------------------------------------
 
@@ -254,12 +260,17 @@ class FanOut:
         start = time.perf_counter()
         queued_before = self.packets_sent - self.direct_writes
         dirty, self._dirty = self._dirty, {}
+        waited = self.delivery_seconds
+        now = time.time() if waited is not None else 0.0
         for name, ch in dirty.items():
             pending, ch.pending = ch.pending, []
             if not pending:
                 continue
             if any(pending[i].seq > pending[i + 1].seq for i in range(len(pending) - 1)):
                 pending.sort(key=lambda m: m.seq)
+            if waited is not None:
+                # One observation per channel and flush, none per recipient.
+                waited.observe(max(0.0, now - pending[0].ts))
             self._deliver(ch, pending)
             if not ch.subscribers and self._channels.get(name) is ch:
                 del self._channels[name]
