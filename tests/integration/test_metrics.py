@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -308,10 +310,44 @@ def test_the_api_key_guards_metrics_without_a_token_of_their_own() -> None:
 def test_metrics_can_be_turned_off() -> None:
     hub = InProcessHub(extra_args=["--no-metrics"]).start()
     try:
+
+        async def use() -> list[Any]:
+            async with await rtkit.aio.connect(hub.url) as client:
+                got: list[Any] = []
+                await client.channel("metrics.off").subscribe(got.append)
+                assert await client.channel("metrics.off").publish(1) == 1
+                await until(lambda: len(got) == 1, "the delivery")
+                return got
+
+        # The hub works as before, without counting.
+        assert [m.data for m in asyncio.run(use())] == [1]
         assert httpx.get(f"{hub.url}/metrics").status_code == 404
         assert httpx.get(f"{hub.url}/healthz").status_code == 200
     finally:
         hub.terminate(timeout=5)
+
+
+def test_without_prometheus_client_metrics_answer_with_the_install_hint() -> None:
+    """prometheus-client is optional (the metrics extra): without it the hub
+    runs, and /metrics says what to install."""
+    script = (
+        "import sys, urllib.request, urllib.error\n"
+        "sys.modules['prometheus_client'] = None  # as if not installed\n"
+        "from rtkit.pytest_plugin import InProcessHub\n"
+        "hub = InProcessHub().start()\n"
+        "try:\n"
+        "    urllib.request.urlopen(hub.url + '/metrics')\n"
+        "except urllib.error.HTTPError as err:\n"
+        "    print(err.code, err.read().decode())\n"
+        "finally:\n"
+        "    hub.terminate(timeout=5)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("501 "), done.stdout
+    assert "pip install 'rtkit[metrics]'" in done.stdout
 
 
 def test_a_short_metrics_token_is_refused() -> None:
