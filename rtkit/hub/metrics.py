@@ -184,6 +184,7 @@ class HubCollector:
 
         yield from self._presence_and_docs()
         yield from self._store_link()
+        yield from self._webhooks()
 
     def _counted(self, stats: HubStats) -> Iterator[Metric]:
         from prometheus_client.core import CounterMetricFamily
@@ -309,6 +310,41 @@ class HubCollector:
             "rtkit_store_feed_messages",
             "Messages read from the shared store's feed",
             link["messages_read"],
+        )
+
+    def _webhooks(self) -> Iterator[Metric]:
+        """The webhook sender's counters, when the hub sends webhooks."""
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        sender = self._hub.webhooks
+        if sender is None:
+            return
+        figures = sender.status()
+        for name, key, doc in (
+            ("rtkit_webhook_events_sent", "sent", "Webhook events the receiver accepted"),
+            ("rtkit_webhook_batches", "batches", "Webhook POSTs the receiver accepted"),
+            (
+                "rtkit_webhook_failed_attempts",
+                "failed_attempts",
+                "Webhook POSTs that failed and were retried",
+            ),
+            (
+                "rtkit_webhook_events_dropped",
+                "dropped",
+                "Webhook events dropped from a full queue or at stop",
+            ),
+            (
+                "rtkit_webhook_events_rejected",
+                "rejected",
+                "Webhook events in batches the receiver refused",
+            ),
+        ):
+            yield CounterMetricFamily(name, doc, value=figures[key])
+        yield GaugeMetricFamily(
+            "rtkit_webhook_queue", "Webhook events waiting to be sent", figures["queued"]
+        )
+        yield GaugeMetricFamily(
+            "rtkit_webhook_in_flight", "Webhook events in the POST under way", figures["in_flight"]
         )
 
 

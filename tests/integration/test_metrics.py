@@ -67,6 +67,17 @@ def exposed_names(text: str) -> set[str]:
     return names
 
 
+def undocumented(text: str) -> list[str]:
+    """The rtkit metrics of a scrape that docs/operations/metrics.md does not name."""
+    page = METRICS_PAGE.read_text()
+    names = [
+        family.name + ("_total" if family.type == "counter" else "")
+        for family in text_string_to_metric_families(text)
+        if family.name.startswith("rtkit_")
+    ]
+    return [name for name in names if f"`{name}`" not in page]
+
+
 def value(samples: Samples, name: str, **labels: str) -> float | None:
     return samples.get((name, frozenset(labels.items())))
 
@@ -265,6 +276,32 @@ async def test_a_store_that_queues_appends_is_timed(tmp_path: Path) -> None:
         hub.terminate(timeout=5)
 
 
+async def test_webhook_counters_are_exposed() -> None:
+    from .test_webhooks import WEBHOOK_SECRET, Receiver
+
+    receiver = await Receiver().start()
+    hub = InProcessHub(
+        extra_args=["--webhook", receiver.url, "--webhook-secret", WEBHOOK_SECRET]
+    ).start()
+    try:
+        assert value(await asyncio.to_thread(scrape, hub.url), "rtkit_webhook_queue") == 0
+        async with await rtkit.aio.connect(hub.url) as client:
+            await client.channel("metrics.hooked").subscribe(lambda message: None)
+            events = await receiver.wait_for(1)  # channel.occupied
+            await until(
+                lambda: value(scrape(hub.url), "rtkit_webhook_events_sent_total") == len(events),
+                "the sender to count what it sent",
+            )
+        samples = await asyncio.to_thread(scrape, hub.url)
+        assert value(samples, "rtkit_webhook_batches_total") == len(receiver.bodies)
+        assert value(samples, "rtkit_webhook_events_dropped_total") == 0
+        missing = undocumented(await asyncio.to_thread(metrics_text, hub.url))
+        assert not missing, f"docs/operations/metrics.md does not name {missing}"
+    finally:
+        hub.terminate(timeout=5)
+        await receiver.stop()
+
+
 def test_two_hubs_in_one_process_count_apart() -> None:
     one, two = InProcessHub().start(), InProcessHub().start()
     try:
@@ -435,14 +472,8 @@ async def test_every_metric_of_the_dashboard_exists_and_is_documented(
     missing = sorted(_dashboard_metric_names() - exposed)
     assert not missing, f"the dashboard queries metrics the hub does not expose: {missing}"
     # And the operations page names every one of them.
-    page = METRICS_PAGE.read_text()
-    undocumented = [
-        family.name + ("_total" if family.type == "counter" else "")
-        for family in text_string_to_metric_families(families)
-        if family.name.startswith("rtkit_")
-        and f"`{family.name}{'_total' if family.type == 'counter' else ''}`" not in page
-    ]
-    assert not undocumented, f"docs/operations/metrics.md does not name {undocumented}"
+    missing_docs = undocumented(families)
+    assert not missing_docs, f"docs/operations/metrics.md does not name {missing_docs}"
 
 
 def test_dashboard_is_importable_json() -> None:
