@@ -110,6 +110,26 @@ def build_parser() -> argparse.ArgumentParser:
         "(X-API-Key header) [env RTKIT_API_KEY]",
     )
     hub.add_argument(
+        "--metrics-token",
+        default=os.environ.get("RTKIT_METRICS_TOKEN"),
+        help="token Prometheus sends as 'Authorization: Bearer' to read /metrics; without "
+        "it /metrics asks for the API key if there is one, else it is open "
+        "[env RTKIT_METRICS_TOKEN]",
+    )
+    hub.add_argument(
+        "--no-metrics",
+        dest="metrics",
+        action="store_false",
+        help="serve no /metrics and skip the per-request counting behind it",
+    )
+    hub.add_argument(
+        "--metrics-top-channels",
+        type=int,
+        default=hub_default("metrics_top_channels"),
+        help="channels and shared documents with series of their own in /metrics "
+        "(the busiest), so their number stays bounded",
+    )
+    hub.add_argument(
         "--server",
         choices=SERVERS,
         default="aiohttp",
@@ -589,6 +609,9 @@ def hub_config(args: argparse.Namespace) -> HubConfig:
         secret=args.secret,
         allow_anonymous=args.allow_anonymous,
         api_key=args.api_key or None,
+        metrics=args.metrics,
+        metrics_token=args.metrics_token or None,
+        metrics_top_channels=args.metrics_top_channels,
         limits=limits,
         ping_interval=args.ping_interval,
         ping_timeout=args.ping_timeout,

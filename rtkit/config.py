@@ -186,6 +186,13 @@ class HubConfig:
     allow_anonymous: bool = False
     # The HTTP API's key for services (full rights); never shown in a repr.
     api_key: str | None = field(default=None, repr=False)
+    # Prometheus metrics at /metrics (rtkit.hub.metrics); off, the hub also
+    # skips its per-request counting. The token (else the API key) is asked
+    # for as "Authorization: Bearer"; with neither, /metrics is open.
+    metrics: bool = True
+    metrics_token: str | None = field(default=None, repr=False)
+    # Channels and documents with series of their own (the busiest).
+    metrics_top_channels: int = 20
     limits: Limits = field(default_factory=Limits)
     # Engine.IO heartbeat: a silent client is dropped after interval + timeout.
     ping_interval: float = 25.0
@@ -256,6 +263,13 @@ class HubConfig:
                 f"the API key must be at least {MIN_API_KEY_CHARS} characters; make one "
                 "with: python -c 'import secrets; print(secrets.token_urlsafe(32))'"
             )
+        if self.metrics_token is not None and len(self.metrics_token) < MIN_API_KEY_CHARS:
+            raise ConfigurationError(
+                f"the metrics token must be at least {MIN_API_KEY_CHARS} characters; make one "
+                "with: python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+            )
+        if self.metrics_top_channels < 0:
+            raise ConfigurationError("metrics_top_channels must be >= 0")
         if self.allow_anonymous and not is_loopback(self.host):
             raise ConfigurationError(
                 f"--allow-anonymous is only allowed on a loopback address, not {self.host!r}; "

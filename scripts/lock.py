@@ -33,7 +33,7 @@ from packaging.version import Version
 
 ROOT = Path(__file__).resolve().parents[1]
 CONSTRAINTS = ROOT / "constraints.txt"
-USER_EXTRAS = ("redis", "pandas", "widgets", "jupyter", "record", "mqtt", "nats")
+USER_EXTRAS = ("redis", "pandas", "widgets", "jupyter", "record", "mqtt", "nats", "metrics")
 HEADER = """\
 # The versions `make test` installs (pip install -c constraints.txt -e '.[dev]'),
 # resolved on Python {python} by `make lock` (scripts/lock.py write).

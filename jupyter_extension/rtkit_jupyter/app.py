@@ -36,6 +36,7 @@ from rtkit.config import (
 from rtkit.errors import ConfigurationError, Unauthorized
 from rtkit.hub import Hub
 from rtkit.hub.http_api import HttpApi
+from rtkit.hub.metrics import MetricsEndpoint
 from rtkit.storage.base import Retention, Store
 from rtkit.storage.url import redact_url, store_from_url
 
@@ -48,7 +49,13 @@ from ._auth import (
     server_user,
 )
 from ._bridges import ServerBridges
-from ._handlers import HttpApiHandler, KernelTokenHandler, StatusHandler, socket_handler
+from ._handlers import (
+    HttpApiHandler,
+    KernelTokenHandler,
+    MetricsHandler,
+    StatusHandler,
+    socket_handler,
+)
 
 if TYPE_CHECKING:
     from jupyter_server.serverapp import ServerApp
@@ -213,6 +220,19 @@ class RtkitExtension(ExtensionApp):
         config=True,
         help="permessage-deflate on the hub's websockets (costs fan-out throughput).",
     )
+    metrics = Bool(
+        hub_default("metrics"),
+        config=True,
+        help="""Serve the hub's Prometheus metrics at {base_url}rtkit/metrics (behind
+        Jupyter's login, like the status API). Off, the hub also skips the
+        per-request counting behind them.""",
+    )
+    metrics_top_channels = Int(
+        hub_default("metrics_top_channels"),
+        config=True,
+        help="Channels and shared documents with series of their own in the metrics "
+        "(the busiest), so their number stays bounded.",
+    )
     kernel_env = Bool(
         True,
         config=True,
@@ -359,6 +379,8 @@ class RtkitExtension(ExtensionApp):
             check_origin=False,
             api_key=self.api_key or None,
             webhooks=self._webhooks(),
+            metrics=self.metrics,
+            metrics_top_channels=self.metrics_top_channels,
             bridge_channel=self.bridge_channel or None,
         )
         self.server_bridges = ServerBridges(
@@ -382,6 +404,18 @@ class RtkitExtension(ExtensionApp):
                     socket_handler(self.hub, self.kernel_tokens, direct_writes=self.direct_writes),
                 ),
                 (rf"/{HUB_PATH}/api/status", StatusHandler, {"app": self}),
+                *(
+                    [
+                        (
+                            rf"/{HUB_PATH}/metrics",
+                            MetricsHandler,
+                            # Jupyter's login is the check: no token of its own.
+                            {"endpoint": MetricsEndpoint(self.hub, check_token=False)},
+                        )
+                    ]
+                    if self.metrics
+                    else []
+                ),
                 (
                     rf"/{HUB_PATH}/{KERNEL_TOKEN_PATH}",
                     KernelTokenHandler,

@@ -90,6 +90,11 @@ class ChannelAnalytics:
         if user in publishers or len(publishers) < MAX_PUBLISHERS:
             publishers[user] = now
 
+    def counts(self) -> dict[str, tuple[int, int]]:
+        """``{channel: (messages, bytes)}`` published through this hub since
+        the channel entered the table (for the Prometheus metrics)."""
+        return {name: (stats.messages, stats.bytes) for name, stats in self._stats.items()}
+
     def sample(self) -> None:
         """Take one sample of every channel: called about once a second."""
         now = self._clock()
