@@ -92,6 +92,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="key that signs tokens (mint them with 'rtkit token') [env RTKIT_SECRET]",
     )
     hub.add_argument(
+        "--bridge-channel",
+        default=hub_default("bridge_channel"),
+        metavar="CHANNEL",
+        help="the channel bridges announce themselves on (their states on CHANNEL.<name>), "
+        "listed by the status API; '' lists none",
+    )
+    hub.add_argument(
         "--allow-anonymous",
         action="store_true",
         help="let anyone connect without a token (loopback addresses only)",
@@ -101,6 +108,26 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get("RTKIT_API_KEY"),
         help="key for services calling the HTTP API at /api/ with full rights "
         "(X-API-Key header) [env RTKIT_API_KEY]",
+    )
+    hub.add_argument(
+        "--metrics-token",
+        default=os.environ.get("RTKIT_METRICS_TOKEN"),
+        help="token Prometheus sends as 'Authorization: Bearer' to read /metrics; without "
+        "it /metrics asks for the API key if there is one, else it is open "
+        "[env RTKIT_METRICS_TOKEN]",
+    )
+    hub.add_argument(
+        "--no-metrics",
+        dest="metrics",
+        action="store_false",
+        help="serve no /metrics and skip the per-request counting behind it",
+    )
+    hub.add_argument(
+        "--metrics-top-channels",
+        type=int,
+        default=hub_default("metrics_top_channels"),
+        help="channels and shared documents with series of their own in /metrics "
+        "(the busiest), so their number stays bounded",
     )
     hub.add_argument(
         "--server",
@@ -583,6 +610,9 @@ def hub_config(args: argparse.Namespace) -> HubConfig:
         secret=args.secret,
         allow_anonymous=args.allow_anonymous,
         api_key=args.api_key or None,
+        metrics=args.metrics,
+        metrics_token=args.metrics_token or None,
+        metrics_top_channels=args.metrics_top_channels,
         limits=limits,
         ping_interval=args.ping_interval,
         ping_timeout=args.ping_timeout,
@@ -594,6 +624,7 @@ def hub_config(args: argparse.Namespace) -> HubConfig:
         max_pending_per_address=args.max_pending_per_address,
         trusted_proxies=tuple(args.trusted_proxy or ()),
         webhooks=_webhooks(args),
+        bridge_channel=args.bridge_channel or None,
     )
 
 

@@ -14,10 +14,14 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .errors import ConfigurationError
+from .protocol import CHANNEL_NAME_RE
 
 DEFAULT_PORT = 8765
 DEFAULT_STORE = "memory://"
 MIN_SECRET_BYTES = 32  # RFC 7518 section 3.2: an HS256 key as long as the hash
+# Bridges report their state as messages on "<this>.<bridge name>" and
+# announce themselves on "<this>" (rtkit.bridges._report, rtkit.hub.bridges).
+DEFAULT_BRIDGE_CHANNEL = "bridges"
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +186,13 @@ class HubConfig:
     allow_anonymous: bool = False
     # The HTTP API's key for services (full rights); never shown in a repr.
     api_key: str | None = field(default=None, repr=False)
+    # Prometheus metrics at /metrics (rtkit.hub.metrics); off, the hub also
+    # skips its per-request counting. The token (else the API key) is asked
+    # for as "Authorization: Bearer"; with neither, /metrics is open.
+    metrics: bool = True
+    metrics_token: str | None = field(default=None, repr=False)
+    # Channels and documents with series of their own (the busiest).
+    metrics_top_channels: int = 20
     limits: Limits = field(default_factory=Limits)
     # Engine.IO heartbeat: a silent client is dropped after interval + timeout.
     ping_interval: float = 25.0
@@ -225,6 +236,9 @@ class HubConfig:
     trusted_proxies: tuple[str, ...] = ()
     # Lifecycle webhooks (rtkit.hub.webhooks); None: none are sent.
     webhooks: Webhooks | None = None
+    # The channel bridges announce themselves on (their states are on
+    # "<it>.<bridge name>"); status() lists them. None: no bridges listed.
+    bridge_channel: str | None = DEFAULT_BRIDGE_CHANNEL
 
     @property
     def presence_expiry(self) -> float:
@@ -249,6 +263,13 @@ class HubConfig:
                 f"the API key must be at least {MIN_API_KEY_CHARS} characters; make one "
                 "with: python -c 'import secrets; print(secrets.token_urlsafe(32))'"
             )
+        if self.metrics_token is not None and len(self.metrics_token) < MIN_API_KEY_CHARS:
+            raise ConfigurationError(
+                f"the metrics token must be at least {MIN_API_KEY_CHARS} characters; make one "
+                "with: python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+            )
+        if self.metrics_top_channels < 0:
+            raise ConfigurationError("metrics_top_channels must be >= 0")
         if self.allow_anonymous and not is_loopback(self.host):
             raise ConfigurationError(
                 f"--allow-anonymous is only allowed on a loopback address, not {self.host!r}; "
@@ -263,6 +284,12 @@ class HubConfig:
         if self.connect_timeout <= 0 or self.max_pending_per_address < 0:
             raise ConfigurationError(
                 "connect_timeout must be positive and max_pending_per_address >= 0"
+            )
+        if self.bridge_channel is not None and not CHANNEL_NAME_RE.fullmatch(
+            f"{self.bridge_channel}.x"
+        ):
+            raise ConfigurationError(
+                f"bridge_channel must be a channel name, got {self.bridge_channel!r}"
             )
 
 

@@ -110,6 +110,7 @@ class HubProcess:
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **(self.env or {})}
         env.pop("RTKIT_SECRET", None)
         env.pop("RTKIT_API_KEY", None)  # a hub has an API key only when told
+        env.pop("RTKIT_METRICS_TOKEN", None)
         self.proc = start_group(
             self.command(), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )
@@ -201,6 +202,8 @@ class InProcessHub:
             args.secret = self.secret
         if "--api-key" not in self.extra_args:
             args.api_key = None  # as $RTKIT_API_KEY is dropped for a HubProcess
+        if "--metrics-token" not in self.extra_args:
+            args.metrics_token = None
         return hub_config(args)
 
     def start(self, timeout: float = READY_TIMEOUT) -> InProcessHub:

@@ -114,13 +114,22 @@ def render(status: Mapping[str, Any], *, url: str, width: int = 100, height: int
     cluster = status.get("cluster")
     if cluster is not None:
         lines.append("cluster " + "  ".join(f"{k} {v}" for k, v in sorted(cluster.items())))
+    hooks = status.get("webhooks")
+    if hooks:
+        lines.append(
+            f"webhooks sent {hooks.get('sent', 0):,}  queued {hooks.get('queued', 0):,}  "
+            f"failed attempts {hooks.get('failed_attempts', 0):,}  "
+            f"dropped {hooks.get('dropped', 0):,}"
+            + (f"  last error: {hooks['last_error']}" if hooks.get("last_error") else "")
+        )
     lines.append("")
 
     users: dict[str, int] = status.get("connections_by_user", {})
     shown_users = list(users.items())[:5]
     shown_slow = slow["queued"][:5]
     # What is left for channels once the fixed parts are drawn.
-    room = max(3, height - len(lines) - 6 - len(shown_users) - len(shown_slow))
+    shown_bridges = min(len(status.get("bridges") or {}), 8)
+    room = max(3, height - len(lines) - 8 - len(shown_users) - len(shown_slow) - shown_bridges)
     name_width = max(12, min(40, width - 58))
     lines.append(
         f"{'CHANNEL':<{name_width}} {'MSG/S':>9} {'KB/S':>8} {'SUBS':>6} {'PUBS':>5} "
@@ -144,6 +153,17 @@ def render(status: Mapping[str, Any], *, url: str, width: int = 100, height: int
     lines.append(f"{'USER':<{name_width}} {'CONNECTIONS':>11}")
     for user, count in shown_users:
         lines.append(f"{user:<{name_width}} {count:>11,}")
+    bridges: dict[str, dict[str, Any]] = status.get("bridges") or {}
+    if bridges:
+        lines.append("")
+        lines.append(f"{'BRIDGE':<{name_width}} {'STATE':<12} {'LAG':>8} {'ERRORS':>6}  POSITION")
+        for name, b in sorted(bridges.items())[:8]:
+            lag = b.get("lag")
+            lines.append(
+                f"{name:<{name_width}} {b.get('status', '?'):<12} "
+                f"{'-' if lag is None else lag:>8} {b.get('errors', 0):>6}  "
+                f"{b.get('last_position') or '-'}"
+            )
     if shown_slow:
         lines.append("")
         lines.append(f"{'FALLING BEHIND':<{name_width}} {'USER':<16} {'PACKETS':>8} {'KB':>8}")

@@ -41,6 +41,7 @@ USER_EXTRAS = (
     "record",
     "mqtt",
     "nats",
+    "metrics",
     "amqp",
     "postgres",
 )

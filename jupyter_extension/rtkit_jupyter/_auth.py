@@ -145,9 +145,17 @@ class KernelTokens:
         # the number of kernels ended within one ttl.
         self._revoked: dict[str, float] = {}
 
-    def mint(self, identity: Identity, *, now: float | None = None, line: str = "") -> str:
+    def mint(
+        self,
+        identity: Identity,
+        *,
+        now: float | None = None,
+        line: str = "",
+        ttl: float | None = None,
+    ) -> str:
         """A kernel token for ``identity``; ``line``: the line of the token it
-        renews (none: the first of a new line)."""
+        renews (none: the first of a new line); ``ttl``: its lifetime in
+        seconds (default: the kernel token lifetime)."""
         issued = int(now if now is not None else time.time())
         token_id = uuid.uuid4().hex
         claims: dict[str, Any] = {
@@ -156,7 +164,7 @@ class KernelTokens:
             "color": identity.color,
             "initials": identity.extra.get("initials"),
             "iat": issued,
-            "exp": issued + int(self.ttl),
+            "exp": issued + int(self.ttl if ttl is None else ttl),
             "jti": token_id,
             "line": line or token_id,
             "kind": _KIND,

@@ -1,5 +1,5 @@
-"""The extension's tornado handlers: the hub's Socket.IO endpoint and the
-status API, both behind Jupyter's authentication."""
+"""The extension's tornado handlers: the hub's Socket.IO endpoint, the
+status API, the HTTP API and the metrics, all behind Jupyter's authentication."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from rtkit.hosts.tornado import HttpApiHandler as TornadoHttpApiHandler
 from rtkit.hosts.tornado import socketio_handler
 from rtkit.hub import Hub, Identity
 from rtkit.hub.http_api import Caller, HttpApi, HttpResponse
+from rtkit.hub.metrics import MetricsEndpoint
 from rtkit.hub.transport.jupyter_handler import authenticate_by_header_token
 
 from ._auth import AUTH_RESOURCE, IDENTITY_KEY, KernelTokens, identity_for, rtkit_authorized
@@ -198,6 +199,26 @@ class StatusHandler(APIHandler):
         self.set_header("Content-Type", "application/json")
         self.set_header("Cache-Control", "no-store")
         self.finish(json.dumps(await self.rtkit_app.status()))
+
+
+class MetricsHandler(APIHandler):
+    """``GET {base_url}rtkit/metrics``: the hub's Prometheus metrics, behind
+    Jupyter's login like the status API (Prometheus sends the server's token
+    as ``Authorization: token <token>``)."""
+
+    auth_resource = AUTH_RESOURCE
+
+    def initialize(self, endpoint: MetricsEndpoint) -> None:
+        self.endpoint = endpoint
+
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        answer = self.endpoint.handle({k.lower(): v for k, v in self.request.headers.items()})
+        self.set_status(answer.status)
+        for name, value in answer.headers.items():
+            self.set_header(name, value)
+        self.finish(answer.body)
 
 
 @web.stream_request_body

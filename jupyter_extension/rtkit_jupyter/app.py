@@ -21,13 +21,22 @@ from urllib.parse import parse_qsl, urlencode
 from jupyter_server.auth.identity import User
 from jupyter_server.base.call_context import CallContext
 from jupyter_server.extension.application import ExtensionApp
-from traitlets import Bool, Float, Int, Unicode
+from traitlets import Bool, Dict, Float, Int, List, Unicode, Union
 
 from rtkit import __version__
-from rtkit.config import DEFAULT_LIMITS, HubConfig, Limits, Webhooks, hub_default, webhook_default
+from rtkit.config import (
+    DEFAULT_BRIDGE_CHANNEL,
+    DEFAULT_LIMITS,
+    HubConfig,
+    Limits,
+    Webhooks,
+    hub_default,
+    webhook_default,
+)
 from rtkit.errors import ConfigurationError, Unauthorized
 from rtkit.hub import Hub
 from rtkit.hub.http_api import HttpApi
+from rtkit.hub.metrics import MetricsEndpoint
 from rtkit.storage.base import Retention, Store
 from rtkit.storage.url import redact_url, store_from_url
 
@@ -39,7 +48,14 @@ from ._auth import (
     rtkit_authorized,
     server_user,
 )
-from ._handlers import HttpApiHandler, KernelTokenHandler, StatusHandler, socket_handler
+from ._bridges import ServerBridges
+from ._handlers import (
+    HttpApiHandler,
+    KernelTokenHandler,
+    MetricsHandler,
+    StatusHandler,
+    socket_handler,
+)
 
 if TYPE_CHECKING:
     from jupyter_server.serverapp import ServerApp
@@ -204,6 +220,19 @@ class RtkitExtension(ExtensionApp):
         config=True,
         help="permessage-deflate on the hub's websockets (costs fan-out throughput).",
     )
+    metrics = Bool(
+        hub_default("metrics"),
+        config=True,
+        help="""Serve the hub's Prometheus metrics at {base_url}rtkit/metrics (behind
+        Jupyter's login, like the status API). Off, the hub also skips the
+        per-request counting behind them.""",
+    )
+    metrics_top_channels = Int(
+        hub_default("metrics_top_channels"),
+        config=True,
+        help="Channels and shared documents with series of their own in the metrics "
+        "(the busiest), so their number stays bounded.",
+    )
     kernel_env = Bool(
         True,
         config=True,
@@ -283,6 +312,25 @@ class RtkitExtension(ExtensionApp):
         config=True,
         help="Longest wait between retries of a failed webhook POST (the wait doubles).",
     )
+    bridges = List(
+        Union([Unicode(), Dict()]),
+        default_value=[],
+        config=True,
+        help="""Bridges this server runs into its own hub, each written as the
+        arguments of `rtkit bridge` ("mqtt --host broker --map 'sensors/+/temp=sensors.{1}'")
+        or as a dict of the same options ({"kind": "mqtt", "host": "broker", "map":
+        ["sensors/+/temp=sensors.{1}"]}; a list repeats its option). Each connects
+        with a token the server mints and reports its state on
+        bridge_channel.<name>; give bridges of the same kind a "name" each. A
+        bridge that fails is logged and shown in the status; the server goes on.""",
+    )
+    bridge_channel = Unicode(
+        DEFAULT_BRIDGE_CHANNEL,
+        config=True,
+        help="""The channel bridges announce themselves on (their states on
+        <it>.<name>): the status lists them, StatusBadge(bridges=True) shows them.
+        Empty: no bridge listed or reported.""",
+    )
 
     # The SQLite store's lock file, held while this server runs.
     _lock: IO[str] | None = None
@@ -331,6 +379,12 @@ class RtkitExtension(ExtensionApp):
             check_origin=False,
             api_key=self.api_key or None,
             webhooks=self._webhooks(),
+            metrics=self.metrics,
+            metrics_top_channels=self.metrics_top_channels,
+            bridge_channel=self.bridge_channel or None,
+        )
+        self.server_bridges = ServerBridges(
+            self.bridges, self.log, report_channel=self.bridge_channel or None
         )
         self.hub = Hub(
             self.hub_config,
@@ -350,6 +404,18 @@ class RtkitExtension(ExtensionApp):
                     socket_handler(self.hub, self.kernel_tokens, direct_writes=self.direct_writes),
                 ),
                 (rf"/{HUB_PATH}/api/status", StatusHandler, {"app": self}),
+                *(
+                    [
+                        (
+                            rf"/{HUB_PATH}/metrics",
+                            MetricsHandler,
+                            # Jupyter's login is the check: no token of its own.
+                            {"endpoint": MetricsEndpoint(self.hub, check_token=False)},
+                        )
+                    ]
+                    if self.metrics
+                    else []
+                ),
                 (
                     rf"/{HUB_PATH}/{KERNEL_TOKEN_PATH}",
                     KernelTokenHandler,
@@ -385,8 +451,29 @@ class RtkitExtension(ExtensionApp):
             HUB_PATH,
             redact_url(self.hub.store.url),
         )
+        if self.bridges:
+            self._start_bridges()
+
+    def _start_bridges(self) -> None:
+        if self._server.sock and not self.kernel_url:
+            self.log.error(
+                "rtkit: the server listens on a unix socket; its bridges cannot reach the "
+                "hub unless c.RtkitExtension.kernel_url is set. No bridge started."
+            )
+            return
+        self.server_bridges.start(self.hub_url(), self._bridge_token)
+
+    def _bridge_token(self, name: str, ttl: float) -> str:
+        """A token for the bridge ``name``: user ``bridge.<name>``, every channel."""
+        identity = identity_for(f"bridge.{name}", name=f"bridge {name}", kind="bridge")
+        return self.kernel_tokens.mint(identity, ttl=ttl)
 
     async def stop_extension(self) -> None:
+        try:
+            # Bridges first: their last publishes and reports need the hub.
+            await self.server_bridges.stop(self.stop_timeout)
+        except Exception:  # stopping goes on whatever a bridge does
+            self.log.exception("rtkit: stopping the bridges failed")
         try:
             await asyncio.wait_for(
                 self.hub.stop(drain_timeout=self.stop_timeout), self.stop_timeout * 2
@@ -431,6 +518,7 @@ class RtkitExtension(ExtensionApp):
     async def status(self) -> dict[str, Any]:
         """The hub's status plus where its Socket.IO endpoint lives."""
         status = await self.hub.status()
+        status["bridges"] = self.server_bridges.status(status["bridges"])
         status["socketio_path"] = f"{self._server.base_url}{HUB_PATH}/socket.io/"
         return status
 

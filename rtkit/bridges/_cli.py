@@ -8,15 +8,19 @@ import asyncio
 import contextlib
 import logging
 import os
+import shlex
 import sys
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, NoReturn
 
 import orjson
 
+from ..config import DEFAULT_BRIDGE_CHANNEL
 from ..errors import ConfigurationError
 from ._core import Bridge, Source, TopicMap
+from ._report import REPORT_EVERY
 
-__all__ = ["add_parser", "run"]
+__all__ = ["add_parser", "bridge_from_args", "parse_bridge", "run"]
 
 log = logging.getLogger("rtkit.bridge")
 
@@ -114,7 +118,8 @@ def add_parser(sub: Any) -> None:
     postgres.add_argument(
         "--name",
         default=None,
-        help="the outbox bridge's name, keying its position (default outbox:TABLE)",
+        help="names the bridge in the hub's status (STATUS_CHANNEL.NAME) and keys an outbox "
+        "bridge's position (default: postgres in the status, outbox:TABLE for the position)",
     )
     postgres.add_argument(
         "--notify", default=None, help="the outbox's NOTIFY channel (default: the table name)"
@@ -192,7 +197,9 @@ def add_parser(sub: Any) -> None:
     sse.add_argument(
         "--name",
         default=None,
-        help="names the stream in publish ids and the state file (default: a digest of the URL)",
+        help="names the bridge in the hub's status (STATUS_CHANNEL.NAME), and the stream in "
+        "publish ids and the state file (default: sse in the status, a digest of the URL "
+        "in ids)",
     )
     for p in (mqtt, nats, redis, amqp, postgres, websocket, sse):
         p.add_argument(
@@ -218,6 +225,28 @@ def add_parser(sub: Any) -> None:
             type=float,
             default=30.0,
             help="log the bridge's state every this many seconds (0: never)",
+        )
+        if p not in (sse, postgres):  # their --name names the bridge too
+            p.add_argument(
+                "--name",
+                default=None,
+                help="the bridge's name in the hub's status (default: the source's kind: "
+                "mqtt, nats, nats-core, redis, amqp, websocket); its state goes to the channel "
+                "STATUS_CHANNEL.NAME",
+            )
+        p.add_argument(
+            "--status-channel",
+            default=DEFAULT_BRIDGE_CHANNEL,
+            help="where the bridge reports its state for the hub's status and badges "
+            "(STATUS_CHANNEL.NAME, announced on STATUS_CHANNEL); '' reports nothing",
+        )
+        p.add_argument(
+            "--status-every",
+            type=float,
+            default=REPORT_EVERY,
+            metavar="SECONDS",
+            help="report the state at least this often (and on change, once a second at "
+            "most); the hub shows a bridge silent for 3 times this long as stale",
         )
 
 
@@ -330,13 +359,85 @@ def _headers(specs: list[str], env_specs: list[str]) -> dict[str, str]:
     return headers
 
 
+class _RefusingParser(argparse.ArgumentParser):
+    """Raises ConfigurationError where argparse would print and exit: a
+    bridge configured inside a server must not end the server."""
+
+    def error(self, message: str) -> NoReturn:
+        raise ConfigurationError(f"{self.prog}: {message}")
+
+    def print_help(self, file: Any = None) -> None:
+        pass  # --help: refused by exit() below, with nothing printed
+
+    def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
+        raise ConfigurationError(message or f"{self.prog}: asked to exit (--help?)")
+
+
+def parse_bridge(spec: str | Mapping[str, Any]) -> argparse.Namespace:
+    """The arguments of one bridge, described as ``rtkit bridge`` arguments
+    (``"mqtt --port 1883 --map 'sensors/#'"``) or as a mapping of the same
+    options (``{"kind": "mqtt", "port": 1883, "map": ["sensors/#"]}``: a
+    list repeats its option, True is a switch, ``source_url`` the websocket
+    or SSE URL); ConfigurationError when they are wrong."""
+    if isinstance(spec, str):
+        try:
+            argv = shlex.split(spec)
+        except ValueError as exc:
+            raise ConfigurationError(f"bridge {spec!r}: {exc}") from None
+        if argv[:2] == ["rtkit", "bridge"]:
+            argv = argv[2:]
+        elif argv[:1] == ["bridge"]:
+            argv = argv[1:]
+    elif isinstance(spec, Mapping):
+        options = dict(spec)
+        kind = options.pop("kind", None)
+        if not isinstance(kind, str):
+            raise ConfigurationError(
+                f"a bridge mapping needs 'kind' (the source: mqtt, nats...): {spec!r}"
+            )
+        argv = [kind]
+        # The websocket and SSE sources' URL is positional (--url is the hub's).
+        if (source_url := options.pop("source_url", None)) is not None:
+            argv.append(str(source_url))
+        for key, value in options.items():
+            flag = "--" + str(key).replace("_", "-")
+            for one in value if isinstance(value, list | tuple) else [value]:
+                if one is True:  # a switch
+                    argv.append(flag)
+                elif one is not None and one is not False:
+                    argv += [flag, str(one)]
+    else:
+        raise ConfigurationError(
+            f"a bridge is a string of 'rtkit bridge' arguments or a mapping, not {spec!r}"
+        )
+    parser = _RefusingParser(prog="rtkit")
+    add_parser(parser.add_subparsers(dest="command", required=True))
+    return parser.parse_args(["bridge", *argv])
+
+
+def bridge_from_args(
+    args: argparse.Namespace, source: Source | None = None, **kwargs: Any
+) -> Bridge:
+    """The bridge an ``rtkit bridge ...`` command line describes (with
+    ``source`` if already built from it); ``kwargs`` go to :class:`Bridge`
+    and win over the arguments."""
+    options: dict[str, Any] = {
+        "url": args.url,
+        "token": args.token,
+        "transform": args.transform,
+        "name": args.name,
+        "report_channel": args.status_channel or None,
+        "report_every": args.status_every,
+    }
+    options.update(kwargs)
+    return Bridge(source or source_from_args(args), **options)
+
+
 async def run(args: argparse.Namespace) -> int:
     """Run the bridge a parsed ``rtkit bridge`` command line describes."""
     if "" not in sys.path and os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())  # so --transform finds the user's module
-    bridge = Bridge(
-        source_from_args(args), url=args.url, token=args.token, transform=args.transform
-    )
+    bridge = bridge_from_args(args)
     log.info("bridge %s: starting", args.source)
 
     async def report() -> None:

@@ -14,7 +14,9 @@ async client:
   a duplicate on the hub and stored once; the bridge commits a position back
   to its source only once the hub acked it and everything before it;
 - source and hub away: the bridge reconnects with backoff, the client queues
-  (bounded) meanwhile, and :class:`BridgeState` says what is going on.
+  (bounded) meanwhile, and :class:`BridgeState` says what is going on;
+- the state is also published to the hub (``bridges.<name>``, see
+  :mod:`rtkit.bridges._report`), where the status API and badge show it.
 """
 
 from __future__ import annotations
@@ -39,8 +41,10 @@ from typing import Any, Protocol
 import orjson
 
 from ..client._backoff import Backoff
+from ..config import DEFAULT_BRIDGE_CHANNEL
 from ..errors import ClientClosed, ConfigurationError, OfflineQueueFull, RtkitError
 from ..protocol import CHANNEL_NAME_RE
+from ._report import REPORT_EVERY, StateReporter
 
 __all__ = [
     "Bridge",
@@ -378,6 +382,11 @@ class Bridge:
     without them it connects where ``rtkit.connect()`` would:
     ``RTKIT_URL`` and ``RTKIT_TOKEN``).
 
+    ``name`` (default: the source's kind) names the bridge in its state
+    reports, published on ``<report_channel>.<name>`` every
+    ``report_every`` seconds and on change (``report_channel=None``: no
+    reports); the hub's status and ``StatusBadge(bridges=True)`` show them.
+
     >>> bridge = Bridge(MqttSource("127.0.0.1", topics=TopicMap(
     ...     [("sensors/+/temp", "sensors.{1}.temp")])), url="http://127.0.0.1:8765")
     >>> task = asyncio.create_task(bridge.run())
@@ -394,9 +403,18 @@ class Bridge:
         transform: Transform | str | None = None,
         backoff: Backoff | None = None,
         max_pending: int = 10_000,
+        name: str | None = None,
+        report_channel: str | None = DEFAULT_BRIDGE_CHANNEL,
+        report_every: float = REPORT_EVERY,
     ) -> None:
         self.source = source
         self.state = BridgeState(source.kind)
+        self.name = name or source.kind
+        self._reporter = (
+            StateReporter(self.name, self.state, channel=report_channel, every=report_every)
+            if report_channel is not None
+            else None
+        )
         self._client = client
         self._own_client = client is None
         self._url = url
@@ -422,6 +440,7 @@ class Bridge:
             async with asyncio.TaskGroup() as tg:
                 committer = tg.create_task(self._committer())
                 reader = tg.create_task(self._read_loop(client))
+                reporter = tg.create_task(self._reporter.run(client)) if self._reporter else None
                 await self._stop.wait()
                 committer.cancel()
                 # The reader reads no more but keeps the source open while
@@ -432,8 +451,12 @@ class Bridge:
                         await client.flush()
                 await self._commit()
                 reader.cancel()
+                if reporter is not None:
+                    reporter.cancel()
         finally:
             await self._commit()
+            if self._reporter is not None:
+                await self._reporter.final(client)
             if self._own_client:
                 await client.close()
 

@@ -18,12 +18,14 @@ from aiohttp import web
 from ..config import HubConfig
 from ..hub import Hub
 from ..hub.http_api import HttpApi, HttpRequest
+from ..hub.metrics import MetricsEndpoint
 from ..hub.transport.aiohttp_websocket import install_websocket
 from . import freeze_startup_objects
 
 
 def create_app(hub: Hub) -> web.Application:
-    """An aiohttp app serving the hub at /socket.io/ plus /healthz and /readyz."""
+    """An aiohttp app serving the hub at /socket.io/ plus /healthz, /readyz,
+    the HTTP API at /api/ and (unless turned off) /metrics."""
     install_websocket(hub.sio, compress=hub.config.websocket_compression)
     app = web.Application()
     hub.sio.attach(app, socketio_path="socket.io")
@@ -61,6 +63,13 @@ def create_app(hub: Hub) -> web.Application:
     app.router.add_route("*", "/api/{tail:.*}", http_api)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    if hub.config.metrics:
+        endpoint = MetricsEndpoint(hub)
+
+        async def metrics(request: web.Request) -> web.Response:
+            return _response(endpoint.handle({k.lower(): v for k, v in request.headers.items()}))
+
+        app.router.add_get("/metrics", metrics)
 
     async def lifecycle(app: web.Application) -> Any:
         await hub.start()

@@ -13,6 +13,7 @@ import uvicorn  # optional: the CLI turns its absence into an install hint
 from ..config import HubConfig
 from ..hub import Hub
 from ..hub.http_api import HttpApi, HttpRequest, HttpResponse
+from ..hub.metrics import MetricsEndpoint
 from . import freeze_startup_objects
 
 
@@ -39,6 +40,7 @@ async def _send(send: Any, answer: HttpResponse) -> None:
 
 def create_app(hub: Hub) -> Any:
     api = HttpApi(hub)
+    metrics = MetricsEndpoint(hub) if hub.config.metrics else None
 
     async def http_api(scope: dict[str, Any], receive: Any) -> HttpResponse:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
@@ -67,6 +69,12 @@ def create_app(hub: Hub) -> Any:
                     return
         if scope["type"] == "http" and isinstance(path, str) and path.startswith("/api/"):
             await _send(send, await http_api(scope, receive))
+            return
+        if scope["type"] == "http" and path == "/metrics" and metrics is not None:
+            headers = {
+                k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]
+            }
+            await _send(send, metrics.handle(headers))
             return
         if path in {"/healthz", "/readyz"}:
             ok = path == "/healthz" or hub.ready

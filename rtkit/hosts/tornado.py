@@ -32,6 +32,7 @@ from tornado.websocket import WebSocketHandler
 from ..config import HubConfig
 from ..hub import Hub
 from ..hub.http_api import Caller, HttpApi, HttpRequest, HttpResponse
+from ..hub.metrics import MetricsEndpoint
 from ..hub.transport.guard import decode_engineio, violations
 from ..hub.transport.tornado_stream import install_translate_request
 from . import freeze_startup_objects
@@ -167,6 +168,20 @@ class HttpApiHandler(tornado.web.RequestHandler):
         await self._serve(path)
 
 
+class MetricsHandler(tornado.web.RequestHandler):
+    """``GET /metrics``: the hub's Prometheus metrics (:mod:`rtkit.hub.metrics`)."""
+
+    def initialize(self, endpoint: MetricsEndpoint) -> None:
+        self.endpoint = endpoint
+
+    def get(self) -> None:
+        answer = self.endpoint.handle({k.lower(): v for k, v in self.request.headers.items()})
+        self.set_status(answer.status)
+        for name, value in answer.headers.items():
+            self.set_header(name, value)
+        self.finish(answer.body)
+
+
 def create_app(hub: Hub) -> tornado.web.Application:
     hub_handler = socketio_handler(hub)
 
@@ -179,14 +194,15 @@ def create_app(hub: Hub) -> tornado.web.Application:
             self.set_status(200 if hub.ready else 503)
             self.write({"ready": hub.ready})
 
-    return tornado.web.Application(
-        [
-            (r"/socket.io/", hub_handler),
-            (r"/healthz", Health),
-            (r"/readyz", Ready),
-            (r"/api/(.*)", HttpApiHandler, {"api": HttpApi(hub)}),
-        ]
-    )
+    routes: list[Any] = [
+        (r"/socket.io/", hub_handler),
+        (r"/healthz", Health),
+        (r"/readyz", Ready),
+        (r"/api/(.*)", HttpApiHandler, {"api": HttpApi(hub)}),
+    ]
+    if hub.config.metrics:
+        routes.append((r"/metrics", MetricsHandler, {"endpoint": MetricsEndpoint(hub)}))
+    return tornado.web.Application(routes)
 
 
 async def serve(config: HubConfig, *, ready: Callable[[str], None] | None = None) -> None:

@@ -90,6 +90,11 @@ class ChannelAnalytics:
         if user in publishers or len(publishers) < MAX_PUBLISHERS:
             publishers[user] = now
 
+    def counts(self) -> dict[str, tuple[int, int]]:
+        """``{channel: (messages, bytes)}`` published through this hub since
+        the channel entered the table (for the Prometheus metrics)."""
+        return {name: (stats.messages, stats.bytes) for name, stats in self._stats.items()}
+
     def sample(self) -> None:
         """Take one sample of every channel: called about once a second."""
         now = self._clock()
@@ -136,7 +141,8 @@ class ChannelAnalytics:
     def report(self) -> dict[str, dict[str, Any]]:
         """``{channel: figures}``, JSON-ready: ``subscribers``, ``seq``,
         ``rate`` and ``bytes_rate`` (per second over the last samples),
-        ``bytes`` and ``published`` (through this hub since start),
+        ``bytes`` and ``published`` (publishes this hub took in since
+        start, resends of an idempotent id included),
         ``publishers`` (distinct users publishing here in the window) and
         ``last_activity`` (unix time, or None)."""
         now = self._clock()

@@ -86,6 +86,7 @@ from .auth import (
     TokenAuthenticator,
     TokenRefresher,
 )
+from .bridges import bridge_status
 from .connection import Connection
 from .delivery import HubDelivery
 from .docs import SharedDocs
@@ -94,6 +95,7 @@ from .limits import TokenBucket
 from .origins import OriginCheck
 from .pages import Page, read_backward, read_forward
 from .presence import PresenceRooms
+from .stats import Histogram, HubStats
 from .transport import (
     FRAME_WRITER_KEY,
     UNDECODABLE,
@@ -146,7 +148,7 @@ Handler = Callable[["Connection", Any], Awaitable[dict[str, Any]]]
 
 
 @contextlib.contextmanager
-def _append_errors() -> Iterator[None]:
+def _append_errors(stats: HubStats | None) -> Iterator[None]:
     """A store that fails to take a message: the publisher gets
     ``unavailable`` (it may retry), the hub's log gets the traceback."""
     try:
@@ -155,6 +157,8 @@ def _append_errors() -> Iterator[None]:
         raise
     except Exception as exc:
         log.exception("store append failed")
+        if stats is not None:
+            stats.store_error("append")
         raise Unavailable(f"the store could not take the message: {exc}") from None
 
 
@@ -252,6 +256,11 @@ class Hub:
         # (with a shared store: one order for every hub), never from here.
         self.feed = self.store.feed
         self.delivery = HubDelivery(self.fanout, self.presence, self.docs)
+        # Counters behind /metrics (rtkit.hub.metrics); None: metrics off,
+        # and nothing is counted on the request paths.
+        self.stats = HubStats() if config.metrics else None
+        if self.stats is not None:
+            self.fanout.delivery_seconds = Histogram()
         self._per_user: Counter[str] = Counter()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._state: Literal["new", "running", "stopping", "stopped"] = "new"
@@ -271,7 +280,11 @@ class Hub:
         }
         self.sio.on("connect", self._on_connect, namespace=NAMESPACE)
         self.sio.on("disconnect", self._on_disconnect, namespace=NAMESPACE)
-        self.sio.on("*", self._on_event, namespace=NAMESPACE)
+        self.sio.on(
+            "*",
+            self._on_event if self.stats is None else self._on_event_counted,
+            namespace=NAMESPACE,
+        )
         # (An isinstance check against a Protocol is slow: done once, here.)
         self._append_now = (
             self.store.channels.append_now
@@ -284,7 +297,9 @@ class Hub:
             else None
         )
         if self._append_now is not None or self._append_soon is not None:
-            self.sio.answer_immediately(self._answer_now)
+            self.sio.answer_immediately(
+                self._answer_now if self.stats is None else self._answer_now_counted
+            )
 
     # -- lifecycle ----------------------------------------------------------
 
@@ -367,6 +382,19 @@ class Hub:
         return self._state == "running"
 
     @property
+    def started_at(self) -> float:
+        """When the hub started (unix seconds; 0 before)."""
+        return self._started_at
+
+    @property
+    def connection_count(self) -> int:
+        return len(self._connections)
+
+    @property
+    def user_count(self) -> int:
+        return len(self._per_user)
+
+    @property
     def ready(self) -> bool:
         """Running, and (with a shared store) connected to it."""
         return self.running and self.feed.up
@@ -376,7 +404,9 @@ class Hub:
 
         ``channels`` lists every channel subscribed or published to since
         start, with its local subscribers and latest stored seq (read from
-        the store, so messages stored by other hubs count too).
+        the store, so messages stored by other hubs count too). ``bridges``
+        lists the bridges that report to this hub or any hub sharing its
+        store, by name, with their last reported state (:mod:`.bridges`).
         ``webhooks`` (when configured) has the webhook sender's counters:
         events sent, failed attempts, dropped, rejected, queue depth.
         """
@@ -403,6 +433,11 @@ class Hub:
             "presence": self.presence.status(),
             "shared_docs": self.docs.status(),
             **({"webhooks": self.webhooks.status()} if self.webhooks is not None else {}),
+            "bridges": (
+                await bridge_status(self.store.channels, index, time.time())
+                if (index := self.config.bridge_channel)
+                else {}
+            ),
             **({"cluster": link} if (link := self.feed.status()) is not None else {}),
         }
 
@@ -428,6 +463,10 @@ class Hub:
             await asyncio.sleep(ANALYTICS_INTERVAL)
             self.analytics.sample()
 
+    def _store_op(self, op: str) -> contextlib.AbstractContextManager[None]:
+        """Time a store operation for the metrics (and count its errors)."""
+        return self.stats.timed(op) if self.stats is not None else contextlib.nullcontext()
+
     def _spawn(self, coro: Awaitable[Any]) -> None:
         task: asyncio.Task[Any] = asyncio.ensure_future(coro)
         self._tasks.add(task)
@@ -445,9 +484,13 @@ class Hub:
                 raise Forbidden(f"user {identity.user!r} already has {limit} connections")
         except HubError as err:
             log.info("refused connection %s: %s", sid, err.message)
+            if self.stats is not None:
+                self.stats.refused_connect(err.code)
             raise ConnectionRefused(err) from None
         except Exception:
             log.exception("authentication failed with an unexpected error")
+            if self.stats is not None:
+                self.stats.refused_connect("internal")
             raise ConnectionRefused(
                 InternalError("authentication failed; see the hub log")
             ) from None
@@ -469,6 +512,8 @@ class Hub:
         )
         self._schedule_expiry(conn)
         self._per_user[identity.user] += 1
+        if self.stats is not None:
+            self.stats.connected()
         log.debug("connected %s as %s", sid, identity.user)
         return True
 
@@ -476,6 +521,8 @@ class Hub:
         conn = self._connections.pop(sid, None)
         if conn is None:
             return
+        if self.stats is not None:
+            self.stats.disconnected(reason)
         if conn.expiry is not None:
             conn.expiry.cancel()
         self.sio.close_connection(conn.eio_sid)
@@ -625,6 +672,14 @@ class Hub:
 
     # -- requests -----------------------------------------------------------
 
+    async def _on_event_counted(self, event: Any, sid: str, *args: Any) -> dict[str, Any]:
+        """_on_event, with its ack counted (metrics on)."""
+        started = time.perf_counter()
+        ack = await self._on_event(event, sid, *args)
+        assert self.stats is not None
+        self.stats.answered(event, ack, started)
+        return ack
+
     async def _on_event(self, event: Any, sid: str, *args: Any) -> dict[str, Any]:
         conn = self._connections.get(sid)
         if conn is not None and self._over_send_budget(conn):
@@ -734,6 +789,27 @@ class Hub:
         if conn.identity.expired():
             raise Unauthorized("the token has expired: reconnect with a fresh token")
 
+    def _answer_now_counted(
+        self, sid: str, data: list[Any]
+    ) -> dict[str, Any] | asyncio.Future[dict[str, Any]] | None:
+        """_answer_now, with its ack counted (metrics on)."""
+        started = time.perf_counter()
+        ack = self._answer_now(sid, data)
+        stats = self.stats
+        assert stats is not None
+        if isinstance(ack, dict):
+            stats.publish_answered(ack, started)
+        elif ack is not None:
+
+            def count(done: asyncio.Future[dict[str, Any]]) -> None:
+                # A queued append: its wait is the store's append latency.
+                stats.store_time("append", time.perf_counter() - started)
+                if not done.cancelled():
+                    stats.publish_answered(done.result(), started)
+
+            ack.add_done_callback(count)
+        return ack
+
     def _answer_now(
         self, sid: str, data: list[Any]
     ) -> dict[str, Any] | asyncio.Future[dict[str, Any]] | None:
@@ -756,7 +832,7 @@ class Hub:
             self._check_request(conn)
             req = self._publish_request(conn, data[1])
             ts = time.time()
-            with _append_errors():
+            with _append_errors(self.stats):
                 if isinstance(req, _Batch):
                     results = [self._append_call(append, conn, one, ts) for one in req.messages]
                     if self._append_now is not None:
@@ -790,7 +866,7 @@ class Hub:
             try:
                 if done.cancelled():  # the store closed under it
                     raise Unavailable("the hub is shutting down; retry after reconnecting")
-                with _append_errors():
+                with _append_errors(self.stats):
                     results = done.result()
                 ack.set_result(self._published_batch(batch, results))
             except Exception as exc:
@@ -809,7 +885,7 @@ class Hub:
             try:
                 if done.cancelled():  # the store closed under it
                     raise Unavailable("the hub is shutting down; retry after reconnecting")
-                with _append_errors():
+                with _append_errors(self.stats):
                     appended = done.result()
                 ack.set_result(self._published(appended))
             except Exception as exc:
@@ -832,6 +908,8 @@ class Hub:
             # Charged after the size check: a refused payload costs no quota.
             conn.byte_bucket.take_bytes_or_refuse(size, "publish")
             self.analytics.published(req.channel, conn.identity.user, size)
+            if self.stats is not None:
+                self.stats.published_bytes += size
             return req
         conn.bucket.take_or_refuse("publishes", _PUBLISH_RATE_HINT)
         batch = _Batch()
@@ -860,6 +938,8 @@ class Hub:
         conn.byte_bucket.take_bytes_or_refuse(size, "publish")
         for item, item_size in zip(batch.messages, sizes, strict=True):
             self.analytics.published(item.channel, conn.identity.user, item_size)
+        if self.stats is not None:
+            self.stats.published_bytes += size
         return batch
 
     async def _publish(self, conn: Connection, payload: Any) -> dict[str, Any]:
@@ -873,7 +953,8 @@ class Hub:
         # a connection's publishes reach the store (which numbers them in
         # call order) in the order they arrived, although python-socketio
         # runs each in its own task.
-        with _append_errors():
+        started = time.perf_counter()
+        with _append_errors(self.stats):
             appended = await self.store.channels.append(
                 req.channel,
                 req.data,
@@ -882,13 +963,15 @@ class Hub:
                 ts=time.time(),
                 dedup_window=self.config.dedup_window,
             )
+        if self.stats is not None:
+            self.stats.store_time("append", time.perf_counter() - started)
         return self._published(appended)
 
     async def _publish_batch(self, conn: Connection, req: _Batch) -> dict[str, Any]:
         """Store a batch in order, as if its messages were published one
         after another, before any later publish of the connection."""
         ts = time.time()
-        with _append_errors():
+        with _append_errors(self.stats):
             if self._append_now is not None:
                 return self._published_batch(
                     req,
@@ -954,6 +1037,10 @@ class Hub:
     def _published_batch(self, batch: _Batch, results: list[Appended]) -> dict[str, Any]:
         """The ack of a stored batch: one seq and one ts per message, null
         for a refused one, whose error is in ``errors``."""
+        stats = self.stats
+        if stats is not None:
+            for appended in results:
+                stats.stored(appended.duplicate)
         stored = iter(results)
         seqs: list[int | None] = []
         stamps: list[float | None] = []
@@ -975,6 +1062,8 @@ class Hub:
         subscribers through the store's feed (for the memory store, before
         append_now returned), so the ack is queued after it."""
         msg = appended.message
+        if self.stats is not None:
+            self.stats.stored(appended.duplicate)
         ack: dict[str, Any] = {"ok": True, "seq": msg.seq, "ts": msg.ts}
         if appended.duplicate:
             ack["duplicate"] = True
@@ -1025,34 +1114,42 @@ class Hub:
         recovered = True
         max_bytes = self.config.limits.max_ack_bytes
         rng: Page | None
-        if req.since is not None:
-            rng = await read_forward(
-                self.store.channels,
-                channel,
-                since=req.since,
-                before=None,
-                limit=MAX_RECOVERY + 1,
-                max_bytes=max_bytes,
-            )
-            same_epoch = req.epoch is None or req.epoch == rng.epoch
-            if not (
-                rng.complete and same_epoch and not rng.more and len(rng.messages) <= MAX_RECOVERY
-            ):
-                recovered = False
+        with self._store_op("read"):
+            if req.since is not None:
+                rng = await read_forward(
+                    self.store.channels,
+                    channel,
+                    since=req.since,
+                    before=None,
+                    limit=MAX_RECOVERY + 1,
+                    max_bytes=max_bytes,
+                )
+                same_epoch = req.epoch is None or req.epoch == rng.epoch
+                if not (
+                    rng.complete
+                    and same_epoch
+                    and not rng.more
+                    and len(rng.messages) <= MAX_RECOVERY
+                ):
+                    recovered = False
+                    rng = await read_backward(
+                        self.store.channels,
+                        channel,
+                        before=None,
+                        limit=MAX_RECOVERY,
+                        max_bytes=max_bytes,
+                    )
+            elif req.history:
                 rng = await read_backward(
                     self.store.channels,
                     channel,
                     before=None,
-                    limit=MAX_RECOVERY,
+                    limit=req.history,
                     max_bytes=max_bytes,
                 )
-        elif req.history:
-            rng = await read_backward(
-                self.store.channels, channel, before=None, limit=req.history, max_bytes=max_bytes
-            )
-        else:
-            rng = None
-            head, epoch = await self.store.channels.head(channel)
+            else:
+                rng = None
+                head, epoch = await self.store.channels.head(channel)
         backlog: list[Message] = []
         if rng is not None:
             backlog, head, epoch = list(rng.messages), rng.seq, rng.epoch
@@ -1105,23 +1202,24 @@ class Hub:
             raise Forbidden(f"{conn.identity.user!r} may not read {req.channel!r}")
         limit = req.limit or MAX_HISTORY_LIMIT
         max_bytes = self.config.limits.max_ack_bytes
-        if req.since is None:
-            page = await read_backward(
-                self.store.channels,
-                req.channel,
-                before=req.before,
-                limit=limit,
-                max_bytes=max_bytes,
-            )
-        else:
-            page = await read_forward(
-                self.store.channels,
-                req.channel,
-                since=req.since,
-                before=req.before,
-                limit=limit,
-                max_bytes=max_bytes,
-            )
+        with self._store_op("read"):
+            if req.since is None:
+                page = await read_backward(
+                    self.store.channels,
+                    req.channel,
+                    before=req.before,
+                    limit=limit,
+                    max_bytes=max_bytes,
+                )
+            else:
+                page = await read_forward(
+                    self.store.channels,
+                    req.channel,
+                    since=req.since,
+                    before=req.before,
+                    limit=limit,
+                    max_bytes=max_bytes,
+                )
         ack: dict[str, Any] = {
             "ok": True,
             "messages": [m.envelope() for m in page.messages],

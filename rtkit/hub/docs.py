@@ -114,6 +114,10 @@ class SharedDocs:
             "compactions": self.compactions,
         }
 
+    def open_docs(self) -> dict[str, tuple[int, int]]:
+        """``{name: (subscribers, stored bytes)}`` of the open documents."""
+        return {name: (len(od.subscribers), od.size) for name, od in self._docs.items()}
+
     async def stop(self) -> None:
         tasks = list(self._tasks)
         if tasks:

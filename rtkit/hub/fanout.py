@@ -29,7 +29,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..config import DEFAULT_LIMITS
 from ..protocol import Message
@@ -42,6 +42,9 @@ from .transport import (
     encode_messages,
     websocket_text_frame,
 )
+
+if TYPE_CHECKING:
+    from .stats import Histogram
 
 log = logging.getLogger(__name__)
 
@@ -124,10 +127,17 @@ class FanOut:
         self._due = 0.0
         self._slack = 0.0  # how late the pending flush may run without having waited on work
         self._queued = False  # the last flush left packets to Engine.IO's writer tasks
+        # Subscribers found too slow during a delivery, reported once it is
+        # done: on_slow unsubscribes them, which must not happen while a
+        # delivery walks the subscribers.
+        self._slow: dict[str, None] = {}
         self.packets_sent = 0
         self.direct_writes = 0  # packets that took the fast path
         self.messages_delivered = 0
         self.flushes = 0
+        # Set by a hub with metrics on: how long each channel's oldest
+        # pending message waited from its hub timestamp to this flush.
+        self.delivery_seconds: Histogram | None = None
 
     # -- subscriptions ------------------------------------------------------
 
@@ -250,12 +260,17 @@ class FanOut:
         start = time.perf_counter()
         queued_before = self.packets_sent - self.direct_writes
         dirty, self._dirty = self._dirty, {}
+        waited = self.delivery_seconds
+        now = time.time() if waited is not None else 0.0
         for name, ch in dirty.items():
             pending, ch.pending = ch.pending, []
             if not pending:
                 continue
             if any(pending[i].seq > pending[i + 1].seq for i in range(len(pending) - 1)):
                 pending.sort(key=lambda m: m.seq)
+            if waited is not None:
+                # One observation per channel and flush, none per recipient.
+                waited.observe(max(0.0, now - pending[0].ts))
             self._deliver(ch, pending)
             if not ch.subscribers and self._channels.get(name) is ch:
                 del self._channels[name]
@@ -274,6 +289,8 @@ class FanOut:
         self._last_cost = cost
         self._queued = self.packets_sent - self.direct_writes > queued_before
         self.flushes += 1
+        if self._slow:
+            self._report_slow()
 
     def _deliver(self, ch: _Channel, batch: list[Message]) -> None:
         first, last = batch[0].seq, batch[-1].seq
@@ -315,7 +332,7 @@ class FanOut:
             transport.depth() >= self._max_pending
             or transport.pending_bytes() >= self._max_pending_bytes
         ):
-            self._on_slow(sub.sid)
+            self._slow[sub.sid] = None
             return False
         for pkt in packets:
             transport.queue_packet(pkt)
@@ -328,7 +345,15 @@ class FanOut:
         """Put packets made by :func:`encode_event` on one connection, the
         way channel deliveries go (same order, same slow-consumer check).
         The packets may be shared by any number of recipients."""
-        return self._send(_Subscriber(sid, eio_sid, 0, writer), packets)
+        sent = self._send(_Subscriber(sid, eio_sid, 0, writer), packets)
+        if self._slow:
+            self._report_slow()
+        return sent
+
+    def _report_slow(self) -> None:
+        slow, self._slow = self._slow, {}
+        for sid in slow:
+            self._on_slow(sid)
 
     def close(self) -> None:
         if self._handle is not None:

@@ -220,7 +220,7 @@ _SCHEMAS: dict[str, Any] = {
             "published": {
                 "type": "integer",
                 "minimum": 0,
-                "description": "messages published through this hub since start",
+                "description": "publishes taken in by this hub since start (resends included)",
             },
             "publishers": {
                 "type": "integer",
@@ -254,6 +254,7 @@ _SCHEMAS: dict[str, Any] = {
             "channels",
             "connections_by_user",
             "slow_consumers",
+            "bridges",
         ],
         "properties": {
             "ok": {"const": True},
@@ -310,6 +311,34 @@ _SCHEMAS: dict[str, Any] = {
                     "queued": {"type": "integer", "minimum": 0},
                     "in_flight": {"type": "integer", "minimum": 0},
                     "last_error": {"type": ["string", "null"]},
+                },
+            },
+            "bridges": {
+                "type": "object",
+                "description": "bridges reporting to any hub of this store, by name",
+                "additionalProperties": {
+                    "type": "object",
+                    "required": ["bridge", "status", "age"],
+                    "properties": {
+                        "bridge": {"type": "string"},
+                        "status": {
+                            "enum": [
+                                "connecting",
+                                "connected",
+                                "disconnected",
+                                "stopped",
+                                "stale",
+                                "unknown",
+                            ]
+                        },
+                        "age": {"type": ["number", "null"], "minimum": 0},
+                        "connected": {"type": "boolean"},
+                        "hub_connected": {"type": "boolean"},
+                        "lag": {"type": ["integer", "null"]},
+                        "last_position": {"type": ["string", "null"]},
+                        "errors": {"type": "integer", "minimum": 0},
+                        "last_error": {"type": ["string", "null"]},
+                    },
                 },
             },
         },

@@ -161,6 +161,13 @@ class PresenceRooms:
             "events_sent": self.events_sent,
         }
 
+    def room_sizes(self) -> dict[str, tuple[int, int]]:
+        """``{room: (connections, members)}`` of this hub's connections."""
+        return {
+            room: (len(sids), len({member for member, _ in sids.values()}))
+            for room, sids in self._local.items()
+        }
+
     async def _refresh_loop(self) -> None:
         expiry = self._config.presence_expiry
         while True:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +13,10 @@ import orjson
 import traitlets
 
 from ..client import sync
-from ..errors import HubError
+from ..config import DEFAULT_BRIDGE_CHANNEL
+from ..errors import HubError, RtkitError
 from ..frames import _pandas, decode_messages, is_batch, parse_window
-from ..protocol import MAX_HISTORY_LIMIT, Message, validate_channel
+from ..protocol import CHANNEL_NAME_RE, MAX_HISTORY_LIMIT, Message, validate_channel
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +138,106 @@ class _Relay:
         self.channel.unsubscribe(self._on_message)
         if threading.current_thread() is not self.thread:
             self.thread.join(5.0)
+
+
+# StatusBadge(bridges=True) on the relay: announcements read, bridges
+# followed (a subscription each), as the front-end does on the direct path.
+BRIDGE_INDEX_SCAN = 256
+MAX_BADGE_BRIDGES = 16
+
+
+class _BridgeRelay:
+    """Kernel-side bridge lines for a :class:`StatusBadge` on the relay:
+    follows the bridges' report channels through the kernel's connection
+    and sends the last report of each once a second (a few hundred bytes)."""
+
+    def __init__(self, widget: anywidget.AnyWidget, hub: sync.Client, index: str) -> None:
+        self.widget = widget
+        self.hub = hub
+        self.index = index
+        self.lock = threading.Lock()
+        self.reports: dict[str, tuple[int, float, Any]] = {}  # name -> (seq, ts, report)
+        self.announced: list[str] = []  # names to follow, newest first
+        self.followed: dict[str, sync.Channel] = {}
+        self.more = 0
+        self.stopped = threading.Event()
+        self.index_channel = hub.channel(index)
+        self.thread = threading.Thread(target=self._run, name="rtkit-bridge-relay", daemon=True)
+        self.thread.start()
+
+    def _on_announce(self, msg: Message) -> None:
+        name = msg.data.get("bridge") if isinstance(msg.data, dict) else None
+        if isinstance(name, str):
+            with self.lock:
+                self.announced.append(name)
+
+    def _on_report(self, msg: Message) -> None:
+        name = msg.channel[len(self.index) + 1 :]
+        if not isinstance(msg.data, dict):
+            return
+        with self.lock:
+            seen = self.reports.get(name)
+            if seen is None or msg.seq > seen[0]:
+                self.reports[name] = (msg.seq, msg.ts, msg.data)
+
+    def _follow(self, name: str) -> None:
+        if name in self.followed or not CHANNEL_NAME_RE.fullmatch(f"{self.index}.{name}"):
+            return
+        if len(self.followed) >= MAX_BADGE_BRIDGES:
+            self.more += 1
+            return
+        channel = self.hub.channel(f"{self.index}.{name}")
+        self.followed[name] = channel
+        channel.subscribe(self._on_report)
+        for msg in channel.history(limit=1):
+            self._on_report(msg)
+
+    def _run(self) -> None:
+        try:
+            self.index_channel.subscribe(self._on_announce)
+            stored = self.index_channel.history(limit=BRIDGE_INDEX_SCAN)
+            with self.lock:
+                self.announced[:0] = [  # newest first: those are kept past the cap
+                    m.data["bridge"]
+                    for m in reversed(stored)
+                    if isinstance(m.data, dict) and isinstance(m.data.get("bridge"), str)
+                ]
+        except RtkitError as exc:
+            self._send({"type": "bridges", "error": {"message": str(exc)}})
+            return
+        while not self.stopped.is_set():
+            with self.lock:
+                names, self.announced = self.announced, []
+            try:
+                for name in names:
+                    self._follow(name)
+            except RtkitError as exc:  # a bridge's channel refused: go on with the others
+                log.debug("rtkit: bridge relay could not follow a bridge: %s", exc)
+            with self.lock:
+                bridges = [
+                    {"name": name, "report": report, "ts": ts}
+                    for name, (_, ts, report) in self.reports.items()
+                ]
+            message = {"type": "bridges", "now": time.time(), "bridges": bridges}
+            if not self._send({**message, "more": self.more}):
+                return
+            self.stopped.wait(1.0)
+
+    def _send(self, message: dict[str, Any]) -> bool:
+        try:
+            self.widget.send(message)
+        except Exception:  # the comm closed under us: stop relaying
+            log.debug("rtkit: bridge relay stopped", exc_info=True)
+            return False
+        return True
+
+    def stop(self) -> None:
+        self.stopped.set()
+        if threading.current_thread() is not self.thread:
+            self.thread.join(5.0)  # before reading what it follows
+        self.index_channel.unsubscribe(self._on_announce)
+        for channel in list(self.followed.values()):
+            channel.unsubscribe(self._on_report)
 
 
 def _stored_envelopes(channel: sync.Channel, limit: int, budget: int) -> list[Any]:
@@ -384,8 +486,51 @@ class StatusBadge(_HubWidget):
     page's connection receives. In relay mode it shows the updates coalesced
     and the messages dropped by the kernel relay.
 
+    ``bridges=True`` adds a line per bridge reporting to the hub (state,
+    lag, errors; stale when it fell silent), read from the bridges' report
+    channels (``bridge_channel`` and ``bridge_channel.<name>``) by the
+    browser's own connection to the hub, as the status API lists them.
+
     >>> StatusBadge("prices")
+    >>> StatusBadge(bridges=True)
     """
 
     _kind = traitlets.Unicode("status").tag(sync=True)
     _channel_optional = True
+    bridges = traitlets.Bool(False).tag(sync=True)
+    bridge_channel = traitlets.Unicode(DEFAULT_BRIDGE_CHANNEL).tag(sync=True)
+
+    def __init__(
+        self,
+        channel: str | sync.Channel = "",
+        *,
+        bridges: bool = False,
+        bridge_channel: str = DEFAULT_BRIDGE_CHANNEL,
+        **kwargs: Any,
+    ) -> None:
+        if not isinstance(bridges, bool):
+            raise ValueError(f"StatusBadge: bridges must be True or False, got {bridges!r}")
+        if bridges:
+            validate_channel(bridge_channel, "StatusBadge")
+        self._bridge_relay: _BridgeRelay | None = None
+        super().__init__(channel, bridges=bridges, bridge_channel=bridge_channel, **kwargs)
+
+    def _on_front_end_msg(self, widget: Any, content: Any, buffers: Any) -> None:
+        kind = content.get("type") if isinstance(content, dict) else None
+        if kind == "bridges" and self.bridges and self._bridge_relay is None:
+            # The browser cannot reach the hub: the kernel follows the bridges.
+            try:
+                self._bridge_relay = _BridgeRelay(self, self._kernel_hub(), self.bridge_channel)
+            except RtkitError as exc:
+                self.send({"type": "bridges", "error": {"message": str(exc)}})
+        elif kind == "bridges.stop" and self._bridge_relay is not None:
+            self._bridge_relay.stop()
+            self._bridge_relay = None
+        else:
+            super()._on_front_end_msg(widget, content, buffers)
+
+    def close(self) -> None:
+        relay, self._bridge_relay = getattr(self, "_bridge_relay", None), None
+        if relay is not None:
+            relay.stop()
+        super().close()

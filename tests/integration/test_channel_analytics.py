@@ -154,3 +154,21 @@ def test_the_table_stays_bounded() -> None:
     now[0] += 601
     analytics.sample()
     assert analytics.report() == {}
+
+
+def test_top_shows_webhooks_and_bridges() -> None:
+    from rtkit.top import render
+
+    screen = render(
+        {
+            "state": "running",
+            "channels": {},
+            "webhooks": {"sent": 3, "queued": 1, "failed_attempts": 2, "dropped": 0},
+            "bridges": {"plant": {"status": "connected", "lag": 4, "last_position": "S:17"}},
+        },
+        url="http://hub",
+    )
+    assert "webhooks sent 3  queued 1  failed attempts 2  dropped 0" in screen
+    assert any(
+        line.split() == ["plant", "connected", "4", "0", "S:17"] for line in screen.splitlines()
+    ), screen

@@ -177,6 +177,7 @@ def test_jupyter_traits_default_to_hub_config_defaults() -> None:
         "ping_interval": hub_default("ping_interval"),
         "ping_timeout": hub_default("ping_timeout"),
         "websocket_compression": hub_default("websocket_compression"),
+        "bridge_channel": hub_default("bridge_channel"),
         "retention_max_messages": Retention().max_messages,
         "retention_max_age": Retention().max_age,
     }

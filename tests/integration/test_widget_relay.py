@@ -70,3 +70,38 @@ def test_widgets_without_a_front_end_build_their_state() -> None:
     with pytest.raises(ValueError):
         LiveChart("c", window="often")
     chart.close()
+
+
+def test_a_status_badge_on_the_relay_sends_the_bridges_last_reports(
+    rt_hub_inprocess: InProcessHub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with rtkit.connect(rt_hub_inprocess.url) as hub:
+        hub.channel("bridges").publish({"bridge": "north", "source": "mqtt"})
+        hub.channel("bridges.north").publish({"status": "connecting", "every": 5.0})
+        hub.channel("bridges.north").publish({"status": "connected", "every": 5.0, "lag": 4})
+        badge = StatusBadge(bridges=True, mode="relay", hub=hub)
+        sent = Recorder()
+        monkeypatch.setattr(badge, "send", sent)
+        badge._on_front_end_msg(badge, {"type": "bridges"}, [])
+
+        def lines() -> dict[str, Any]:
+            with sent.lock:
+                last = sent.updates[-1][1] if sent.updates else {"bridges": []}
+            return {b["name"]: b["report"] for b in last["bridges"]}
+
+        try:
+            poll_until(lambda: lines().get("north", {}).get("lag") == 4, "north's last report")
+            # A bridge announced later is followed too, and its reports come live.
+            hub.channel("bridges").publish({"bridge": "south", "source": "nats"})
+            hub.channel("bridges.south").publish({"status": "disconnected", "errors": 3})
+            poll_until(lambda: lines().get("south", {}).get("errors") == 3, "south's report")
+            assert lines()["north"]["status"] == "connected"
+            last = sent.updates[-1][1]
+            assert last["type"] == "bridges" and last["more"] == 0
+            assert abs(last["now"] - time.time()) < 5
+        finally:
+            badge._on_front_end_msg(badge, {"type": "bridges.stop"}, [])
+            assert badge._bridge_relay is None
+            badge.close()
+    with pytest.raises(ValueError):
+        StatusBadge(bridges="yes")  # type: ignore[arg-type]

@@ -6,6 +6,7 @@ and never downloads a browser. Screenshots land in test-artifacts/.
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -49,13 +50,19 @@ def write_notebook(server: JupyterServer, name: str, cells: list[str] | Any) -> 
 
 @contextmanager
 def running_lab(
-    home: Path, notebooks: dict[str, Any], env: dict[str, str] | None = None
+    home: Path,
+    notebooks: dict[str, Any],
+    env: dict[str, str] | None = None,
+    config: dict[str, Any] | None = None,
 ) -> Iterator[JupyterServer]:
     """A Jupyter server with ``notebooks`` ({file name: what write_notebook takes}) and a
     quiet JupyterLab: the notebook's kernel starts without a dialog, and
     there is no news pop-up and no request beyond this server. ``env`` is
-    added to the server's environment (its kernels inherit it)."""
+    added to the server's environment (its kernels inherit it); ``config``
+    is its jupyter_server_config.json (``{"RtkitExtension": {...}}``)."""
     server = JupyterServer(home, env=env)
+    if config is not None:
+        (server.home / "config" / "jupyter_server_config.json").write_text(json.dumps(config))
     for name, cells in notebooks.items():
         write_notebook(server, name, cells)
     server.lab_settings("@jupyterlab/notebook-extension:tracker", {"autoStartDefaultKernel": True})

@@ -51,6 +51,29 @@ async def test_client_connects_with_the_jupyter_token(jupyter: JupyterServer) ->
         assert figures["bytes"] == len(b'{"n":1}')
 
 
+async def test_metrics_answer_with_the_jupyter_token_only(jupyter: JupyterServer) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for token in (None, "not-the-token"):
+        status, _ = jupyter.request("rtkit/metrics", token=token, cookies=False)
+        assert status == 403
+    async with await rtkit.aio.connect(jupyter.hub_url, token=jupyter.token) as hub:
+        await hub.channel("ext.metrics").publish({"n": 1})
+        status, text = jupyter.request("rtkit/metrics", cookies=False)
+        assert status == 200, text
+        samples = {
+            (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+        }
+        assert samples[("rtkit_connections", ())] >= 1
+        assert (
+            samples[("rtkit_channel_published_messages_total", (("channel", "ext.metrics"),))] == 1
+        )
+        # The hub's own registry, not jupyter-server's (at {base_url}metrics).
+        assert not any(name.startswith("http_request_duration") for name, _ in samples)
+
+
 async def _raw_connect(jupyter: JupyterServer, headers: dict[str, str], auth: Any = None) -> None:
     sio = socketio.AsyncClient(reconnection=False)
     try:

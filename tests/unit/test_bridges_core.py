@@ -198,6 +198,13 @@ def test_the_command_line_builds_amqp_and_postgres_sources() -> None:
     )
     assert isinstance(outbox, PostgresOutboxSource)
     assert outbox.name == "outbox:app.outbox" and outbox.topics.channel("o.eu") == "o.eu"
+    # --name names the bridge in the status and keys its position.
+    named_args = parser.parse_args(
+        ["bridge", "postgres", "--outbox", "outbox", "--name", "orders", "--map", "#"]
+    )
+    named = source_from_args(named_args)
+    assert isinstance(named, PostgresOutboxSource) and named.name == "orders"
+    assert named_args.name == "orders"
     listen = source_from_args(
         parser.parse_args(["bridge", "postgres", "--listen", "--map", "orders=orders.live"])
     )

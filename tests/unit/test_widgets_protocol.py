@@ -65,11 +65,11 @@ def test_sources_take_event_names_from_protocol_js(name: str) -> None:
 
 def test_the_bundle_renders_every_widget_kind() -> None:
     pytest.importorskip("anywidget")
-    from rtkit.widgets import LiveChart, LiveTable, PresenceBar, StatusBadge
+    from rtkit.widgets import HubMonitor, LiveChart, LiveTable, PresenceBar, StatusBadge
 
     renderers = set(re.findall(r'\["(\w+)", \w+\]', (SRC / "widgets.js").read_text()))
     kinds = {
         cls.class_traits()["_kind"].default_value
-        for cls in (LiveChart, LiveTable, StatusBadge, PresenceBar)
+        for cls in (LiveChart, LiveTable, StatusBadge, PresenceBar, HubMonitor)
     }
-    assert kinds == renderers == {"chart", "table", "status", "presence"}
+    assert kinds == renderers == {"chart", "table", "status", "presence", "monitor"}

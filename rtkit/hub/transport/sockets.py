@@ -426,5 +426,9 @@ class Transports:
     def discard(self, eio_sid: str) -> None:
         self._open.pop(eio_sid, None)
 
+    def values(self) -> list[EngineIOTransport]:
+        """Every open transport (a copy: for a scrape, not the send path)."""
+        return list(self._open.values())
+
     def __len__(self) -> int:
         return len(self._open)

@@ -114,6 +114,31 @@ async def test_a_subscriber_that_cannot_keep_up_is_reported() -> None:
     assert transports["e1"].depth() == 3
 
 
+async def test_dropping_a_slow_subscriber_spares_the_others_in_the_same_delivery() -> None:
+    """The hub's on_slow unsubscribes the slow connection from every channel
+    at once: done while a delivery walked the subscribers, that changed the
+    dict under it (RuntimeError), the publisher got ``unavailable`` for a
+    stored message and the subscribers after the slow one missed it."""
+    transports = {"e1": FakeTransport(), "e2": FakeTransport()}
+    slow: list[str] = []
+
+    def drop(sid: str) -> None:
+        slow.append(sid)
+        fanout.remove("c", sid)
+
+    fanout = FanOut(transports, on_slow=drop, max_pending=1)
+    fanout.add("c", "s1", "e1", cursor=0)
+    fanout.add("c", "s2", "e2", cursor=0)
+    fanout.push(msg(1))
+    fanout.flush()
+    transports["e2"].drain()  # s2 reads, s1 does not
+    fanout.push(msg(2))
+    fanout.flush()
+    assert slow == ["s1"]
+    assert [e["seq"] for e in transports["e2"].drain()] == [2]
+    assert fanout.subscriber_count("c") == 1
+
+
 async def test_a_subscriber_over_its_byte_budget_is_reported() -> None:
     slow: list[str] = []
     transports = {"e1": FakeTransport()}

@@ -22,6 +22,7 @@ import { jupyterBaseUrl } from "./hub.js";
  * @property {Record<string, ChannelFigures>} [channels]
  * @property {Record<string, number>} [connections_by_user]
  * @property {{ disconnected: number, queued: { sid: string, user: string, packets: number, bytes: number }[] }} [slow_consumers]
+ * @property {Record<string, { status: string, lag?: number | null, errors?: number, last_position?: string | null }>} [bridges]
  * @property {string} [error] set by the kernel when it cannot read the status
  */
 /**
@@ -80,8 +81,10 @@ export function render({ model, el }) {
   users.className = "rtkit-monitor-users";
   const behind = document.createElement("table");
   behind.className = "rtkit-monitor-behind";
-  for (const t of [channels, users, behind]) t.style.cssText = "border-collapse: collapse; margin-top: 4px";
-  root.append(header, error, channels, users, behind);
+  const bridges = document.createElement("table");
+  bridges.className = "rtkit-monitor-bridges";
+  for (const t of [channels, users, bridges, behind]) t.style.cssText = "border-collapse: collapse; margin-top: 4px";
+  root.append(header, error, channels, users, bridges, behind);
   el.appendChild(root);
 
   /** @param {HubStatus} s */
@@ -118,6 +121,15 @@ export function render({ model, el }) {
     users.replaceChildren(
       row("th", ["user", "connections"]),
       ...byUser.map(([user, n]) => row("td", [user, String(n)])),
+    );
+    const reporting = Object.entries(s.bridges || {}).slice(0, 8);
+    bridges.replaceChildren(
+      ...(reporting.length
+        ? [row("th", ["bridge", "state", "lag", "errors", "position"]),
+          ...reporting.map(([name, b]) =>
+            row("td", [name, b.status, b.lag == null ? "-" : String(b.lag), String(b.errors || 0),
+              b.last_position || "-"]))]
+        : []),
     );
     behind.replaceChildren(
       ...(slow.queued.length
