@@ -17,7 +17,8 @@ import orjson
 
 from ..config import DEFAULT_BRIDGE_CHANNEL
 from ..errors import ConfigurationError
-from ._core import Bridge, Source, TopicMap
+from ..protocol import MAX_PUBLISH_BATCH
+from ._core import DEFAULT_BATCH, DEFAULT_WINDOW, Bridge, Source, TopicMap
 from ._report import REPORT_EVERY
 
 __all__ = ["add_parser", "bridge_from_args", "parse_bridge", "run"]
@@ -219,6 +220,18 @@ def add_parser(sub: Any) -> None:
         p.add_argument("--url", default=os.environ.get("RTKIT_URL"), help="hub URL [env RTKIT_URL]")
         p.add_argument(
             "--token", default=os.environ.get("RTKIT_TOKEN"), help="hub token [env RTKIT_TOKEN]"
+        )
+        p.add_argument(
+            "--batch",
+            type=int,
+            default=DEFAULT_BATCH,
+            help=f"most messages one publish request carries (1-{MAX_PUBLISH_BATCH})",
+        )
+        p.add_argument(
+            "--window",
+            type=int,
+            default=DEFAULT_WINDOW,
+            help="batches waiting for the hub's ack at a time; under load batches grow instead",
         )
         p.add_argument(
             "--report",
@@ -428,6 +441,8 @@ def bridge_from_args(
         "name": args.name,
         "report_channel": args.status_channel or None,
         "report_every": args.status_every,
+        "batch": args.batch,
+        "window": args.window,
     }
     options.update(kwargs)
     return Bridge(source or source_from_args(args), **options)

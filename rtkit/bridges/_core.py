@@ -36,14 +36,15 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Final, Protocol, cast
 
 import orjson
 
 from ..client._backoff import Backoff
+from ..client.channel import Prepared, PublishResult, prepare_many
 from ..config import DEFAULT_BRIDGE_CHANNEL
 from ..errors import ClientClosed, ConfigurationError, OfflineQueueFull, RtkitError
-from ..protocol import CHANNEL_NAME_RE
+from ..protocol import CHANNEL_NAME_RE, MAX_PUBLISH_BATCH
 from ._report import REPORT_EVERY, StateReporter
 
 __all__ = [
@@ -234,7 +235,16 @@ class Source(Protocol):
     it yielded if that is later (those are still in flight in the client).
     On stop the bridge reads no more but keeps the iterator open until it
     has called :meth:`checkpoint` a last time, then closes it (``aclose``),
-    so a source may record positions on the connection it reads from."""
+    so a source may record positions on the connection it reads from.
+
+    A source may also have ``batches(state, size)``: the same messages as
+    lists of at most ``size``, each what it had ready at once; the bridge
+    then publishes each list as one request with one future (the MQTT,
+    NATS and Redis sources do). From a source without it a task reads
+    ``messages()`` ahead, and each batch is what it read meanwhile. A
+    positioned source with batches may set ``commit`` on the last message
+    of a batch only (per stream), since a commit covers everything before
+    it."""
 
     kind: str
     topics: TopicMap
@@ -367,11 +377,21 @@ class BridgeState:
 
 # -- the bridge -----------------------------------------------------------------
 
+# Most messages one batch carries from the source into one publish request.
+DEFAULT_BATCH: Final = MAX_PUBLISH_BATCH
+# Batches waiting for the hub's ack at a time.
+DEFAULT_WINDOW: Final = 4
+# Topics whose channel is remembered (a feed's topics are few; a bound all the same).
+_TOPIC_CACHE: Final = 10_000
+
 
 @dataclass(slots=True)
 class _InFlight:
-    msg: SourceMessage
-    future: asyncio.Future[int] | None  # None: dropped, done at once
+    """A batch read from the source, waiting for the hub's ack."""
+
+    count: int  # messages read (published or dropped)
+    commits: list[Callable[[], None]]  # what the source asked to commit, in order
+    future: asyncio.Future[list[PublishResult]] | None  # None: nothing to publish
 
 
 class Bridge:
@@ -386,6 +406,15 @@ class Bridge:
     reports, published on ``<report_channel>.<name>`` every
     ``report_every`` seconds and on change (``report_channel=None``: no
     reports); the hub's status and ``StatusBadge(bridges=True)`` show them.
+
+    Messages move in batches: whatever the source has ready (up to
+    ``batch`` messages) goes to the hub as one publish request with one
+    future, and its positions are committed once the hub acked it and every
+    batch before it. At most ``window`` batches wait for the hub's ack at a
+    time: meanwhile what arrives gathers in the source, so under load the
+    batches grow instead of the requests multiplying, and at low rates each
+    message still leaves at once. At most ``max_pending`` messages are read
+    and not yet acked; past that the bridge stops reading the source.
 
     >>> bridge = Bridge(MqttSource("127.0.0.1", topics=TopicMap(
     ...     [("sensors/+/temp", "sensors.{1}.temp")])), url="http://127.0.0.1:8765")
@@ -403,10 +432,20 @@ class Bridge:
         transform: Transform | str | None = None,
         backoff: Backoff | None = None,
         max_pending: int = 10_000,
+        batch: int = DEFAULT_BATCH,
+        window: int = DEFAULT_WINDOW,
         name: str | None = None,
         report_channel: str | None = DEFAULT_BRIDGE_CHANNEL,
         report_every: float = REPORT_EVERY,
     ) -> None:
+        if not 1 <= batch <= MAX_PUBLISH_BATCH:
+            raise ConfigurationError(f"batch is 1 to {MAX_PUBLISH_BATCH} messages, got {batch}")
+        if window < 1:
+            raise ConfigurationError(f"window is at least 1 batch, got {window}")
+        if max_pending < batch:
+            raise ConfigurationError(
+                f"max_pending ({max_pending}) must be at least batch ({batch})"
+            )
         self.source = source
         self.state = BridgeState(source.kind)
         self.name = name or source.kind
@@ -422,9 +461,14 @@ class Bridge:
         self._transform = load_transform(transform) if isinstance(transform, str) else transform
         self._backoff = backoff or Backoff(0.25, 10.0)
         self._max_pending = max_pending
+        self._batch = batch
+        self._window = window
+        self._unacked = 0  # batches published and not yet acked
         self._inflight: deque[_InFlight] = deque()
+        self._pending = 0  # messages in _inflight
         self._settled = asyncio.Event()
         self._stop = asyncio.Event()
+        self._channels: dict[str, str | None] = {}
 
     def stop(self) -> None:
         """Ask :meth:`run` to return (after committing what the hub acked)."""
@@ -487,20 +531,36 @@ class Bridge:
             return client
 
     def _watch(self, client: Any) -> None:
-        state = self.state
-        client.on("connect", lambda: setattr(state, "hub_connected", True))
-        client.on("disconnect", lambda reason: setattr(state, "hub_connected", False))
-        state.hub_connected = client.connected
+        client.on("connect", self._on_hub_connect)
+        client.on("disconnect", self._on_hub_disconnect)
+        self.state.hub_connected = client.connected
+
+    def _on_hub_connect(self) -> None:
+        self.state.hub_connected = True
+
+    def _on_hub_disconnect(self, reason: str) -> None:
+        self.state.hub_connected = False
+        self._settled.set()  # a reader waiting for the window may queue offline now
+
+    def _source_batches(self) -> AsyncIterator[list[SourceMessage]]:
+        batches = getattr(self.source, "batches", None)
+        if batches is not None:
+            return cast("AsyncIterator[list[SourceMessage]]", batches(self.state, self._batch))
+        # Read ahead as far as the bridge may hold messages anyway.
+        return _read_ahead(self.source.messages(self.state), self._batch, self._max_pending)
 
     async def _read_loop(self, client: Any) -> None:
         state = self.state
         attempt = 0
+        # A batch is admitted into the client's queue whole: never more than it holds.
+        size = min(self._batch, client.publisher.capacity)
         while not self._stop.is_set():
-            messages = self.source.messages(state)
+            batches = self._source_batches()
             try:
-                async for msg in messages:
+                async for batch in batches:
                     attempt = 0
-                    await self._handle(client, msg)
+                    for start in range(0, len(batch), size):
+                        await self._handle(client, batch[start : start + size])
                     if self._stop.is_set():
                         # Hold the source open until run() has committed
                         # on it and cancels this task.
@@ -518,7 +578,7 @@ class Bridge:
             finally:
                 # Close the source's connection now, not whenever the
                 # generator is garbage-collected.
-                aclose = getattr(messages, "aclose", None)
+                aclose = getattr(batches, "aclose", None)
                 if aclose is not None:
                     await aclose()
             state.connected = False
@@ -530,88 +590,127 @@ class Bridge:
                     await self._stop.wait()
             attempt += 1
 
-    async def _handle(self, client: Any, msg: SourceMessage) -> None:
-        state = self.state
-        state.received += 1
-        if msg.lag is not None:
-            state.lag = msg.lag
-        future: asyncio.Future[int] | None = None
+    def _channel(self, topic: str) -> str | None:
         try:
-            channel = self.source.topics.channel(msg.topic)
+            return self._channels[topic]
+        except KeyError:
+            pass
+        try:
+            channel = self.source.topics.channel(topic)
         except ValueError as exc:
-            channel = None
-            state.error(exc)
-        data = msg.data
-        # None is a message the source could not read (it said why): dropped
-        # here, after its position, without bothering the transform.
-        if channel is not None and data is not None and self._transform is not None:
-            try:
-                data = self._transform(channel, data, msg)
-                if inspect.isawaitable(data):
-                    data = await data
-            except Exception as exc:  # the user's code: count it, go on
-                state.error(f"transform: {type(exc).__name__}: {exc}")
-                log.exception("bridge transform failed on %r", msg.topic)
-                data = None
-        if channel is None or data is None:
-            state.dropped += 1
-        else:
-            msg_id = None
-            if msg.position is not None:
-                msg_id = f"{self.source.kind}:{msg.position.stream}:{msg.position.seq}"
-            future = await self._publish(client, channel, data, msg_id)
-        while len(self._inflight) >= self._max_pending:
+            self.state.error(exc)
+            return None  # not remembered: each such message counts as an error
+        if len(self._channels) >= _TOPIC_CACHE:
+            self._channels.clear()
+        self._channels[topic] = channel
+        return channel
+
+    async def _handle(self, client: Any, batch: list[SourceMessage]) -> None:
+        """Map, transform and publish one batch (of at most ``self._batch``)."""
+        state = self.state
+        count = len(batch)
+        lag = batch[-1].lag
+        if lag is not None:
+            state.lag = lag
+        kind = self.source.kind
+        transform = self._transform
+        outgoing: list[tuple[str, Any, str | None]] = []
+        commits: list[Callable[[], None]] = []
+        for msg in batch:
+            state.received += 1  # one by one: a transform waiting on one sees it counted
+            if msg.commit is not None:
+                commits.append(msg.commit)
+            channel = self._channel(msg.topic)
+            data = msg.data
+            # None is a message the source could not read (it said why): dropped
+            # here, after its position, without bothering the transform.
+            if channel is not None and data is not None and transform is not None:
+                try:
+                    data = transform(channel, data, msg)
+                    if inspect.isawaitable(data):
+                        data = await data
+                except Exception as exc:  # the user's code: count it, go on
+                    state.error(f"transform: {type(exc).__name__}: {exc}")
+                    log.exception("bridge transform failed on %r", msg.topic)
+                    data = None
+            if channel is None or data is None:
+                state.dropped += 1
+                continue
+            position = msg.position
+            msg_id = None if position is None else f"{kind}:{position.stream}:{position.seq}"
+            outgoing.append((channel, data, msg_id))
+        # Room first: a batch is admitted whole, and both bounds hold.
+        # (The window holds only while the hub is there: without it, the
+        # client's offline queue is what buffers, up to its own bound.)
+        while self._pending + count > self._max_pending or (
+            outgoing and self._unacked >= self._window and client.connected
+        ):
             self._settled.clear()
             await self._settled.wait()
-        entry = _InFlight(msg, future)
-        self._inflight.append(entry)
-        state.pending = len(self._inflight)
+        future = await self._publish(client, outgoing) if outgoing else None
+        self._inflight.append(_InFlight(count, commits, future))
+        self._pending += count
+        state.pending = self._pending
         if future is None:
-            self._settled.set()
+            self._advance()
         else:
-            future.add_done_callback(lambda f: self._on_ack(f))
+            self._unacked += 1
+            future.add_done_callback(self._on_ack)
 
     async def _publish(
-        self, client: Any, channel: str, data: Any, msg_id: str | None
-    ) -> asyncio.Future[int] | None:
-        ch = client.channel(channel)
+        self, client: Any, outgoing: list[tuple[str, Any, str | None]]
+    ) -> asyncio.Future[list[PublishResult]] | None:
+        publisher = client.publisher
+        prepared: list[Prepared] = []
+        for result in prepare_many(outgoing):
+            if isinstance(result, Prepared):
+                prepared.append(result)
+            else:  # refused before queueing (too large, bad data)
+                self.state.error(result)
+        if not prepared:
+            return None
         while True:
             try:
-                fut: asyncio.Future[int] = await ch.publish(data, id=msg_id, wait=False)
-                return fut
+                future: asyncio.Future[list[PublishResult]] = await publisher.publish_many(prepared)
+                return future
             except OfflineQueueFull:
                 # The hub is away and the client's queue is full: stop reading
                 # the source until the hub is back (back-pressure, no crash).
                 await client.wait_connected()
-            except ClientClosed:
-                raise
-            except RtkitError as exc:  # refused before queueing (too large, bad data)
-                self.state.error(exc)
-                return None
 
-    def _on_ack(self, future: asyncio.Future[int]) -> None:
+    def _on_ack(self, future: asyncio.Future[list[PublishResult]]) -> None:
+        self._unacked -= 1
+        state = self.state
         if future.cancelled():
-            self.state.error("publish cancelled")
-        elif future.exception() is not None:
-            self.state.error(future.exception())  # type: ignore[arg-type]
+            state.error("publish cancelled")
         else:
-            self.state.published += 1
-        self._settled.set()
+            for result in future.result():
+                if isinstance(result, BaseException):
+                    state.error(result)
+                else:
+                    state.published += 1
+        self._advance()
 
     async def _committer(self) -> None:
         while True:
             await asyncio.sleep(_COMMIT_INTERVAL)
             await self._commit()
 
-    async def _commit(self) -> None:
-        """Commit every message settled in order, then checkpoint the source."""
+    def _advance(self) -> None:
+        """Commit every batch settled in order (the source notes the
+        positions; :meth:`_commit` records them) and make room."""
         queue = self._inflight
         while queue and (queue[0].future is None or queue[0].future.done()):
             entry = queue.popleft()
-            if entry.msg.commit is not None:
-                entry.msg.commit()
-        self.state.pending = len(queue)
+            self._pending -= entry.count
+            for commit in entry.commits:
+                commit()
+        self.state.pending = self._pending
         self._settled.set()
+
+    async def _commit(self) -> None:
+        """Commit what is settled, then checkpoint the source."""
+        self._advance()
         try:
             position = await self.source.checkpoint()
         except Exception as exc:  # the source is away: the next checkpoint covers it
@@ -619,3 +718,55 @@ class Bridge:
             return
         if position is not None:
             self.state.last_position = position
+
+
+async def _read_ahead(
+    messages: AsyncIterator[SourceMessage], size: int, limit: int
+) -> AsyncIterator[list[SourceMessage]]:
+    """Batches from a source with only ``messages()``.
+
+    A task reads the source ahead into a buffer of at most ``limit``
+    messages while the bridge waits for the hub, and each batch is what the
+    buffer holds (up to ``size``). A failure of the source comes after the
+    messages read before it, which are good."""
+    buffer: deque[SourceMessage] = deque()
+    ready = asyncio.Event()
+    room = asyncio.Event()
+    failure: list[BaseException] = []
+    finished = False
+
+    async def pump() -> None:
+        nonlocal finished
+        try:
+            async for msg in messages:
+                while len(buffer) >= limit:
+                    room.clear()
+                    await room.wait()
+                buffer.append(msg)
+                ready.set()
+        except Exception as exc:  # handed to the bridge, after what was read
+            failure.append(exc)
+        finally:
+            finished = True
+            ready.set()
+            close = getattr(messages, "aclose", None)
+            if close is not None:
+                await close()  # its connection now, not whenever it is collected
+
+    reader = asyncio.create_task(pump(), name="bridge source reader")
+    try:
+        while True:
+            await ready.wait()
+            ready.clear()
+            while buffer:
+                batch = [buffer.popleft() for _ in range(min(size, len(buffer)))]
+                room.set()
+                yield batch
+            if finished and not buffer:
+                if failure:
+                    raise failure[0]
+                return
+    finally:
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reader

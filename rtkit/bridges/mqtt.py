@@ -23,6 +23,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from ..errors import ConfigurationError
+from ..protocol import MAX_PUBLISH_BATCH
 from ._core import BridgeState, SourceMessage, TopicMap, decode_payload
 
 __all__ = ["DEFAULT_BROKER", "MqttSource", "broker_address"]
@@ -117,10 +118,21 @@ class MqttSource:
         return None  # no positions
 
     async def messages(self, state: BridgeState) -> AsyncIterator[SourceMessage]:
+        async for batch in self.batches(state, MAX_PUBLISH_BATCH):
+            for msg in batch:
+                yield msg
+
+    async def batches(self, state: BridgeState, size: int) -> AsyncIterator[list[SourceMessage]]:
+        """Lists of at most ``size`` messages: each what aiomqtt had queued."""
         aiomqtt = _import()
+        inboxes: list[asyncio.Queue[Any]] = []
 
         class Inbox(asyncio.Queue[Any]):
             """aiomqtt's incoming queue, counting what it discards when full."""
+
+            def __init__(self, maxsize: int = 0) -> None:
+                super().__init__(maxsize)
+                inboxes.append(self)  # drained here without a task per message
 
             def put_nowait(self, item: Any) -> None:
                 try:
@@ -140,6 +152,7 @@ class MqttSource:
             queue_type=Inbox,
             max_queued_incoming_messages=self._max_queued,
         )
+        (inbox,) = inboxes
         async with client:
             for pattern in self.topics.patterns:
                 await client.subscribe(pattern, qos=self.qos)
@@ -148,15 +161,29 @@ class MqttSource:
                 # Whatever was published while we were away may be lost.
                 state.gaps += 1
             self._connections += 1
+            # One wait (which also notices a lost connection) per batch; then
+            # whatever else is queued already joins it.
             async for message in client.messages:
-                payload = message.payload
-                if isinstance(payload, str):
-                    payload = payload.encode()
-                elif not isinstance(payload, bytes | bytearray):
-                    payload = str(payload).encode()
-                try:
-                    data = decode_payload(payload, self._payload)
-                except ValueError as exc:
-                    state.error(f"{message.topic}: {exc}")
-                    continue
-                yield SourceMessage(str(message.topic), data)
+                batch: list[SourceMessage] = []
+                self._convert(message, batch, state)
+                while len(batch) < size:
+                    try:
+                        message = inbox.get_nowait()
+                    except asyncio.QueueEmpty:
+                        break
+                    self._convert(message, batch, state)
+                if batch:
+                    yield batch
+
+    def _convert(self, message: Any, batch: list[SourceMessage], state: BridgeState) -> None:
+        payload = message.payload
+        if isinstance(payload, str):
+            payload = payload.encode()
+        elif not isinstance(payload, bytes | bytearray):
+            payload = str(payload).encode()
+        try:
+            data = decode_payload(payload, self._payload)
+        except ValueError as exc:
+            state.error(f"{message.topic}: {exc}")
+            return
+        batch.append(SourceMessage(str(message.topic), data))

@@ -15,13 +15,25 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
+from collections import deque
 from collections.abc import AsyncIterator
 from typing import Any
 
+import orjson
+
 from ..errors import ConfigurationError
+from ..protocol import MAX_PUBLISH_BATCH
 from ._core import BridgeState, Position, SourceMessage, TopicMap, decode_payload
 
 __all__ = ["JetStreamSource", "NatsSource"]
+
+# A pull request lasts this long on the server (then it answers 408); one
+# unanswered for longer than that plus the grace was lost with its connection.
+_PULL_EXPIRES = 1.0
+_PULL_GRACE = 1.0
+_STATUS = "Status"  # the header nats-py puts a status line's code in
 
 
 def _import() -> Any:
@@ -88,33 +100,48 @@ class NatsSource:
         return None  # no positions
 
     async def messages(self, state: BridgeState) -> AsyncIterator[SourceMessage]:
+        async for batch in self.batches(state, MAX_PUBLISH_BATCH):
+            for msg in batch:
+                yield msg
+
+    async def batches(self, state: BridgeState, size: int) -> AsyncIterator[list[SourceMessage]]:
+        """Lists of at most ``size`` messages: each what had arrived meanwhile."""
         nc = await _connect(self.servers, state, gaps=True)
+        # Messages of every subscription, in arrival order. Bounded: a full
+        # buffer holds the subscriptions' callbacks, so nats-py's own pending
+        # queues fill (up to max_pending, then slow-consumer drops: gaps).
+        buffer: deque[Any] = deque()
+        ready = asyncio.Event()
+        room = asyncio.Event()
+        limit = 4 * size
+
+        async def arrived(msg: Any) -> None:
+            while len(buffer) >= limit:
+                room.clear()
+                await room.wait()
+            buffer.append(msg)
+            ready.set()
+
         try:
+            for pattern in self.topics.patterns:
+                await nc.subscribe(pattern, cb=arrived, pending_msgs_limit=self._max_pending)
             state.connected = True
-            subs = [
-                await nc.subscribe(p, pending_msgs_limit=self._max_pending)
-                for p in self.topics.patterns
-            ]
-            queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=1)
-
-            async def pump(sub: Any) -> None:
-                async for msg in sub.messages:
-                    await queue.put(msg)
-
-            async with asyncio.TaskGroup() as tg:
-                tasks = [tg.create_task(pump(sub)) for sub in subs]
-                try:
-                    while True:
-                        msg = await queue.get()
+            while True:
+                await ready.wait()
+                ready.clear()
+                while buffer:
+                    batch: list[SourceMessage] = []
+                    while buffer and len(batch) < size:
+                        msg = buffer.popleft()
                         try:
                             data = decode_payload(msg.data, self._payload)
                         except ValueError as exc:
                             state.error(f"{msg.subject}: {exc}")
                             continue
-                        yield SourceMessage(msg.subject, data)
-                finally:
-                    for task in tasks:
-                        task.cancel()
+                        batch.append(SourceMessage(msg.subject, data))
+                    room.set()
+                    if batch:
+                        yield batch
         finally:
             await nc.close()
 
@@ -173,7 +200,7 @@ class JetStreamSource:
 
         return commit
 
-    async def _consumer(self, js: Any) -> Any:
+    async def _consumer(self, js: Any) -> None:
         """(Re)create the durable consumer at the first sequence not acked.
 
         Deliveries the last run got but never acked would otherwise come back
@@ -206,25 +233,64 @@ class JetStreamSource:
         )
         self._generation += 1
         self._to_ack = None
-        return await js.pull_subscribe_bind(durable=self.durable, stream=self.stream)
 
     async def messages(self, state: BridgeState) -> AsyncIterator[SourceMessage]:
-        from nats.errors import TimeoutError as NatsTimeout
+        async for batch in self.batches(state, self._batch):
+            for msg in batch:
+                yield msg
 
+    async def batches(self, state: BridgeState, size: int) -> AsyncIterator[list[SourceMessage]]:
+        """Lists of at most ``size`` messages: what the pull requests brought.
+
+        It pulls itself rather than through nats-py's ``fetch``, which waits
+        for each message with a task and a timeout of its own (the bridge's
+        largest cost per message): one pull request of ``size`` at a time,
+        its messages collected by a subscription callback and handed over
+        as they come. A request the server no longer answers (its
+        connection was lost) is replaced after its expiry."""
+        size = min(size, self._batch)
         nc = await _connect(self.servers, state, gaps=False)
         try:
-            js = nc.jetstream()
-            psub = await self._consumer(js)
+            await self._consumer(nc.jetstream())
             generation = self._generation
+            arrived: deque[Any] = deque()  # at most one request's worth, and its status
+            ready = asyncio.Event()
+
+            async def deliver(msg: Any) -> None:
+                arrived.append(msg)
+                ready.set()
+
+            inbox = nc.new_inbox()
+            await nc.subscribe(inbox, cb=deliver)
+            next_subject = f"$JS.API.CONSUMER.MSG.NEXT.{self.stream}.{self.durable}"
+            pull = orjson.dumps({"batch": size, "expires": int(_PULL_EXPIRES * 1e9)})
+            owed = 0  # messages the open pull request may still bring
+            asked = 0.0
             expected = 1  # the consumer's delivery numbers have no holes
             state.connected = True
             while True:
-                try:
-                    msgs = await psub.fetch(self._batch, timeout=1)
-                except (NatsTimeout, TimeoutError):
-                    continue  # nothing new within a second (or a slow answer): ask again
-                state.connected = True
-                for msg in msgs:
+                if owed <= 0 or time.monotonic() - asked > _PULL_EXPIRES + _PULL_GRACE:
+                    await nc.publish(next_subject, pull, reply=inbox)
+                    owed, asked = size, time.monotonic()
+                if not arrived:
+                    ready.clear()
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(_PULL_EXPIRES + _PULL_GRACE):
+                            await ready.wait()
+                    continue
+                batch: list[SourceMessage] = []
+                last = None
+                while arrived:
+                    msg = arrived.popleft()
+                    headers = msg.headers
+                    status = headers.get(_STATUS) if headers else None
+                    if status is not None:
+                        if status == "409":  # the consumer went away, or a limit of it
+                            detail = headers.get("Description", "")
+                            raise ConnectionError(f"JetStream pull refused: 409 {detail}")
+                        owed = 0  # 408: expired, 404: nothing (the request is over)
+                        continue
+                    owed -= 1
                     meta = msg.metadata
                     if meta.sequence.consumer != expected:
                         raise ConnectionError(
@@ -237,12 +303,18 @@ class JetStreamSource:
                     except ValueError as exc:
                         state.error(f"{msg.subject}: {exc}")
                         data = None
-                    yield SourceMessage(
-                        msg.subject,
-                        data,
-                        Position(self.stream, str(meta.sequence.stream)),
-                        self._committer(msg, generation),
-                        lag=meta.num_pending,
+                    batch.append(
+                        SourceMessage(
+                            msg.subject,
+                            data,
+                            Position(self.stream, str(meta.sequence.stream)),
+                            lag=meta.num_pending,
+                        )
                     )
+                    last = msg
+                if last is not None:
+                    # AckPolicy.ALL: acking the last acks the whole batch.
+                    batch[-1].commit = self._committer(last, generation)
+                    yield batch
         finally:
             await nc.close()

@@ -86,12 +86,19 @@ class RedisStreamSource:
         return {k.decode(errors="replace"): decode_payload(v) for k, v in fields.items()}
 
     async def messages(self, state: BridgeState) -> AsyncIterator[SourceMessage]:
+        async for batch in self.batches(state, self._batch):
+            for msg in batch:
+                yield msg
+
+    async def batches(self, state: BridgeState, size: int) -> AsyncIterator[list[SourceMessage]]:
+        """Lists of at most ``size`` entries per stream: each one XREAD's worth."""
         try:
             import redis.asyncio as aioredis
         except ImportError:
             raise ConfigurationError(
                 "the Redis Streams bridge needs redis-py: pip install 'rtkit[redis]'"
             ) from None
+        size = min(size, self._batch)
         client = aioredis.Redis.from_url(self.url, socket_connect_timeout=5)
         try:
             await client.ping()
@@ -106,17 +113,19 @@ class RedisStreamSource:
             state.connected = True
             while True:
                 streams: dict[Any, Any] = dict(self._read)
-                reply: Any = await client.xread(streams, count=self._batch, block=1000)
+                reply: Any = await client.xread(streams, count=size, block=1000)
                 for raw_stream, entries in reply or ():
                     stream = raw_stream.decode()
+                    batch: list[SourceMessage] = []
                     for raw_id, fields in entries:
                         entry_id = raw_id.decode()
-                        self._read[stream] = entry_id
-                        yield SourceMessage(
-                            stream,
-                            self._data(fields),
-                            Position(stream, entry_id),
-                            self._committer(stream, entry_id),
+                        batch.append(
+                            SourceMessage(stream, self._data(fields), Position(stream, entry_id))
                         )
+                    if batch:
+                        self._read[stream] = entry_id
+                        # Committing the last entry commits the stream up to it.
+                        batch[-1].commit = self._committer(stream, entry_id)
+                        yield batch
         finally:
             await client.aclose()

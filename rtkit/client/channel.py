@@ -22,13 +22,14 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import itertools
 import logging
 import os
 import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any, Final, Literal, overload
@@ -49,6 +50,7 @@ from ..errors import (
 )
 from ..protocol import (
     HISTORY,
+    MAX_CLIENT_ID_LENGTH,
     MAX_HISTORY_LIMIT,
     MAX_PUBLISH_BATCH,
     MESSAGES,
@@ -80,10 +82,12 @@ __all__ = [
     "GapCallback",
     "MessageCallback",
     "Prepared",
+    "PublishResult",
     "Publisher",
     "check_frame_args",
     "encoded_size",
     "prepare",
+    "prepare_many",
 ]
 
 log = logging.getLogger(__name__)
@@ -143,15 +147,31 @@ class Prepared:
     size: int  # bytes on the wire, about
 
 
+PublishResult = int | BaseException
+"""Per message of :meth:`Publisher.publish_many`: its seq, or why it failed."""
+
+
+@dataclass(slots=True, eq=False)
+class _Group:
+    """Publishes queued together by :meth:`Publisher.publish_many`: one
+    future for all of them, settled once the last one is acked or failed."""
+
+    future: asyncio.Future[list[PublishResult]]
+    results: list[PublishResult]
+    left: int
+
+
 @dataclass(slots=True, eq=False)
 class _Publish:
     channel: str
     data: Any
     id: str
     size: int
-    future: _SeqFuture
+    future: _SeqFuture | None  # None: one of a group's publishes
     detached: bool = False  # publish(wait=False): nobody awaits the future
     started: bool = False  # a concurrent future marked running (no cancel after)
+    group: _Group | None = None
+    index: int = 0  # the place in its group
 
 
 @dataclass(slots=True, eq=False)
@@ -209,6 +229,56 @@ def prepare(channel: str, data: Any, msg_id: str | None) -> Prepared:
             "(and the hub's own cap is usually lower: 256 KiB by default)"
         )
     return Prepared(channel, wire, msg_id, size)
+
+
+# Ids of publish_many's messages that came without one: unique per process
+# (a random prefix) and far cheaper than a uuid4 each.
+_ID_PREFIX: Final = uuid.uuid4().hex[:16]
+_id_counter = itertools.count(1)
+
+
+def prepare_many(items: Iterable[tuple[str, Any, str | None]]) -> list[Prepared | RtkitError]:
+    """:func:`prepare` for many ``(channel, data, id)`` at once, each
+    channel name checked once: per item its :class:`Prepared`, or the error
+    :func:`prepare` would raise for it."""
+    checked: dict[str, RtkitError | None] = {}
+    out: list[Prepared | RtkitError] = []
+    for channel, data, msg_id in items:
+        if channel not in checked:
+            try:
+                validate_channel(channel, PUBLISH)
+                checked[channel] = None
+            except BadRequest as exc:
+                checked[channel] = exc
+        problem = checked[channel]
+        if problem is not None:
+            out.append(copy_error(problem))
+            continue
+        if msg_id is None:
+            msg_id = f"{_ID_PREFIX}-{next(_id_counter)}"
+        elif not isinstance(msg_id, str) or not msg_id or len(msg_id) > MAX_CLIENT_ID_LENGTH:
+            out.append(
+                BadRequest(
+                    f"publish: 'id' must be a non-empty string of at most "
+                    f"{MAX_CLIENT_ID_LENGTH} characters, got {msg_id!r:.40}"
+                )
+            )
+            continue
+        try:
+            wire, size = to_wire(data)
+        except UnsupportedData as exc:
+            out.append(exc)
+            continue
+        if size + _FRAME_OVERHEAD > MAX_FRAME_BYTES:
+            out.append(
+                TooLarge(
+                    f"publish to {channel!r}: the message is about {size} bytes encoded; "
+                    f"a Socket.IO frame carries at most {MAX_FRAME_BYTES} bytes"
+                )
+            )
+            continue
+        out.append(Prepared(channel, wire, msg_id, size))
+    return out
 
 
 def _resolve(future: _SeqFuture, seq: int | None, exc: BaseException | None) -> bool:
@@ -322,6 +392,44 @@ class Publisher:
             self._drop(item)
             raise
 
+    async def publish_many(
+        self, prepared: Sequence[Prepared]
+    ) -> asyncio.Future[list[PublishResult]]:
+        """Queue several publishes at once, in order, and return at once one
+        future of their results: per message its seq, or the exception it
+        failed with (a refusal of the hub, or the client's stop). The
+        future itself never fails; cancelling it withdraws what is not
+        sent yet.
+
+        For a fast feed (a bridge): one admission and one future for the
+        lot instead of one per message. Waits for room as :meth:`publish`
+        does, for all of them at once (so at most ``max_offline_queue`` in
+        one call); offline and full, raises
+        :class:`~rtkit.errors.OfflineQueueFull` and queues none of them."""
+        count = len(prepared)
+        if not 1 <= count <= self._limit:
+            raise ValueError(
+                f"publish_many takes 1 to {self._limit} publishes (max_offline_queue), got {count}"
+            )
+        self._session.check_usable()
+        await self._admit(count)
+        future: asyncio.Future[list[PublishResult]] = asyncio.get_running_loop().create_future()
+        group = _Group(future, [0] * count, count)
+        push = self._outbox.push
+        for index, one in enumerate(prepared):
+            item = _Publish(
+                one.channel, one.data, one.id, one.size, None, True, False, group, index
+            )
+            push(item, online=True)  # admitted: within the bound
+        self._idle.clear()
+        self._wake_pump.set()
+        return future
+
+    @property
+    def capacity(self) -> int:
+        """How many publishes may be pending at once (``max_offline_queue``)."""
+        return self._limit
+
     def submit(self, prepared: Prepared) -> concurrent.futures.Future[int]:
         """From any thread: queue a publish and return a future of its seq.
 
@@ -370,11 +478,11 @@ class Publisher:
                 f"(max_offline_queue={self._limit}); wait for the reconnect or raise the limit"
             )
 
-    async def _admit(self) -> None:
+    async def _admit(self, count: int = 1) -> None:
         while True:
             with self._room:
-                if self._count < self._limit:
-                    self._count += 1
+                if self._count + count <= self._limit:
+                    self._count += count
                     return
                 self._check_room()
                 self._room_now.clear()
@@ -416,6 +524,19 @@ class Publisher:
         self._check_idle()
 
     def _finish(self, item: _Publish, seq: int | None, exc: BaseException | None) -> None:
+        group = item.group
+        if group is not None:
+            if exc is None:
+                self.published += 1
+                group.results[item.index] = seq  # type: ignore[assignment]
+            else:
+                self.failures += 1
+                group.results[item.index] = exc
+            group.left -= 1
+            if group.left == 0 and not group.future.done():
+                group.future.set_result(group.results)
+            return
+        assert item.future is not None
         if exc is None:
             self.published += 1
             _resolve(item.future, seq, None)
@@ -511,12 +632,14 @@ class Publisher:
             item = self._outbox.pop_unsent()
             if item is None:
                 break
-            if isinstance(item.future, concurrent.futures.Future) and not item.started:
+            future = item.future if item.group is None else item.group.future
+            assert future is not None
+            if isinstance(future, concurrent.futures.Future) and not item.started:
                 item.started = True
-                if not item.future.set_running_or_notify_cancel():
+                if not future.set_running_or_notify_cancel():
                     self._drop(item)  # cancelled before it was sent
                     continue
-            elif item.future.done():
+            elif future.done():
                 self._drop(item)  # abandoned before it was sent
                 continue
             if items and size + item.size > MAX_BATCH_BYTES:
@@ -594,11 +717,19 @@ class Publisher:
             return
         if probe:
             self._batches = True
+        # _settle for each, with one release of their room for all.
+        settled = 0
         for item, result in zip(request.items, results, strict=True):
+            if not self._outbox.remove(item):
+                continue  # settled, timed out or abandoned already
+            settled += 1
             if isinstance(result, RtkitError):
-                self._settle(item, None, result)
+                self._finish(item, None, result)
             else:
-                self._settle(item, result, None)
+                self._finish(item, result, None)
+        if settled:
+            self._release(settled)
+            self._check_idle()
 
     def _fail_request(self, request: _Request, exc: RtkitError) -> None:
         if isinstance(exc, RateLimited):

@@ -18,7 +18,7 @@ import pytest
 
 import rtkit.aio
 from rtkit._process import kill_group, stop_group
-from rtkit.bridges import Bridge, SourceMessage, TopicMap
+from rtkit.bridges import Bridge, Position, SourceMessage, TopicMap
 from rtkit.pytest_plugin import REDIS_URL, InProcessHub
 
 from .brokers import mosquitto, nats_server
@@ -327,3 +327,131 @@ async def test_mqtt_messages_lost_to_a_slow_bridge_are_counted(
                 await asyncio.wait_for(task, 10)
     finally:
         broker.stop()
+
+
+async def test_jetstream_messages_go_to_the_hub_in_batches(
+    rt_hub_inprocess: InProcessHub, tmp_path: Path
+) -> None:
+    from rtkit.bridges.nats import JetStreamSource
+
+    broker = nats_server(tmp_path).start()
+    url = f"nats://127.0.0.1:{broker.port}"
+    nc = await nats.connect(url)
+    try:
+        js = nc.jetstream()
+        await js.add_stream(name="BATCHED", subjects=["batched.>"])
+        for i in range(5000):
+            await nc.publish(f"batched.s{i % 2}", orjson.dumps(i))
+        await nc.flush()
+        async with rtkit.aio.Client(rt_hub_inprocess.url) as hub:
+            topics = TopicMap([("batched.*", "batched.{1}")], flavor="nats")
+            source = JetStreamSource(url, stream="BATCHED", durable="b", topics=topics)
+            bridge = Bridge(source, client=hub)
+            task = asyncio.create_task(bridge.run())
+            try:
+                await wait_count(hub, "batched.s0", 2500)
+                await wait_count(hub, "batched.s1", 2500)
+                await wait_for(lambda: bridge.state.last_position == "BATCHED:5000")
+            finally:
+                bridge.stop()
+                await asyncio.wait_for(task, 10)
+            assert await history(hub, "batched.s0") == list(range(0, 5000, 2))
+            assert await history(hub, "batched.s1") == list(range(1, 5000, 2))
+            assert bridge.state.published == 5000 and bridge.state.pending == 0
+            # Two channels, one request per fetch of up to 500: not one per message.
+            assert hub.metrics.publish_requests <= 5000 // 100
+    finally:
+        await nc.close()
+        broker.stop()
+
+
+class _CountingSource:
+    """A source with only ``messages()`` (no batches) and positions."""
+
+    kind = "counting"
+
+    def __init__(self, count: int) -> None:
+        self.topics = TopicMap([("counter", "counter")], flavor="plain")
+        self.count = count
+        self.committed: list[int] = []
+        self.checkpointed: int | None = None
+
+    async def messages(self, state: Any) -> Any:
+        state.connected = True
+        for i in range(self.count):
+            yield SourceMessage(
+                "counter", i, Position("c", str(i)), lambda i=i: self.committed.append(i)
+            )
+        await asyncio.Event().wait()  # a live source: nothing more for now
+
+    async def checkpoint(self) -> str | None:
+        if self.committed:
+            self.checkpointed = self.committed[-1]
+        return None if self.checkpointed is None else str(self.checkpointed)
+
+
+async def test_a_source_without_batches_is_bridged_message_by_message_and_committed_in_order(
+    rt_hub_inprocess: InProcessHub,
+) -> None:
+    source = _CountingSource(300)
+    async with rtkit.aio.Client(rt_hub_inprocess.url) as hub:
+        bridge = Bridge(source, client=hub)
+        task = asyncio.create_task(bridge.run())
+        try:
+            await wait_for(lambda: bridge.state.last_position == "299", what="all committed")
+        finally:
+            bridge.stop()
+            await asyncio.wait_for(task, 10)
+        assert source.committed == list(range(300))
+        assert await history(hub, "counter") == list(range(300))
+        # Publishing the same positions again stores nothing twice (ids from positions).
+        again = Bridge(_CountingSource(300), client=hub)
+        task = asyncio.create_task(again.run())
+        try:
+            await wait_for(lambda: again.state.published == 300, what="republished")
+        finally:
+            again.stop()
+            await asyncio.wait_for(task, 10)
+        assert await history(hub, "counter") == list(range(300))
+
+
+class _FailingSource:
+    """Yields 100 messages and fails; the next connection yields 100 more."""
+
+    kind = "failing"
+
+    def __init__(self) -> None:
+        self.topics = TopicMap([("feed", "feed")], flavor="plain")
+        self.connections = 0
+
+    async def messages(self, state: Any) -> Any:
+        first = 100 * self.connections
+        self.connections += 1
+        state.connected = True
+        for i in range(first, first + 100):
+            yield SourceMessage("feed", i)
+        if self.connections == 1:
+            raise ConnectionError("the feed went away")
+        await asyncio.Event().wait()
+
+    async def checkpoint(self) -> str | None:
+        return None
+
+
+async def test_what_a_source_read_before_it_failed_is_published_before_it_reconnects(
+    rt_hub_inprocess: InProcessHub,
+) -> None:
+    from rtkit.client._backoff import Backoff
+
+    source = _FailingSource()
+    async with rtkit.aio.Client(rt_hub_inprocess.url) as hub:
+        bridge = Bridge(source, client=hub, backoff=Backoff(0.01, 0.05))
+        task = asyncio.create_task(bridge.run())
+        try:
+            await wait_count(hub, "feed", 200)
+        finally:
+            bridge.stop()
+            await asyncio.wait_for(task, 10)
+        assert await history(hub, "feed") == list(range(200))
+        assert bridge.state.reconnects == 1
+        assert bridge.state.last_error == "ConnectionError: the feed went away"

@@ -115,6 +115,20 @@ def test_the_command_line_refuses_a_bad_map_clearly(capsys: pytest.CaptureFixtur
     assert "rtkit bridge" in err and "1 wildcard" in err
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [(["--batch", "501"], "batch is 1 to 500"), (["--window", "0"], "window is at least 1")],
+)
+def test_the_command_line_refuses_a_bad_batch_or_window_clearly(
+    args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from rtkit.cli import main
+
+    argv = ["bridge", "mqtt", "--map", "a/+", "--url", "http://127.0.0.1:9", *args]
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
 # -- where the MQTT broker is ------------------------------------------------------
 
 

@@ -12,8 +12,15 @@ import pytest
 from fake_hub import WAIT, FakeHub
 
 from rtkit.client import aio
-from rtkit.client.channel import Prepared, prepare
-from rtkit.errors import BadRequest, OfflineQueueFull, RateLimited, TooLarge
+from rtkit.client.channel import Prepared, prepare, prepare_many
+from rtkit.errors import (
+    BadRequest,
+    ClientClosed,
+    OfflineQueueFull,
+    RateLimited,
+    TooLarge,
+    UnsupportedData,
+)
 
 
 @pytest.fixture
@@ -169,3 +176,51 @@ async def test_a_bad_batch_item_error_is_not_taken_for_a_hub_without_batches(
     for future in futures:
         with pytest.raises(BadRequest):
             await future
+
+
+async def test_publish_many_sends_its_messages_in_order_with_one_future_for_all(
+    hub: FakeHub, client: aio.Client
+) -> None:
+    publisher = client.publisher
+    prepared = prepare_many([("c", i, None) for i in range(4)] + [("c", 4, "my-id")])
+    assert all(isinstance(p, Prepared) for p in prepared)
+    first = await publisher.publish_many([p for p in prepared if isinstance(p, Prepared)])
+    request = await hub.request("publish")  # the first batch of the connection: alone
+    messages = request.payload["messages"]
+    assert [m["data"] for m in messages] == [0, 1, 2, 3, 4]
+    assert messages[4]["id"] == "my-id"
+    assert len({m["id"] for m in messages}) == 5  # ids made for the others, all different
+    error = {"code": "too_large", "message": "publish: payload is 300000 bytes"}
+    request.ack(seqs=[1, 2, None, 3, 4], ts=[1.0, 1.0, None, 1.0, 1.0], errors=[None, None, error])
+    async with asyncio.timeout(WAIT):
+        results = await first
+    assert results[:2] == [1, 2] and results[3:] == [3, 4]
+    assert isinstance(results[2], TooLarge)
+    assert client.metrics.published == 4 and client.metrics.publish_failures == 1
+
+
+async def test_publish_many_refuses_bad_items_one_by_one_and_more_than_the_queue_holds(
+    client: aio.Client,
+) -> None:
+    results = prepare_many([("c", 1, None), ("bad name", 2, None), ("c", object(), None)])
+    assert isinstance(results[0], Prepared)
+    assert isinstance(results[1], BadRequest) and "channel" in str(results[1])
+    assert isinstance(results[2], UnsupportedData)
+    with pytest.raises(ValueError, match="1 to 50"):
+        await client.publisher.publish_many([_prepare("c", i) for i in range(51)])
+
+
+async def test_publish_many_offline_queues_all_or_none_and_fails_all_when_closed(
+    hub: FakeHub, client: aio.Client
+) -> None:
+    publisher = client.publisher
+    hub.drop(reachable=False)
+    await hub.until(lambda: not client.connected)
+    queued = await publisher.publish_many([_prepare("c", i) for i in range(30)])
+    with pytest.raises(OfflineQueueFull):  # 30 + 30 > 50: none of these is queued
+        await publisher.publish_many([_prepare("c", i) for i in range(30)])
+    assert len(publisher) == 30
+    await client.close()
+    async with asyncio.timeout(WAIT):
+        results = await queued
+    assert len(results) == 30 and all(isinstance(r, ClientClosed) for r in results)
