@@ -449,26 +449,29 @@ the bridge is no longer what stops it:
   the MQTT bridge's cost), JSON decoding, and python-socketio looking
   through each request for binary data. Compare the "bridge CPU" column of
   the two rows of each case.
-- **Into the channel** the bridge now gets close to the broker's own limit
-  for a Python client (the plain consumer column: what nats-py or aiomqtt
-  alone read from the same producer); MQTT and NATS core are also held to
-  the rate of the Python producer beside them.
+- **Into the channel** the bridge now carries 1.3 to 3.5 times what it
+  did. With the 10 subscribers taking their share of the two cores it stays
+  below the plain consumer (the broker's own limit for a Python client:
+  what nats-py or aiomqtt alone read from the same producer); with one
+  subscriber it comes within 10-25 % of it (see below). MQTT and NATS core
+  are also held to the rate of the Python producer beside them.
 - **To all 10 subscribers** is held by the subscribers: the 10 `rtkit.aio`
   clients share this benchmark's one Python process, and each delivery
-  costs about 9 µs there (python-socketio decoding JSON with the standard
-  library, envelope checks, a queue hop to the callback per message), about
-  90 µs for the 10, so that process tops out near 11,000 msg/s on a whole
-  core, and gets far less while the hub, the broker, the producer and the
-  bridge share the two cores with it and with other users.
-- **The hub** spends 5-20 µs per message on storing and the fan-out to 10
-  (one encoded packet shared by all subscribers).
+  costs about 7 µs there (python-socketio decoding JSON with the standard
+  library, envelope checks, the callback), about 70 µs for the 10, so that
+  process tops out near 14,000 msg/s on a whole core, and gets far less
+  while the hub, the broker, the producer and the bridge share the two
+  cores with it and with other users.
+- **The hub** spends 10-30 µs per message on storing and the fan-out to 10
+  (one encoded packet shared by all subscribers), the less the larger the
+  batches.
 
 So the ceiling here is two shared cores for everything, most of it Python
 clients decoding: the 10 subscribers, and paho for MQTT. With subscribers
-elsewhere (browsers, other hosts), the hub's 5-15 µs and the NATS bridges'
-5-25 µs per message leave room for some 40,000 msg/s or more on a core
-each, the MQTT bridge's 30 µs (mostly paho) for about 30,000; this machine
-cannot show it. Every message reached every subscriber in each case (no
+elsewhere (browsers, other hosts), the hub's 10-30 µs and the NATS bridges'
+10-20 µs per message leave room for some 35,000-70,000 msg/s on a core
+each, the MQTT bridge's 30-45 µs (mostly paho) for 20,000-30,000; this
+machine cannot show it. Every message reached every subscriber in each case (no
 loss). Rates here vary by a factor of two from run to run with what else
 runs on the machine; the CPU per message varies far less.
 
