@@ -380,6 +380,7 @@ async def main(count: int, before: str | None) -> list[Row]:
         stop_group(mosq, timeout=5)
         stop_group(natsd, timeout=5)
         hub.terminate()
+        shutil.rmtree(tmp, ignore_errors=True)  # the JetStream store
     return rows
 
 
