@@ -43,7 +43,17 @@ import orjson
 from ..client._backoff import Backoff
 from ..client.channel import Prepared, PublishResult, prepare_many
 from ..config import DEFAULT_BRIDGE_CHANNEL
-from ..errors import ClientClosed, ConfigurationError, OfflineQueueFull, RtkitError
+from ..errors import (
+    AckTimeout,
+    ClientClosed,
+    ConfigurationError,
+    InternalError,
+    NotConnected,
+    OfflineQueueFull,
+    RateLimited,
+    RtkitError,
+    Unavailable,
+)
 from ..protocol import CHANNEL_NAME_RE, MAX_PUBLISH_BATCH
 from ._report import REPORT_EVERY, StateReporter
 
@@ -392,6 +402,19 @@ class _InFlight:
     count: int  # messages read (published or dropped)
     commits: list[Callable[[], None]]  # what the source asked to commit, in order
     future: asyncio.Future[list[PublishResult]] | None  # None: nothing to publish
+    # The hub refused part of it for now (a timeout, rate_limited,
+    # unavailable): its positions are not committed, and the bridge reads
+    # the source again from the last committed one.
+    failed: bool = False
+
+
+# Failures that a later try may not meet; the others (bad_request,
+# forbidden, too_large...) would fail the same way again.
+_PASSING = (AckTimeout, NotConnected, RateLimited, Unavailable, InternalError)
+
+
+class _Rewind(Exception):
+    """A batch of a positioned source failed for now: read it again."""
 
 
 class Bridge:
@@ -467,6 +490,9 @@ class Bridge:
         self._inflight: deque[_InFlight] = deque()
         self._pending = 0  # messages in _inflight
         self._settled = asyncio.Event()
+        self._rewind = False  # a batch failed for now: read again from the last commit
+        self._rewind_flag = asyncio.Event()  # the same, for a reader waiting on the source
+        self._rewinds = 0  # in a row, without a batch stored whole in between
         self._stop = asyncio.Event()
         self._channels: dict[str, str | None] = {}
 
@@ -557,9 +583,11 @@ class Bridge:
         while not self._stop.is_set():
             batches = self._source_batches()
             try:
-                async for batch in batches:
+                async for batch in self._until_rewind(batches):
                     attempt = 0
                     for start in range(0, len(batch), size):
+                        if self._rewind:
+                            raise _Rewind
                         await self._handle(client, batch[start : start + size])
                     if self._stop.is_set():
                         # Hold the source open until run() has committed
@@ -567,6 +595,19 @@ class Bridge:
                         await asyncio.get_running_loop().create_future()
             except (asyncio.CancelledError, KeyboardInterrupt, ClientClosed):
                 raise  # stopped, or the client it publishes through is closed
+            except _Rewind:
+                log.warning(
+                    "bridge %s: the hub refused a batch for now (%s); reading the "
+                    "source again from its last committed position",
+                    state.source,
+                    state.last_error,
+                )
+                # While the source is open: some record positions on it.
+                await self._settle_rewind()
+                # Back off as for a source failure: the hub may need a while
+                # (a rate limit's window, a store coming back).
+                self._rewinds += 1
+                attempt = self._rewinds
             except Exception as exc:  # a source failure: reconnect, never crash
                 state.error(exc)
                 log.warning(
@@ -582,6 +623,8 @@ class Bridge:
                 if aclose is not None:
                     await aclose()
             state.connected = False
+            if self._rewind:  # a batch failed as the source did
+                await self._settle_rewind()
             if self._stop.is_set():
                 break
             state.reconnects += 1
@@ -589,6 +632,31 @@ class Bridge:
                 async with asyncio.timeout(self._backoff.delay(attempt)):
                     await self._stop.wait()
             attempt += 1
+
+    async def _until_rewind(
+        self, batches: AsyncIterator[list[SourceMessage]]
+    ) -> AsyncIterator[list[SourceMessage]]:
+        """``batches``, until a batch fails for now: a reader waiting on a
+        quiet source must not wait for its next message to read again."""
+        it = aiter(batches)
+        while True:
+            step = asyncio.ensure_future(anext(it))
+            flag = asyncio.ensure_future(self._rewind_flag.wait())
+            try:
+                await asyncio.wait((step, flag), return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                flag.cancel()
+                if not step.done():
+                    step.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                        await step
+            if step.cancelled():
+                raise _Rewind
+            try:
+                batch = step.result()
+            except StopAsyncIteration:
+                return
+            yield batch
 
     def _channel(self, topic: str) -> str | None:
         try:
@@ -642,11 +710,15 @@ class Bridge:
         # Room first: a batch is admitted whole, and both bounds hold.
         # (The window holds only while the hub is there: without it, the
         # client's offline queue is what buffers, up to its own bound.)
-        while self._pending + count > self._max_pending or (
-            outgoing and self._unacked >= self._window and client.connected
+        while not self._rewind and (
+            self._pending + count > self._max_pending
+            or (outgoing and self._unacked >= self._window and client.connected)
         ):
             self._settled.clear()
             await self._settled.wait()
+        if self._rewind:
+            # Behind a failed batch: not published now, read again after it.
+            raise _Rewind
         future = await self._publish(client, outgoing) if outgoing else None
         self._inflight.append(_InFlight(count, commits, future))
         self._pending += count
@@ -681,15 +753,44 @@ class Bridge:
     def _on_ack(self, future: asyncio.Future[list[PublishResult]]) -> None:
         self._unacked -= 1
         state = self.state
-        if future.cancelled():
+        passing = future.cancelled()
+        if passing:
             state.error("publish cancelled")
         else:
             for result in future.result():
                 if isinstance(result, BaseException):
                     state.error(result)
+                    passing = passing or isinstance(result, _PASSING)
                 else:
                     state.published += 1
+        if not passing:
+            self._rewinds = 0
+        else:
+            entry = next((e for e in self._inflight if e.future is future), None)
+            # Without positions there is nothing to read again: counted, gone.
+            if entry is not None and entry.commits:
+                entry.failed = True
+                self._rewind = True
+                self._rewind_flag.set()
         self._advance()
+
+    async def _settle_rewind(self) -> None:
+        """Before reading again: let what is in flight settle (the client
+        bounds each wait), keep the commits of the batches before the failed
+        one, and forget the rest. The source then starts over from its last
+        committed position, and the hub takes what it already stored as
+        duplicates (the publish ids come from the positions)."""
+        for entry in list(self._inflight):
+            if entry.future is not None and not entry.future.done():
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(entry.future)
+        await self._commit()
+        self._inflight.clear()
+        self._pending = 0
+        self.state.pending = 0
+        self._rewind = False
+        self._rewind_flag.clear()
+        self._settled.set()
 
     async def _committer(self) -> None:
         while True:
@@ -700,7 +801,7 @@ class Bridge:
         """Commit every batch settled in order (the source notes the
         positions; :meth:`_commit` records them) and make room."""
         queue = self._inflight
-        while queue and (queue[0].future is None or queue[0].future.done()):
+        while queue and not queue[0].failed and (queue[0].future is None or queue[0].future.done()):
             entry = queue.popleft()
             self._pending -= entry.count
             for commit in entry.commits:

@@ -214,8 +214,13 @@ class JetStreamSource:
         except NotFoundError:
             start = None
         else:
-            start = info.ack_floor.stream_seq + 1
-            self._acked_seq = info.ack_floor.stream_seq
+            # A consumer (re)made at a start sequence reports an ack floor of
+            # 0 until its first ack: it then still starts where it was made,
+            # not at the stream's beginning.
+            made_at = (info.config.opt_start_seq or 1) - 1
+            floor = max(info.ack_floor.stream_seq, made_at)
+            start = floor + 1 if floor else None
+            self._acked_seq = floor
             await js.delete_consumer(self.stream, self.durable)
         patterns = self.topics.patterns
         await js.add_consumer(
