@@ -15,18 +15,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from ..errors import HubError
-from ..protocol import (
-    DOC_SYNC,
-    DOC_UPDATE,
-    HISTORY,
-    PRESENCE_JOIN,
-    PRESENCE_LEAVE,
-    PRESENCE_LIST,
-    PRESENCE_UPDATE,
-    PUBLISH,
-    SUBSCRIBE,
-    UNSUBSCRIBE,
-)
+from ..protocol import CLIENT_EVENTS, PUBLISH
 
 #: Upper bounds (seconds) of the latency histograms' buckets: from a
 #: synchronous in-memory append (microseconds) to a store far away.
@@ -50,20 +39,7 @@ LATENCY_BUCKETS: tuple[float, ...] = (
 
 # Request events counted under their own name; anything else a client
 # sends counts as "other", so clients cannot add label values.
-_EVENTS = frozenset(
-    {
-        SUBSCRIBE,
-        UNSUBSCRIBE,
-        PUBLISH,
-        HISTORY,
-        PRESENCE_JOIN,
-        PRESENCE_UPDATE,
-        PRESENCE_LEAVE,
-        PRESENCE_LIST,
-        DOC_SYNC,
-        DOC_UPDATE,
-    }
-)
+_EVENTS = CLIENT_EVENTS
 # python-engineio's disconnect reasons (engineio.Server.reason).
 _REASONS = frozenset(
     {"server disconnect", "client disconnect", "ping timeout", "transport close", "transport error"}

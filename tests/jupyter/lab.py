@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -111,3 +112,16 @@ def open_notebook(page: Any, server: JupyterServer, name: str, workspace: str = 
     cells.first.click()
     page.keyboard.press("Escape")
     return cells
+
+
+def wait_for(check: Any, what: str, timeout: float = 30.0) -> Any:
+    """``check()``'s first truthy value, polled every 0.1 s (a browser's
+    state, read through Playwright); AssertionError after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -21,7 +20,7 @@ import pytest
 
 import rtkit
 
-from .lab import ARTIFACTS, chromium, open_notebook, running_lab
+from .lab import ARTIFACTS, chromium, open_notebook, running_lab, wait_for
 from .server import JupyterServer
 
 pytestmark = [pytest.mark.jupyter, pytest.mark.browser, pytest.mark.slow]
@@ -77,17 +76,6 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterServer]:
     }
     with running_lab(tmp_path_factory.mktemp("lab"), notebooks) as server:
         yield server
-
-
-def wait_for(check: Any, what: str, timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
 
 
 def test_a_sensor_replay_draws_one_downsampled_series_per_sensor(

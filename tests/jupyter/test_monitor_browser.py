@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ import pytest
 
 import rtkit
 
-from .lab import ARTIFACTS, KERNEL_BUSY, chromium, open_notebook, running_lab
+from .lab import ARTIFACTS, KERNEL_BUSY, chromium, open_notebook, running_lab, wait_for
 from .server import JupyterServer
 
 pytestmark = [pytest.mark.jupyter]
@@ -31,17 +30,6 @@ CELLS = [
 def lab(tmp_path: Path) -> Iterator[JupyterServer]:
     with running_lab(tmp_path / "lab", {"monitor.ipynb": CELLS}) as server:
         yield server
-
-
-def wait_for(check: Any, what: str, timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
 
 
 class Feed(threading.Thread):

@@ -12,7 +12,6 @@ import json
 import os
 import re
 import subprocess
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,7 +21,7 @@ import pytest
 
 import rtkit
 
-from .lab import ARTIFACTS, KERNEL_BUSY, REPO, chromium, open_notebook, running_lab
+from .lab import ARTIFACTS, KERNEL_BUSY, REPO, chromium, open_notebook, running_lab, wait_for
 from .server import JupyterServer
 
 pytestmark = [pytest.mark.jupyter, pytest.mark.browser, pytest.mark.slow]
@@ -88,17 +87,6 @@ def lab(tmp_path: Path) -> Iterator[JupyterServer]:
     notebooks = {"widgets.ipynb": CELLS, "table.ipynb": TABLE_CELLS}
     with running_lab(tmp_path / "lab", notebooks) as server:
         yield server
-
-
-def wait_for(check: Any, what: str, timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
 
 
 def _rate(info: str) -> int:
