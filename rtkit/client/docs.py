@@ -92,7 +92,11 @@ class ThreadSafeDoc(pycrdt.Doc[Any]):
 
     def __init__(self, **kwargs: Any) -> None:
         self._per_thread = threading.local()
+        self._thread_lock = threading.RLock()
         super().__init__(allow_multithreading=True, **kwargs)
+
+    def transaction(self, origin: Any = None) -> Any:
+        return _HeldTransaction(self._thread_lock, super().transaction(origin))
 
     @property
     def _txn(self) -> Any:
@@ -101,6 +105,52 @@ class ThreadSafeDoc(pycrdt.Doc[Any]):
     @_txn.setter
     def _txn(self, value: Any) -> None:
         self._per_thread.txn = value
+
+
+class _HeldTransaction:
+    """A pycrdt transaction entered and left under its doc's thread lock.
+
+    pycrdt (0.14) releases its own lock before it drops the transaction it
+    committed, so a thread waiting on that lock can try to open its own
+    while the first is still alive, and fails with "Already in a
+    transaction" (seen under load, about one run in 300 of two threads
+    each making 500 edits). A lock of our own, held until pycrdt's exit
+    has finished, closes that window; being reentrant, it lets a thread
+    nest transactions as pycrdt allows."""
+
+    __slots__ = ("_lock", "_txn")
+
+    def __init__(self, lock: threading.RLock, txn: pycrdt.Transaction) -> None:
+        self._lock = lock
+        self._txn = txn
+
+    def __enter__(self) -> pycrdt.Transaction:
+        self._lock.acquire()
+        try:
+            return self._txn.__enter__()
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def __exit__(self, *exc_info: Any) -> None:
+        try:
+            self._txn.__exit__(*exc_info)
+        finally:
+            self._lock.release()
+
+    async def __aenter__(self) -> pycrdt.Transaction:
+        self._lock.acquire()
+        try:
+            return await self._txn.__aenter__()
+        except BaseException:
+            self._lock.release()
+            raise
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        try:
+            await self._txn.__aexit__(*exc_info)
+        finally:
+            self._lock.release()
 
 
 class SharedDoc(MutableMapping[str, Any]):
