@@ -847,7 +847,7 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
 @dataclass(frozen=True, slots=True)
 class _Entry:
     channel: Channel
-    receive: Callable[[Message], None]
+    receive: Callable[[list[Message]], None]  # a run of the channel's messages
     resume: Callable[[], Awaitable[None]]
     revoked: Callable[[], None]
 
@@ -889,7 +889,7 @@ class Channels:
         self,
         channel: Channel,
         *,
-        receive: Callable[[Message], None],
+        receive: Callable[[list[Message]], None],
         resume: Callable[[], Awaitable[None]],
         revoked: Callable[[], None],
     ) -> None:
@@ -915,16 +915,25 @@ class Channels:
         if not isinstance(payload, list):
             log.warning("rtkit: ignored a malformed 'messages' event: %r", payload)
             return
+        # The hub coalesces: each channel gets its run of messages at once.
         entries = self._entries
+        run: list[Message] = []
         for env in payload:
             try:
                 msg = parse_envelope(env)
             except ValueError as exc:
                 log.warning("rtkit: dropped a malformed message: %s", exc)
                 continue
-            entry = entries.get(msg.channel)
+            if run and msg.channel != run[0].channel:
+                entry = entries.get(run[0].channel)
+                if entry is not None:
+                    entry.receive(run)
+                run = []
+            run.append(msg)
+        if run:
+            entry = entries.get(run[0].channel)
             if entry is not None:
-                entry.receive(msg)
+                entry.receive(run)
 
     def _revoked(self, name: str) -> None:
         """The hub ended ``name``'s subscription (a refreshed token no longer
@@ -1330,8 +1339,8 @@ class Channel:
         )
         if gap is not None:
             self._on_gap(gap)
-        for msg in backlog:
-            self._receive(msg)
+        if backlog:
+            self._receive(backlog)
 
     def _on_gap(self, info: GapInfo) -> None:
         """The hub could not resume: restart the callbacks' positions and tell them."""
@@ -1365,29 +1374,42 @@ class Channel:
             on_refused=self._drop_listeners,
         )
 
-    def _receive(self, msg: Message) -> None:
+    def _receive(self, msgs: list[Message]) -> None:
+        """Deliver a run of this channel's messages (in seq order) to every
+        callback: per callback one entry of the session's queue."""
         if not self._listeners:
             return
         registry = self._registry
-        last = self._cursor.seq
-        if not self._cursor.accept(msg.seq):
-            registry.duplicates += 1
+        cursor = self._cursor
+        fresh: list[Message] = []
+        for msg in msgs:
+            last = cursor.seq
+            if not cursor.accept(msg.seq):
+                registry.duplicates += 1
+                continue
+            if last is not None and msg.seq > last + 1:
+                log.warning(
+                    "rtkit: channel %r jumped from seq %d to %d without a gap notice",
+                    self.name,
+                    last,
+                    msg.seq,
+                )
+            fresh.append(msg)
+        if not fresh:
             return
-        if last is not None and msg.seq > last + 1:
-            log.warning(
-                "rtkit: channel %r jumped from seq %d to %d without a gap notice",
-                self.name,
-                last,
-                msg.seq,
-            )
-        registry.received += 1
-        dispatch = self._session.dispatch
+        registry.received += len(fresh)
+        dispatch_each = self._session.dispatch_each
         for listener in self._listeners:
             if listener.buffer is not None:
-                listener.buffer.append(msg)
-            elif msg.seq > listener.cursor:
-                listener.cursor = msg.seq
-                dispatch(listener.callback, (msg,), listener)
+                listener.buffer.extend(fresh)
+                continue
+            run = fresh
+            if run[0].seq <= listener.cursor:
+                run = [msg for msg in run if msg.seq > listener.cursor]
+                if not run:
+                    continue
+            listener.cursor = run[-1].seq
+            dispatch_each(listener.callback, run, listener)
 
     async def _backfill(self, listener: _Listener, target: int) -> None:
         """Give a late subscriber history from its ``since`` up to ``target``."""

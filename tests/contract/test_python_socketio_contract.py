@@ -121,3 +121,30 @@ def test_hand_built_events_are_what_python_socketio_encodes() -> None:
     assert isinstance(encoded, str)
     assert ours.encode() == "4" + encoded, f"the Socket.IO event prefix changed ({PACKETS})"
     assert orjson.loads(ours.encode()[len(f"42{NAMESPACE},") :]) == ["presence", payload]
+
+
+def test_the_client_decodes_with_its_own_packet_class_and_json(monkeypatch: object) -> None:
+    # rtkit.client._session relies on AsyncClient(serializer=<Packet subclass>)
+    # making that class the client's packet class, and on Packet.decode
+    # reading the arguments with the class's ``json.loads``: every delivery
+    # a Python subscriber receives is decoded there, by orjson.
+    from rtkit.client._session import SocketIOTransport, _Packet, _WireJSON
+
+    transport = SocketIOTransport(connect_timeout=1.0)
+    assert transport._sio.packet_class is _Packet
+    assert sio_packet.Packet.json is not _WireJSON  # no global change
+    calls: list[object] = []
+    real = _WireJSON.loads
+
+    def counting(data: str | bytes, **kwargs: object) -> object:
+        calls.append(data)
+        return real(data)
+
+    monkeypatch.setattr(_WireJSON, "loads", staticmethod(counting))  # type: ignore[attr-defined]
+    pkt = _Packet(encoded_packet=f'2{NAMESPACE},["messages",[{{"channel":"c","seq":1}}]]')
+    assert pkt.data == ["messages", [{"channel": "c", "seq": 1}]]
+    assert len(calls) == 1
+    # What the client sends is encoded as before, by the standard library.
+    assert _Packet(
+        sio_packet.EVENT, data=["publish", {"x": 1.5}], namespace=NAMESPACE
+    ).encode() == (f'2{NAMESPACE},["publish",{{"x":1.5}}]')

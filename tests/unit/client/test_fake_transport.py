@@ -292,3 +292,67 @@ async def test_unanswered_requests_time_out(hub: FakeHub) -> None:
             await c.channel("c").publish(1)
         assert c.metrics.pending_publishes == 0
         assert [(await hub.request()).event for _ in range(2)] == ["history", "publish"]
+
+
+async def test_a_coalesced_frame_reaches_every_callback_in_seq_order_one_at_a_time(
+    hub: FakeHub, client: aio.Client
+) -> None:
+    # The client hands each channel its run of a frame's messages at once;
+    # callbacks still see one message per call, in order, each finished
+    # (awaited) before the next, and a failing call does not stop the rest.
+    a, b = client.channel("a"), client.channel("b")
+    seen: list[tuple[str, int]] = []
+    started, release, done = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+    async def slow(msg: aio.Message) -> None:
+        seen.append(("slow", msg.seq))
+        if msg.seq == 1:
+            started.set()
+            await release.wait()
+
+    def failing(msg: aio.Message) -> None:
+        seen.append(("failing", msg.seq))
+        if msg.seq == 3:
+            done.set()
+        if msg.seq == 2:
+            raise RuntimeError("an application bug")
+
+    inbox = Inbox()
+    await subscribe(hub, a, slow, seq=0, epoch="e1")
+    await a.subscribe(failing)
+    await subscribe(hub, b, inbox, seq=0, epoch="e1")
+    hub.push("messages", [envelope("a", 1), envelope("a", 2), envelope("b", 1), envelope("a", 3)])
+    async with asyncio.timeout(WAIT):
+        await started.wait()
+    for _ in range(50):  # let whatever else could run while slow(1) waits run
+        await asyncio.sleep(0)
+    assert seen == [("slow", 1)] and inbox.empty()
+    release.set()
+    assert await inbox.seqs(1) == [1]
+    async with asyncio.timeout(WAIT):
+        await done.wait()
+    assert [s for s in seen if s[0] == "slow"] == [("slow", 1), ("slow", 2), ("slow", 3)]
+    assert [s for s in seen if s[0] == "failing"] == [
+        ("failing", 1),
+        ("failing", 2),
+        ("failing", 3),
+    ]
+    assert client.metrics.messages_received == 4
+
+
+async def test_a_callback_removed_during_a_run_gets_none_of_its_rest(
+    hub: FakeHub, client: aio.Client
+) -> None:
+    ch = client.channel("c")
+    got: list[int] = []
+
+    async def first_only(msg: aio.Message) -> None:
+        got.append(msg.seq)
+        await ch.unsubscribe(first_only)
+
+    inbox = Inbox()
+    await subscribe(hub, ch, first_only, seq=0, epoch="e1")
+    await ch.subscribe(inbox)
+    hub.push("messages", [envelope("c", seq) for seq in range(1, 6)])
+    assert await inbox.seqs(5) == [1, 2, 3, 4, 5]
+    assert got == [1]  # unsubscribed while 2..5 were already queued for it
