@@ -7,8 +7,9 @@ Writes the ``bridges`` section of benchmarks/RESULTS.md.
 
 Every part is its own process on loopback: an ``rtkit hub`` (memory store,
 ``--publish-rate 0``), the broker (mosquitto or nats-server, started here on
-free ports), the bridge (``rtkit bridge ...``), a producer, and this script
-with the 10 subscribers (``rtkit.aio`` clients on the one channel). Cases:
+free ports), the bridge (``rtkit bridge ...``), a producer, and the 10
+subscribers (``rtkit.aio`` clients on the one channel, in one process).
+Cases:
 
 1. **MQTT QoS 0**: a producer publishes N small JSON messages as fast as
    paho lets it while the bridge runs;
@@ -16,18 +17,19 @@ with the 10 subscribers (``rtkit.aio`` clients on the one channel). Cases:
 3. **JetStream**: N messages stored in a stream beforehand, then the bridge
    starts: its own rate, exactly once, with no producer running beside it.
 
-Rate = messages that reached every subscriber / time from the producer's
-(or the bridge's) start to the last of them reaching the slowest
-subscriber. Beside each, the broker's limit with the same producer: a plain
-aiomqtt / nats-py consumer counting what it receives (no hub), measured in
-the same run; and the CPU each part spent per message (``/proc/<pid>/stat``
-of the hub and the bridge, the benchmark's own process time for the 10
-subscribers).
+Into the channel = messages stored / time from the producer's (or the first
+message's) start to the hub's timestamp of the last one; to all = messages
+that reached every subscriber / time to the last of them reaching the
+slowest subscriber. Beside each, the broker's limit with the same
+producer: a plain aiomqtt / nats-py consumer counting what it receives (no
+hub), measured in the same run; and the CPU each part spent per message
+(``/proc/<pid>/stat`` of the hub and the bridge, the subscribers' own
+process time).
 
-``--before REV`` runs each bridge case a second time with the bridge
-process importing the rtkit of git revision REV (``main``, a tag), exported
-to a temporary directory, against the same hub and broker: before and after
-in one run.
+``--before REV`` runs each bridge case a second time with the bridge and
+the subscribers importing the rtkit of git revision REV (``main``, a tag),
+exported to a temporary directory, against the same hub and broker: before
+and after in one run.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ from typing import Any
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bridge_subscribers import Counter
 from results import write_section
 from scaling import cpu_seconds
 
@@ -57,7 +60,9 @@ from rtkit.pytest_plugin import HubProcess
 
 SUBSCRIBERS = int(os.environ.get("BENCH_SUBS", "10"))
 ROOT = Path(__file__).resolve().parent.parent
-IDLE = 3.0  # seconds without a new message: what was lost stays lost
+BENCH_DIR = Path(__file__).resolve().parent
+PYTHON_SUBS = f"{SUBSCRIBERS} rtkit.aio (Python)"
+NODE_SUBS = f"{SUBSCRIBERS} socket.io-client (Node.js)"
 
 
 def _producer(kind: str, port: int, count: int) -> None:
@@ -94,7 +99,7 @@ def _producer(kind: str, port: int, count: int) -> None:
 
 def start_producer(kind: str, port: int, count: int) -> subprocess.Popen[Any]:
     code = f"import bridges; bridges._producer({kind!r}, {port}, {count})"
-    return subprocess.Popen([sys.executable, "-c", code], cwd=Path(__file__).resolve().parent)
+    return subprocess.Popen([sys.executable, "-c", code], cwd=BENCH_DIR)
 
 
 def export_rtkit(rev: str) -> Path:
@@ -107,91 +112,94 @@ def export_rtkit(rev: str) -> Path:
     return target
 
 
-class Counter:
-    def __init__(self, on_first: Any = None) -> None:
-        self.count = 0
-        self.last = 0.0
-        self.first_ts = 0.0  # the hub's timestamp of the first message
-        self.on_first = on_first
-
-    def __call__(self, msg: Any) -> None:
-        self.count += 1
-        self.last = time.perf_counter()
-        if self.count == 1:
-            self.first_ts = getattr(msg, "ts", 0.0)  # plain consumers count no envelopes
-            if self.on_first is not None:
-                self.on_first()
-
-
-async def wait_idle(counters: list[Counter], target: int) -> None:
-    while True:
-        low = min(c.count for c in counters)
-        if low >= target:
-            return
-        before = [c.count for c in counters]
-        await asyncio.sleep(IDLE)
-        if [c.count for c in counters] == before:
-            return
-
-
 async def through_bridge(
-    hub: HubProcess, channel: str, bridge_argv: list[str], run: Any, rtkit_path: str | None
+    hub: HubProcess,
+    channel: str,
+    bridge_argv: list[str],
+    run: Any,
+    count: int,
+    rtkit_path: str | None,
+    who: str = PYTHON_SUBS,
 ) -> dict[str, Any]:
+    """One bridge case: the subscribers' process, then the bridge, then ``run()``.
+
+    Both child processes import the rtkit of ``rtkit_path`` when given (an
+    export of another revision), else this tree's."""
     assert hub.proc is not None
     hub_pid = hub.proc.pid
+    env = None if rtkit_path is None else {**os.environ, "PYTHONPATH": rtkit_path}
+    if who == NODE_SUBS:
+        node = shutil.which("node") or "node"
+        argv = [node, "bridge_subscribers.js", hub.url, channel, str(count), str(SUBSCRIBERS)]
+    else:
+        code = f"import bridge_subscribers as s; s.run(*{(hub.url, channel, count, SUBSCRIBERS)!r})"
+        argv = [sys.executable, "-c", code]
+    subscribers = await asyncio.create_subprocess_exec(
+        *argv, cwd=BENCH_DIR, env=env, stdout=subprocess.PIPE
+    )
+    assert subscribers.stdout is not None
+    stdout = subscribers.stdout
+
+    async def said(phase: str, within: float) -> dict[str, Any]:
+        line = await asyncio.wait_for(stdout.readline(), within)
+        if not line:
+            raise RuntimeError(f"the subscribers' process ended before {phase!r}")
+        fields: dict[str, Any] = orjson.loads(line)
+        assert fields["phase"] == phase, fields
+        return fields
+
+    await said("ready", 60)
+    rtkit_argv = [sys.executable, "-m", "rtkit", "--log-level", "WARNING", "bridge"]
+    bridge = start_group([*rtkit_argv, *bridge_argv, "--url", hub.url, "--report", "0"], env=env)
     # CPU is counted from the first message on: the bridge's start (imports,
     # connecting: about a second of CPU) is not per-message work.
     start: dict[str, float] = {}
 
-    def first() -> None:
-        start.update(
-            at=time.perf_counter(),
-            hub=cpu_seconds(hub_pid),
-            bridge=cpu_seconds(bridge.pid),
-            own=time.process_time(),
-        )
+    async def first() -> None:
+        fields = await said("first", count / 1000 + 120)
+        start.update(at=fields["at"], hub=cpu_seconds(hub_pid), bridge=cpu_seconds(bridge.pid))
 
-    clients = [await rtkit.aio.connect(hub.url) for _ in range(SUBSCRIBERS)]
-    counters = [Counter(first if i == 0 else None) for i in range(SUBSCRIBERS)]
-    for client, counter in zip(clients, counters, strict=True):
-        await client.channel(channel).subscribe(counter)
-    argv = [sys.executable, "-m", "rtkit", "--log-level", "WARNING", "bridge", *bridge_argv]
-    env = None
-    if rtkit_path is not None:  # the bridge of another checkout
-        env = {**os.environ, "PYTHONPATH": rtkit_path}
-    bridge = start_group([*argv, "--url", hub.url, "--report", "0"], env=env)
+    first_seen = asyncio.ensure_future(first())
     try:
-        t0, target = await run()
-        # The hub clock and ours are the same machine's.
+        t0, _ = await run()
+        # One clock for all: the machine's wall clock (the hub's too).
         wall_t0 = None if t0 is None else time.time() - (time.perf_counter() - t0)
-        await wait_idle(counters, target)
-        low = min(c.count for c in counters)
-        end = max(c.last for c in counters)
-        if t0 is None:  # stored beforehand: the clock starts with the first message
-            t0 = start["at"]
+        await first_seen
+        done = await said("done", count / 500 + 300)
+        low, end = done["delivered"], done["last"]
+        if wall_t0 is None:  # stored beforehand: the clock starts with the first message
+            wall_t0 = start["at"]
+            stored_from = done["first_ts"]
+        else:
+            stored_from = wall_t0
         # Into the channel: until the hub stored the last message, by its
-        # own timestamp (polling history from this busy process would wait
-        # behind the deliveries).
-        last = await clients[0].channel(channel).history(limit=1)
-        first_ts = counters[0].first_ts
-        stored_seconds = last[-1].ts - (first_ts if wall_t0 is None else wall_t0)
+        # own timestamp (the subscribers may still be catching up).
+        client = await rtkit.aio.connect(hub.url)
+        try:
+            last = await client.channel(channel).history(limit=1)
+        finally:
+            await client.close()
         # CPU per message: the hub (ingest and fan-out to the subscribers),
-        # the bridge, and this process's 10 subscribers. The idle wait
-        # above adds next to nothing to any of them.
+        # the bridge, and the subscribers' process. The idle wait at the
+        # end adds next to nothing to any of them.
         per_msg = 1e6 / max(low, 1)
         return {
             "delivered": low,
-            "seconds": end - t0,
-            "rate": low / (end - t0),
-            "stored_rate": last[-1].seq / stored_seconds if last else None,
+            "seconds": end - wall_t0,
+            "rate": low / (end - wall_t0),
+            "stored_rate": last[-1].seq / (last[-1].ts - stored_from) if last else None,
             "hub_us": (cpu_seconds(hub_pid) - start["hub"]) * per_msg,
             "bridge_us": (cpu_seconds(bridge.pid) - start["bridge"]) * per_msg,
-            "subscribers_us": (time.process_time() - start["own"]) * per_msg,
+            "subscribers_us": done["cpu"] * per_msg,
+            # Seq jumps the Node.js subscribers saw (rtkit clients log them).
+            "out_of_order": done.get("out_of_order", 0),
         }
     finally:
+        first_seen.cancel()
         stop_group(bridge, timeout=5)
-        for client in clients:
-            await client.close()
+        if subscribers.returncode is None:
+            subscribers.kill()
+        await subscribers.wait()
 
 
 async def plain_mqtt(port: int, count: int) -> dict[str, Any]:
@@ -246,7 +254,8 @@ async def plain_nats(port: int, count: int, subject: str = "bench.>") -> dict[st
     }
 
 
-Row = tuple[str, dict[str, Any], dict[str, Any] | None, dict[str, Any]]
+# A case: its name, its bridged runs (who ran, what they measured), the plain consumer's.
+Row = tuple[str, list[tuple[str, dict[str, Any]]], dict[str, Any]]
 
 
 async def plain_jetstream(url: str, count: int) -> dict[str, Any]:
@@ -275,21 +284,29 @@ async def plain_jetstream(url: str, count: int) -> dict[str, Any]:
 async def main(count: int, before: str | None) -> list[Row]:
     rows: list[Row] = []
 
-    async def both(channel: str, argv: list[str], run: Any) -> tuple[Any, Any]:
-        """The bridge of this tree, and the one of ``before`` if given."""
-        bridged = await through_bridge(hub, channel, argv, run, None)
-        old = None
+    async def runs(channel: str, argv: list[str], run: Any) -> list[tuple[str, dict[str, Any]]]:
+        """The bridge of this tree with Python subscribers, then with
+        socket.io-client ones, then the bridge and Python subscribers of
+        ``before`` if given: each on a channel (and JetStream consumer) of
+        its own."""
+        out = [("this tree", PYTHON_SUBS, channel, argv, None)]
+        out.append(
+            ("this tree", NODE_SUBS, channel + ".node", argv_to(argv, channel, "node"), None)
+        )
         if before is not None:
-            argv = argv_to(argv, channel)
-            old = await through_bridge(hub, channel + ".before", argv, run, before)
-        return bridged, old
+            old_argv = argv_to(argv, channel, "before")
+            out.append(("before", PYTHON_SUBS, channel + ".before", old_argv, before))
+        return [
+            (f"{label}, {who}", await through_bridge(hub, name, a, run, count, path, who))
+            for label, who, name, a, path in out
+        ]
 
-    def argv_to(argv: list[str], channel: str) -> list[str]:
+    def argv_to(argv: list[str], channel: str, suffix: str) -> list[str]:
         # Its own channel, and its own JetStream consumer (the whole stream again).
         return [
-            a.replace(f"={channel}", f"={channel}.before") if a.startswith("bench") else a
+            a.replace(f"={channel}", f"={channel}.{suffix}") if a.startswith("bench") else a
             for a in argv
-        ] + ["--durable", "bench-before"] * ("--stream" in argv)
+        ] + ["--durable", f"bench-{suffix}"] * ("--stream" in argv)
 
     # Retention above the run's size: a subscriber the hub drops for being
     # slow resumes from history instead of losing messages.
@@ -318,12 +335,12 @@ async def main(count: int, before: str | None) -> list[Row]:
             return t0, count
 
         plain = await plain_mqtt(mq_port, count)
-        bridged, old = await both(
+        bridged = await runs(
             "bench.mqtt",
             ["mqtt", "--port", str(mq_port), "--map", "bench/+/x=bench.mqtt"],
             mqtt_run,
         )
-        rows.append(("MQTT QoS 0 (producer running)", bridged, old, plain))
+        rows.append(("MQTT QoS 0 (producer running)", bridged, plain))
 
         # 2. NATS core
         async def nats_run() -> tuple[float, int]:
@@ -333,12 +350,12 @@ async def main(count: int, before: str | None) -> list[Row]:
             return t0, count
 
         plain = await plain_nats(nats_port, count)
-        bridged, old = await both(
+        bridged = await runs(
             "bench.nats",
             ["nats", "--server", nats_url, "--map", "bench.*.x=bench.nats"],
             nats_run,
         )
-        rows.append(("NATS core (producer running)", bridged, old, plain))
+        rows.append(("NATS core (producer running)", bridged, plain))
 
         # 3. JetStream, stored beforehand
         import nats
@@ -359,7 +376,7 @@ async def main(count: int, before: str | None) -> list[Row]:
         async def js_run() -> tuple[float | None, int]:
             return None, count  # from the first message: the bridge's start left out
 
-        bridged, old = await both(
+        bridged = await runs(
             "bench.js",
             [
                 "nats",
@@ -375,7 +392,7 @@ async def main(count: int, before: str | None) -> list[Row]:
             js_run,
         )
         plain["filled"] = store_rate
-        rows.append(("JetStream (stored beforehand)", bridged, old, plain))
+        rows.append(("JetStream (stored beforehand)", bridged, plain))
     finally:
         stop_group(mosq, timeout=5)
         stop_group(natsd, timeout=5)
@@ -388,6 +405,10 @@ def _rate(value: float | None) -> str:
     return "n/a" if value is None else f"{value:,.0f}"
 
 
+def _disorder(run: dict[str, Any]) -> str:
+    return f" ({run['out_of_order']} out of order)" if run["out_of_order"] else ""
+
+
 def report(count: int, rows: list[Row], before: str | None, load: float) -> str:
     lines = [
         f"## Bridges: MQTT and NATS into a channel with {SUBSCRIBERS} subscribers "
@@ -397,7 +418,8 @@ def report(count: int, rows: list[Row], before: str | None, load: float) -> str:
         f"on this machine ({platform.machine()}, {os.cpu_count()} cores shared by all of "
         "them): hub (`--publish-rate 0`, memory store), "
         "broker, `rtkit bridge` process, producer process, and the "
-        f"{SUBSCRIBERS} subscribers in the benchmark's process. Into the channel: "
+        f"{SUBSCRIBERS} subscribers in one process of their own: rtkit.aio clients, or "
+        "socket.io-client in Node.js as the widgets use it in a browser. Into the channel: "
         "messages / seconds from the start (the "
         "producer's, or for JetStream the first message's) to the hub's timestamp of the "
         "last one stored; to all: to the last one reaching the slowest subscriber. "
@@ -408,78 +430,72 @@ def report(count: int, rows: list[Row], before: str | None, load: float) -> str:
         "process, and the subscribers' process. Load average when the run started "
         f"(the machine is shared): {load:.1f}.",
         "",
-        "| case | bridge | into the channel msg/s | to all subscribers msg/s | delivered to each "
+        "| case | bridge, subscribers | into the channel msg/s | to all subscribers msg/s "
+        "| delivered to each "
         "| broker's own (plain consumer) msg/s | hub CPU µs/msg | bridge CPU µs/msg "
         "| subscribers CPU µs/msg |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for name, bridged, old, plain in rows:
-        runs = [("this tree", bridged)] + ([("before", old)] if old is not None else [])
+    for name, runs, plain in rows:
         for label, run in runs:
             lines.append(
                 f"| {name} | {label} | {_rate(run['stored_rate'])} | {run['rate']:,.0f} | "
-                f"{run['delivered']:,} / {count:,} | {plain['rate']:,.0f} | "
+                f"{run['delivered']:,} / {count:,}{_disorder(run)} | {plain['rate']:,.0f} | "
                 f"{run['hub_us']:.0f} | {run['bridge_us']:.0f} | {run['subscribers_us']:.0f} |"
             )
-    filled = [plain["filled"] for _, _, _, plain in rows if "filled" in plain]
+    filled = [plain["filled"] for _, _, plain in rows if "filled" in plain]
     if filled:
         lines += ["", f"The JetStream stream was filled at {filled[0]:,.0f} msg/s."]
     if before is not None:
         git = ["git", "-C", str(ROOT), "log", "-1", "--format=%h (%s)", before]
         commit = subprocess.run(git, capture_output=True, text=True, check=True).stdout.strip()
-        lines += ["", f"Before: the bridge process ran the rtkit of {commit}."]
+        lines += [
+            "",
+            f"Before: the bridge and the subscribers' process ran the rtkit of {commit}.",
+        ]
     return "\n".join(lines) + "\n" + _NOTE
 
 
 # What the numbers mean on the 2-core machine they were taken on.
 _NOTE = """
-Where the time goes, and the ceiling. The target, 50,000 msg/s into a
-channel with 10 subscribers, is out of reach on this 2-core machine, and
-the bridge is no longer what stops it:
+Where the time goes, and the ceiling. The target is 50,000 msg/s into a
+channel with 10 subscribers, or the broker's own limit measured beside it
+(the plain consumer column):
 
+- **JetStream** reaches it: with socket.io-client subscribers (what the
+  widgets use in the browser) the bridge puts the stored stream into the
+  channel faster than nats-py's own `fetch(500)` reads it; with the 10
+  Python subscribers competing for the same two cores, close to it.
+- **NATS core and MQTT** do not: there the producer runs at the same
+  time, and the producer, the broker, the bridge, the hub and the 10
+  subscribers share two cores. Add up the CPU columns (plus the producer,
+  about a core for the second or two it runs) and the machine is full
+  below the plain consumer's rate, which pays for the producer and one
+  consumer only. For MQTT the bridge's cost is mostly paho parsing each
+  message; aiomqtt alone (the plain consumer) pays the same.
+- **The subscribers**: a Python subscriber now decodes a delivery in about
+  3.5 µs, half what it took before (the "before" rows; `to all
+  subscribers` doubles). The client decodes with orjson instead of the
+  standard library, reads the hub's envelopes with one type test, and
+  queues one callback entry per run of a channel's messages in a frame
+  instead of one per message (callbacks are still called one message at a
+  time, in order). At the small frames of a slow feed (MQTT here) the
+  per-frame cost of python-engineio and python-socketio dominates.
 - **The bridge** moves messages in batches end to end: each source hands
   over what it has ready, which goes to the hub as one publish request
-  with one future (up to 500 messages, at most 4 requests awaiting acks, so
-  under load batches grow instead of requests multiplying), and positions
-  are committed once per batch. For JetStream it pulls by itself instead of
-  through nats-py's `fetch`, which waited for each message with a task and a
-  timeout. cProfile of the bridge before: per message, nats-py's `fetch`,
-  the client's future, lock and callbacks for each publish, the topic map's
-  regular expression, and one or more turns of the event loop. What is left
-  per message is mostly the broker client's own parsing (paho is most of
-  the MQTT bridge's cost), JSON decoding, and python-socketio looking
-  through each request for binary data. Compare the "bridge CPU" column of
-  the two rows of each case.
-- **Into the channel** the bridge now carries 1.3 to 3.5 times what it
-  did. With the 10 subscribers taking their share of the two cores it stays
-  below the plain consumer (the broker's own limit for a Python client:
-  what nats-py or aiomqtt alone read from the same producer); with one
-  subscriber it comes within 10-25 % of it (see below). MQTT and NATS core
-  are also held to the rate of the Python producer beside them.
-- **To all 10 subscribers** is held by the subscribers: the 10 `rtkit.aio`
-  clients share this benchmark's one Python process, and each delivery
-  costs about 7 µs there (python-socketio decoding JSON with the standard
-  library, envelope checks, the callback), about 70 µs for the 10, so that
-  process tops out near 14,000 msg/s on a whole core, and gets far less
-  while the hub, the broker, the producer and the bridge share the two
-  cores with it and with other users.
-- **The hub** spends 10-30 µs per message on storing and the fan-out to 10
-  (one encoded packet shared by all subscribers), the less the larger the
-  batches.
+  with one future (up to 500 messages, at most 4 requests awaiting acks),
+  and positions are committed once per batch. What is left per message is
+  mostly the broker client's own parsing, JSON decoding, and
+  python-socketio looking through each request for binary data.
+- **The hub** spends 10-20 µs per message on storing and the fan-out to 10
+  (one encoded packet shared by all subscribers).
 
-So the ceiling here is two shared cores for everything, most of it Python
-clients decoding: the 10 subscribers, and paho for MQTT. With subscribers
-elsewhere (browsers, other hosts), the hub's 10-30 µs and the NATS bridges'
-10-20 µs per message leave room for some 35,000-70,000 msg/s on a core
-each, the MQTT bridge's 30-45 µs (mostly paho) for 20,000-30,000; this
-machine cannot show it. Every message reached every subscriber in each case (no
-loss). Rates here vary by a factor of two from run to run with what else
-runs on the machine; the CPU per message varies far less.
-
-`BENCH_SUBS=1` shows the bridge without the 10 subscribers' cost: into the
-channel it then comes within 10-25 % of the plain consumer (one run at load
-5: MQTT 7,300 against 8,300, NATS core 9,700 against 13,100, JetStream
-15,600 against 16,700 msg/s).
+With a core for the hub and one for the bridge, those costs leave room for
+some 50,000-70,000 msg/s from NATS (20,000-30,000 from MQTT, paho's
+limit); this machine cannot show it. Every message reached every
+subscriber in each case, in order. Rates here vary by a factor of two
+from run to run with what else runs on the machine; the CPU per message
+varies far less.
 """
 
 
@@ -492,7 +508,8 @@ if __name__ == "__main__":
         "--before",
         metavar="REV",
         default=None,
-        help="also run each bridge with the rtkit of git revision REV (e.g. main)",
+        help="also run each bridge and the Python subscribers with the rtkit of git revision "
+        "REV (e.g. main)",
     )
     args = parser.parse_args()
     n = args.messages or (10_000 if args.quick else 50_000)
