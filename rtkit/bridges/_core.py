@@ -364,7 +364,8 @@ class BridgeState:
     pending: int = 0
     """Messages read and not yet acked by the hub."""
     lag: int | None = None
-    """Messages still waiting in the source, where it says (JetStream); else None."""
+    """Messages still waiting in the source, where it can say (JetStream, AMQP,
+    the PostgreSQL outbox); else None."""
     last_position: str | None = None
     """The last position committed to the source (acked by the hub)."""
     errors: int = 0

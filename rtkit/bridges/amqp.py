@@ -21,11 +21,17 @@ Whether a redelivery is recognised on the hub depends on the producer:
 A queue named by the server (``exchange=`` without ``queue=``) goes away
 with the connection: what is published while the bridge is away is lost,
 and each reconnect counts in :attr:`BridgeState.gaps`.
+
+:attr:`BridgeState.lag` is the queue's ready messages, as the broker
+counts them (asked once a second, by declaring the queue again), plus the
+deliveries the bridge has received and not read yet, counted down as the
+bridge reads.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -37,6 +43,8 @@ __all__ = ["AmqpSource"]
 # The most of a queue name or a message id that goes into a publish id as
 # is ("amqp:" and two of them stay within the hub's 128 characters).
 _ID_PART = 56
+# How often the queue's length is asked for (BridgeState.lag).
+_LAG_EVERY = 1.0
 
 
 def _import() -> Any:
@@ -174,8 +182,21 @@ class AmqpSource:
             if self._connections and self.queue_name is None:
                 state.gaps += 1  # a new server-named queue: what came meanwhile is gone
             self._connections += 1
+            lag_at = 0.0
             while True:
-                item = await inbox.get()
+                if time.monotonic() >= lag_at:
+                    declared = await queue.declare(timeout=10)
+                    state.lag = declared.message_count + inbox.qsize()
+                    lag_at = time.monotonic() + _LAG_EVERY
+                if inbox.empty():
+                    try:  # until the next look at the queue's length
+                        item = await asyncio.wait_for(inbox.get(), lag_at - time.monotonic())
+                    except TimeoutError:
+                        continue
+                else:
+                    item = inbox.get_nowait()
+                if state.lag:  # counted down between looks at the queue
+                    state.lag -= 1
                 if isinstance(item, BaseException):
                     raise ConnectionError(f"AMQP connection lost: {item!r}") from item
                 position = None

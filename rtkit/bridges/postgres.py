@@ -23,10 +23,15 @@ set never grows behind the bridge's back. With one writer this is the id
 order; with several, transactions come in the order they started, each
 one's rows in id order. A transaction left open anywhere in the cluster
 holds the bridge back until it ends.
+
+The outbox's :attr:`BridgeState.lag` is the number of rows not read yet,
+counted at most once a second (up to a million) and counted down as the
+bridge reads.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -37,6 +42,10 @@ __all__ = ["PostgresNotifySource", "PostgresOutboxSource", "outbox_ddl"]
 
 # Where outbox bridges keep their positions, one row per bridge.
 POSITIONS_TABLE = "rtkit_bridge_positions"
+# How often an outbox bridge counts the rows waiting (BridgeState.lag), and
+# the most it counts: a count is a scan of that many index entries.
+_LAG_EVERY = 1.0
+_LAG_COUNT_LIMIT = 1_000_000
 
 
 def _import() -> Any:
@@ -246,6 +255,11 @@ class PostgresOutboxSource:
                 " AND txid < pg_snapshot_xmin(pg_current_snapshot())"
                 " ORDER BY txid, id LIMIT %s"
             ).format(table)
+            count_waiting = sql.SQL(
+                "SELECT count(*) FROM (SELECT 1 FROM {}"
+                " WHERE (txid, id) > (%s::text::xid8, %s) LIMIT %s) AS waiting"
+            ).format(table)
+            lag_at = 0.0
             state.connected = True
             while True:
                 assert self._read is not None
@@ -259,9 +273,19 @@ class PostgresOutboxSource:
                         "create it with outbox_ddl() or --create"
                     ) from None
                 rows = await cur.fetchall()
+                if time.monotonic() >= lag_at:
+                    after = (rows[-1][0], rows[-1][1]) if rows else self._read
+                    cur = await conn.execute(
+                        count_waiting, (str(after[0]), after[1], _LAG_COUNT_LIMIT)
+                    )
+                    waiting = await cur.fetchone()
+                    state.lag = len(rows) + (waiting[0] if waiting else 0)
+                    lag_at = time.monotonic() + _LAG_EVERY
                 for txid, row_id, topic, payload in rows:
                     position = (int(txid), row_id)
                     self._read = position
+                    if state.lag:  # counted down between counts
+                        state.lag -= 1
                     # A table of the application's own may allow NULLs or
                     # text payloads: such a row is dropped (no topic, no
                     # data) or read as text, never retried forever.

@@ -262,6 +262,38 @@ async def test_amqp_bridge_stopped_acks_everything_the_hub_has(
         assert bridge.state.errors == 0, bridge.state.last_error
 
 
+async def test_amqp_lag_is_the_backlog_in_the_queue_down_to_zero(
+    rt_hub_inprocess: InProcessHub, rabbit: Broker
+) -> None:
+    """The status's lag: what waits in the queue (and in the bridge's
+    inbox), large while a backlog drains, 0 once it is gone."""
+    from rtkit.bridges.amqp import AmqpSource
+
+    url = amqp_url(rabbit)
+    async with await aio_pika.connect(url) as conn:
+        channel = await conn.channel()
+        await channel.declare_queue("lag", durable=True)
+    await amqp_publish(url, range(3000), routing_key="lag")
+    seen: list[int | None] = []
+    async with rtkit.aio.Client(rt_hub_inprocess.url) as hub:
+        source = AmqpSource(url, topics=TopicMap([("#", "lag")], flavor="amqp"), queue="lag")
+
+        def note_lag(channel: str, data: Any, msg: Any) -> Any:
+            seen.append(bridge.state.lag)
+            return data
+
+        bridge = Bridge(source, client=hub, batch=100, transform=note_lag)
+        task = asyncio.create_task(bridge.run())
+        try:
+            await wait_until(lambda: bridge.state.published == 3000, "the hub acked all")
+            await wait_until(lambda: bridge.state.lag == 0, "lag 0 once drained", within=5)
+        finally:
+            bridge.stop()
+            await asyncio.wait_for(task, 10)
+    assert seen[0] is not None and seen[0] >= 2000, seen[:5]
+    assert max(lag or 0 for lag in seen[-100:]) < 1000  # counted down as it drained
+
+
 @pytest.mark.slow
 async def test_amqp_bridge_killed_mid_stream_delivers_each_message_once(
     rt_hub_inprocess: InProcessHub, rabbit: Broker, tmp_path: Path
@@ -412,6 +444,35 @@ async def test_postgres_outbox_row_committed_late_is_not_skipped(
         # In transaction order: the slow one's began writing after the quick one.
         assert await history(hub, "late") == ["first", "quick", "slow", "last"]
         assert bridge.state.published == 4
+
+
+async def test_postgres_outbox_lag_counts_the_rows_waiting_down_to_zero(
+    rt_hub_inprocess: InProcessHub, pg: Broker, db: Any
+) -> None:
+    from rtkit.bridges.postgres import PostgresOutboxSource, outbox_ddl
+
+    for statement in outbox_ddl("outbox"):
+        await db.execute(statement)
+    await insert_rows(db, range(3000), per_transaction=500)
+    seen: list[int | None] = []
+    async with rtkit.aio.Client(rt_hub_inprocess.url) as hub:
+        topics = TopicMap([("#", "lagging")], flavor="amqp")
+        source = PostgresOutboxSource(pg_dsn(pg), topics=topics, table="outbox", batch=100)
+
+        def note_lag(channel: str, data: Any, msg: Any) -> Any:
+            seen.append(bridge.state.lag)
+            return data
+
+        bridge = Bridge(source, client=hub, transform=note_lag)
+        task = asyncio.create_task(bridge.run())
+        try:
+            await wait_until(lambda: bridge.state.published == 3000, "the hub acked all rows")
+            await wait_until(lambda: bridge.state.lag == 0, "lag 0 once read", within=5)
+        finally:
+            bridge.stop()
+            await asyncio.wait_for(task, 10)
+    assert seen[0] is not None and seen[0] >= 2000, seen[:5]  # nearly all still waiting
+    assert max(lag or 0 for lag in seen[-100:]) < 1000  # counted down as it read
 
 
 async def test_postgres_outbox_of_the_applications_own_shape_without_a_trigger(
