@@ -403,6 +403,13 @@ class _InFlight:
     count: int  # messages read (published or dropped)
     commits: list[Callable[[], None]]  # what the source asked to commit, in order
     future: asyncio.Future[list[PublishResult]] | None  # None: nothing to publish
+    # Its messages have positions (the source can give them again), whether
+    # or not this part of a source batch carries the batch's commit.
+    positioned: bool
+    # The ack was looked at (_on_ack). A done future is not enough: its
+    # callback may not have run yet when another batch's callback commits
+    # what is settled, and a refused batch would pass for a stored one.
+    acked: bool = False
     # The hub refused part of it for now (a timeout, rate_limited,
     # unavailable): its positions are not committed, and the bridge reads
     # the source again from the last committed one.
@@ -721,7 +728,8 @@ class Bridge:
             # Behind a failed batch: not published now, read again after it.
             raise _Rewind
         future = await self._publish(client, outgoing) if outgoing else None
-        self._inflight.append(_InFlight(count, commits, future))
+        positioned = bool(commits) or any(msg.position is not None for msg in batch)
+        self._inflight.append(_InFlight(count, commits, future, positioned))
         self._pending += count
         state.pending = self._pending
         if future is None:
@@ -764,15 +772,16 @@ class Bridge:
                     passing = passing or isinstance(result, _PASSING)
                 else:
                     state.published += 1
+        entry = next((e for e in self._inflight if e.future is future), None)
+        if entry is not None:
+            entry.acked = True
         if not passing:
             self._rewinds = 0
-        else:
-            entry = next((e for e in self._inflight if e.future is future), None)
-            # Without positions there is nothing to read again: counted, gone.
-            if entry is not None and entry.commits:
-                entry.failed = True
-                self._rewind = True
-                self._rewind_flag.set()
+        # Without positions there is nothing to read again: counted, gone.
+        elif entry is not None and entry.positioned:
+            entry.failed = True
+            self._rewind = True
+            self._rewind_flag.set()
         self._advance()
 
     async def _settle_rewind(self) -> None:
@@ -802,7 +811,7 @@ class Bridge:
         """Commit every batch settled in order (the source notes the
         positions; :meth:`_commit` records them) and make room."""
         queue = self._inflight
-        while queue and not queue[0].failed and (queue[0].future is None or queue[0].future.done()):
+        while queue and not queue[0].failed and (queue[0].future is None or queue[0].acked):
             entry = queue.popleft()
             self._pending -= entry.count
             for commit in entry.commits:
