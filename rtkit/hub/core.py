@@ -24,7 +24,7 @@ import contextlib
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -191,6 +191,18 @@ def _origin_rule(config: HubConfig) -> Any:
     return OriginCheck((origins,) if isinstance(origins, str) else (origins or ()))
 
 
+async def _within(seconds: float, what: str, step: Coroutine[Any, Any, None]) -> None:
+    """Run a step of stopping for at most ``seconds``, then go on without it
+    (cancelled, not waited for: a stop must end), saying which step it was."""
+    task = asyncio.ensure_future(step)
+    done, _ = await asyncio.wait({task}, timeout=seconds)
+    if not done:
+        task.cancel()
+        log.warning("stopping: %s did not stop within %.0f s; going on without it", what, seconds)
+    elif not task.cancelled() and task.exception() is not None:
+        log.warning("stopping: %s failed: %r", what, task.exception())
+
+
 class Hub:
     """Channels with history, replay and idempotent publish over Socket.IO."""
 
@@ -336,32 +348,37 @@ class Hub:
                 conn.close_reason = "hub_stopping"
             if sids:
                 log.info("disconnecting %d clients", len(sids))
-                try:
-                    await asyncio.wait_for(
-                        asyncio.gather(
-                            *(self.sio.disconnect(sid, namespace=NAMESPACE) for sid in sids),
-                            return_exceptions=True,
-                        ),
-                        drain_timeout,
-                    )
-                except TimeoutError:
+                disconnects = [
+                    asyncio.ensure_future(self.sio.disconnect(sid, namespace=NAMESPACE))
+                    for sid in sids
+                ]
+                # asyncio.wait, not wait_for: on timeout wait_for also waits
+                # for the cancelled disconnects to finish, and one stuck in
+                # a write that does not end would hold the stop forever.
+                _, late = await asyncio.wait(disconnects, timeout=drain_timeout)
+                for task in disconnects:
+                    if task.done() and not task.cancelled() and task.exception() is not None:
+                        log.debug("disconnect failed", exc_info=task.exception())
+                if late:
                     # Stopping goes on: the host closes what is left.
+                    for task in late:
+                        task.cancel()
                     log.warning(
                         "%d clients were still disconnecting after %.0f s",
-                        len(self._connections),
+                        len(late),
                         drain_timeout,
                     )
-        await self.presence.stop()
-        await self.docs.stop()
+        await _within(drain_timeout, "presence", self.presence.stop())
+        await _within(drain_timeout, "shared documents", self.docs.stop())
         if self.webhooks is not None:
             # After the disconnects above: their events go out too, if the
             # receiver answers within the budget.
             await self.webhooks.stop(drain_timeout)
-        await self.feed.stop()
+        await _within(drain_timeout, "the store's feed", self.feed.stop())
         self.fanout.close()
         for task in list(self._tasks):
             task.cancel()
-        await self.store.close()
+        await _within(drain_timeout, "the store", self.store.close())
         self._state = "stopped"
         log.info(
             "rtkit hub stopped: delivered %d messages in %d packets (%d written directly)",
