@@ -443,33 +443,35 @@ def _call_each(
     """``fn(item)`` for each item in turn while ``owner`` is active; an
     awaitable result is awaited before the next item (then the rest runs
     in the coroutine returned)."""
-    for index, item in enumerate(items):
-        if owner is not None and not owner.active:
-            return None
-        try:
-            result = fn(item)
-        except Exception:
-            _log_callback_error(fn)
-            continue
-        if result is not None and inspect.isawaitable(result):
-            return _call_rest(fn, result, items[index + 1 :], owner)
-    return None
+    pending, rest = _call_until_awaitable(fn, items, owner)
+    return None if pending is None else _call_rest(fn, pending, rest, owner)
 
 
 async def _call_rest(
     fn: Callable[[Any], Any], pending: Awaitable[Any], items: list[Any], owner: Revocable | None
 ) -> None:
-    await _invoke_awaitable(fn, pending)
-    for item in items:
+    next_up: Awaitable[Any] | None = pending
+    while next_up is not None:
+        await _invoke_awaitable(fn, next_up)
+        next_up, items = _call_until_awaitable(fn, items, owner)
+
+
+def _call_until_awaitable(
+    fn: Callable[[Any], Any], items: list[Any], owner: Revocable | None
+) -> tuple[Awaitable[Any] | None, list[Any]]:
+    """Call ``fn`` on the items until one returns an awaitable: that, and
+    the items after it (None and [] once all ran or ``owner`` ended)."""
+    for index, item in enumerate(items):
         if owner is not None and not owner.active:
-            return
+            break
         try:
             result = fn(item)
         except Exception:
             _log_callback_error(fn)
             continue
         if result is not None and inspect.isawaitable(result):
-            await _invoke_awaitable(fn, result)
+            return result, items[index + 1 :]
+    return None, []
 
 
 # fn, its arguments, the owner it runs for, and how many callbacks it stands for.

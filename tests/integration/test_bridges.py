@@ -37,6 +37,17 @@ async def wait_for(condition: Callable[[], Any], within: float = 20.0, what: str
         await asyncio.sleep(0.02)
 
 
+async def fill_stream(nc: Any, stream: str, count: int, subject: Callable[[int], str]) -> Any:
+    """A JetStream stream ``stream`` over ``<stream in lower case>.>`` holding
+    the messages 0 to count - 1 (message i on ``subject(i)``); its context."""
+    js = nc.jetstream()
+    await js.add_stream(name=stream, subjects=[f"{stream.lower()}.>"])
+    for i in range(count):
+        await nc.publish(subject(i), orjson.dumps(i))
+    await nc.flush()
+    return js
+
+
 async def keep_even(channel: str, data: Any, msg: SourceMessage) -> Any:
     """A transform: odd readings are dropped, even ones tagged."""
     return {**data, "topic": msg.topic} if data["i"] % 2 == 0 else None
@@ -98,11 +109,7 @@ async def test_jetstream_bridge_stopped_acks_everything_the_hub_has(
     url = f"nats://127.0.0.1:{broker.port}"
     nc = await nats.connect(url)
     try:
-        js = nc.jetstream()
-        await js.add_stream(name="STOPS", subjects=["stops.>"])
-        for i in range(3000):
-            await nc.publish("stops.x", orjson.dumps(i))
-        await nc.flush()
+        js = await fill_stream(nc, "STOPS", 3000, lambda i: "stops.x")
         async with rtkit.aio.Client(rt_hub_inprocess.url) as hub:
             topics = TopicMap([("stops.>", "stops")], flavor="nats")
             source = JetStreamSource(url, stream="STOPS", durable="d", topics=topics)
@@ -339,11 +346,7 @@ async def test_jetstream_messages_go_to_the_hub_in_batches(
     url = f"nats://127.0.0.1:{broker.port}"
     nc = await nats.connect(url)
     try:
-        js = nc.jetstream()
-        await js.add_stream(name="BATCHED", subjects=["batched.>"])
-        for i in range(5000):
-            await nc.publish(f"batched.s{i % 2}", orjson.dumps(i))
-        await nc.flush()
+        await fill_stream(nc, "BATCHED", 5000, lambda i: f"batched.s{i % 2}")
         async with rtkit.aio.Client(rt_hub_inprocess.url) as hub:
             topics = TopicMap([("batched.*", "batched.{1}")], flavor="nats")
             source = JetStreamSource(url, stream="BATCHED", durable="b", topics=topics)
@@ -384,11 +387,7 @@ async def test_batches_the_hub_refuses_for_now_are_read_again_not_lost(
     url = f"nats://127.0.0.1:{broker.port}"
     nc = await nats.connect(url)
     try:
-        js = nc.jetstream()
-        await js.add_stream(name="REFUSED", subjects=["refused.>"])
-        for i in range(1000):
-            await nc.publish("refused.all", orjson.dumps(i))
-        await nc.flush()
+        await fill_stream(nc, "REFUSED", 1000, lambda i: "refused.all")
         async with rtkit.aio.Client(hub_process.url) as hub:
             topics = TopicMap([("refused.*", "refused.{1}")], flavor="nats")
             source = JetStreamSource(url, stream="REFUSED", durable="r", topics=topics)

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.brokers import Broker, mosquitto
+
 from .server import JupyterServer
 
 
@@ -33,3 +35,13 @@ def jupyter_factory(tmp_path: Path) -> Iterator[type[JupyterServer]]:
     yield make  # type: ignore[misc]
     for server in started:
         server.stop()
+
+
+@pytest.fixture
+def mqtt_broker() -> Iterator[Broker]:
+    """A private mosquitto for the test (tests/integration/brokers.py)."""
+    broker = mosquitto().start()
+    try:
+        yield broker
+    finally:
+        broker.stop()

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import rtkit
-from tests.integration.brokers import Broker, mosquitto
+from tests.integration.brokers import Broker
 
 from .lab import ARTIFACTS, chromium, open_notebook, running_lab
 from .server import JupyterServer
@@ -28,24 +28,16 @@ CELLS = [
 
 
 @pytest.fixture
-def broker() -> Iterator[Broker]:
-    broker = mosquitto().start()
-    try:
-        yield broker
-    finally:
-        broker.stop()
-
-
-@pytest.fixture
-def lab(tmp_path: Path, broker: Broker) -> Iterator[JupyterServer]:
-    bridge = f"mqtt --port {broker.port} --map 'plant/#={{topic}}' --name plant --status-every 1"
+def lab(tmp_path: Path, mqtt_broker: Broker) -> Iterator[JupyterServer]:
+    port = mqtt_broker.port
+    bridge = f"mqtt --port {port} --map 'plant/#={{topic}}' --name plant --status-every 1"
     config = {"RtkitExtension": {"bridges": [bridge]}}
     with running_lab(tmp_path / "lab", {"badge.ipynb": CELLS}, config=config) as server:
         yield server
 
 
 def test_the_badge_lists_bridges_and_follows_their_state(
-    lab: JupyterServer, broker: Broker
+    lab: JupyterServer, mqtt_broker: Broker
 ) -> None:
     from playwright.sync_api import expect
 
@@ -73,7 +65,7 @@ def test_the_badge_lists_bridges_and_follows_their_state(
             expect(ghost).to_contain_text("lag 7")
             expect(ghost).to_contain_text("errors 2")
 
-        broker.kill()
+        mqtt_broker.kill()
         for lines in (direct, relayed):
             plant = lines.locator('.rtkit-bridge[data-bridge="plant"]')
             expect(plant).to_have_attribute("data-status", "disconnected", timeout=30_000)

@@ -19,7 +19,7 @@ from typing import Any
 import nbformat
 import pytest
 
-from tests.integration.brokers import Broker, mosquitto
+from tests.integration.brokers import Broker
 
 from .lab import ARTIFACTS, KERNEL_IDLE, REPO, chromium, open_notebook, running_lab
 from .server import JupyterServer
@@ -41,18 +41,9 @@ def without_outputs() -> Any:
 
 
 @pytest.fixture
-def broker() -> Iterator[Broker]:
-    broker = mosquitto().start()
-    try:
-        yield broker
-    finally:
-        broker.stop()
-
-
-@pytest.fixture
-def lab(tmp_path: Path, broker: Broker) -> Iterator[JupyterServer]:
+def lab(tmp_path: Path, mqtt_broker: Broker) -> Iterator[JupyterServer]:
     notebooks = {NOTEBOOK.name: without_outputs()}
-    env = {"RTKIT_MQTT": f"127.0.0.1:{broker.port}"}
+    env = {"RTKIT_MQTT": f"127.0.0.1:{mqtt_broker.port}"}
     with running_lab(tmp_path / "lab", notebooks, env=env) as server:
         yield server
 

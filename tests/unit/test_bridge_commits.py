@@ -93,78 +93,79 @@ class _Client:
         pass
 
 
+class _Run:
+    """A bridge on a :class:`_Source` and a scripted client, while it runs."""
+
+    def __init__(self, capacity: int = 1000) -> None:
+        self.stored: set[int] = set()
+        self.source = _Source(self.stored)
+        self.client = _Client(capacity)
+        self.publisher = self.client.publisher
+        self.bridge = Bridge(
+            self.source,
+            client=self.client,
+            batch=3,
+            report_channel=None,
+            backoff=Backoff(0.01, 0.02),
+        )
+
+    def ack(self, index: int, refuse: bool = False) -> None:
+        data, future = self.publisher.sent[index]
+        if refuse:
+            future.set_result([RateLimited("over the limit")] * len(data))
+        else:
+            self.stored.update(data)
+            future.set_result(data)
+
+    async def read_again(self, sent: int) -> list[list[int]]:
+        """What the bridge sent after reading the source again, up to ``sent`` in all."""
+        before = len(self.publisher.sent)
+        try:
+            await self.publisher.until_sent(sent)
+        except TimeoutError:
+            bad = self.source.bad_commits
+            raise AssertionError(f"not read again; committed before stored: {bad}") from None
+        return [data for data, _ in self.publisher.sent[before:]]
+
+    async def __aenter__(self) -> _Run:
+        self.task = asyncio.create_task(self.bridge.run())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.bridge.stop()
+        await asyncio.wait_for(self.task, WAIT)
+
+
 async def test_a_batch_refused_in_the_same_turn_as_an_ack_before_it_is_not_committed() -> None:
     # The acks of two batches in flight come in together: the first stored,
     # the second refused for now. Both futures are done before either's
     # callback runs; the second must not be committed as if stored when the
     # first one's callback commits what is settled.
-    stored: set[int] = set()
-    source = _Source(stored)
-    client = _Client()
-    bridge = Bridge(
-        source, client=client, batch=3, report_channel=None, backoff=Backoff(0.01, 0.02)
-    )
-    task = asyncio.create_task(bridge.run())
-    publisher = client.publisher
-    try:
-        await publisher.until_sent(2)
-        (first, ok), (second, refused) = publisher.sent
-        assert (first, second) == ([1, 2, 3], [4, 5, 6])
-        stored.update(first)
-        ok.set_result(first)
-        refused.set_result([RateLimited("over the limit")] * 3)
-        try:
-            await publisher.until_sent(3)  # read again from the last commit
-        except TimeoutError:
-            bad = source.bad_commits
-            raise AssertionError(f"not read again; committed before stored: {bad}") from None
-        again, future = publisher.sent[2]
-        assert again == [4, 5, 6]
-        stored.update(again)
-        future.set_result(again)
+    async with _Run() as run:
+        await run.publisher.until_sent(2)
+        assert [data for data, _ in run.publisher.sent] == [[1, 2, 3], [4, 5, 6]]
+        run.ack(0)
+        run.ack(1, refuse=True)
+        assert await run.read_again(3) == [[4, 5, 6]]
+        run.ack(2)
         async with asyncio.timeout(WAIT):
-            await source.all_committed.wait()
-    finally:
-        bridge.stop()
-        await asyncio.wait_for(task, WAIT)
-    assert source.bad_commits == []
-    assert source.committed == 6
+            await run.source.all_committed.wait()
+    assert run.source.bad_commits == []
 
 
 async def test_a_refused_part_of_a_split_batch_holds_back_the_commit_of_the_rest() -> None:
     # A source batch larger than the client's queue goes out in parts; only
     # the last part carries the batch's commit. A refused earlier part must
     # hold it back, though it carries no commit of its own.
-    stored: set[int] = set()
-    source = _Source(stored)
-    client = _Client(capacity=2)
-    bridge = Bridge(
-        source, client=client, batch=3, report_channel=None, backoff=Backoff(0.01, 0.02)
-    )
-    task = asyncio.create_task(bridge.run())
-    publisher = client.publisher
-    try:
-        await publisher.until_sent(4)
-        assert [data for data, _ in publisher.sent] == [[1, 2], [3], [4, 5], [6]]
-        for index, (data, future) in enumerate(publisher.sent):
-            if index == 2:
-                future.set_result([RateLimited("over the limit")] * len(data))
-            else:
-                stored.update(data)
-                future.set_result(data)
+    async with _Run(capacity=2) as run:
+        await run.publisher.until_sent(4)
+        assert [data for data, _ in run.publisher.sent] == [[1, 2], [3], [4, 5], [6]]
+        for index in range(4):
+            run.ack(index, refuse=index == 2)
             await asyncio.sleep(0)  # each ack in a turn of its own
-        try:
-            await publisher.until_sent(6)  # read again from the last commit
-        except TimeoutError:
-            bad = source.bad_commits
-            raise AssertionError(f"not read again; committed before stored: {bad}") from None
-        assert [data for data, _ in publisher.sent[4:]] == [[4, 5], [6]]
-        for data, future in publisher.sent[4:]:
-            stored.update(data)
-            future.set_result(data)
+        assert await run.read_again(6) == [[4, 5], [6]]
+        run.ack(4)
+        run.ack(5)
         async with asyncio.timeout(WAIT):
-            await source.all_committed.wait()
-    finally:
-        bridge.stop()
-        await asyncio.wait_for(task, WAIT)
-    assert source.bad_commits == []
+            await run.source.all_committed.wait()
+    assert run.source.bad_commits == []
