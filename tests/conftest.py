@@ -41,6 +41,19 @@ TRANSPORT_AGNOSTIC = (
     "tests/jupyter/test_lifecycle.py",  # pip install, server restarts
     "tests/security/test_soak.py",  # a minute of load
     "tests/security/test_storage.py",  # 200,000 reads of the store
+    # Timers and processes around the hub, not its sockets: tokens running
+    # out and renewed, kernels ending, bridges reporting, webhooks, logs.
+    "tests/integration/test_bridge_status.py",
+    "tests/unit/test_bridge_report.py",
+    "tests/integration/test_webhooks.py",
+    "tests/integration/test_notebook_plugin.py",
+    "tests/integration/test_logs.py",
+    "tests/integration/test_token_refresh.py",
+    "tests/integration/test_js_client.py::test_js_client_refreshes_its_token",
+    "tests/security/test_auth.py::test_expired_token_ends_its_connection",
+    "tests/security/test_auth.py::test_kernel_token_ends_with_its_kernel",
+    "tests/jupyter/test_kernel_token_renewal.py",
+    "tests/jupyter/test_bridges.py",
 )
 
 

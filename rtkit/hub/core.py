@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import orjson
 
@@ -76,6 +77,7 @@ from ..storage.base import (
     PresenceChange,
     QueuedChannelStore,
     Store,
+    into_future,
 )
 from ..storage.url import redact_url, store_from_url
 from .analytics import ChannelAnalytics
@@ -98,10 +100,13 @@ from .presence import PresenceRooms
 from .stats import Histogram, HubStats
 from .transport import (
     FRAME_WRITER_KEY,
+    QUEUED,
     UNDECODABLE,
     WRITE_BUFFERED_KEY,
     ConnectionRefused,
     FrameWriter,
+    Queued,
+    Reply,
     create_server,
     fast_paths_enabled,
 )
@@ -807,33 +812,31 @@ class Hub:
             raise Unauthorized("the token has expired: reconnect with a fresh token")
 
     def _answer_now_counted(
-        self, sid: str, data: list[Any]
-    ) -> dict[str, Any] | asyncio.Future[dict[str, Any]] | None:
+        self, sid: str, data: list[Any], reply: Reply
+    ) -> dict[str, Any] | Queued | None:
         """_answer_now, with its ack counted (metrics on)."""
         started = time.perf_counter()
-        ack = self._answer_now(sid, data)
         stats = self.stats
         assert stats is not None
+
+        def counted(ack: dict[str, Any]) -> None:
+            # A queued append: its wait is the store's append latency.
+            stats.store_time("append", time.perf_counter() - started)
+            stats.publish_answered(ack, started)
+            reply(ack)
+
+        ack = self._answer_now(sid, data, counted)
         if isinstance(ack, dict):
             stats.publish_answered(ack, started)
-        elif ack is not None:
-
-            def count(done: asyncio.Future[dict[str, Any]]) -> None:
-                # A queued append: its wait is the store's append latency.
-                stats.store_time("append", time.perf_counter() - started)
-                if not done.cancelled():
-                    stats.publish_answered(done.result(), started)
-
-            ack.add_done_callback(count)
         return ack
 
     def _answer_now(
-        self, sid: str, data: list[Any]
-    ) -> dict[str, Any] | asyncio.Future[dict[str, Any]] | None:
+        self, sid: str, data: list[Any], reply: Reply
+    ) -> dict[str, Any] | Queued | None:
         """The ack of a publish, for the server to send without a task: at
         once for a store that appends without waiting
-        (:class:`~rtkit.storage.base.ImmediateChannelStore`), or as a future
-        for one that queues appends
+        (:class:`~rtkit.storage.base.ImmediateChannelStore`), or through
+        ``reply`` for one that queues appends
         (:class:`~rtkit.storage.base.QueuedChannelStore`); None for any
         other request. The checks, the answer and the refusals are
         _on_event's and _publish's own, in the same order; only the append
@@ -843,26 +846,40 @@ class Hub:
         conn = self._connections.get(sid)
         if conn is None or self._over_send_budget(conn):
             return None  # _on_event answers (or waits for the send budget)
-        # One of the two is set, or the server would not ask (see __init__).
-        append: Any = self._append_now or self._append_soon
         try:
             self._check_request(conn)
             req = self._publish_request(conn, data[1])
             ts = time.time()
             with _append_errors(self.stats):
-                if isinstance(req, _Batch):
-                    results = [self._append_call(append, conn, one, ts) for one in req.messages]
-                    if self._append_now is not None:
+                if self._append_now is not None:
+                    if isinstance(req, _Batch):
+                        results = [
+                            self._append_call(self._append_now, conn, one, ts)
+                            for one in req.messages
+                        ]
                         return self._published_batch(req, results)
-                    return self._ack_when_batch_appended(sid, req, results)
-                appended = self._append_call(append, conn, req, ts)
-            if isinstance(appended, Appended):
-                return self._published(appended)
-            return self._ack_when_appended(sid, appended)  # queued: a future
+                    return self._published(self._append_call(self._append_now, conn, req, ts))
+                # One of the two is set, or the server would not ask (see __init__).
+                assert self._append_soon is not None
+                if isinstance(req, _Batch):
+                    answer = self._batch_answer(sid, req, reply)
+                    for i, one in enumerate(req.messages):
+                        self._append_call(
+                            self._append_soon, conn, one, ts, then=functools.partial(answer, i)
+                        )
+                    if not req.messages:
+                        return self._published_batch(req, [])
+                else:
+                    self._append_call(
+                        self._append_soon, conn, req, ts, then=self._answer(sid, reply)
+                    )
+            return QUEUED
         except Exception as exc:
             return self._refusal(PUBLISH, sid, exc)
 
-    def _append_call(self, append: Any, conn: Connection, req: PublishRequest, ts: float) -> Any:
+    def _append_call(
+        self, append: Any, conn: Connection, req: PublishRequest, ts: float, **then: Any
+    ) -> Any:
         return append(
             req.channel,
             req.data,
@@ -870,46 +887,51 @@ class Hub:
             msg_id=req.id,
             ts=ts,
             dedup_window=self.config.dedup_window,
+            **then,
         )
 
-    def _ack_when_batch_appended(
-        self, sid: str, batch: _Batch, queued: list[asyncio.Future[Appended]]
-    ) -> asyncio.Future[dict[str, Any]]:
-        """The ack of a batch of queued appends, once every one is done."""
-        everything = asyncio.gather(*queued)
-        ack: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+    def _answer(self, sid: str, reply: Reply) -> Callable[[Appended | Exception], None]:
+        """What a queued append calls: ``reply`` with the publish's ack or
+        its refusal."""
 
-        def answer(done: asyncio.Future[list[Appended]]) -> None:
+        def answer(result: Appended | Exception) -> None:
             try:
-                if done.cancelled():  # the store closed under it
-                    raise Unavailable("the hub is shutting down; retry after reconnecting")
                 with _append_errors(self.stats):
-                    results = done.result()
-                ack.set_result(self._published_batch(batch, results))
+                    if isinstance(result, Exception):
+                        raise result
+                ack = self._published(result)
             except Exception as exc:
-                ack.set_result(self._refusal(PUBLISH, sid, exc))
+                ack = self._refusal(PUBLISH, sid, exc)
+            reply(ack)
 
-        everything.add_done_callback(answer)
-        return ack
+        return answer
 
-    def _ack_when_appended(
-        self, sid: str, queued: asyncio.Future[Appended]
-    ) -> asyncio.Future[dict[str, Any]]:
-        """The ack of a queued append: the published ack or the refusal."""
-        ack: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+    def _batch_answer(
+        self, sid: str, batch: _Batch, reply: Reply
+    ) -> Callable[[int, Appended | Exception], None]:
+        """What each queued append of ``batch`` calls with its index: once
+        all are answered, ``reply`` with the batch's ack (or the refusal of
+        the first that failed)."""
+        results: list[Appended | Exception | None] = [None] * len(batch.messages)
+        left = len(results)
 
-        def answer(done: asyncio.Future[Appended]) -> None:
+        def answer(i: int, result: Appended | Exception) -> None:
+            nonlocal left
+            results[i] = result
+            left -= 1
+            if left:
+                return
             try:
-                if done.cancelled():  # the store closed under it
-                    raise Unavailable("the hub is shutting down; retry after reconnecting")
                 with _append_errors(self.stats):
-                    appended = done.result()
-                ack.set_result(self._published(appended))
+                    for r in results:
+                        if isinstance(r, Exception):
+                            raise r
+                ack = self._published_batch(batch, cast("list[Appended]", results))
             except Exception as exc:
-                ack.set_result(self._refusal(PUBLISH, sid, exc))
+                ack = self._refusal(PUBLISH, sid, exc)
+            reply(ack)
 
-        queued.add_done_callback(answer)
-        return ack
+        return answer
 
     def _publish_request(self, conn: Connection, payload: Any) -> PublishRequest | _Batch:
         """The checked publish (or batch), charged to the connection's
@@ -995,9 +1017,13 @@ class Hub:
                     [self._append_call(self._append_now, conn, one, ts) for one in req.messages],
                 )
             if self._append_soon is not None:
-                queued = [
-                    self._append_call(self._append_soon, conn, one, ts) for one in req.messages
-                ]
+                loop = asyncio.get_running_loop()
+                queued: list[asyncio.Future[Appended]] = []
+                for one in req.messages:
+                    done: asyncio.Future[Appended] = loop.create_future()
+                    then = functools.partial(into_future, done)
+                    self._append_call(self._append_soon, conn, one, ts, then=then)
+                    queued.append(done)
                 return self._published_batch(req, list(await asyncio.gather(*queued)))
             return self._published_batch(req, await self._append_batch(conn, req, ts))
 

@@ -38,7 +38,7 @@ concern. No backend imports another.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -187,15 +187,33 @@ class ImmediateChannelStore(ChannelStore, Protocol):
         ...
 
 
+# What a queued append calls with its result, or with the exception that
+# ``append`` would raise.
+Answer = Callable[["Appended | Exception"], None]
+
+
+def into_future(done: asyncio.Future[Appended], result: Appended | Exception) -> None:
+    """An :data:`Answer` (with ``functools.partial``) that settles ``done``,
+    unless its waiter gave up."""
+    if done.done():
+        return
+    if isinstance(result, Exception):
+        done.set_exception(result)
+    else:
+        done.set_result(result)
+
+
 @runtime_checkable
 class QueuedChannelStore(ChannelStore, Protocol):
     """A channel store that queues appends and answers them together (the
     Redis store: one round trip per burst).
 
-    The hub then answers a publish without a task and a coroutine per
-    request: it sends the ack when the future is done. ``append_soon`` must
-    do exactly what ``append`` does, queueing in call order, and raise
-    before queueing where ``append`` would raise at once.
+    The hub then answers a publish without a task, a coroutine or a future
+    per request: the store calls ``then``, and the hub sends the ack.
+    ``append_soon`` must do exactly what ``append`` does, queueing in call
+    order, and raise before queueing where ``append`` would raise at once.
+    A burst's answers come in one step, before the feed delivers the
+    burst, so the acks leave first.
     """
 
     def append_soon(
@@ -207,9 +225,10 @@ class QueuedChannelStore(ChannelStore, Protocol):
         msg_id: str | None,
         ts: float,
         dedup_window: float,
-    ) -> asyncio.Future[Appended]:
-        """:meth:`ChannelStore.append`, queued: its result (or exception) is
-        the future's."""
+        then: Answer,
+    ) -> None:
+        """:meth:`ChannelStore.append`, queued: ``then`` is called once,
+        with its result or exception."""
         ...
 
 

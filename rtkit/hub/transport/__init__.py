@@ -43,12 +43,22 @@ from .base import (
     fast_paths_enabled,
 )
 from .packets import EncodedPacket, encode_event, encode_messages, websocket_text_frame
-from .server import UNDECODABLE, Answerer, ConnectionRefused, HubServer, create_server
+from .server import (
+    QUEUED,
+    UNDECODABLE,
+    Answerer,
+    ConnectionRefused,
+    HubServer,
+    Queued,
+    Reply,
+    create_server,
+)
 from .sockets import Transports
 
 __all__ = [
     "FAST_PATHS_ENV",
     "FRAME_WRITER_KEY",
+    "QUEUED",
     "UNDECODABLE",
     "WRITE_BUFFERED_KEY",
     "Answerer",
@@ -56,6 +66,8 @@ __all__ = [
     "EncodedPacket",
     "FrameWriter",
     "HubServer",
+    "Queued",
+    "Reply",
     "Transport",
     "Transports",
     "WriteBuffered",

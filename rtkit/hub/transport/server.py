@@ -19,6 +19,7 @@ instead of a task each (:class:`~.sockets.TimerPingSocket`).
 from __future__ import annotations
 
 import asyncio
+import enum
 import functools
 from collections.abc import Callable
 from typing import Any
@@ -33,10 +34,19 @@ from .guard import BoundedPacket, SessionGuard, bounded_packet_class
 from .packets import message_frame
 from .sockets import Transports, ping_from_timer
 
-# Answers a request on the spot, given (sid, [event, *args]); None: the
-# request takes the usual way (see FastHubServer._handle_event).
-# (sid, request) -> its ack now, a future of its ack, or None: not answered here.
-Answerer = Callable[[str, list[Any]], "dict[str, Any] | asyncio.Future[dict[str, Any]] | None"]
+
+class Queued(enum.Enum):
+    QUEUED = "queued"
+
+
+# An Answerer's "the ack comes later, through the reply it was given".
+QUEUED = Queued.QUEUED
+# Sends a request's ack (a no-op for a request that wants none).
+Reply = Callable[[dict[str, Any]], None]
+# Answers a request on the spot (see FastHubServer._handle_event), given
+# (sid, [event, *args], reply): its ack now; QUEUED, and it calls reply with
+# the ack later; or None: not answered here, the request takes a task.
+Answerer = Callable[[str, list[Any], Reply], "dict[str, Any] | Queued | None"]
 
 # The event name an undecodable request is delivered as (see UndecodablePacket).
 UNDECODABLE = "\x00undecodable"
@@ -318,12 +328,11 @@ class FastHubServer(HubServer):
             return
         answer = self._answer_now
         if answer is not None and namespace == NAMESPACE and eio_sid not in self._running:
-            ack = answer(sid, data)
-            if isinstance(ack, asyncio.Future):
-                # Queued (a publish to the Redis store): acked when stored,
-                # by a callback rather than a task waiting for it.
-                if id is not None:
-                    ack.add_done_callback(functools.partial(self._send_ack, eio_sid, id))
+            # Queued (a publish to the Redis store): acked when stored, by a
+            # callback rather than a task waiting for it.
+            reply = _no_reply if id is None else functools.partial(self._queue_ack, eio_sid, id)
+            ack = answer(sid, data, reply)
+            if ack is QUEUED:
                 return
             if ack is not None:
                 if id is not None:
@@ -379,12 +388,11 @@ class FastHubServer(HubServer):
                     return True
         return False
 
-    def _send_ack(self, eio_sid: str, id: int, ack: asyncio.Future[dict[str, Any]]) -> None:
-        # A burst of queued requests is answered in one turn of the loop:
-        # the acks of each connection leave together, in one write.
-        pkt = self.packet_class(
-            socketio.packet.ACK, namespace=NAMESPACE, id=id, data=[ack.result()]
-        )
+    def _queue_ack(self, eio_sid: str, id: int, ack: dict[str, Any]) -> None:
+        # A burst of queued requests is answered in one step: the acks of
+        # each connection leave together, in one write, at the start of the
+        # next turn of the loop.
+        pkt = self.packet_class(socketio.packet.ACK, namespace=NAMESPACE, id=id, data=[ack])
         waiting = self._acks.get(eio_sid)
         if waiting is not None:
             waiting.append(pkt)
@@ -410,6 +418,10 @@ class FastHubServer(HubServer):
                 task = asyncio.get_running_loop().create_task(super()._send_packet(eio_sid, pkt))
                 self._sending.add(task)
                 task.add_done_callback(self._sending.discard)
+
+
+def _no_reply(ack: dict[str, Any]) -> None:
+    pass
 
 
 def create_server(*, fast_paths: bool, **kwargs: Any) -> HubServer:

@@ -14,9 +14,10 @@ Per channel (``<prefix>{<channel>}:...``, see
 The script checks the idempotency keys, numbers, stores and announces the
 messages of one channel, so every hub sees one order: Redis runs scripts one
 at a time, and PUBLISH order is seq order. Publishes that arrive while the
-previous call is on its way wait and then go together: one call per channel
-(several channels' calls in one pipeline), and one announcement for the lot,
-so a busy hub pays one round trip per burst, not per message. The sender's
+previous calls are on their way wait and then go together: one call per
+channel, written on the appends' own connection in order (see
+:mod:`.pipeline`), and one announcement for the lot, so a busy hub pays one
+call per burst, not per message. The sender's
 length in the idempotency key keeps ``("ann", "b:1")`` and ``("ann:b", "1")``
 apart.
 
@@ -29,17 +30,19 @@ first append will store, derived from a salt kept in ``<prefix>epoch-salt``
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-from ..base import Appended, Message, Range, Retention
+from ..base import Answer, Appended, Message, Range, Retention, into_future
 from ..codec import decode_data, encode_data
 from ..ids import channel_epoch, new_epoch, new_message_id
 from ..ranges import trim_selection
 from .connection import RedisConnection
+from .pipeline import PipelinedConnection, pack, pack_head
 
 __all__ = ["RedisChannels"]
 
@@ -132,6 +135,26 @@ return out
 
 # Most messages one append call carries; a bigger batch is split, in order.
 APPEND_BATCH = 256
+# Append calls on their way to Redis at once, on the appends' own connection
+# (see PipelinedConnection): the next call is written while the last one is
+# answered, and gathers the publishes that arrive meanwhile.
+APPENDS_IN_FLIGHT = 2
+
+# EVAL with the script's text rather than EVALSHA: Redis caches it by its
+# hash either way, and a Redis that lost its scripts (a restart, SCRIPT
+# FLUSH) runs it all the same. With EVALSHA the NOSCRIPT replies would have
+# to be retried, after calls written behind them had run: out of order.
+_EVAL_APPEND = pack_head("EVAL", _APPEND)
+
+
+class AppendListener(Protocol):
+    """Told of every append call: ``appending`` when it is sent,
+    ``stored_here`` when it is answered, with the messages it stored (none
+    if it failed), a gap-free run of one channel in seq order."""
+
+    def appending(self, channel: str) -> None: ...
+
+    def stored_here(self, channel: str, messages: list[Message]) -> None: ...
 
 
 @dataclass(slots=True)
@@ -140,7 +163,14 @@ class _PendingAppend:
     dedup_key: str  # "" without an idempotency id
     # The script's ARGV for it but the key index: ts, id, sender, kind, payload, window ms.
     fields: tuple[str, str, str, int, str | bytes, int]
-    done: asyncio.Future[Appended]
+    then: Answer
+
+
+def _answer(pending: _PendingAppend, result: Appended | Exception) -> None:
+    try:
+        pending.then(result)
+    except Exception:
+        log.exception("answering an append to %r failed", pending.message.channel)
 
 
 class RedisChannels:
@@ -157,24 +187,23 @@ class RedisChannels:
         self._conn = conn
         self.retention = retention
         self._clock = clock
-        conn.add_script("append", _APPEND)
         self._salt = ""  # channel epochs are derived from it (see open)
         self._reading = asyncio.Semaphore(MAX_CONCURRENT_READS)
         # Appends wait here in call order. The writer takes all that are
-        # waiting, one call per channel (in one pipeline when several
-        # channels have some), one batch at a time: Redis runs them in that
-        # order, so concurrent appends get seqs in call order.
+        # waiting, one call per channel, and writes the calls in that order
+        # on one connection: Redis runs them in that order, so concurrent
+        # appends get seqs in call order.
         self._appends: list[_PendingAppend] = []
         self._writer: asyncio.Task[None] | None = None
+        self._calls = PipelinedConnection(conn)
+        self._room = asyncio.Semaphore(APPENDS_IN_FLIGHT)
         self._last_batch = 0  # messages the writer's last call carried
         # Duplicates being read back (held here: the loop keeps only weak
         # references to tasks).
         self._reading_back: set[asyncio.Task[None]] = set()
-        # Told the messages of one channel this hub stored in one call, a
-        # gap-free run in seq order, before their publishers are answered (the
-        # feed delivers them without reading them back; see
-        # RedisFeed.stored_here).
-        self.stored_here: Callable[[list[Message]], None] | None = None
+        # Told of each append call (the feed: it delivers what this hub
+        # stored without reading it back).
+        self.listener: AppendListener | None = None
 
     async def open(self) -> None:
         """Read (or make) the salt every hub on this prefix derives epochs from."""
@@ -190,6 +219,16 @@ class RedisChannels:
         """Until the appends already handed to the writer are answered."""
         if self._writer is not None:
             await asyncio.gather(self._writer, return_exceptions=True)
+        # Then until their calls are answered (or the link to Redis broke,
+        # within its socket timeout).
+        for _ in range(APPENDS_IN_FLIGHT):
+            await self._room.acquire()
+        for _ in range(APPENDS_IN_FLIGHT):
+            self._room.release()
+
+    async def close(self) -> None:
+        """After :meth:`wait_written`: drop the appends' own connection."""
+        await self._calls.close()
 
     def _key(self, channel: str, part: str) -> str:
         return self._conn.channel_key(channel, part)
@@ -204,9 +243,17 @@ class RedisChannels:
         ts: float,
         dedup_window: float,
     ) -> Appended:
-        return await self.append_soon(
-            channel, data, sender=sender, msg_id=msg_id, ts=ts, dedup_window=dedup_window
+        done: asyncio.Future[Appended] = asyncio.get_running_loop().create_future()
+        self.append_soon(
+            channel,
+            data,
+            sender=sender,
+            msg_id=msg_id,
+            ts=ts,
+            dedup_window=dedup_window,
+            then=functools.partial(into_future, done),
         )
+        return await done
 
     def append_soon(
         self,
@@ -217,7 +264,8 @@ class RedisChannels:
         msg_id: str | None,
         ts: float,
         dedup_window: float,
-    ) -> asyncio.Future[Appended]:
+        then: Answer,
+    ) -> None:
         """:meth:`append`, queued for the writer (see
         :class:`~rtkit.storage.base.QueuedChannelStore`)."""
         kind, payload = encode_data(data)
@@ -230,17 +278,16 @@ class RedisChannels:
         life = self._conn.life
         if life.state != "open":
             life.check_open()
-        loop = asyncio.get_running_loop()
-        pending = _PendingAppend(
-            Message(channel, 0, ts, msg_id, sender, data),
-            dedup_key,
-            (repr(ts), msg_id, sender, kind, payload, max(1, int(dedup_window * 1000))),
-            loop.create_future(),
+        self._appends.append(
+            _PendingAppend(
+                Message(channel, 0, ts, msg_id, sender, data),
+                dedup_key,
+                (repr(ts), msg_id, sender, kind, payload, max(1, int(dedup_window * 1000))),
+                then,
+            )
         )
-        self._appends.append(pending)
         if self._writer is None:
-            self._writer = loop.create_task(self._write_appends())
-        return pending.done
+            self._writer = asyncio.get_running_loop().create_task(self._write_appends())
 
     async def _duplicate(self, pending: _PendingAppend, first: bytes) -> None:
         """Answer ``pending`` with the message its idempotency key names
@@ -252,23 +299,21 @@ class RedisChannels:
                 self._key(m.channel, "log"), f"{first_seq}-0", f"{first_seq}-0"
             )
         except Exception as exc:
-            if not pending.done.done():
-                pending.done.set_exception(exc)
+            _answer(pending, exc)
             return
         if entries:
             appended = Appended(self._message(m.channel, *entries[0]), duplicate=True)
         else:  # trimmed already: what the key remembers
             original = Message(m.channel, int(first_seq), float(first_ts), m.id, m.sender, m.data)
             appended = Appended(original, duplicate=True)
-        if not pending.done.done():
-            pending.done.set_result(appended)
+        _answer(pending, appended)
 
-    def _append_call(self, batch: list[_PendingAppend]) -> list[Any]:
-        """The EVALSHA arguments that append ``batch`` (one channel's)."""
+    def _append_command(self, batch: list[_PendingAppend]) -> bytes:
+        """The EVAL that appends ``batch`` (one channel's), packed."""
         first = batch[0].message
         channel = first.channel
         keys = [self._key(channel, part) for part in ("seq", "log", "epoch", "bytes")]
-        args: list[Any] = [
+        args: list[str | bytes | int] = [
             self._epoch_of(channel, first.ts),
             self.retention.max_messages,
             self.retention.max_bytes,
@@ -282,11 +327,14 @@ class RedisChannels:
                 index = len(keys)
             ts, msg_id, sender, kind, payload, window_ms = pending.fields
             args += (ts, msg_id, sender, kind, payload, index, window_ms)
-        return [self._conn.scripts["append"].sha, len(keys), *keys, *args]
+        return pack(_EVAL_APPEND, [len(keys), *keys, *args])
 
     async def _write_appends(self) -> None:
         try:
             while self._appends:
+                # At most APPENDS_IN_FLIGHT calls on their way: the next
+                # gathers what arrives meanwhile.
+                await self._room.acquire()
                 if self._last_batch > 1:
                     # Under load, let the loop first read the publishes that
                     # have already arrived (two turns: a wake-up runs before
@@ -306,49 +354,24 @@ class RedisChannels:
                     for appends in by_channel.values()
                     for i in range(0, len(appends), APPEND_BATCH)
                 ]
-                results = await self._run_appends([self._append_call(b) for b in batches])
-                for batch, result in zip(batches, results, strict=True):
-                    self._settle(batch, result)
+                commands = [self._append_command(b) for b in batches]
+                if self.listener is not None:
+                    for batch in batches:
+                        self.listener.appending(batch[0].message.channel)
+                await self._calls.send(commands, functools.partial(self._answered, batches))
         finally:
             self._writer = None
 
-    async def _run_appends(self, calls: list[list[Any]]) -> list[Any]:
-        """Run the EVALSHA ``calls`` in order; each result is the script's
-        reply or the exception it raised. The script is loaded again where
-        Redis lost it (a restart): nothing ran for a NOSCRIPT reply."""
-        from redis.exceptions import NoScriptError
-
-        results = await self._evalsha_all(calls)
-        again = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
-        if again:
-            try:
-                await self._conn.redis.script_load(_APPEND)
-                retried = await self._evalsha_all([calls[i] for i in again])
-            except Exception as exc:
-                retried = [exc] * len(again)
-            for i, r in zip(again, retried, strict=True):
-                results[i] = r
-        return results
-
-    async def _evalsha_all(self, calls: list[list[Any]]) -> list[Any]:
-        redis = self._conn.redis
-        try:
-            if len(calls) == 1:
-                # Most bursts are one channel's: no pipeline needed.
-                return [await redis.evalsha(*calls[0])]
-            async with redis.pipeline(transaction=False) as pipe:
-                for call in calls:
-                    pipe.evalsha(*call)
-                return list(await pipe.execute(raise_on_error=False))
-        except Exception as exc:
-            return [exc] * len(calls)
+    def _answered(self, batches: list[list[_PendingAppend]], replies: list[Any]) -> None:
+        self._room.release()
+        for batch, reply in zip(batches, replies, strict=True):
+            self._settle(batch, reply)
 
     def _settle(self, batch: list[_PendingAppend], result: Any) -> None:
-        if isinstance(result, BaseException):
+        if isinstance(result, Exception):
             for pending in batch:
-                if not pending.done.done():
-                    pending.done.set_exception(result)
-                    pending.done.exception()  # retrieved by its waiter, if still there
+                _answer(pending, result)
+            self._tell_listener(batch[0].message.channel, [])
             return
         stored: list[Message] = []
         duplicates: list[tuple[_PendingAppend, bytes]] = []
@@ -360,20 +383,24 @@ class RedisChannels:
                 stored.append(pending.message)
             else:
                 duplicates.append((pending, result[2 * n + 1]))
-        # One script call numbers its messages without a gap: the feed can
-        # deliver them as one run, before their publishers are answered.
-        if stored and self.stored_here is not None:
-            try:
-                self.stored_here(stored)
-            except Exception:
-                log.exception("delivering %d messages of %r failed", len(stored), stored[0].channel)
         for pending in batch:
-            if pending.message.seq and not pending.done.done():
-                pending.done.set_result(Appended(pending.message))
+            if pending.message.seq:
+                _answer(pending, Appended(pending.message))
+        # One script call numbers its messages without a gap: the feed can
+        # deliver them as one run, after the acks just queued have left (see
+        # RedisFeed.stored_here).
+        self._tell_listener(batch[0].message.channel, stored)
         for pending, first in duplicates:
             task = asyncio.get_running_loop().create_task(self._duplicate(pending, first))
             self._reading_back.add(task)
             task.add_done_callback(self._reading_back.discard)
+
+    def _tell_listener(self, channel: str, stored: list[Message]) -> None:
+        if self.listener is not None:
+            try:
+                self.listener.stored_here(channel, stored)
+            except Exception:
+                log.exception("delivering %d messages of %r failed", len(stored), channel)
 
     @staticmethod
     def _message(channel: str, entry_id: bytes, fields: dict[bytes, bytes]) -> Message:

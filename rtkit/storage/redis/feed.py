@@ -8,9 +8,9 @@ them to :meth:`FeedSink.stored <rtkit.storage.base.FeedSink.stored>` in seq
 order. A lost announcement (the link to Redis dropped) is therefore just a
 bigger read on the next one, and after a reconnect every watched channel is
 read up to its head. This hub's own messages are not read back: the store
-tells the feed each one it stored (:meth:`RedisFeed.stored_here`), and one
-that is next in its channel is delivered at once, as the embedded stores
-do; another hub's message before it is read and delivered first. A channel
+tells the feed each run it stored (:meth:`RedisFeed.stored_here`), and one
+that is next in its channel is delivered as soon as its publishers' acks
+have left; another hub's message before it is read and delivered first. A channel
 nobody here follows any more is unwatched by a periodic sweep.
 
 While the link is down the feed is not ``up``: the hub is not ready
@@ -53,10 +53,14 @@ class RedisFeed:
     def __init__(self, announcements: RedisAnnouncements, channels: RedisChannels) -> None:
         self._announcements = announcements
         self._channels = channels
-        channels.stored_here = self.stored_here
+        channels.listener = self
         self._sink: FeedSink | None = None
         self._last: dict[str, int] = {}  # watched channel -> last seq delivered
         self._target: dict[str, int] = {}  # channel -> highest seq announced
+        # channel -> this hub's append calls on their way, and the newest
+        # seq Redis announced meanwhile (see announced)
+        self._appending: dict[str, int] = {}
+        self._held: dict[str, int] = {}
         self._watching: dict[str, asyncio.Future[None]] = {}
         self._watched_at: dict[str, float] = {}
         self._wake = asyncio.Event()
@@ -176,9 +180,21 @@ class RedisFeed:
         self._sink.state(up)
 
     def announced(self, channel: str, seq: int) -> None:
+        """Redis announced ``seq`` in ``channel``. Held while this hub has
+        appends to the channel on their way: the announcement is most
+        likely of those, which this hub delivers without reading them back
+        (see :meth:`stored_here`); what they do not cover is read after."""
         if seq <= self._last.get(channel, -1):
-            return  # delivered already (this hub's own messages are, see stored_here)
-        if seq > self._target.get(channel, 0):
+            return  # delivered already
+        if channel in self._appending:
+            if seq > self._held.get(channel, 0):
+                self._held[channel] = seq
+            return
+        self._follow(channel, seq)
+
+    def _follow(self, channel: str, seq: int) -> None:
+        """Read ``channel`` up to ``seq``."""
+        if seq > self._target.get(channel, 0) and seq > self._last.get(channel, -1):
             self._target[channel] = seq
             self._wake.set()
 
@@ -192,29 +208,44 @@ class RedisFeed:
 
     # -- delivery -----------------------------------------------------------
 
-    def stored_here(self, messages: list[Message]) -> None:
-        """This hub stored ``messages``, a gap-free run of one channel
-        (RedisChannels tells, before answering their publishers). When they
-        come next here they are delivered at once, as the embedded stores
-        do, instead of being read back after their announcement: one round
-        trip to Redis per burst of publishes, not three. Otherwise (another
-        hub's messages come first) the pump reads the gap and delivers all
-        in order."""
-        channel, newest = messages[0].channel, messages[-1].seq
+    def appending(self, channel: str) -> None:
+        """This hub sent an append call for ``channel`` (RedisChannels
+        tells); :meth:`stored_here` follows, whatever its outcome."""
+        self._appending[channel] = self._appending.get(channel, 0) + 1
+
+    def stored_here(self, channel: str, messages: list[Message]) -> None:
+        """An append call of this hub's came back: ``messages`` (perhaps
+        none) are what it stored, a gap-free run, and their publishers have
+        just been answered. They are delivered in the next turn of the loop,
+        after those acks have left, and never read back: one round trip to
+        Redis per burst of publishes, not three."""
+        asyncio.get_running_loop().call_soon(self._deliver_own, channel, messages)
+
+    def _deliver_own(self, channel: str, messages: list[Message]) -> None:
+        """Deliver this hub's own ``messages`` when they come next here, as
+        the embedded stores do; otherwise (another hub's messages come
+        first) the pump reads the gap and delivers all in order. Then,
+        once no append call of this hub's is on its way, follow up what
+        Redis announced meanwhile beyond them."""
+        left = self._appending.pop(channel, 1) - 1
+        if left:
+            self._appending[channel] = left
+        held = self._held.pop(channel, 0) if not left else 0
         last = self._last.get(channel)
-        if last is None:
-            if channel in self._watching:
-                self.announced(channel, newest)
-            return  # nobody here follows it
-        if newest <= last:
-            return
-        if messages[0].seq > last + 1:
-            self.announced(channel, newest)
-            return
-        fresh = messages if messages[0].seq == last + 1 else messages[last + 1 - messages[0].seq :]
-        assert self._sink is not None  # watched, so started
-        self._last[channel] = newest
-        self._sink.stored_many(fresh)
+        if messages:
+            first, newest = messages[0].seq, messages[-1].seq
+            if last is None:
+                if channel in self._watching:
+                    self._follow(channel, newest)
+            elif first > last + 1:
+                self._follow(channel, newest)
+            elif newest > last:
+                fresh = messages if first == last + 1 else messages[last + 1 - first :]
+                assert self._sink is not None  # watched, so started
+                self._last[channel] = last = newest
+                self._sink.stored_many(fresh)
+        if held:
+            self._follow(channel, held)
 
     async def _pump(self) -> None:
         while True:
@@ -225,7 +256,7 @@ class RedisFeed:
                     self._resync = False
                     for channel in list(self._last):
                         head, _ = await self._channels.head(channel)
-                        self.announced(channel, head)
+                        self._follow(channel, head)
                 for channel in list(self._target):
                     await self._catch_up(channel)
             except asyncio.CancelledError:
@@ -245,7 +276,7 @@ class RedisFeed:
         try:
             rng = await self._channels.read(channel, since=last, limit=READ_BATCH)
         except BaseException:
-            self.announced(channel, target)
+            self._follow(channel, target)
             raise
         now = self._last.get(channel)
         if now is None:
@@ -272,6 +303,6 @@ class RedisFeed:
             self.messages_read += len(fresh)
             self._sink.stored_many(fresh)
         if rng.seq > last:
-            self.announced(channel, rng.seq)
+            self._follow(channel, rng.seq)
         elif target > last:
-            self.announced(channel, target)
+            self._follow(channel, target)

@@ -65,4 +65,5 @@ class RedisStore:
             return
         self._conn.life.state = "closed"
         await self.channels.wait_written()
+        await self.channels.close()
         await self._conn.release()

@@ -7,12 +7,15 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
 
 from rtkit.pytest_plugin import REDIS_URL
 from rtkit.storage.redis import RedisStore
+from rtkit.storage.redis.connection import RedisConnection
+from rtkit.storage.redis.pipeline import PipelinedConnection, pack, pack_head
 from tests.unit.storage.test_feed import RecordingSink
 
 pytestmark = pytest.mark.redis
@@ -72,7 +75,7 @@ async def test_a_burst_of_publishes_is_one_announcement_read_once_by_other_hubs(
     assert [m.data["n"] for m in sink.messages] == [seqs.index(s) for s in range(1, 201)]
 
 
-async def test_a_hub_delivers_its_own_messages_before_the_publisher_is_answered(
+async def test_a_hub_delivers_its_own_messages_without_reading_them_back(
     hubs: tuple[RedisStore, RedisStore],
 ) -> None:
     a, b = hubs
@@ -83,7 +86,10 @@ async def test_a_hub_delivers_its_own_messages_before_the_publisher_is_answered(
         appended = await a.channels.append(
             "own", {"n": 1}, sender="ann", msg_id=None, ts=time.time(), dedup_window=WINDOW
         )
+        # Right after the publisher's answer, which leaves first.
+        await sink.wait_for(1)
         assert sink.messages == [appended.message]
+        assert a.feed.status() == {"up": True, "outages": 0, "watched": 1, "messages_read": 0}
         # Another hub's message comes between: read back, still in order.
         assert await publish(b, "own", 2) == 2
         assert await publish(a, "own", 3) == 3
@@ -119,3 +125,44 @@ async def test_publishing_goes_on_after_redis_forgets_its_scripts(
     finally:
         await admin.aclose()
     assert await asyncio.gather(publish(a, "flush", 2), publish(a, "other", 1)) == [2, 1]
+
+
+async def test_a_broken_publishing_connection_fails_what_is_on_its_way_then_reconnects(
+    rt_redis_prefix: str,
+) -> None:
+    conn = RedisConnection(REDIS_URL, rt_redis_prefix)
+    await conn.open()
+    link = PipelinedConnection(conn)
+    admin = aioredis.Redis.from_url(REDIS_URL)
+    counter = f"{rt_redis_prefix}counter"
+
+    async def write(*commands: bytes) -> asyncio.Future[list[Any]]:
+        replies: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+        await link.send(list(commands), replies.set_result)
+        return replies
+
+    async def send(*commands: bytes) -> list[Any]:
+        return await asyncio.wait_for(await write(*commands), 5)
+
+    try:
+        (first_id,) = await send(pack(pack_head("CLIENT", "ID"), []))
+        # A blocked call with another written behind it, both on their way
+        # when the connection is killed.
+        blocked = await write(pack(pack_head("BLPOP"), [f"{rt_redis_prefix}nothing", 10]))
+        behind = await write(pack(pack_head("INCR"), [counter]))
+        assert link.in_flight == 2
+        assert await admin.client_kill_filter(_id=first_id) == 1
+        for replies in await asyncio.wait_for(asyncio.gather(blocked, behind), 5):
+            assert [type(r).__name__ for r in replies] == ["ConnectionError"]
+        assert link.in_flight == 0
+        # The next write opens a new connection; what was behind never ran.
+        second_id, count = await send(
+            pack(pack_head("CLIENT", "ID"), []), pack(pack_head("INCR"), [counter])
+        )
+        assert second_id != first_id and count == 1
+    finally:
+        await link.close()
+        await admin.delete(counter)
+        await admin.aclose()
+        conn.life.state = "closed"
+        await conn.release()
