@@ -3,6 +3,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8765
+# Test processes make test runs the suite in (pytest-xdist; 0: one process).
+# Two halve its time on a 2-core machine: a test's hubs, servers and browser
+# mostly wait on each other.
+TEST_WORKERS ?= 2
 
 .PHONY: demo hub test lint bench setup machine widgets lock docs
 
@@ -62,7 +66,8 @@ docs: $(BIN)/rtkit
 ## restarts: what they test is the store's and the client's, not how the hub
 ## writes to its sockets) and what does not depend on the transport's mode
 ## (TRANSPORT_AGNOSTIC in tests/conftest.py).
-## The notebooks find their hub through rtkit's pytest plugin (-p).
+## The notebooks find their hub through rtkit's pytest plugin (-p). The two
+## pytest runs spread whole test files over TEST_WORKERS processes.
 test: machine setup
 	$(BIN)/ruff check rtkit jupyter_extension tests benchmarks scripts
 	$(BIN)/ruff format --check rtkit jupyter_extension tests benchmarks scripts
@@ -70,9 +75,10 @@ test: machine setup
 	npm run --prefix rtkit/widgets/js --silent check
 	$(BIN)/python scripts/lock.py check
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir build/docs-check
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
 	@echo "Again with the fast paths into library internals off (rtkit/hub/transport):"
-	RTKIT_FAST_PATHS=0 $(BIN)/pytest -q -m "not browser and not slow and not transport_agnostic"
+	RTKIT_FAST_PATHS=0 $(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile \
+		-m "not browser and not slow and not transport_agnostic"
 	$(BIN)/pytest -p rtkit.pytest_plugin --nbval notebooks --nbval-sanitize-with notebooks/sanitize.cfg
 
 ## Re-resolve today's newest allowed versions into constraints.txt, then
