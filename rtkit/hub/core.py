@@ -161,10 +161,20 @@ def _append_errors(stats: HubStats | None) -> Iterator[None]:
     except HubError:
         raise
     except Exception as exc:
-        log.exception("store append failed")
-        if stats is not None:
-            stats.store_error("append")
-        raise Unavailable(f"the store could not take the message: {exc}") from None
+        raise _append_error(exc, stats) from None
+
+
+def _append_error(exc: Exception, stats: HubStats | None) -> HubError:
+    """What the publisher is told of ``exc``, from the store (see
+    _append_errors). Not raised here: a failed store call hands the same
+    exception to every append it carried, and each raise of one exception
+    object lengthens its traceback."""
+    if isinstance(exc, HubError):
+        return exc
+    log.error("store append failed", exc_info=exc)
+    if stats is not None:
+        stats.store_error("append")
+    return Unavailable(f"the store could not take the message: {exc}")
 
 
 @dataclass(slots=True)
@@ -895,13 +905,13 @@ class Hub:
         its refusal."""
 
         def answer(result: Appended | Exception) -> None:
-            try:
-                with _append_errors(self.stats):
-                    if isinstance(result, Exception):
-                        raise result
-                ack = self._published(result)
-            except Exception as exc:
-                ack = self._refusal(PUBLISH, sid, exc)
+            if isinstance(result, Exception):
+                ack = self._refusal(PUBLISH, sid, _append_error(result, self.stats))
+            else:
+                try:
+                    ack = self._published(result)
+                except Exception as exc:
+                    ack = self._refusal(PUBLISH, sid, exc)
             reply(ack)
 
         return answer
@@ -921,14 +931,14 @@ class Hub:
             left -= 1
             if left:
                 return
-            try:
-                with _append_errors(self.stats):
-                    for r in results:
-                        if isinstance(r, Exception):
-                            raise r
-                ack = self._published_batch(batch, cast("list[Appended]", results))
-            except Exception as exc:
-                ack = self._refusal(PUBLISH, sid, exc)
+            failed = next((r for r in results if isinstance(r, Exception)), None)
+            if failed is not None:
+                ack = self._refusal(PUBLISH, sid, _append_error(failed, self.stats))
+            else:
+                try:
+                    ack = self._published_batch(batch, cast("list[Appended]", results))
+                except Exception as exc:
+                    ack = self._refusal(PUBLISH, sid, exc)
             reply(ack)
 
         return answer

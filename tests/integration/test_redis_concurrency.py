@@ -9,9 +9,11 @@ answered the 101st concurrent request with ``internal``.
 from __future__ import annotations
 
 import asyncio
+import traceback
 from typing import Any
 
 import pytest
+import redis.asyncio as aioredis
 
 from rtkit.pytest_plugin import REDIS_URL
 from tests.integration.helpers import RawClient, assert_ok
@@ -60,3 +62,28 @@ async def test_two_thousand_subscriptions_at_once(
     finally:
         await asyncio.gather(publisher.close(), *(c.close() for c in clients))
     assert not [line for line in hub.log if "Traceback" in line or "Too many" in line]
+
+
+async def test_a_failed_script_call_answers_each_publish_with_unavailable_and_one_clear_log(
+    rt_hub_inprocess_factory: Any, rt_redis_prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A counter Redis cannot increment: the append script fails for every
+    # message of a call, and the call's one error reaches each of them.
+    admin = aioredis.Redis.from_url(REDIS_URL)
+    await admin.set(f"{rt_redis_prefix}{{broken}}:seq", "not a number")
+    await admin.aclose()
+    hub = rt_hub_inprocess_factory(store=f"{REDIS_URL}?prefix={rt_redis_prefix}")
+    publisher = RawClient(hub.url, name="publisher")
+    await publisher.connect()
+    try:
+        acks = await asyncio.gather(*(publisher.publish("broken", {"n": n}) for n in range(50)))
+    finally:
+        await publisher.close()
+    assert {(a["ok"], a["error"]["code"]) for a in acks} == {(False, "unavailable")}
+    assert all("not an integer" in a["error"]["message"] for a in acks), acks[0]
+    failures = [r for r in caplog.records if r.getMessage() == "store append failed"]
+    assert len(failures) == 50
+    # One traceback each, as long as the first: re-raising the shared error
+    # once per publish made the 50th carry 49 extra frames.
+    depths = [len(traceback.extract_tb(r.exc_info[2])) for r in failures if r.exc_info]
+    assert len(depths) == 50 and len(set(depths)) == 1, depths
