@@ -10,8 +10,8 @@ bigger read on the next one, and after a reconnect every watched channel is
 read up to its head. This hub's own messages are not read back: the store
 tells the feed each run it stored (:meth:`RedisFeed.stored_here`), and one
 that is next in its channel is delivered as soon as its publishers' acks
-have left; another hub's message before it is read and delivered first. A channel
-nobody here follows any more is unwatched by a periodic sweep.
+have left; another hub's message before it is read and delivered first. A
+channel nobody here follows any more is unwatched by a periodic sweep.
 
 While the link is down the feed is not ``up``: the hub is not ready
 (``/readyz`` 503) and answers requests with ``unavailable``; its clients
